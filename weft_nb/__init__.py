@@ -1,0 +1,40 @@
+"""weft_nb: durable workflows for Jupyter notebooks, journaled in DuckDB.
+
+Activities (``@weft_nb.activity`` or ``%%weft_activity``) are units of work with retries, timeouts,
+heartbeats and checkpoints. Workflows (``@weft_nb.workflow``) call them through ``ctx.run``. The
+:class:`Engine` records every step in a DuckDB journal before the workflow moves on, so a crashed
+kernel resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._activity_context import ActivityContext, current_activity
+from ._definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
+from ._engine import Engine
+from ._retry import RetryPolicy, parse_duration
+from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
+from ._workflow_context import StepChangedWarning, VerificationContext, WorkflowContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityContext",
+    "ActivityDefinition",
+    "Engine",
+    "RecoveryReport",
+    "RetryPolicy",
+    "RunHandle",
+    "RunInfo",
+    "StepChangedWarning",
+    "VerificationContext",
+    "WeftEvent",
+    "WorkflowContext",
+    "WorkflowDefinition",
+    "__version__",
+    "activity",
+    "current_activity",
+    "errors",
+    "parse_duration",
+    "workflow",
+]

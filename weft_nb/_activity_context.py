@@ -1,0 +1,137 @@
+"""What a running activity sees: heartbeats, checkpoints, cancellation, attempt information."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import WorkflowCancelledError
+
+if TYPE_CHECKING:
+    from ._checkpoints import CheckpointStore
+    from ._clock import Clock
+
+_NOT_LOADED: Any = object()
+
+_current: contextvars.ContextVar[ActivityContext | None] = contextvars.ContextVar(
+    "weft_current_activity", default=None
+)
+
+
+def current_activity() -> ActivityContext:
+    """The context of the activity running in this thread (or task).
+
+    A training helper deep in a call stack can heartbeat or checkpoint without being passed the
+    context. Raises ``RuntimeError`` outside an activity.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError(
+            "weft_nb.current_activity() was called outside an activity; call it from code that "
+            "an activity runs"
+        )
+    return ctx
+
+
+class ActivityContext:
+    """Passed to an activity as its second parameter (and returned by ``current_activity()``).
+
+    Attributes:
+        run_id: The workflow run.
+        activity_name: The activity's registered name.
+        position: The step's position in the workflow.
+        attempt: 1 for the first attempt, 2 for the first retry, and so on.
+        cancelled: A ``threading.Event`` set when the run is cancelled or this attempt timed out.
+            Check it in loops, or call :meth:`raise_if_cancelled`.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        activity_name: str,
+        position: int,
+        attempt: int,
+        clock: Clock,
+        checkpoints: CheckpointStore,
+        last_heartbeat_loader: Callable[[], Any],
+    ) -> None:
+        self.run_id = run_id
+        self.activity_name = activity_name
+        self.position = position
+        self.attempt = attempt
+        self.cancelled: threading.Event = clock.new_event()
+        self.cancel_reason = ""
+        self._clock = clock
+        self._checkpoints = checkpoints
+        self._last_heartbeat_loader = last_heartbeat_loader
+        self._last_heartbeat: Any = _NOT_LOADED
+        self._last_checkpoint: Any = _NOT_LOADED
+        self._on_cancel: Callable[[], None] | None = None  # set while a coroutine activity runs
+        # Written by heartbeat() on the activity's thread and read by the flusher and watchdog.
+        # Plain attribute stores are atomic under the GIL, so no lock sits on the hot path.
+        self.details: Any = None
+        self.heartbeat_count = 0
+        self.last_heartbeat_at = clock.now()
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Report liveness and progress; cheap enough for every batch of a training loop.
+
+        The details are kept in memory and written to the journal by a background thread at most
+        once per heartbeat interval, and when the attempt ends. The object is serialised then, not
+        now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
+        """
+        self.last_heartbeat_at = self._clock.now()
+        if details is not None:
+            self.details = details
+        self.heartbeat_count += 1
+
+    @property
+    def last_heartbeat_details(self) -> Any:
+        """The latest heartbeat details recorded by an earlier attempt of this step, or None.
+
+        Durable: after a crash the next attempt, in a new process, still sees them (with at most
+        one heartbeat interval of lag).
+        """
+        if self._last_heartbeat is _NOT_LOADED:
+            self._last_heartbeat = self._last_heartbeat_loader()
+        return self._last_heartbeat
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (any picklable object) durably; returns once it is on disk.
+
+        The latest few checkpoints of the step are kept (``Engine(checkpoint_keep=...)``). A crash
+        during the write leaves the previous checkpoint intact.
+        """
+        self._checkpoints.save(self.run_id, self.position, self.attempt, state)
+        self._last_checkpoint = _NOT_LOADED  # the next read sees the new one
+
+    @property
+    def last_checkpoint(self) -> Any:
+        """The newest checkpoint of this step (from any attempt, any process), or None."""
+        if self._last_checkpoint is _NOT_LOADED:
+            self._last_checkpoint = self._checkpoints.load_latest(self.run_id, self.position)
+        return self._last_checkpoint
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``WorkflowCancelledError`` if the run was cancelled or this attempt timed out."""
+        if self.cancelled.is_set():
+            raise WorkflowCancelledError(
+                f"activity {self.activity_name!r} (step {self.position}, run {self.run_id!r}) "
+                f"was asked to stop: {self.cancel_reason or 'cancelled'}",
+                run_id=self.run_id,
+            )
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on cancellation; True when cancelled. Follows a virtual clock."""
+        return self.cancelled.wait(seconds)
+
+    def _cancel(self, reason: str) -> None:
+        if not self.cancelled.is_set():
+            self.cancel_reason = reason
+            self.cancelled.set()
+            callback = self._on_cancel
+            if callback is not None:
+                callback()

@@ -1,0 +1,135 @@
+"""Durable activity checkpoints: files beside the journal, referenced by journal rows.
+
+A checkpoint can be hundreds of megabytes (model weights, optimiser state), too big for a journal
+row, so its bytes go to a file and the journal keeps its path and size. The write is atomic:
+
+1. pickle (protocol 5, so numpy buffers stream straight to the file) into a temporary file;
+2. ``fsync`` it, ``rename`` it into place, ``fsync`` the folder;
+3. commit the journal row, then delete the checkpoints beyond the newest ``keep``.
+
+A crash before step 3 leaves an unreferenced file that the next open deletes, and the previous
+checkpoint is still the latest one the journal names. Nothing is ever half-visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import threading
+import uuid
+import warnings
+from typing import Any
+
+from ._clock import Clock
+from ._journal import CheckpointRecord, Journal
+from .errors import PayloadError
+
+_TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointStore:
+    """Writes and reads checkpoint files for one journal."""
+
+    def __init__(self, journal: Journal, clock: Clock, *, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError(f"checkpoint_keep must be >= 1; got {keep}")
+        self.journal = journal
+        self.clock = clock
+        self.keep = keep
+        root, _ = os.path.splitext(journal.path)
+        self.root = root + ".checkpoints"
+        self._seq_lock = threading.Lock()
+
+    def _step_dir(self, run_id: str, position: int) -> str:
+        return os.path.join(self.root, run_id, str(position))
+
+    def save(self, run_id: str, position: int, attempt: int, state: Any) -> CheckpointRecord:
+        """Write ``state`` durably and record it; see the module docstring for the protocol."""
+        folder = self._step_dir(run_id, position)
+        os.makedirs(folder, exist_ok=True)
+        with self._seq_lock:
+            existing = self.journal.checkpoints_of(run_id, position)
+            seq = (existing[0].seq + 1) if existing else 1
+        final = os.path.join(folder, f"{seq:08d}-a{attempt}.pkl")
+        tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as handle:
+                try:
+                    pickle.dump(state, handle, protocol=5)
+                except Exception as exc:
+                    raise PayloadError(
+                        f"checkpoint of step {position} (run {run_id!r}) cannot be pickled: "
+                        f"{type(exc).__name__}: {exc}. Checkpoint plain state (arrays, dicts, "
+                        "state_dicts), not live objects.",
+                        run_id=run_id,
+                    ) from exc
+                handle.flush()
+                os.fsync(handle.fileno())
+                size = handle.tell()
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        record = CheckpointRecord(
+            run_id=run_id,
+            position=position,
+            attempt=attempt,
+            seq=seq,
+            created_at=self.clock.now(),
+            path=os.path.relpath(final, self.root),
+            size=size,
+            codec="pickle",
+        )
+        for stale in self.journal.add_checkpoint(record, self.keep):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.root, stale.path))
+        return record
+
+    def load_latest(self, run_id: str, position: int) -> Any:
+        """The newest readable checkpoint of a step, or None; skips (with a warning) bad files."""
+        for record in self.journal.checkpoints_of(run_id, position):
+            path = os.path.join(self.root, record.path)
+            try:
+                if os.path.getsize(path) != record.size:
+                    raise ValueError(f"size {os.path.getsize(path)} != recorded {record.size}")
+                with open(path, "rb") as handle:
+                    return pickle.load(handle)  # noqa: S301 - the user's own checkpoint
+            except Exception as exc:  # noqa: BLE001 - fall back to the previous checkpoint
+                warnings.warn(
+                    f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
+                    f"({type(exc).__name__}: {exc}); falling back to the previous one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return None
+
+    def remove_orphans(self) -> int:
+        """Delete temporary and unreferenced checkpoint files (left by a crash); return the count."""
+        if not os.path.isdir(self.root):
+            return 0
+        referenced = self.journal.all_checkpoint_paths()
+        removed = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                full = os.path.join(folder, name)
+                if name.startswith(_TMP_PREFIX) or os.path.relpath(full, self.root) not in referenced:
+                    with contextlib.suppress(OSError):
+                        os.unlink(full)
+                        removed += 1
+        return removed
+
+    def remove_run(self, run_id: str) -> None:
+        """Delete a run's checkpoint files (used when a run's journal rows are deleted)."""
+        shutil.rmtree(os.path.join(self.root, run_id), ignore_errors=True)

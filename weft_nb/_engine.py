@@ -1,0 +1,433 @@
+"""The engine: starts, resumes, cancels and reports runs over one journal.
+
+Each run's workflow function runs on its own daemon thread, so ``start`` never blocks a notebook
+cell; ``run`` (or ``handle.result()``) waits. Everything durable goes through the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ._activity_context import ActivityContext
+from ._attempts import AttemptRunner
+from ._checkpoints import CheckpointStore
+from ._clock import Clock, RealClock
+from ._definitions import (
+    ON_CHANGE_POLICIES,
+    Registry,
+    WorkflowDefinition,
+    definition_of,
+    make_workflow,
+)
+from ._duckdb_journal import DuckDBJournal
+from ._journal import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    TERMINAL_STATUSES,
+    Journal,
+    RunRecord,
+    StepRecord,
+)
+from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode, error_from_json, error_to_json
+from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
+from ._workflow_context import EngineStopped, WorkflowContext
+from .errors import (
+    JournalClosedError,
+    RunNotFoundError,
+    WeftError,
+    WorkflowCancelledError,
+    WorkflowNotRegisteredError,
+    WorkflowVersionMismatchError,
+)
+
+
+@dataclasses.dataclass(eq=False)
+class RunState:
+    """The in-memory state of one live run (dropped on close or a simulated restart)."""
+
+    run_id: str
+    workflow: WorkflowDefinition
+    input_value: Any
+    on_change: str
+    cancel_requested: threading.Event
+    handle: RunHandle
+    steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
+    failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
+    first_started: dict[int, float] = dataclasses.field(default_factory=dict)
+    live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)
+    stopped: bool = False
+    replayed: int = 0
+    executed: int = 0
+
+
+class Engine:
+    """Runs durable workflows over a DuckDB journal.
+
+    Args:
+        journal: Path of the journal file (created with its folder when missing).
+        clock: Time source; tests pass a ``VirtualClock`` (see ``weft_nb.testing``).
+        on_change: Default policy when a journaled step no longer matches the code on replay:
+            ``"rerun"`` (supersede and run again, with a warning) or ``"error"``.
+        heartbeat_interval: Seconds between journal writes of buffered heartbeat details.
+        checkpoint_keep: Checkpoints kept per step (older ones are deleted).
+        max_payload_bytes: Largest input or result stored in the journal.
+        program: Shown to other processes that find the journal locked (a notebook name).
+    """
+
+    def __init__(
+        self,
+        journal: str | os.PathLike[str] = ".weft/journal.duckdb",
+        *,
+        clock: Clock | None = None,
+        on_change: str = "rerun",
+        heartbeat_interval: float = 1.0,
+        checkpoint_keep: int = 2,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        program: str = "",
+    ) -> None:
+        if on_change not in ON_CHANGE_POLICIES:
+            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {on_change!r}")
+        self.clock: Clock = clock or RealClock()
+        self.on_change = on_change
+        self.max_payload_bytes = max_payload_bytes
+        self.registry = Registry()
+        self.journal: Journal = DuckDBJournal(journal, program=program)
+        self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
+        self.checkpoints.remove_orphans()
+        self.attempts = AttemptRunner(self.clock)
+        from ._heartbeats import HeartbeatFlusher
+
+        self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval)
+        self._lock = threading.RLock()
+        self._active: dict[str, RunState] = {}
+        self._listeners: list[Callable[[WeftEvent], None]] = []
+        self._closed = False
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop live runs (they stay resumable), flush heartbeats and release the journal."""
+        self._shutdown(flush=True)
+
+    def _shutdown(self, *, flush: bool) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            states = list(self._active.values())
+        for state in states:
+            self._stop_state(state, "the engine was closed")
+        self.flusher.stop(flush=flush)
+        self.journal.close()
+
+    def _stop_state(self, state: RunState, reason: str) -> None:
+        state.stopped = True
+        state.cancel_requested.set()
+        for ctx, wake in list(state.live):
+            ctx._cancel(reason)
+            wake.set()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def register(self, *definitions: Any) -> None:
+        """Register decorated activities and workflows (or definitions). Re-registering replaces."""
+        for item in definitions:
+            definition = definition_of(item)
+            if definition is None:
+                raise TypeError(
+                    f"{item!r} is not an activity or workflow; decorate it with @weft_nb.activity "
+                    "or @weft_nb.workflow first"
+                )
+            if self.registry.add(definition):
+                self.emit("definition_replaced", None, None, name=definition.name)
+
+    def _workflow_definition(self, workflow: Any) -> WorkflowDefinition:
+        if isinstance(workflow, str):
+            found = self.registry.workflow(workflow)
+            if found is None:
+                raise WorkflowNotRegisteredError(
+                    f"workflow {workflow!r} is not registered; registered: "
+                    f"{sorted(self.registry.workflows) or 'none'}. Run its cell or "
+                    "engine.register() it first.",
+                    workflow=workflow,
+                )
+            return found
+        definition = definition_of(workflow) or (make_workflow(workflow) if callable(workflow) else None)
+        if not isinstance(definition, WorkflowDefinition):
+            raise TypeError(f"{workflow!r} is not a workflow")
+        self.registry.add(definition)
+        return definition
+
+    # -- events ----------------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[WeftEvent], None]) -> None:
+        """Call ``listener(event)`` for every engine event (run and step lifecycle)."""
+        self._listeners.append(listener)
+
+    def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
+        """Send an event to the listeners; a failing listener is reported, never fatal."""
+        if not self._listeners:
+            return
+        event = WeftEvent(kind, run_id, position, self.clock.now(), data)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"weft_nb event listener failed: {exc!r}", RuntimeWarning, stacklevel=2)
+
+    # -- starting and resuming -------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: Any,
+        input: Any = None,  # noqa: A002
+        *,
+        run_id: str | None = None,
+        on_change: str | None = None,
+    ) -> RunHandle:
+        """Start a run in the background and return its handle at once.
+
+        With a ``run_id`` that exists, a finished run's handle returns its recorded outcome and an
+        unfinished run resumes.
+        """
+        self._check_open()
+        definition = self._workflow_definition(workflow)
+        if run_id is not None:
+            with self._lock:
+                if run_id in self._active:
+                    return self._active[run_id].handle
+            existing = self.journal.get_run(run_id)
+            if existing is not None:
+                if existing.workflow != definition.name:
+                    raise WeftError(
+                        f"run {run_id!r} belongs to workflow {existing.workflow!r}, not "
+                        f"{definition.name!r}; choose another run id",
+                        run_id=run_id,
+                    )
+                return self.resume(run_id)
+        run_id = run_id or uuid.uuid4().hex[:16]
+        policy = on_change or self.on_change
+        if policy not in ON_CHANGE_POLICIES:
+            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {policy!r}")
+        codec, data = encode(
+            input, what=f"input of workflow {definition.name!r}", max_bytes=self.max_payload_bytes
+        )
+        now = self.clock.now()
+        self.journal.create_run(
+            RunRecord(run_id, definition.name, definition.version, RUNNING, policy, codec, data, now, now)
+        )
+        self.emit("run_started", run_id, None, workflow=definition.name)
+        return self._launch(definition, run_id, input, policy, {}, {}, {})
+
+    def run(self, workflow: Any, input: Any = None, *, run_id: str | None = None,  # noqa: A002
+            timeout: float | None = None, on_change: str | None = None) -> Any:  # fmt: skip
+        """Start (or resume) a run and wait for its result."""
+        return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
+
+    def resume(self, run_id: str) -> RunHandle:
+        """Resume an unfinished run from its journal; a finished run's handle returns its outcome."""
+        self._check_open()
+        with self._lock:
+            if run_id in self._active:
+                return self._active[run_id].handle
+        record = self.journal.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id)
+        if record.status in TERMINAL_STATUSES:
+            return self._finished_handle(record)
+        definition = self.registry.workflow(record.workflow)
+        if definition is None:
+            raise WorkflowNotRegisteredError(
+                f"run {run_id!r} needs workflow {record.workflow!r}, which is not registered; run "
+                "the cells that define it (and its activities), then resume",
+                workflow=record.workflow,
+                run_id=run_id,
+            )
+        if definition.version != record.version:
+            raise WorkflowVersionMismatchError(
+                f"run {run_id!r} was recorded by version {record.version!r} of workflow "
+                f"{record.workflow!r}, but version {definition.version!r} is registered. Register "
+                "the old version to finish it, or start a new run.",
+                run_id=run_id,
+            )
+        steps = self.journal.load_steps(run_id)
+        failed: dict[int, int] = {}
+        first: dict[int, float] = {}
+        for row in self.journal.query(
+            "SELECT position, max(attempt), min(started_at) FROM attempts WHERE run_id = ? "
+            "AND NOT superseded GROUP BY position",
+            [run_id],
+        ):
+            failed[row[0]], first[row[0]] = row[1], row[2]
+        self.emit("run_resumed", run_id, None, workflow=record.workflow, recorded_steps=len(steps))
+        value = decode(record.input_codec, record.input)
+        return self._launch(definition, run_id, value, record.on_change, steps, failed, first)
+
+    def _launch(
+        self,
+        definition: WorkflowDefinition,
+        run_id: str,
+        value: Any,
+        on_change: str,
+        steps: dict[int, StepRecord],
+        failed: dict[int, int],
+        first: dict[int, float],
+    ) -> RunHandle:
+        handle = RunHandle(self, run_id, definition.name)
+        state = RunState(run_id, definition, value, on_change, self.clock.new_event(), handle,
+                         steps, failed, first)  # fmt: skip
+        handle._state = state
+        with self._lock:
+            self._check_open()
+            self._active[run_id] = state
+        self.journal.acquire()
+        self.clock.reserve_participant()
+        thread = threading.Thread(target=self._drive, args=(state,), name=f"weft-run-{run_id}", daemon=True)
+        thread.start()
+        return handle
+
+    def _drive(self, state: RunState) -> None:
+        self.clock.bind_participant()
+        handle = state.handle
+        try:
+            ctx = WorkflowContext(self, state)
+            fn = state.workflow.fn
+            value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
+            codec, data = encode(value, what=f"result of workflow {state.workflow.name!r}",
+                                 max_bytes=self.max_payload_bytes)  # fmt: skip
+            self._finish(state, COMPLETED, codec=codec, data=data)
+            handle._settle(COMPLETED, value=value)
+        except EngineStopped:
+            handle._settle(RUNNING, error=JournalClosedError(
+                f"the engine stopped before run {state.run_id!r} finished; it resumes on the next "
+                "start/resume with the same run id"))  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - the run's outcome, whatever it is
+            if state.stopped:
+                handle._settle(RUNNING, error=JournalClosedError(
+                    f"the engine stopped while run {state.run_id!r} was running"))  # fmt: skip
+            elif state.cancel_requested.is_set():
+                handle._settle(CANCELLED, error=self._cancelled_error(state.run_id))
+            else:
+                try:
+                    self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc()))
+                finally:
+                    handle._settle(FAILED, error=exc)
+        finally:
+            with self._lock:
+                self._active.pop(state.run_id, None)
+            try:
+                self.journal.release()
+            except JournalClosedError:
+                pass
+            self.clock.release_participant()
+
+    def _finish(self, state: RunState, status: str, *, codec: str | None = None,
+                data: bytes | None = None, error: str | None = None) -> None:  # fmt: skip
+        if state.stopped:
+            raise EngineStopped
+        self.journal.finish_run(state.run_id, status, self.clock.now(), codec, data, error)
+        self.emit("run_finished", state.run_id, None, status=status,
+                  replayed=state.replayed, executed=state.executed)  # fmt: skip
+
+    @staticmethod
+    def _cancelled_error(run_id: str) -> WorkflowCancelledError:
+        return WorkflowCancelledError(
+            f"run {run_id!r} was cancelled; a cancelled run is not resumed (start a new run)",
+            run_id=run_id,
+        )
+
+    def _finished_handle(self, record: RunRecord) -> RunHandle:
+        handle = RunHandle(self, record.run_id, record.workflow)
+        if record.status == COMPLETED:
+            assert record.result_codec is not None and record.result is not None
+            handle._settle(COMPLETED, value=decode(record.result_codec, record.result), replayed=True)
+        elif record.status == CANCELLED:
+            handle._settle(CANCELLED, error=self._cancelled_error(record.run_id), replayed=True)
+        else:
+            error = (
+                error_from_json(record.error, run_id=record.run_id)
+                if record.error
+                else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
+            )
+            handle._settle(FAILED, error=error, replayed=True)
+        return handle
+
+    def recover_all(self) -> RecoveryReport:
+        """Resume every unfinished run whose workflow is registered; report the others by name."""
+        report = RecoveryReport()
+        for record in self.journal.list_runs():
+            if record.status in TERMINAL_STATUSES or record.run_id in self._active:
+                continue
+            if self.registry.workflow(record.workflow) is None:
+                report.unregistered.setdefault(record.workflow, []).append(record.run_id)
+                continue
+            report.resumed.append(self.resume(record.run_id))
+        if report.unregistered:
+            warnings.warn(report.describe_unregistered(), RuntimeWarning, stacklevel=2)
+        return report
+
+    # -- control and inspection ------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: persist it, then set ``cancelled`` on its in-flight activities.
+
+        Returns False when the run had already finished.
+        """
+        self._check_open()
+        record = self.journal.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id)
+        if record.status in TERMINAL_STATUSES:
+            return False
+        self.journal.set_run_status(run_id, CANCELLED, self.clock.now())
+        with self._lock:
+            state = self._active.get(run_id)
+        if state is not None:
+            state.cancel_requested.set()
+            for ctx, wake in list(state.live):
+                ctx._cancel("the run was cancelled")
+                wake.set()
+        self.emit("run_cancelled", run_id, None)
+        return True
+
+    def runs(self, status: str | None = None) -> list[RunInfo]:
+        """Every run in the journal (oldest first), optionally of one status."""
+        with self._lock:
+            active = set(self._active)
+        return [
+            RunInfo(r.run_id, r.workflow, r.status, r.created_at, r.updated_at, r.run_id in active)
+            for r in self.journal.list_runs(status)
+        ]
+
+    def new_activity_context(self, state: RunState, name: str, position: int, attempt: int) -> ActivityContext:
+        """Build the context of one attempt."""
+
+        def last_heartbeat() -> Any:
+            record = self.journal.latest_heartbeat(state.run_id, position)
+            return None if record is None else decode(record.codec, record.details)
+
+        return ActivityContext(
+            run_id=state.run_id, activity_name=name, position=position, attempt=attempt,
+            clock=self.clock, checkpoints=self.checkpoints, last_heartbeat_loader=last_heartbeat,
+        )  # fmt: skip
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalClosedError(
+                f"this engine (journal {self.journal.path}) is closed; create a new Engine"
+            )

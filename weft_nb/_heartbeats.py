@@ -1,0 +1,106 @@
+"""The heartbeat flusher: moves the latest heartbeat details of live attempts into the journal.
+
+``ActivityContext.heartbeat()`` only stores a reference and a timestamp, so it never blocks on disk
+or a lock. This thread wakes once per interval, serialises the newest details of every attempt
+that heartbeated since its last visit, and appends them in one transaction. When an attempt ends,
+the engine takes its final details with :meth:`HeartbeatFlusher.finish` and commits them together
+with the step's outcome, so the journal's last heartbeat of a finished attempt is always exact.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import TYPE_CHECKING
+
+from ._journal import HeartbeatRecord, Journal
+from ._payloads import encode
+from .errors import JournalClosedError, PayloadError
+
+if TYPE_CHECKING:
+    from ._activity_context import ActivityContext
+    from ._clock import Clock
+
+_MAX_DETAILS_BYTES = 1024 * 1024
+
+
+class HeartbeatFlusher:
+    """One background thread per engine."""
+
+    def __init__(self, journal: Journal, clock: Clock, interval: float) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._live: dict[ActivityContext, int] = {}  # context -> heartbeat_count last written
+        self._warned: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="weft-heartbeats", daemon=True)
+        self._thread.start()
+
+    def track(self, ctx: ActivityContext) -> None:
+        """Start watching an attempt."""
+        with self._lock:
+            self._live[ctx] = ctx.heartbeat_count
+
+    def _record(self, ctx: ActivityContext) -> HeartbeatRecord | None:
+        details = ctx.details
+        if details is None:
+            return None
+        try:
+            codec, data = encode(
+                details, what=f"heartbeat details of {ctx.activity_name!r}", max_bytes=_MAX_DETAILS_BYTES
+            )
+        except PayloadError as exc:
+            if ctx.activity_name not in self._warned:
+                self._warned.add(ctx.activity_name)
+                warnings.warn(str(exc), RuntimeWarning, stacklevel=1)
+            return None
+        return HeartbeatRecord(
+            run_id=ctx.run_id,
+            position=ctx.position,
+            attempt=ctx.attempt,
+            recorded_at=ctx.last_heartbeat_at,
+            codec=codec,
+            details=data,
+        )
+
+    def finish(self, ctx: ActivityContext) -> HeartbeatRecord | None:
+        """Stop watching an attempt; return its unwritten final details, if any."""
+        with self._lock:
+            written = self._live.pop(ctx, None)
+        if written is None or written == ctx.heartbeat_count:
+            return None
+        return self._record(ctx)
+
+    def flush(self) -> None:
+        """Write every attempt's newest unwritten details now."""
+        with self._lock:
+            pending = [(ctx, ctx.heartbeat_count) for ctx, n in self._live.items() if n != ctx.heartbeat_count]
+        records = []
+        for ctx, count in pending:
+            record = self._record(ctx)
+            if record is not None:
+                records.append(record)
+            with self._lock:
+                if ctx in self._live:
+                    self._live[ctx] = count
+        if records:
+            try:
+                self.journal.record_heartbeats(records)
+            except JournalClosedError:
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - a failed flush must not kill the thread
+                warnings.warn(f"weft_nb could not write heartbeats: {exc}", RuntimeWarning, stacklevel=1)
+
+    def stop(self, *, flush: bool) -> None:
+        """Stop the thread, writing what is buffered first when ``flush`` is true."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if flush:
+            self.flush()

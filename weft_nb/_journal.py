@@ -1,0 +1,190 @@
+"""The journal interface: what the engine stores, as plain records, and the operations on them.
+
+Every write method is atomic: it either commits all it was given or nothing. A step's result is
+committed before the workflow sees it. Backends are checked by ``tests/test_journal_contract.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"
+TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
+
+STEP_COMPLETED = "completed"
+STEP_FAILED = "failed"
+STEP_STARTED = "started"  # a keyed activity's dispatch marker, before its outcome is known
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One workflow run."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    on_change: str
+    input_codec: str
+    input: bytes
+    created_at: float
+    updated_at: float
+    result_codec: str | None = None
+    result: bytes | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """The outcome of one ``ctx.run`` position (or a keyed activity's dispatch marker)."""
+
+    run_id: str
+    position: int
+    activity: str
+    status: str
+    input_hash: str
+    source_hash: str
+    attempts: int
+    started_at: float
+    finished_at: float | None = None
+    result_codec: str | None = None
+    result: bytes | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclasses.dataclass
+class AttemptRecord:
+    """A failed attempt (successful ones are summed up in their step)."""
+
+    run_id: str
+    position: int
+    attempt: int
+    activity: str
+    started_at: float
+    finished_at: float
+    error_type: str
+    error_message: str
+    traceback: str
+
+
+@dataclasses.dataclass
+class HeartbeatRecord:
+    """The latest heartbeat details of an attempt at one moment."""
+
+    run_id: str
+    position: int
+    attempt: int
+    recorded_at: float
+    codec: str
+    details: bytes
+
+
+@dataclasses.dataclass
+class CheckpointRecord:
+    """A durable checkpoint file written by ``ActivityContext.checkpoint``."""
+
+    run_id: str
+    position: int
+    attempt: int
+    seq: int
+    created_at: float
+    path: str
+    size: int
+    codec: str
+
+
+@dataclasses.dataclass
+class EventRecord:
+    """Something worth an audit line: a superseded step, a reconciliation, a recovery skip."""
+
+    run_id: str
+    position: int | None
+    kind: str
+    message: str
+    created_at: float
+
+
+class Journal(Protocol):
+    """Durable storage for runs, steps, attempts, heartbeats, checkpoints and events."""
+
+    path: str
+
+    def acquire(self) -> None:
+        """Keep the storage open while a run is active (nestable)."""
+
+    def release(self) -> None:
+        """Undo one :meth:`acquire`; when none remain the file may be released to readers."""
+
+    def close(self) -> None:
+        """Close for good; later calls raise ``JournalClosedError``."""
+
+    def create_run(self, run: RunRecord) -> None:
+        """Insert a new run."""
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None."""
+
+    def list_runs(self, status: str | None = None) -> list[RunRecord]:
+        """Runs, oldest first, optionally of one status."""
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        at: float,
+        result_codec: str | None = None,
+        result: bytes | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a run's final (or interrupted) status, result or error."""
+
+    def set_run_status(self, run_id: str, status: str, at: float) -> None:
+        """Change a run's status only."""
+
+    def load_steps(self, run_id: str) -> dict[int, StepRecord]:
+        """The current (not superseded) step records of a run, by position."""
+
+    def record_step(self, step: StepRecord, heartbeat: HeartbeatRecord | None = None) -> None:
+        """Record a step's outcome (replacing its dispatch marker), with its last heartbeat."""
+
+    def record_marker(self, step: StepRecord) -> None:
+        """Record a keyed activity's dispatch marker (status ``started``) before dispatch."""
+
+    def record_attempt_failure(
+        self, attempt: AttemptRecord, heartbeat: HeartbeatRecord | None = None
+    ) -> None:
+        """Record one failed attempt, with its last heartbeat."""
+
+    def attempts_of(self, run_id: str, position: int) -> list[AttemptRecord]:
+        """The current failed attempts of one step, oldest first."""
+
+    def record_heartbeats(self, heartbeats: list[HeartbeatRecord]) -> None:
+        """Append heartbeat rows in one transaction."""
+
+    def latest_heartbeat(self, run_id: str, position: int) -> HeartbeatRecord | None:
+        """The newest current heartbeat of one step, from any attempt."""
+
+    def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
+        """Add a checkpoint and drop all but the newest ``keep``; return the dropped ones."""
+
+    def checkpoints_of(self, run_id: str, position: int) -> list[CheckpointRecord]:
+        """The current checkpoints of one step, newest first."""
+
+    def all_checkpoint_paths(self) -> set[str]:
+        """Every checkpoint path the journal references (for orphan cleanup)."""
+
+    def supersede_from(self, run_id: str, position: int, event: EventRecord) -> None:
+        """Mark steps (and their attempts, heartbeats, checkpoints) at ``position`` and after
+        as superseded, and record why, in one transaction."""
+
+    def add_event(self, event: EventRecord) -> None:
+        """Append an audit event."""
+
+    def events_of(self, run_id: str) -> list[EventRecord]:
+        """A run's events, oldest first."""

@@ -1,0 +1,169 @@
+"""Payload codecs: how inputs, results, heartbeat details and errors are stored.
+
+Three codecs, the name stored beside every payload so old rows stay readable:
+
+- ``json``: values made only of dict (str keys), list, str, int, float, bool and None. Checked
+  exactly, so a tuple or a subclass never comes back as a different type on replay.
+- ``pydantic:<module>:<qualname>``: pydantic models, as their JSON; rehydrated on replay through
+  the activity's return type hint, or the class found by its path.
+- ``pickle``: everything else (numpy arrays, pandas frames, ...), protocol 5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pickle
+import sys
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from . import errors
+from .errors import PayloadError, WeftError
+
+JSON = "json"
+PICKLE = "pickle"
+_PYDANTIC = "pydantic:"
+
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
+def _is_json_exact(value: Any, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None or kind is float:
+        return True
+    if depth > 64:
+        return False
+    if kind is list:
+        return all(_is_json_exact(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(
+            type(k) is str and _is_json_exact(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
+def encode(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> tuple[str, bytes]:
+    """Encode ``value``; raise :class:`PayloadError` naming ``what`` if it cannot be stored.
+
+    >>> encode({"a": [1, 2.5, None]}, what="x")
+    ('json', b'{"a":[1,2.5,null]}')
+    >>> encode((1, 2), what="x")[0]
+    'pickle'
+    """
+    if _is_json_exact(value):
+        codec, data = JSON, json.dumps(value, separators=(",", ":")).encode()
+    elif isinstance(value, BaseModel):
+        cls = type(value)
+        codec = f"{_PYDANTIC}{cls.__module__}:{cls.__qualname__}"
+        data = value.model_dump_json().encode()
+    else:
+        try:
+            codec, data = PICKLE, pickle.dumps(value, protocol=5)
+        except Exception as exc:
+            raise PayloadError(
+                f"{what} cannot be stored: a {type(value).__module__}.{type(value).__qualname__} "
+                f"is not serialisable ({type(exc).__name__}: {exc}). Return plain data "
+                "(JSON values, numpy arrays, dataclasses, pydantic models) instead of live "
+                "objects such as open files, locks, generators or clients.",
+                what=what,
+                type_name=type(value).__qualname__,
+            ) from exc
+    if len(data) > max_bytes:
+        raise PayloadError(
+            f"{what} is {len(data):,} bytes, over the {max_bytes:,}-byte payload limit. Save "
+            "large data to a file (or an activity checkpoint) and return its path, or raise "
+            "Engine(max_payload_bytes=...).",
+            what=what,
+            size=len(data),
+            limit=max_bytes,
+        )
+    return codec, data
+
+
+def decode(codec: str, data: bytes, *, hint: Any = None) -> Any:
+    """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models."""
+    if codec == JSON:
+        value = json.loads(data)
+        if hint is not None and _wants_model(hint) and value is not None:
+            return TypeAdapter(hint).validate_python(value)
+        return value
+    if codec == PICKLE:
+        return pickle.loads(data)  # noqa: S301 - the journal is the user's own file
+    if codec.startswith(_PYDANTIC):
+        if hint is not None and _wants_model(hint):
+            return TypeAdapter(hint).validate_json(data)
+        cls = _find_class(codec[len(_PYDANTIC) :])
+        if cls is not None:
+            return cls.model_validate_json(data)
+        return json.loads(data)
+    raise PayloadError(f"unknown payload codec {codec!r}; was the journal written by a newer weft_nb?")
+
+
+def _find_class(path: str) -> type[BaseModel] | None:
+    module_name, _, qualname = path.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return None
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
+
+
+def _wants_model(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def validate(value: Any, hint: Any, *, what: str) -> Any:
+    """Validate ``value`` against a pydantic-model ``hint``; other hints are left alone."""
+    if hint is None or not _wants_model(hint) or isinstance(value, hint):
+        return value
+    try:
+        return TypeAdapter(hint).validate_python(value)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{what} does not match its type hint {hint.__qualname__}: {exc}",
+            what=what,
+            type_name=type(value).__qualname__,
+        ) from exc
+
+
+def digest(data: bytes) -> str:
+    """The hash stored in a step's signature."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def error_to_json(error: BaseException, traceback_text: str = "") -> str:
+    """An exception as the JSON text kept in the journal (weft_nb errors keep their fields)."""
+    data: dict[str, Any] = {
+        "class": type(error).__name__,
+        "module": type(error).__module__,
+        "message": error.message if isinstance(error, WeftError) else str(error),
+        "traceback": traceback_text,
+    }
+    if isinstance(error, WeftError):
+        data["fields"] = error.fields
+    return json.dumps(data, default=repr)
+
+
+def error_from_json(text: str, *, run_id: str | None = None) -> BaseException:
+    """Rebuild a recorded error: weft_nb errors as themselves, others as ``WorkflowFailedError``."""
+    data = json.loads(text)
+    cls = getattr(errors, data["class"], None) if data.get("module") == errors.__name__ else None
+    if isinstance(cls, type) and issubclass(cls, WeftError):
+        rebuilt = cls.__new__(cls)
+        WeftError.__init__(rebuilt, data["message"], **data.get("fields", {}))
+        return rebuilt
+    return errors.WorkflowFailedError(
+        f"run {run_id!r} failed: {data['class']}: {data['message']}",
+        run_id=run_id,
+        cause_type=data["class"],
+        cause_message=data["message"],
+        traceback_text=data.get("traceback", ""),
+    )

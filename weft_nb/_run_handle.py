@@ -1,0 +1,115 @@
+"""Run handles, run listings, recovery reports and engine events."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._journal import RUNNING
+
+if TYPE_CHECKING:
+    from ._engine import Engine, RunState
+
+
+@dataclasses.dataclass(frozen=True)
+class WeftEvent:
+    """Something that happened in the engine, for listeners (widgets, logs, tests)."""
+
+    kind: str
+    run_id: str | None
+    position: int | None
+    at: float
+    data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """One row of ``Engine.runs()``."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: float
+    updated_at: float
+    active: bool
+
+
+@dataclasses.dataclass
+class RecoveryReport:
+    """What ``Engine.recover_all()`` did."""
+
+    resumed: list[RunHandle] = dataclasses.field(default_factory=list)
+    unregistered: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def describe_unregistered(self) -> str:
+        """A sentence naming the workflows that blocked recovery of some runs."""
+        names = ", ".join(f"{name!r} ({len(ids)} run(s))" for name, ids in sorted(self.unregistered.items()))
+        return (
+            f"not resumed, workflow not registered: {names}. Run the cells that define them "
+            "(and their activities), then call recover_all() again."
+        )
+
+
+class RunHandle:
+    """A started (or recorded) run."""
+
+    def __init__(self, engine: Engine, run_id: str, workflow: str) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self.workflow = workflow
+        self._state: RunState | None = None
+        self._done = threading.Event()
+        self._status = RUNNING
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.replayed_from_journal = False
+
+    def _settle(
+        self, status: str, *, value: Any = None, error: BaseException | None = None, replayed: bool = False
+    ) -> None:
+        self._status = status
+        self._value = value
+        self._error = error
+        self.replayed_from_journal = replayed
+        self._done.set()
+
+    @property
+    def status(self) -> str:
+        """``running``, ``completed``, ``failed`` or ``cancelled``."""
+        return self._status
+
+    @property
+    def done(self) -> bool:
+        """True once the run has an outcome (or its engine stopped)."""
+        return self._done.is_set()
+
+    @property
+    def replayed_steps(self) -> int:
+        """Steps answered from the journal in this execution."""
+        return self._state.replayed if self._state else 0
+
+    @property
+    def executed_steps(self) -> int:
+        """Steps that ran live in this execution."""
+        return self._state.executed if self._state else 0
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run and return its result, or raise its error.
+
+        Raises:
+            TimeoutError: The run did not finish within ``timeout`` (real) seconds.
+            WorkflowCancelledError: The run was cancelled.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout}s; it keeps running")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def cancel(self) -> bool:
+        """Cancel this run (see ``Engine.cancel``)."""
+        return self._engine.cancel(self.run_id)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.workflow!r} run_id={self.run_id!r} status={self._status!r}>"

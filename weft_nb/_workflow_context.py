@@ -1,0 +1,387 @@
+"""The workflow side of a run: ``ctx.run`` with replay, signatures, retries and reconciliation.
+
+Replay model: on resume the workflow function runs again from the top. Each ``ctx.run`` takes the
+next position; a position whose step completed (with the same signature: activity name, input hash,
+activity source hash) is answered from the journal without running the activity. On the first
+mismatch the run's ``on_change`` policy decides: ``"rerun"`` supersedes the journaled steps from
+there on (kept for audit) and runs live; ``"error"`` raises :class:`NonDeterminismError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import errors as _errors
+from ._activity_context import ActivityContext
+from ._definitions import ActivityDefinition, definition_of, make_activity
+from ._journal import (
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_STARTED,
+    AttemptRecord,
+    EventRecord,
+    StepRecord,
+)
+from ._payloads import decode, digest, encode, error_from_json, error_to_json, validate
+from ._retry import RetryPolicy, parse_duration
+from .errors import (
+    ActivityFailedError,
+    ActivityNotRegisteredError,
+    ActivityReconciliationIndeterminateError,
+    ActivityScheduleToCloseTimeoutError,
+    ActivityTimeoutError,
+    ActivityVerificationError,
+    NonDeterminismError,
+    WeftError,
+    WorkflowCancelledError,
+)
+
+if TYPE_CHECKING:
+    from ._engine import Engine, RunState
+
+_CALL_OPTIONS = frozenset(
+    {"timeout", "schedule_to_close_timeout", "retry", "queue", "idempotency_key", "heartbeat_timeout"}
+)
+
+
+class StepChangedWarning(UserWarning):
+    """A journaled step no longer matches the workflow's code or input; it is run again."""
+
+
+class EngineStopped(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationContext:
+    """Passed to an activity's ``verify(result, context)``.
+
+    ``phase`` is ``"post-execution"`` (return True to accept ``result``) or
+    ``"pre-dispatch-reconciliation"`` (``result`` is None; return ``"not-completed"``,
+    ``{"status": "completed-with-result", "result": ...}``, ``"completed-result-unavailable"`` or
+    ``"indeterminate"``).
+    """
+
+    phase: str
+    run_id: str
+    position: int
+    activity: str
+    input: Any
+    idempotency_key: str | None
+    attempt: int
+
+
+class WorkflowContext:
+    """The ``ctx`` a workflow function receives."""
+
+    def __init__(self, engine: Engine, state: RunState) -> None:
+        self._engine = engine
+        self._state = state
+        self._position = 0
+        self.run_id = state.run_id
+        self.workflow_name = state.workflow.name
+
+    # -- public API ------------------------------------------------------------------------
+
+    def run(self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any) -> Any:  # noqa: A002
+        """Run an activity (by registered name or function) and return its result.
+
+        Call options: ``timeout``, ``schedule_to_close_timeout``, ``retry`` (a partial override:
+        a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
+        A completed step is answered from the journal and never runs twice.
+        """
+        self._check_alive()
+        unknown = set(call_options) - _CALL_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}")
+        position = self._position
+        self._position += 1
+        definition = self._resolve(activity)
+        value = validate(input, definition.input_hint, what=f"input of activity {definition.name!r}")
+        codec, data = encode(
+            value,
+            what=f"input of activity {definition.name!r} (step {position})",
+            max_bytes=self._engine.max_payload_bytes,
+        )
+        input_hash = digest(codec.encode() + data)
+        key = call_options.get("idempotency_key")
+        if key is None and definition.idempotency_key is not None:
+            key = str(definition.idempotency_key(value))
+        recorded = self._state.steps.pop(position, None)  # each position is visited once
+        if recorded is not None:
+            if (recorded.activity, recorded.input_hash, recorded.source_hash) == (
+                definition.name, input_hash, definition.source_hash,
+            ):  # fmt: skip
+                if recorded.status == STEP_COMPLETED:
+                    self._state.replayed += 1
+                    assert recorded.result_codec is not None and recorded.result is not None
+                    return decode(recorded.result_codec, recorded.result, hint=definition.result_hint)
+                if recorded.status == STEP_FAILED:
+                    self._state.replayed += 1
+                    assert recorded.error is not None
+                    raise error_from_json(recorded.error, run_id=self.run_id)
+                reconciled = self._reconcile(definition, recorded, value, key)
+                if reconciled is not _DISPATCH:
+                    return reconciled
+            else:
+                self._on_changed(position, recorded, definition, input_hash)
+        return self._execute(definition, position, value, input_hash, key, call_options)
+
+    # -- resolution and replay -------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        state = self._state
+        if state.stopped:
+            raise EngineStopped
+        if state.cancel_requested.is_set():
+            raise WorkflowCancelledError(
+                f"run {state.run_id!r} was cancelled", run_id=state.run_id
+            )
+
+    def _resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
+        registry = self._engine.registry
+        if isinstance(activity, str):
+            found = registry.activity(activity)
+            if found is None:
+                raise ActivityNotRegisteredError(
+                    f"workflow {self.workflow_name!r} (run {self.run_id!r}) called activity "
+                    f"{activity!r}, which is not registered. Registered: "
+                    f"{sorted(registry.activities) or 'none'}. Run the cell that defines it, or "
+                    "engine.register() it, then re-run.",
+                    activity=activity,
+                    run_id=self.run_id,
+                )
+            return found
+        definition = definition_of(activity)
+        if definition is None:
+            if not callable(activity):
+                raise TypeError(f"ctx.run takes an activity name or function; got {activity!r}")
+            definition = make_activity(activity)
+        if not isinstance(definition, ActivityDefinition):
+            raise TypeError(f"{definition.name!r} is a workflow, not an activity")
+        current = registry.activity(definition.name)
+        if current is None or current.fn is not definition.fn:
+            registry.add(definition)
+        return definition
+
+    def _on_changed(
+        self, position: int, recorded: StepRecord, definition: ActivityDefinition, input_hash: str
+    ) -> None:
+        what = []
+        if recorded.activity != definition.name:
+            what.append(f"activity was {recorded.activity!r}, now {definition.name!r}")
+        else:
+            if recorded.input_hash != input_hash:
+                what.append("its input changed")
+            if recorded.source_hash != definition.source_hash:
+                what.append(
+                    f"the activity's source changed ({recorded.source_hash[:8]} -> "
+                    f"{definition.source_hash[:8]})"
+                )
+        reason = "; ".join(what)
+        state = self._state
+        if state.on_change == "error":
+            raise NonDeterminismError(
+                f"step {position} of run {state.run_id!r} no longer matches the journal: {reason}. "
+                "Restore the original code, start a new run, or use on_change='rerun'.",
+                run_id=state.run_id,
+                position=position,
+            )
+        message = (
+            f"step {position} of run {state.run_id!r} changed ({reason}); journaled steps from "
+            f"{position} on are superseded and run again"
+        )
+        warnings.warn(message, StepChangedWarning, stacklevel=3)
+        self._engine.journal.supersede_from(
+            state.run_id,
+            position,
+            EventRecord(state.run_id, position, "step_changed", message, self._engine.clock.now()),
+        )
+        for stale in [p for p in state.steps if p >= position]:
+            del state.steps[stale]
+        state.failed_attempts = {p: n for p, n in state.failed_attempts.items() if p < position}
+
+    def _reconcile(
+        self, definition: ActivityDefinition, marker: StepRecord, value: Any, key: str | None
+    ) -> Any:
+        """A keyed step was dispatched before a crash; decide per the Tier-0 states."""
+        state = self._state
+        where = f"activity {definition.name!r} (step {marker.position}, run {state.run_id!r})"
+        if definition.verify is None:
+            raise ActivityReconciliationIndeterminateError(
+                f"{where} was dispatched with idempotency key {marker.idempotency_key!r} before a "
+                "crash and its outcome is unknown. weft_nb fails closed instead of running it "
+                "again: add a verify= function that checks the external system, or start a new run.",
+                run_id=state.run_id,
+                position=marker.position,
+                activity=definition.name,
+            )
+        context = VerificationContext(
+            "pre-dispatch-reconciliation", state.run_id, marker.position, definition.name, value,
+            key, marker.attempts,
+        )  # fmt: skip
+        try:
+            verdict = definition.verify(None, context)
+        except Exception as exc:  # noqa: BLE001 - a failing verifier fails closed
+            verdict = f"indeterminate (verify raised {type(exc).__name__}: {exc})"
+        if verdict == "not-completed":
+            return _DISPATCH
+        if isinstance(verdict, Mapping) and verdict.get("status") == "completed-with-result":
+            result = verdict.get("result")
+            self._record_success(definition, marker.position, marker.input_hash, key, result,
+                                 marker.attempts, marker.started_at, None)  # fmt: skip
+            self._state.replayed += 1
+            return result
+        raise ActivityReconciliationIndeterminateError(
+            f"{where}: verify reported {verdict!r} for the dispatch before the crash; weft_nb fails "
+            "closed rather than run the side effect again. Resolve it by hand and start a new run.",
+            run_id=state.run_id,
+            position=marker.position,
+            activity=definition.name,
+        )
+
+    # -- live execution --------------------------------------------------------------------
+
+    def _execute(
+        self,
+        definition: ActivityDefinition,
+        position: int,
+        value: Any,
+        input_hash: str,
+        key: str | None,
+        options: dict[str, Any],
+    ) -> Any:
+        engine, state, clock = self._engine, self._state, self._engine.clock
+        policy: RetryPolicy = definition.retry.merged(options.get("retry"))
+        timeout = _option_seconds(options, "timeout", definition.timeout)
+        hb_timeout = _option_seconds(options, "heartbeat_timeout", definition.heartbeat_timeout)
+        s2c = _option_seconds(options, "schedule_to_close_timeout", definition.schedule_to_close_timeout)
+        attempt = state.failed_attempts.get(position, 0) + 1
+        first_start = state.first_started.get(position, clock.now())
+        if key is not None:
+            engine.journal.record_marker(
+                StepRecord(state.run_id, position, definition.name, STEP_STARTED, input_hash,
+                           definition.source_hash, attempt, first_start, idempotency_key=key)
+            )  # fmt: skip
+        state.executed += 1
+        while True:
+            ctx = engine.new_activity_context(state, definition.name, position, attempt)
+            wake = clock.new_event()
+            started = clock.now()
+            state.live.add((ctx, wake))
+            engine.flusher.track(ctx)
+            try:
+                outcome = engine.attempts.run(definition, value, ctx, timeout=timeout,
+                                              heartbeat_timeout=hb_timeout, wake=wake)  # fmt: skip
+            finally:
+                state.live.discard((ctx, wake))
+            heartbeat = engine.flusher.finish(ctx)
+            self._check_alive()  # cancelled or stopped while the attempt ran
+            assert outcome is not None
+            error = outcome.error
+            if outcome.ok and definition.verify is not None:
+                verdict = definition.verify(outcome.value, VerificationContext(
+                    "post-execution", state.run_id, position, definition.name, value, key, attempt))  # fmt: skip
+                if not verdict:
+                    error = ActivityVerificationError(
+                        f"verify rejected the result of activity {definition.name!r} (step "
+                        f"{position}, attempt {attempt})", run_id=state.run_id)  # fmt: skip
+            if outcome.ok and error is None:
+                return self._record_success(definition, position, input_hash, key, outcome.value,
+                                            attempt, first_start, heartbeat)  # fmt: skip
+            assert error is not None
+            if isinstance(error, EngineStopped):
+                raise error
+            engine.journal.record_attempt_failure(
+                AttemptRecord(state.run_id, position, attempt, definition.name, started,
+                              clock.now(), type(error).__name__, str(error),
+                              outcome.traceback_text),
+                heartbeat,
+            )  # fmt: skip
+            final = self._final_error(definition, policy, position, attempt, error, outcome.traceback_text)
+            if final is None:
+                delay = policy.backoff(attempt)
+                if s2c is not None and clock.now() + delay >= first_start + s2c:
+                    final = ActivityScheduleToCloseTimeoutError(
+                        f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
+                        f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
+                        f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
+                        cause_type=type(error).__name__, cause_message=str(error),
+                        traceback_text=outcome.traceback_text, attempts=attempt,
+                        run_id=state.run_id, position=position, activity=definition.name,
+                    )  # fmt: skip
+            if final is not None:
+                engine.journal.record_step(
+                    StepRecord(state.run_id, position, definition.name, STEP_FAILED, input_hash,
+                               definition.source_hash, attempt, first_start, clock.now(),
+                               error=error_to_json(final, outcome.traceback_text), idempotency_key=key)
+                )  # fmt: skip
+                raise final from error
+            engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
+            if clock.wait(state.cancel_requested, delay):
+                self._check_alive()
+            attempt += 1
+
+    def _final_error(
+        self,
+        definition: ActivityDefinition,
+        policy: RetryPolicy,
+        position: int,
+        attempt: int,
+        error: BaseException,
+        traceback_text: str,
+    ) -> WeftError | None:
+        """The error to surface if this failure ends the step, else None (retry)."""
+        retryable = policy.is_retryable(error) and not isinstance(error, _errors.PayloadError)
+        if retryable and attempt < policy.max_attempts:
+            return None
+        if isinstance(error, ActivityTimeoutError | _errors.PayloadError):
+            error.fields["attempts"] = attempt
+            error.attempts = attempt  # type: ignore[attr-defined]
+            return error
+        return ActivityFailedError(
+            cause_type=type(error).__name__,
+            cause_message=str(error),
+            traceback_text=traceback_text,
+            attempts=attempt,
+            run_id=self._state.run_id,
+            position=position,
+            activity=definition.name,
+        )
+
+    def _record_success(
+        self,
+        definition: ActivityDefinition,
+        position: int,
+        input_hash: str,
+        key: str | None,
+        value: Any,
+        attempts: int,
+        first_start: float,
+        heartbeat: Any,
+    ) -> Any:
+        engine, state = self._engine, self._state
+        value = validate(value, definition.result_hint, what=f"result of activity {definition.name!r}")
+        codec, data = encode(
+            value,
+            what=f"result of activity {definition.name!r} (step {position}, run {state.run_id!r})",
+            max_bytes=engine.max_payload_bytes,
+        )
+        step = StepRecord(state.run_id, position, definition.name, STEP_COMPLETED, input_hash,
+                          definition.source_hash, attempts, first_start, engine.clock.now(),
+                          codec, data, None, key)  # fmt: skip
+        engine.journal.record_step(step, heartbeat)
+        return value
+
+
+_DISPATCH: Any = object()
+
+
+def _option_seconds(options: dict[str, Any], name: str, default: float | None) -> float | None:
+    return parse_duration(options[name], what=name) if name in options else default
+
+
+__all__ = ["EngineStopped", "StepChangedWarning", "VerificationContext", "WorkflowContext"]

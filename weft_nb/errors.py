@@ -1,0 +1,185 @@
+"""Exceptions raised by weft_nb.
+
+Every error derives from :class:`WeftError`. Messages name the run, step and activity involved and
+say what to do next. Errors carry their fields as attributes so code can branch on them, and they
+pickle (``__reduce__``) so they survive a trip through a process pool or the journal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WeftError(Exception):
+    """Base class of every weft_nb error."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.message, self.fields))
+
+
+def _rebuild_error(cls: type[WeftError], message: str, fields: dict[str, Any]) -> WeftError:
+    error = cls.__new__(cls)
+    WeftError.__init__(error, message, **fields)
+    return error
+
+
+def _where(run_id: str | None, position: int | None, activity: str | None) -> str:
+    parts = []
+    if activity is not None:
+        parts.append(f"activity {activity!r}")
+    if position is not None:
+        parts.append(f"step {position}")
+    if run_id is not None:
+        parts.append(f"run {run_id!r}")
+    return ", ".join(parts)
+
+
+class ActivityFailedError(WeftError):
+    """An activity failed for good: retries exhausted, or the error was non-retryable.
+
+    Attributes:
+        cause_type: Class name of the last attempt's exception.
+        cause_message: ``str()`` of that exception.
+        traceback_text: The formatted traceback of the last attempt.
+        attempts: How many attempts ran.
+        run_id, position, activity: Where it happened.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        cause_type: str,
+        cause_message: str,
+        traceback_text: str = "",
+        attempts: int,
+        run_id: str | None = None,
+        position: int | None = None,
+        activity: str | None = None,
+    ) -> None:
+        if message is None:
+            message = (
+                f"{_where(run_id, position, activity)} failed after {attempts} attempt(s): "
+                f"{cause_type}: {cause_message}. Fix the cause and re-run; completed steps "
+                "come back from the journal."
+            )
+        super().__init__(
+            message,
+            cause_type=cause_type,
+            cause_message=cause_message,
+            traceback_text=traceback_text,
+            attempts=attempts,
+            run_id=run_id,
+            position=position,
+            activity=activity,
+        )
+
+
+class ActivityTimeoutError(ActivityFailedError):
+    """Base of the activity timeout errors (failure category ``timeout``)."""
+
+
+class ActivityPerAttemptTimeoutError(ActivityTimeoutError):
+    """An attempt ran longer than its per-attempt ``timeout``; a retry gets a fresh cap."""
+
+
+class ActivityHeartbeatTimeoutError(ActivityTimeoutError):
+    """An attempt sent no heartbeat for longer than its ``heartbeat_timeout``."""
+
+
+class ActivityScheduleToCloseTimeoutError(ActivityTimeoutError):
+    """The ``schedule_to_close_timeout`` budget left no room for another retry."""
+
+
+class ActivityVerificationError(WeftError):
+    """An activity's ``verify`` function rejected its result (the attempt fails and may retry)."""
+
+
+class ActivityNotRegisteredError(WeftError):
+    """A workflow called an activity name that no registered definition has."""
+
+
+class WorkflowNotRegisteredError(WeftError):
+    """A run was started or resumed for a workflow name that is not registered."""
+
+
+class RunNotFoundError(WeftError):
+    """No run with that id exists in the journal."""
+
+
+class WorkflowFailedError(WeftError):
+    """A recorded run failed with an error that is not a weft_nb error.
+
+    Returned for runs replayed from the journal, where the original exception object is gone.
+    Attributes: ``cause_type``, ``cause_message``, ``traceback_text``, ``run_id``.
+    """
+
+
+class WorkflowCancelledError(WeftError):
+    """The run was cancelled; a cancelled run is never resumed."""
+
+
+class NonDeterminismError(WeftError):
+    """Replay reached a step whose signature differs from the journal (``on_change="error"``)."""
+
+
+class WorkflowVersionMismatchError(NonDeterminismError):
+    """A run recorded under one workflow version was resumed with another version registered."""
+
+
+class ActivityReconciliationIndeterminateError(WeftError):
+    """A keyed activity was dispatched before a crash and its outcome cannot be proven.
+
+    The engine fails closed rather than running a possibly completed side effect again.
+    """
+
+
+class JournalError(WeftError):
+    """Base of the journal errors."""
+
+
+class JournalLockedError(JournalError):
+    """Another process holds the journal for writing."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal file cannot be read as a weft_nb journal; it is never overwritten."""
+
+
+class JournalClosedError(JournalError):
+    """The engine (or its journal) was closed; nothing more can be written."""
+
+
+class PayloadError(WeftError):
+    """A value could not be stored: unserialisable, invalid for its type hints, or too large."""
+
+
+__all__ = [
+    "ActivityFailedError",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityNotRegisteredError",
+    "ActivityPerAttemptTimeoutError",
+    "ActivityReconciliationIndeterminateError",
+    "ActivityScheduleToCloseTimeoutError",
+    "ActivityTimeoutError",
+    "ActivityVerificationError",
+    "JournalClosedError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalLockedError",
+    "NonDeterminismError",
+    "PayloadError",
+    "RunNotFoundError",
+    "WeftError",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "WorkflowNotRegisteredError",
+    "WorkflowVersionMismatchError",
+]
