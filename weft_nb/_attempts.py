@@ -85,7 +85,7 @@ async def _run_coroutine(definition: ActivityDefinition, value: Any, ctx: Activi
 def _outcome(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> AttemptOutcome:
     try:
         return AttemptOutcome(ok=True, value=call_activity(definition, value, ctx))
-    except BaseException as exc:  # noqa: BLE001 - every failure is the attempt's outcome
+    except BaseException as exc:
         return AttemptOutcome(ok=False, error=exc, traceback_text=traceback.format_exc())
 
 
@@ -120,7 +120,9 @@ class AttemptRunner:
 
         self.clock.reserve_participant()
         thread = threading.Thread(
-            target=target, name=f"weft-{ctx.activity_name}-{ctx.position}.{ctx.attempt}", daemon=True
+            target=target,
+            name=f"weft-{ctx.activity_name}-{ctx.position}.{ctx.attempt}",
+            daemon=True,
         )
         thread.start()
         return self._watch(ctx, result, timeout, heartbeat_timeout, wake)
@@ -151,11 +153,15 @@ class AttemptRunner:
             now = clock.now()
             if attempt_deadline is not None and now >= attempt_deadline:
                 ctx._cancel(f"per-attempt timeout of {timeout:g}s passed")
-                return self._timed_out(ctx, ActivityPerAttemptTimeoutError, timeout or 0.0, "timeout")
+                return self._timed_out(
+                    ctx, ActivityPerAttemptTimeoutError, timeout or 0.0, "timeout"
+                )
             if heartbeat_timeout is not None:
                 silent_until = ctx.last_heartbeat_at + heartbeat_timeout
                 if now >= silent_until:
-                    if not grace_used and now - planned > max(_STARVATION_SLACK, heartbeat_timeout / 2):
+                    if not grace_used and now - planned > max(
+                        _STARVATION_SLACK, heartbeat_timeout / 2
+                    ):
                         grace_used = True  # the watchdog itself was starved; see module docstring
                         ctx.last_heartbeat_at = now
                         continue

@@ -23,6 +23,7 @@ import warnings
 from typing import Any
 
 from ._clock import Clock
+from ._faults import fault_point
 from ._journal import CheckpointRecord, Journal
 from .errors import PayloadError
 
@@ -76,8 +77,10 @@ class CheckpointStore:
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
+            fault_point("checkpoint.tmp_written")
             os.replace(tmp, final)
             _fsync_dir(folder)
+            fault_point("checkpoint.renamed")
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -105,8 +108,8 @@ class CheckpointStore:
                 if os.path.getsize(path) != record.size:
                     raise ValueError(f"size {os.path.getsize(path)} != recorded {record.size}")
                 with open(path, "rb") as handle:
-                    return pickle.load(handle)  # noqa: S301 - the user's own checkpoint
-            except Exception as exc:  # noqa: BLE001 - fall back to the previous checkpoint
+                    return pickle.load(handle)
+            except Exception as exc:
                 warnings.warn(
                     f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
                     f"({type(exc).__name__}: {exc}); falling back to the previous one",
@@ -124,7 +127,10 @@ class CheckpointStore:
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 full = os.path.join(folder, name)
-                if name.startswith(_TMP_PREFIX) or os.path.relpath(full, self.root) not in referenced:
+                if (
+                    name.startswith(_TMP_PREFIX)
+                    or os.path.relpath(full, self.root) not in referenced
+                ):
                     with contextlib.suppress(OSError):
                         os.unlink(full)
                         removed += 1

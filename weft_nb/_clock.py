@@ -171,8 +171,7 @@ class VirtualClock:
             and self._deadlines
         ):
             target = min(self._deadlines)
-            if target > self._now:
-                self._now = target
+            self._now = max(self._now, target)
             self._cond.notify_all()
 
     def reserve_participant(self) -> None:

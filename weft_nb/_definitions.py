@@ -48,7 +48,7 @@ def _hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
     """The (input, return) type hints of an activity, or ``None`` where absent or unresolvable."""
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - unresolvable forward references: no validation
+    except Exception:
         return None, None
     params = list(inspect.signature(fn).parameters)
     input_hint = hints.get(params[0]) if params else None
@@ -149,7 +149,11 @@ def make_activity(
 
 
 def make_workflow(
-    fn: Callable[..., Any], *, name: str | None = None, version: str = "1", source: str | None = None
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    version: str = "1",
+    source: str | None = None,
 ) -> WorkflowDefinition:
     """Build a :class:`WorkflowDefinition`."""
     if not callable(fn):

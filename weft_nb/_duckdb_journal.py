@@ -28,6 +28,7 @@ from typing import Any
 
 import duckdb
 
+from ._faults import fault_point
 from ._journal import (
     STEP_STARTED,
     AttemptRecord,
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_message VARCHAR, traceback VARCHAR, superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS heartbeats (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB,
+    recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB, beat INTEGER NOT NULL,
     superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
@@ -80,8 +81,8 @@ _STEP_COLUMNS = (
 )
 _INSERT_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEARTBEAT = (
-    "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details) "
-    "VALUES (?,?,?,?,?,?)"
+    "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat) "
+    "VALUES (?,?,?,?,?,?,?)"
 )
 _PID_RE = re.compile(r"PID (\d+)")
 
@@ -96,7 +97,7 @@ def _lock_holder_text(holder: dict[str, Any]) -> str:
 
 
 def _heartbeat_row(hb: HeartbeatRecord) -> tuple[Any, ...]:
-    return (hb.run_id, hb.position, hb.attempt, hb.recorded_at, hb.codec, hb.details)
+    return (hb.run_id, hb.position, hb.attempt, hb.recorded_at, hb.codec, hb.details, hb.beat)
 
 
 class DuckDBJournal:
@@ -108,7 +109,9 @@ class DuckDBJournal:
         program: Shown to other processes that find the journal locked (a notebook name).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, program: str = "") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, read_only: bool = False, program: str = ""
+    ) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.read_only = read_only
         self._lock = threading.RLock()
@@ -209,7 +212,9 @@ class DuckDBJournal:
     def _check_schema(self) -> None:
         con = self._con
         assert con is not None
-        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        tables = {
+            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
         if tables and "weft_meta" not in tables:
             raise JournalCorruptError(
                 f"{self.path} is a DuckDB database but not a weft_nb journal (tables: "
@@ -293,7 +298,9 @@ class DuckDBJournal:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+        fault_point("journal.before_commit")
         con.execute("COMMIT")
+        fault_point("journal.after_commit")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -310,16 +317,27 @@ class DuckDBJournal:
             con.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    run.run_id, run.workflow, run.version, run.status, run.on_change,
-                    run.input_codec, run.input, run.created_at, run.updated_at,
-                    run.result_codec, run.result, run.error,
+                    run.run_id,
+                    run.workflow,
+                    run.version,
+                    run.status,
+                    run.on_change,
+                    run.input_codec,
+                    run.input,
+                    run.created_at,
+                    run.updated_at,
+                    run.result_codec,
+                    run.result,
+                    run.error,
                 ],
-            )  # fmt: skip
+            )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
         with self._use() as con:
-            row = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            row = con.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
         return RunRecord(*row) if row else None
 
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
@@ -371,10 +389,20 @@ class DuckDBJournal:
     @staticmethod
     def _step_row(step: StepRecord) -> list[Any]:
         return [
-            step.run_id, step.position, step.activity, step.status, step.input_hash,
-            step.source_hash, step.attempts, step.started_at, step.finished_at,
-            step.result_codec, step.result, step.error, step.idempotency_key,
-        ]  # fmt: skip
+            step.run_id,
+            step.position,
+            step.activity,
+            step.status,
+            step.input_hash,
+            step.source_hash,
+            step.attempts,
+            step.started_at,
+            step.finished_at,
+            step.result_codec,
+            step.result,
+            step.error,
+            step.idempotency_key,
+        ]
 
     def record_step(self, step: StepRecord, heartbeat: HeartbeatRecord | None = None) -> None:
         """Record a step's outcome, replacing a keyed dispatch marker if there is one."""
@@ -410,11 +438,17 @@ class DuckDBJournal:
                 "INSERT INTO attempts (run_id, position, attempt, activity, started_at, "
                 "finished_at, error_type, error_message, traceback) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    attempt.run_id, attempt.position, attempt.attempt, attempt.activity,
-                    attempt.started_at, attempt.finished_at, attempt.error_type,
-                    attempt.error_message, attempt.traceback,
+                    attempt.run_id,
+                    attempt.position,
+                    attempt.attempt,
+                    attempt.activity,
+                    attempt.started_at,
+                    attempt.finished_at,
+                    attempt.error_type,
+                    attempt.error_message,
+                    attempt.traceback,
                 ],
-            )  # fmt: skip
+            )
             if heartbeat is not None:
                 con.execute(_INSERT_HEARTBEAT, _heartbeat_row(heartbeat))
 
@@ -442,9 +476,9 @@ class DuckDBJournal:
         """The newest current heartbeat of a step."""
         with self._use() as con:
             row = con.execute(
-                "SELECT run_id, position, attempt, recorded_at, codec, details FROM heartbeats "
+                "SELECT run_id, position, attempt, recorded_at, codec, details, beat FROM heartbeats "
                 "WHERE run_id = ? AND position = ? AND NOT superseded "
-                "ORDER BY attempt DESC, recorded_at DESC LIMIT 1",
+                "ORDER BY attempt DESC, beat DESC, recorded_at DESC LIMIT 1",
                 [run_id, position],
             ).fetchone()
         return HeartbeatRecord(*row) if row else None
@@ -456,7 +490,16 @@ class DuckDBJournal:
             con.execute(
                 "INSERT INTO checkpoints (run_id, position, attempt, seq, created_at, path, size, "
                 "codec) VALUES (?,?,?,?,?,?,?,?)",
-                [cp.run_id, cp.position, cp.attempt, cp.seq, cp.created_at, cp.path, cp.size, cp.codec],
+                [
+                    cp.run_id,
+                    cp.position,
+                    cp.attempt,
+                    cp.seq,
+                    cp.created_at,
+                    cp.path,
+                    cp.size,
+                    cp.codec,
+                ],
             )
             stale = con.execute(
                 "SELECT run_id, position, attempt, seq, created_at, path, size, codec "
@@ -494,7 +537,7 @@ class DuckDBJournal:
         with self._write() as con:
             for table in ("steps", "attempts", "heartbeats", "checkpoints"):
                 con.execute(
-                    f"UPDATE {table} SET superseded = true "  # noqa: S608 - fixed table names
+                    f"UPDATE {table} SET superseded = true "
                     "WHERE run_id = ? AND position >= ? AND NOT superseded",
                     [run_id, position],
                 )

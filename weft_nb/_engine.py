@@ -167,7 +167,9 @@ class Engine:
                     workflow=workflow,
                 )
             return found
-        definition = definition_of(workflow) or (make_workflow(workflow) if callable(workflow) else None)
+        definition = definition_of(workflow) or (
+            make_workflow(workflow) if callable(workflow) else None
+        )
         if not isinstance(definition, WorkflowDefinition):
             raise TypeError(f"{workflow!r} is not a workflow")
         self.registry.add(definition)
@@ -187,15 +189,17 @@ class Engine:
         for listener in list(self._listeners):
             try:
                 listener(event)
-            except Exception as exc:  # noqa: BLE001
-                warnings.warn(f"weft_nb event listener failed: {exc!r}", RuntimeWarning, stacklevel=2)
+            except Exception as exc:
+                warnings.warn(
+                    f"weft_nb event listener failed: {exc!r}", RuntimeWarning, stacklevel=2
+                )
 
     # -- starting and resuming -------------------------------------------------------------
 
     def start(
         self,
         workflow: Any,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         run_id: str | None = None,
         on_change: str | None = None,
@@ -229,13 +233,22 @@ class Engine:
         )
         now = self.clock.now()
         self.journal.create_run(
-            RunRecord(run_id, definition.name, definition.version, RUNNING, policy, codec, data, now, now)
+            RunRecord(
+                run_id, definition.name, definition.version, RUNNING, policy, codec, data, now, now
+            )
         )
         self.emit("run_started", run_id, None, workflow=definition.name)
         return self._launch(definition, run_id, input, policy, {}, {}, {})
 
-    def run(self, workflow: Any, input: Any = None, *, run_id: str | None = None,  # noqa: A002
-            timeout: float | None = None, on_change: str | None = None) -> Any:  # fmt: skip
+    def run(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        on_change: str | None = None,
+    ) -> Any:
         """Start (or resume) a run and wait for its result."""
         return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
 
@@ -247,7 +260,9 @@ class Engine:
                 return self._active[run_id].handle
         record = self.journal.get_run(run_id)
         if record is None:
-            raise RunNotFoundError(f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id)
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
+            )
         if record.status in TERMINAL_STATUSES:
             return self._finished_handle(record)
         definition = self.registry.workflow(record.workflow)
@@ -289,15 +304,26 @@ class Engine:
         first: dict[int, float],
     ) -> RunHandle:
         handle = RunHandle(self, run_id, definition.name)
-        state = RunState(run_id, definition, value, on_change, self.clock.new_event(), handle,
-                         steps, failed, first)  # fmt: skip
+        state = RunState(
+            run_id,
+            definition,
+            value,
+            on_change,
+            self.clock.new_event(),
+            handle,
+            steps,
+            failed,
+            first,
+        )
         handle._state = state
         with self._lock:
             self._check_open()
             self._active[run_id] = state
         self.journal.acquire()
         self.clock.reserve_participant()
-        thread = threading.Thread(target=self._drive, args=(state,), name=f"weft-run-{run_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._drive, args=(state,), name=f"weft-run-{run_id}", daemon=True
+        )
         thread.start()
         return handle
 
@@ -308,18 +334,29 @@ class Engine:
             ctx = WorkflowContext(self, state)
             fn = state.workflow.fn
             value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
-            codec, data = encode(value, what=f"result of workflow {state.workflow.name!r}",
-                                 max_bytes=self.max_payload_bytes)  # fmt: skip
+            codec, data = encode(
+                value,
+                what=f"result of workflow {state.workflow.name!r}",
+                max_bytes=self.max_payload_bytes,
+            )
             self._finish(state, COMPLETED, codec=codec, data=data)
             handle._settle(COMPLETED, value=value)
         except EngineStopped:
-            handle._settle(RUNNING, error=JournalClosedError(
-                f"the engine stopped before run {state.run_id!r} finished; it resumes on the next "
-                "start/resume with the same run id"))  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001 - the run's outcome, whatever it is
+            handle._settle(
+                RUNNING,
+                error=JournalClosedError(
+                    f"the engine stopped before run {state.run_id!r} finished; it resumes on the next "
+                    "start/resume with the same run id"
+                ),
+            )
+        except BaseException as exc:
             if state.stopped:
-                handle._settle(RUNNING, error=JournalClosedError(
-                    f"the engine stopped while run {state.run_id!r} was running"))  # fmt: skip
+                handle._settle(
+                    RUNNING,
+                    error=JournalClosedError(
+                        f"the engine stopped while run {state.run_id!r} was running"
+                    ),
+                )
             elif state.cancel_requested.is_set():
                 handle._settle(CANCELLED, error=self._cancelled_error(state.run_id))
             else:
@@ -336,13 +373,26 @@ class Engine:
                 pass
             self.clock.release_participant()
 
-    def _finish(self, state: RunState, status: str, *, codec: str | None = None,
-                data: bytes | None = None, error: str | None = None) -> None:  # fmt: skip
+    def _finish(
+        self,
+        state: RunState,
+        status: str,
+        *,
+        codec: str | None = None,
+        data: bytes | None = None,
+        error: str | None = None,
+    ) -> None:
         if state.stopped:
             raise EngineStopped
         self.journal.finish_run(state.run_id, status, self.clock.now(), codec, data, error)
-        self.emit("run_finished", state.run_id, None, status=status,
-                  replayed=state.replayed, executed=state.executed)  # fmt: skip
+        self.emit(
+            "run_finished",
+            state.run_id,
+            None,
+            status=status,
+            replayed=state.replayed,
+            executed=state.executed,
+        )
 
     @staticmethod
     def _cancelled_error(run_id: str) -> WorkflowCancelledError:
@@ -355,7 +405,9 @@ class Engine:
         handle = RunHandle(self, record.run_id, record.workflow)
         if record.status == COMPLETED:
             assert record.result_codec is not None and record.result is not None
-            handle._settle(COMPLETED, value=decode(record.result_codec, record.result), replayed=True)
+            handle._settle(
+                COMPLETED, value=decode(record.result_codec, record.result), replayed=True
+            )
         elif record.status == CANCELLED:
             handle._settle(CANCELLED, error=self._cancelled_error(record.run_id), replayed=True)
         else:
@@ -391,7 +443,9 @@ class Engine:
         self._check_open()
         record = self.journal.get_run(run_id)
         if record is None:
-            raise RunNotFoundError(f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id)
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
+            )
         if record.status in TERMINAL_STATUSES:
             return False
         self.journal.set_run_status(run_id, CANCELLED, self.clock.now())
@@ -414,7 +468,9 @@ class Engine:
             for r in self.journal.list_runs(status)
         ]
 
-    def new_activity_context(self, state: RunState, name: str, position: int, attempt: int) -> ActivityContext:
+    def new_activity_context(
+        self, state: RunState, name: str, position: int, attempt: int
+    ) -> ActivityContext:
         """Build the context of one attempt."""
 
         def last_heartbeat() -> Any:
@@ -422,9 +478,14 @@ class Engine:
             return None if record is None else decode(record.codec, record.details)
 
         return ActivityContext(
-            run_id=state.run_id, activity_name=name, position=position, attempt=attempt,
-            clock=self.clock, checkpoints=self.checkpoints, last_heartbeat_loader=last_heartbeat,
-        )  # fmt: skip
+            run_id=state.run_id,
+            activity_name=name,
+            position=position,
+            attempt=attempt,
+            clock=self.clock,
+            checkpoints=self.checkpoints,
+            last_heartbeat_loader=last_heartbeat,
+        )
 
     def _check_open(self) -> None:
         if self._closed:

@@ -44,12 +44,15 @@ class HeartbeatFlusher:
             self._live[ctx] = ctx.heartbeat_count
 
     def _record(self, ctx: ActivityContext) -> HeartbeatRecord | None:
+        beat = ctx.heartbeat_count  # read before the details: never newer than them
         details = ctx.details
         if details is None:
             return None
         try:
             codec, data = encode(
-                details, what=f"heartbeat details of {ctx.activity_name!r}", max_bytes=_MAX_DETAILS_BYTES
+                details,
+                what=f"heartbeat details of {ctx.activity_name!r}",
+                max_bytes=_MAX_DETAILS_BYTES,
             )
         except PayloadError as exc:
             if ctx.activity_name not in self._warned:
@@ -63,6 +66,7 @@ class HeartbeatFlusher:
             recorded_at=ctx.last_heartbeat_at,
             codec=codec,
             details=data,
+            beat=beat,
         )
 
     def finish(self, ctx: ActivityContext) -> HeartbeatRecord | None:
@@ -76,7 +80,11 @@ class HeartbeatFlusher:
     def flush(self) -> None:
         """Write every attempt's newest unwritten details now."""
         with self._lock:
-            pending = [(ctx, ctx.heartbeat_count) for ctx, n in self._live.items() if n != ctx.heartbeat_count]
+            pending = [
+                (ctx, ctx.heartbeat_count)
+                for ctx, n in self._live.items()
+                if n != ctx.heartbeat_count
+            ]
         records = []
         for ctx, count in pending:
             record = self._record(ctx)
@@ -95,8 +103,10 @@ class HeartbeatFlusher:
         while not self._stop.wait(self.interval):
             try:
                 self.flush()
-            except Exception as exc:  # noqa: BLE001 - a failed flush must not kill the thread
-                warnings.warn(f"weft_nb could not write heartbeats: {exc}", RuntimeWarning, stacklevel=1)
+            except Exception as exc:
+                warnings.warn(
+                    f"weft_nb could not write heartbeats: {exc}", RuntimeWarning, stacklevel=1
+                )
 
     def stop(self, *, flush: bool) -> None:
         """Stop the thread, writing what is buffered first when ``flush`` is true."""

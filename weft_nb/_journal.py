@@ -7,7 +7,7 @@ committed before the workflow sees it. Backends are checked by ``tests/test_jour
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 RUNNING = "running"
 COMPLETED = "completed"
@@ -83,6 +83,7 @@ class HeartbeatRecord:
     recorded_at: float
     codec: str
     details: bytes
+    beat: int = 0  # the attempt's heartbeat count: orders beats that share a timestamp
 
 
 @dataclasses.dataclass
@@ -181,10 +182,14 @@ class Journal(Protocol):
 
     def supersede_from(self, run_id: str, position: int, event: EventRecord) -> None:
         """Mark steps (and their attempts, heartbeats, checkpoints) at ``position`` and after
-        as superseded, and record why, in one transaction."""
+        as superseded, and record why, in one transaction.
+        """
 
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""
 
     def events_of(self, run_id: str) -> list[EventRecord]:
         """A run's events, oldest first."""
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read-only SQL query over the journal's tables."""

@@ -39,13 +39,13 @@ def _is_json_exact(value: Any, depth: int = 0) -> bool:
     if kind is list:
         return all(_is_json_exact(item, depth + 1) for item in value)
     if kind is dict:
-        return all(
-            type(k) is str and _is_json_exact(v, depth + 1) for k, v in value.items()
-        )
+        return all(type(k) is str and _is_json_exact(v, depth + 1) for k, v in value.items())
     return False
 
 
-def encode(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> tuple[str, bytes]:
+def encode(
+    value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[str, bytes]:
     """Encode ``value``; raise :class:`PayloadError` naming ``what`` if it cannot be stored.
 
     >>> encode({"a": [1, 2.5, None]}, what="x")
@@ -91,7 +91,7 @@ def decode(codec: str, data: bytes, *, hint: Any = None) -> Any:
             return TypeAdapter(hint).validate_python(value)
         return value
     if codec == PICKLE:
-        return pickle.loads(data)  # noqa: S301 - the journal is the user's own file
+        return pickle.loads(data)
     if codec.startswith(_PYDANTIC):
         if hint is not None and _wants_model(hint):
             return TypeAdapter(hint).validate_json(data)
@@ -99,7 +99,9 @@ def decode(codec: str, data: bytes, *, hint: Any = None) -> Any:
         if cls is not None:
             return cls.model_validate_json(data)
         return json.loads(data)
-    raise PayloadError(f"unknown payload codec {codec!r}; was the journal written by a newer weft_nb?")
+    raise PayloadError(
+        f"unknown payload codec {codec!r}; was the journal written by a newer weft_nb?"
+    )
 
 
 def _find_class(path: str) -> type[BaseModel] | None:

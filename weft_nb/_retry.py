@@ -97,7 +97,9 @@ class RetryPolicy:
         object.__setattr__(
             self, "initial_backoff", parse_duration(self.initial_backoff, what="initial_backoff")
         )
-        object.__setattr__(self, "max_backoff", parse_duration(self.max_backoff, what="max_backoff"))
+        object.__setattr__(
+            self, "max_backoff", parse_duration(self.max_backoff, what="max_backoff")
+        )
         object.__setattr__(self, "non_retryable_errors", tuple(self.non_retryable_errors))
 
     def backoff(self, failed_attempt: int) -> float:

@@ -44,7 +44,9 @@ class RecoveryReport:
 
     def describe_unregistered(self) -> str:
         """A sentence naming the workflows that blocked recovery of some runs."""
-        names = ", ".join(f"{name!r} ({len(ids)} run(s))" for name, ids in sorted(self.unregistered.items()))
+        names = ", ".join(
+            f"{name!r} ({len(ids)} run(s))" for name, ids in sorted(self.unregistered.items())
+        )
         return (
             f"not resumed, workflow not registered: {names}. Run the cells that define them "
             "(and their activities), then call recover_all() again."
@@ -66,7 +68,12 @@ class RunHandle:
         self.replayed_from_journal = False
 
     def _settle(
-        self, status: str, *, value: Any = None, error: BaseException | None = None, replayed: bool = False
+        self,
+        status: str,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+        replayed: bool = False,
     ) -> None:
         self._status = status
         self._value = value
@@ -102,7 +109,9 @@ class RunHandle:
             WorkflowCancelledError: The run was cancelled.
         """
         if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout}s; it keeps running")
+            raise TimeoutError(
+                f"run {self.run_id!r} did not finish within {timeout}s; it keeps running"
+            )
         if self._error is not None:
             raise self._error
         return self._value

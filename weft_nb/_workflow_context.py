@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import errors as _errors
-from ._activity_context import ActivityContext
 from ._definitions import ActivityDefinition, definition_of, make_activity
+from ._faults import fault_point
 from ._journal import (
     STEP_COMPLETED,
     STEP_FAILED,
@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from ._engine import Engine, RunState
 
 _CALL_OPTIONS = frozenset(
-    {"timeout", "schedule_to_close_timeout", "retry", "queue", "idempotency_key", "heartbeat_timeout"}
+    {
+        "timeout",
+        "schedule_to_close_timeout",
+        "retry",
+        "queue",
+        "idempotency_key",
+        "heartbeat_timeout",
+    }
 )
 
 
@@ -51,7 +58,7 @@ class StepChangedWarning(UserWarning):
     """A journaled step no longer matches the workflow's code or input; it is run again."""
 
 
-class EngineStopped(BaseException):  # noqa: N818 - control flow, not an error
+class EngineStopped(BaseException):
     """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
 
 
@@ -86,7 +93,9 @@ class WorkflowContext:
 
     # -- public API ------------------------------------------------------------------------
 
-    def run(self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any) -> Any:  # noqa: A002
+    def run(
+        self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
+    ) -> Any:
         """Run an activity (by registered name or function) and return its result.
 
         Call options: ``timeout``, ``schedule_to_close_timeout``, ``retry`` (a partial override:
@@ -96,11 +105,15 @@ class WorkflowContext:
         self._check_alive()
         unknown = set(call_options) - _CALL_OPTIONS
         if unknown:
-            raise TypeError(f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}")
+            raise TypeError(
+                f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}"
+            )
         position = self._position
         self._position += 1
         definition = self._resolve(activity)
-        value = validate(input, definition.input_hint, what=f"input of activity {definition.name!r}")
+        value = validate(
+            input, definition.input_hint, what=f"input of activity {definition.name!r}"
+        )
         codec, data = encode(
             value,
             what=f"input of activity {definition.name!r} (step {position})",
@@ -113,12 +126,16 @@ class WorkflowContext:
         recorded = self._state.steps.pop(position, None)  # each position is visited once
         if recorded is not None:
             if (recorded.activity, recorded.input_hash, recorded.source_hash) == (
-                definition.name, input_hash, definition.source_hash,
-            ):  # fmt: skip
+                definition.name,
+                input_hash,
+                definition.source_hash,
+            ):
                 if recorded.status == STEP_COMPLETED:
                     self._state.replayed += 1
                     assert recorded.result_codec is not None and recorded.result is not None
-                    return decode(recorded.result_codec, recorded.result, hint=definition.result_hint)
+                    return decode(
+                        recorded.result_codec, recorded.result, hint=definition.result_hint
+                    )
                 if recorded.status == STEP_FAILED:
                     self._state.replayed += 1
                     assert recorded.error is not None
@@ -137,9 +154,7 @@ class WorkflowContext:
         if state.stopped:
             raise EngineStopped
         if state.cancel_requested.is_set():
-            raise WorkflowCancelledError(
-                f"run {state.run_id!r} was cancelled", run_id=state.run_id
-            )
+            raise WorkflowCancelledError(f"run {state.run_id!r} was cancelled", run_id=state.run_id)
 
     def _resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
         registry = self._engine.registry
@@ -220,19 +235,32 @@ class WorkflowContext:
                 activity=definition.name,
             )
         context = VerificationContext(
-            "pre-dispatch-reconciliation", state.run_id, marker.position, definition.name, value,
-            key, marker.attempts,
-        )  # fmt: skip
+            "pre-dispatch-reconciliation",
+            state.run_id,
+            marker.position,
+            definition.name,
+            value,
+            key,
+            marker.attempts,
+        )
         try:
             verdict = definition.verify(None, context)
-        except Exception as exc:  # noqa: BLE001 - a failing verifier fails closed
+        except Exception as exc:
             verdict = f"indeterminate (verify raised {type(exc).__name__}: {exc})"
         if verdict == "not-completed":
             return _DISPATCH
         if isinstance(verdict, Mapping) and verdict.get("status") == "completed-with-result":
             result = verdict.get("result")
-            self._record_success(definition, marker.position, marker.input_hash, key, result,
-                                 marker.attempts, marker.started_at, None)  # fmt: skip
+            self._record_success(
+                definition,
+                marker.position,
+                marker.input_hash,
+                key,
+                result,
+                marker.attempts,
+                marker.started_at,
+                None,
+            )
             self._state.replayed += 1
             return result
         raise ActivityReconciliationIndeterminateError(
@@ -258,14 +286,25 @@ class WorkflowContext:
         policy: RetryPolicy = definition.retry.merged(options.get("retry"))
         timeout = _option_seconds(options, "timeout", definition.timeout)
         hb_timeout = _option_seconds(options, "heartbeat_timeout", definition.heartbeat_timeout)
-        s2c = _option_seconds(options, "schedule_to_close_timeout", definition.schedule_to_close_timeout)
+        s2c = _option_seconds(
+            options, "schedule_to_close_timeout", definition.schedule_to_close_timeout
+        )
         attempt = state.failed_attempts.get(position, 0) + 1
         first_start = state.first_started.get(position, clock.now())
         if key is not None:
             engine.journal.record_marker(
-                StepRecord(state.run_id, position, definition.name, STEP_STARTED, input_hash,
-                           definition.source_hash, attempt, first_start, idempotency_key=key)
-            )  # fmt: skip
+                StepRecord(
+                    state.run_id,
+                    position,
+                    definition.name,
+                    STEP_STARTED,
+                    input_hash,
+                    definition.source_hash,
+                    attempt,
+                    first_start,
+                    idempotency_key=key,
+                )
+            )
         state.executed += 1
         while True:
             ctx = engine.new_activity_context(state, definition.name, position, attempt)
@@ -274,8 +313,9 @@ class WorkflowContext:
             state.live.add((ctx, wake))
             engine.flusher.track(ctx)
             try:
-                outcome = engine.attempts.run(definition, value, ctx, timeout=timeout,
-                                              heartbeat_timeout=hb_timeout, wake=wake)  # fmt: skip
+                outcome = engine.attempts.run(
+                    definition, value, ctx, timeout=timeout, heartbeat_timeout=hb_timeout, wake=wake
+                )
             finally:
                 state.live.discard((ctx, wake))
             heartbeat = engine.flusher.finish(ctx)
@@ -283,25 +323,55 @@ class WorkflowContext:
             assert outcome is not None
             error = outcome.error
             if outcome.ok and definition.verify is not None:
-                verdict = definition.verify(outcome.value, VerificationContext(
-                    "post-execution", state.run_id, position, definition.name, value, key, attempt))  # fmt: skip
+                verdict = definition.verify(
+                    outcome.value,
+                    VerificationContext(
+                        "post-execution",
+                        state.run_id,
+                        position,
+                        definition.name,
+                        value,
+                        key,
+                        attempt,
+                    ),
+                )
                 if not verdict:
                     error = ActivityVerificationError(
                         f"verify rejected the result of activity {definition.name!r} (step "
-                        f"{position}, attempt {attempt})", run_id=state.run_id)  # fmt: skip
+                        f"{position}, attempt {attempt})",
+                        run_id=state.run_id,
+                    )
             if outcome.ok and error is None:
-                return self._record_success(definition, position, input_hash, key, outcome.value,
-                                            attempt, first_start, heartbeat)  # fmt: skip
+                return self._record_success(
+                    definition,
+                    position,
+                    input_hash,
+                    key,
+                    outcome.value,
+                    attempt,
+                    first_start,
+                    heartbeat,
+                )
             assert error is not None
             if isinstance(error, EngineStopped):
                 raise error
             engine.journal.record_attempt_failure(
-                AttemptRecord(state.run_id, position, attempt, definition.name, started,
-                              clock.now(), type(error).__name__, str(error),
-                              outcome.traceback_text),
+                AttemptRecord(
+                    state.run_id,
+                    position,
+                    attempt,
+                    definition.name,
+                    started,
+                    clock.now(),
+                    type(error).__name__,
+                    str(error),
+                    outcome.traceback_text,
+                ),
                 heartbeat,
-            )  # fmt: skip
-            final = self._final_error(definition, policy, position, attempt, error, outcome.traceback_text)
+            )
+            final = self._final_error(
+                definition, policy, position, attempt, error, outcome.traceback_text
+            )
             if final is None:
                 delay = policy.backoff(attempt)
                 if s2c is not None and clock.now() + delay >= first_start + s2c:
@@ -309,16 +379,30 @@ class WorkflowContext:
                         f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
                         f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
                         f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
-                        cause_type=type(error).__name__, cause_message=str(error),
-                        traceback_text=outcome.traceback_text, attempts=attempt,
-                        run_id=state.run_id, position=position, activity=definition.name,
-                    )  # fmt: skip
+                        cause_type=type(error).__name__,
+                        cause_message=str(error),
+                        traceback_text=outcome.traceback_text,
+                        attempts=attempt,
+                        run_id=state.run_id,
+                        position=position,
+                        activity=definition.name,
+                    )
             if final is not None:
                 engine.journal.record_step(
-                    StepRecord(state.run_id, position, definition.name, STEP_FAILED, input_hash,
-                               definition.source_hash, attempt, first_start, clock.now(),
-                               error=error_to_json(final, outcome.traceback_text), idempotency_key=key)
-                )  # fmt: skip
+                    StepRecord(
+                        state.run_id,
+                        position,
+                        definition.name,
+                        STEP_FAILED,
+                        input_hash,
+                        definition.source_hash,
+                        attempt,
+                        first_start,
+                        clock.now(),
+                        error=error_to_json(final, outcome.traceback_text),
+                        idempotency_key=key,
+                    )
+                )
                 raise final from error
             engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
             if clock.wait(state.cancel_requested, delay):
@@ -340,7 +424,7 @@ class WorkflowContext:
             return None
         if isinstance(error, ActivityTimeoutError | _errors.PayloadError):
             error.fields["attempts"] = attempt
-            error.attempts = attempt  # type: ignore[attr-defined]
+            setattr(error, "attempts", attempt)  # noqa: B010 - not every such error declares it
             return error
         return ActivityFailedError(
             cause_type=type(error).__name__,
@@ -364,15 +448,30 @@ class WorkflowContext:
         heartbeat: Any,
     ) -> Any:
         engine, state = self._engine, self._state
-        value = validate(value, definition.result_hint, what=f"result of activity {definition.name!r}")
+        value = validate(
+            value, definition.result_hint, what=f"result of activity {definition.name!r}"
+        )
         codec, data = encode(
             value,
             what=f"result of activity {definition.name!r} (step {position}, run {state.run_id!r})",
             max_bytes=engine.max_payload_bytes,
         )
-        step = StepRecord(state.run_id, position, definition.name, STEP_COMPLETED, input_hash,
-                          definition.source_hash, attempts, first_start, engine.clock.now(),
-                          codec, data, None, key)  # fmt: skip
+        step = StepRecord(
+            state.run_id,
+            position,
+            definition.name,
+            STEP_COMPLETED,
+            input_hash,
+            definition.source_hash,
+            attempts,
+            first_start,
+            engine.clock.now(),
+            codec,
+            data,
+            None,
+            key,
+        )
+        fault_point("step.before_record")
         engine.journal.record_step(step, heartbeat)
         return value
 

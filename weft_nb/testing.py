@@ -40,8 +40,13 @@ class TestEngine(Engine):
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, journal: str | os.PathLike[str] | None = None, *, clock: VirtualClock | None = None,
-                 **options: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        journal: str | os.PathLike[str] | None = None,
+        *,
+        clock: VirtualClock | None = None,
+        **options: Any,
+    ) -> None:
         if journal is None:
             journal = os.path.join(tempfile.mkdtemp(prefix="weft-test-"), "journal.duckdb")
         self.clock: VirtualClock = clock or VirtualClock()

@@ -1,0 +1,29 @@
+"""Fault injection for crash tests: SIGKILL this process at a named point.
+
+Set ``WEFT_NB_KILL_AT="point"`` or ``"point:N"`` (the N-th time the point is reached) before the
+process imports weft_nb. Points: ``checkpoint.tmp_written`` (checkpoint bytes fsynced, not yet
+renamed), ``checkpoint.renamed`` (file in place, journal row not committed), ``journal.before_commit``
+and ``journal.after_commit`` (around every multi-statement journal transaction), and
+``step.before_record`` (an activity returned, its result not yet journaled). When the variable is
+unset, :func:`fault_point` is one global lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("WEFT_NB_KILL_AT", "")
+ENABLED = bool(_spec)
+_point, _, _count = _spec.partition(":")
+_remaining = int(_count or 1)
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL the process if ``name`` is the configured point and its count is reached."""
+    global _remaining
+    if not ENABLED or name != _point:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
