@@ -12,9 +12,10 @@ from . import errors
 from ._activity_context import ActivityContext, current_activity
 from ._definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
 from ._engine import Engine
+from ._reconciliation import VerificationContext
 from ._retry import RetryPolicy, parse_duration
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
-from ._workflow_context import StepChangedWarning, VerificationContext, WorkflowContext
+from ._workflow_context import StepChangedWarning, WorkflowContext
 
 __version__ = "0.1.0"
 

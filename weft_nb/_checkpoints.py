@@ -119,7 +119,7 @@ class CheckpointStore:
         return None
 
     def remove_orphans(self) -> int:
-        """Delete temporary and unreferenced checkpoint files (left by a crash); return the count."""
+        """Delete temporary and unreferenced checkpoint files left by a crash; return the count."""
         if not os.path.isdir(self.root):
             return 0
         referenced = self.journal.all_checkpoint_paths()

@@ -124,7 +124,7 @@ class VirtualClock:
             return sorted(self._deadlines)
 
     def wait_for_sleepers(self, count: int = 1, timeout: float = 30.0) -> None:
-        """Block (in real time) until ``count`` timed waits are pending; for manual-advance tests."""
+        """Block in real time until ``count`` timed waits are pending (manual-advance tests)."""
         end = time.monotonic() + timeout
         with self._cond:
             while len(self._deadlines) < count:

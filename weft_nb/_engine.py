@@ -6,7 +6,7 @@ cell; ``run`` (or ``handle.result()``) waits. Everything durable goes through th
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
 import threading
 import traceback
@@ -27,6 +27,7 @@ from ._definitions import (
     make_workflow,
 )
 from ._duckdb_journal import DuckDBJournal
+from ._heartbeats import HeartbeatFlusher
 from ._journal import (
     CANCELLED,
     COMPLETED,
@@ -38,7 +39,7 @@ from ._journal import (
     StepRecord,
 )
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode, error_from_json, error_to_json
-from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
+from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._workflow_context import EngineStopped, WorkflowContext
 from .errors import (
     JournalClosedError,
@@ -48,25 +49,6 @@ from .errors import (
     WorkflowNotRegisteredError,
     WorkflowVersionMismatchError,
 )
-
-
-@dataclasses.dataclass(eq=False)
-class RunState:
-    """The in-memory state of one live run (dropped on close or a simulated restart)."""
-
-    run_id: str
-    workflow: WorkflowDefinition
-    input_value: Any
-    on_change: str
-    cancel_requested: threading.Event
-    handle: RunHandle
-    steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
-    failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
-    first_started: dict[int, float] = dataclasses.field(default_factory=dict)
-    live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)
-    stopped: bool = False
-    replayed: int = 0
-    executed: int = 0
 
 
 class Engine:
@@ -80,6 +62,8 @@ class Engine:
         heartbeat_interval: Seconds between journal writes of buffered heartbeat details.
         checkpoint_keep: Checkpoints kept per step (older ones are deleted).
         max_payload_bytes: Largest input or result stored in the journal.
+        idle_release: Seconds without use after which the journal file is released, so other
+            processes can read it (the engine keeps its ownership lock).
         program: Shown to other processes that find the journal locked (a notebook name).
     """
 
@@ -92,6 +76,7 @@ class Engine:
         heartbeat_interval: float = 1.0,
         checkpoint_keep: int = 2,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        idle_release: float = 1.0,
         program: str = "",
     ) -> None:
         if on_change not in ON_CHANGE_POLICIES:
@@ -104,9 +89,7 @@ class Engine:
         self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
         self.checkpoints.remove_orphans()
         self.attempts = AttemptRunner(self.clock)
-        from ._heartbeats import HeartbeatFlusher
-
-        self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval)
+        self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         self._lock = threading.RLock()
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
@@ -253,7 +236,7 @@ class Engine:
         return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
 
     def resume(self, run_id: str) -> RunHandle:
-        """Resume an unfinished run from its journal; a finished run's handle returns its outcome."""
+        """Resume an unfinished run; a finished run's handle returns its recorded outcome."""
         self._check_open()
         with self._lock:
             if run_id in self._active:
@@ -345,8 +328,8 @@ class Engine:
             handle._settle(
                 RUNNING,
                 error=JournalClosedError(
-                    f"the engine stopped before run {state.run_id!r} finished; it resumes on the next "
-                    "start/resume with the same run id"
+                    f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
+                    "next start/resume with the same run id"
                 ),
             )
         except BaseException as exc:
@@ -367,10 +350,8 @@ class Engine:
         finally:
             with self._lock:
                 self._active.pop(state.run_id, None)
-            try:
+            with contextlib.suppress(JournalClosedError):
                 self.journal.release()
-            except JournalClosedError:
-                pass
             self.clock.release_participant()
 
     def _finish(
@@ -404,7 +385,8 @@ class Engine:
     def _finished_handle(self, record: RunRecord) -> RunHandle:
         handle = RunHandle(self, record.run_id, record.workflow)
         if record.status == COMPLETED:
-            assert record.result_codec is not None and record.result is not None
+            assert record.result_codec is not None
+            assert record.result is not None
             handle._settle(
                 COMPLETED, value=decode(record.result_codec, record.result), replayed=True
             )

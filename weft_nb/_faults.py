@@ -1,9 +1,10 @@
 """Fault injection for crash tests: SIGKILL this process at a named point.
 
 Set ``WEFT_NB_KILL_AT="point"`` or ``"point:N"`` (the N-th time the point is reached) before the
-process imports weft_nb. Points: ``checkpoint.tmp_written`` (checkpoint bytes fsynced, not yet
-renamed), ``checkpoint.renamed`` (file in place, journal row not committed), ``journal.before_commit``
-and ``journal.after_commit`` (around every multi-statement journal transaction), and
+process imports weft_nb. Points: ``checkpoint.tmp_written`` (checkpoint bytes fsynced, not
+yet renamed), ``checkpoint.renamed`` (file in place, journal row not committed),
+``journal.before_commit`` and ``journal.after_commit`` (around every multi-statement
+journal transaction), and
 ``step.before_record`` (an activity returned, its result not yet journaled). When the variable is
 unset, :func:`fault_point` is one global lookup.
 """

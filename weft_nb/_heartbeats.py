@@ -9,6 +9,7 @@ with the step's outcome, so the journal's last heartbeat of a finished attempt i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from typing import TYPE_CHECKING
@@ -27,10 +28,13 @@ _MAX_DETAILS_BYTES = 1024 * 1024
 class HeartbeatFlusher:
     """One background thread per engine."""
 
-    def __init__(self, journal: Journal, clock: Clock, interval: float) -> None:
+    def __init__(
+        self, journal: Journal, clock: Clock, interval: float, idle_release: float = 1.0
+    ) -> None:
         self.journal = journal
         self.clock = clock
         self.interval = interval
+        self.idle_release = idle_release
         self._lock = threading.Lock()
         self._live: dict[ActivityContext, int] = {}  # context -> heartbeat_count last written
         self._warned: set[str] = set()
@@ -94,10 +98,8 @@ class HeartbeatFlusher:
                 if ctx in self._live:
                     self._live[ctx] = count
         if records:
-            try:
+            with contextlib.suppress(JournalClosedError):
                 self.journal.record_heartbeats(records)
-            except JournalClosedError:
-                pass
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

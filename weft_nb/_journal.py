@@ -122,6 +122,9 @@ class Journal(Protocol):
     def release(self) -> None:
         """Undo one :meth:`acquire`; when none remain the file may be released to readers."""
 
+    def release_if_idle(self, min_idle: float) -> bool:
+        """Release the underlying file to other readers if unused for ``min_idle`` seconds."""
+
     def close(self) -> None:
         """Close for good; later calls raise ``JournalClosedError``."""
 
@@ -181,8 +184,9 @@ class Journal(Protocol):
         """Every checkpoint path the journal references (for orphan cleanup)."""
 
     def supersede_from(self, run_id: str, position: int, event: EventRecord) -> None:
-        """Mark steps (and their attempts, heartbeats, checkpoints) at ``position`` and after
-        as superseded, and record why, in one transaction.
+        """Supersede what was recorded at ``position`` and after, and record why, atomically.
+
+        Steps, attempts, heartbeats and checkpoints are marked, not deleted (kept for audit).
         """
 
     def add_event(self, event: EventRecord) -> None:

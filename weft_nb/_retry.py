@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 Duration = float | int | str
-"""Seconds as a number, or a string such as ``"250ms"``, ``"1s"``, ``"5m"``, ``"1.5h"``, ``"2d"``."""
+"""Seconds as a number, or a string: ``"250ms"``, ``"1s"``, ``"5m"``, ``"1.5h"``, ``"2d"``."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -36,7 +36,7 @@ def parse_duration(value: Duration | None, *, what: str = "duration") -> float |
                 "'250ms', '1s', '5m', '1.5h', '2d'"
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if seconds < 0 or seconds != seconds:
+    if not seconds >= 0:  # also rejects NaN
         raise ValueError(f"{what} must be a non-negative number of seconds; got {value!r}")
     return seconds
 
@@ -50,8 +50,10 @@ def error_matches(error: BaseException, matchers: Iterable[ErrorMatcher]) -> boo
 
     >>> error_matches(KeyError("x"), [LookupError])
     True
-    >>> error_matches(ValueError("bad input"), ["bad input"]), error_matches(ValueError(), ["KeyError"])
-    (True, False)
+    >>> error_matches(ValueError("bad input"), ["bad input"])
+    True
+    >>> error_matches(ValueError(), ["KeyError"])
+    False
     """
     names = {cls.__name__ for cls in type(error).__mro__} | {
         f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__

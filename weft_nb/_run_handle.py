@@ -1,4 +1,4 @@
-"""Run handles, run listings, recovery reports and engine events."""
+"""Run handles, the in-memory state of live runs, run listings, recovery reports, events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,29 @@ from typing import TYPE_CHECKING, Any
 from ._journal import RUNNING
 
 if TYPE_CHECKING:
-    from ._engine import Engine, RunState
+    from ._activity_context import ActivityContext
+    from ._definitions import WorkflowDefinition
+    from ._engine import Engine
+    from ._journal import StepRecord
+
+
+@dataclasses.dataclass(eq=False)
+class RunState:
+    """The in-memory state of one live run (dropped on close or a simulated restart)."""
+
+    run_id: str
+    workflow: WorkflowDefinition
+    input_value: Any
+    on_change: str
+    cancel_requested: threading.Event
+    handle: RunHandle
+    steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
+    failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
+    first_started: dict[int, float] = dataclasses.field(default_factory=dict)
+    live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)
+    stopped: bool = False
+    replayed: int = 0
+    executed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,9 +9,8 @@ there on (kept for audit) and runs live; ``"error"`` raises :class:`NonDetermini
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import errors as _errors
@@ -26,21 +25,21 @@ from ._journal import (
     StepRecord,
 )
 from ._payloads import decode, digest, encode, error_from_json, error_to_json, validate
+from ._reconciliation import check_result, reconcile
 from ._retry import RetryPolicy, parse_duration
 from .errors import (
     ActivityFailedError,
     ActivityNotRegisteredError,
-    ActivityReconciliationIndeterminateError,
     ActivityScheduleToCloseTimeoutError,
     ActivityTimeoutError,
-    ActivityVerificationError,
     NonDeterminismError,
     WeftError,
     WorkflowCancelledError,
 )
 
 if TYPE_CHECKING:
-    from ._engine import Engine, RunState
+    from ._engine import Engine
+    from ._run_handle import RunState
 
 _CALL_OPTIONS = frozenset(
     {
@@ -60,25 +59,6 @@ class StepChangedWarning(UserWarning):
 
 class EngineStopped(BaseException):
     """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VerificationContext:
-    """Passed to an activity's ``verify(result, context)``.
-
-    ``phase`` is ``"post-execution"`` (return True to accept ``result``) or
-    ``"pre-dispatch-reconciliation"`` (``result`` is None; return ``"not-completed"``,
-    ``{"status": "completed-with-result", "result": ...}``, ``"completed-result-unavailable"`` or
-    ``"indeterminate"``).
-    """
-
-    phase: str
-    run_id: str
-    position: int
-    activity: str
-    input: Any
-    idempotency_key: str | None
-    attempt: int
 
 
 class WorkflowContext:
@@ -132,7 +112,8 @@ class WorkflowContext:
             ):
                 if recorded.status == STEP_COMPLETED:
                     self._state.replayed += 1
-                    assert recorded.result_codec is not None and recorded.result is not None
+                    assert recorded.result_codec is not None
+                    assert recorded.result is not None
                     return decode(
                         recorded.result_codec, recorded.result, hint=definition.result_hint
                     )
@@ -140,9 +121,13 @@ class WorkflowContext:
                     self._state.replayed += 1
                     assert recorded.error is not None
                     raise error_from_json(recorded.error, run_id=self.run_id)
-                reconciled = self._reconcile(definition, recorded, value, key)
-                if reconciled is not _DISPATCH:
-                    return reconciled
+                adopt, result = reconcile(definition, recorded, value, key)
+                if adopt:
+                    self._state.replayed += 1
+                    return self._record_success(
+                        definition, position, input_hash, key, result,
+                        recorded.attempts, recorded.started_at, None,
+                    )  # fmt: skip
             else:
                 self._on_changed(position, recorded, definition, input_hash)
         return self._execute(definition, position, value, input_hash, key, call_options)
@@ -219,58 +204,6 @@ class WorkflowContext:
             del state.steps[stale]
         state.failed_attempts = {p: n for p, n in state.failed_attempts.items() if p < position}
 
-    def _reconcile(
-        self, definition: ActivityDefinition, marker: StepRecord, value: Any, key: str | None
-    ) -> Any:
-        """A keyed step was dispatched before a crash; decide per the Tier-0 states."""
-        state = self._state
-        where = f"activity {definition.name!r} (step {marker.position}, run {state.run_id!r})"
-        if definition.verify is None:
-            raise ActivityReconciliationIndeterminateError(
-                f"{where} was dispatched with idempotency key {marker.idempotency_key!r} before a "
-                "crash and its outcome is unknown. weft_nb fails closed instead of running it "
-                "again: add a verify= function that checks the external system, or start a new run.",
-                run_id=state.run_id,
-                position=marker.position,
-                activity=definition.name,
-            )
-        context = VerificationContext(
-            "pre-dispatch-reconciliation",
-            state.run_id,
-            marker.position,
-            definition.name,
-            value,
-            key,
-            marker.attempts,
-        )
-        try:
-            verdict = definition.verify(None, context)
-        except Exception as exc:
-            verdict = f"indeterminate (verify raised {type(exc).__name__}: {exc})"
-        if verdict == "not-completed":
-            return _DISPATCH
-        if isinstance(verdict, Mapping) and verdict.get("status") == "completed-with-result":
-            result = verdict.get("result")
-            self._record_success(
-                definition,
-                marker.position,
-                marker.input_hash,
-                key,
-                result,
-                marker.attempts,
-                marker.started_at,
-                None,
-            )
-            self._state.replayed += 1
-            return result
-        raise ActivityReconciliationIndeterminateError(
-            f"{where}: verify reported {verdict!r} for the dispatch before the crash; weft_nb fails "
-            "closed rather than run the side effect again. Resolve it by hand and start a new run.",
-            run_id=state.run_id,
-            position=marker.position,
-            activity=definition.name,
-        )
-
     # -- live execution --------------------------------------------------------------------
 
     def _execute(
@@ -322,25 +255,10 @@ class WorkflowContext:
             self._check_alive()  # cancelled or stopped while the attempt ran
             assert outcome is not None
             error = outcome.error
-            if outcome.ok and definition.verify is not None:
-                verdict = definition.verify(
-                    outcome.value,
-                    VerificationContext(
-                        "post-execution",
-                        state.run_id,
-                        position,
-                        definition.name,
-                        value,
-                        key,
-                        attempt,
-                    ),
+            if outcome.ok:
+                error = check_result(
+                    definition, state.run_id, position, value, key, attempt, outcome.value
                 )
-                if not verdict:
-                    error = ActivityVerificationError(
-                        f"verify rejected the result of activity {definition.name!r} (step "
-                        f"{position}, attempt {attempt})",
-                        run_id=state.run_id,
-                    )
             if outcome.ok and error is None:
                 return self._record_success(
                     definition,
@@ -476,11 +394,8 @@ class WorkflowContext:
         return value
 
 
-_DISPATCH: Any = object()
-
-
 def _option_seconds(options: dict[str, Any], name: str, default: float | None) -> float | None:
     return parse_duration(options[name], what=name) if name in options else default
 
 
-__all__ = ["EngineStopped", "StepChangedWarning", "VerificationContext", "WorkflowContext"]
+__all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]
