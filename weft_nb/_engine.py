@@ -12,6 +12,7 @@ import threading
 import traceback
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +95,8 @@ class Engine:
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
         self._closed = False
+        # An engine left open is closed at interpreter exit: heartbeats flushed, journal released.
+        self._finalizer = weakref.finalize(self, _close_at_exit, self.flusher, self.journal)
 
     # -- context manager -------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class Engine:
             states = list(self._active.values())
         for state in states:
             self._stop_state(state, "the engine was closed")
+        self._finalizer.detach()
         self.flusher.stop(flush=flush)
         self.journal.close()
 
@@ -474,3 +478,10 @@ class Engine:
             raise JournalClosedError(
                 f"this engine (journal {self.journal.path}) is closed; create a new Engine"
             )
+
+
+def _close_at_exit(flusher: HeartbeatFlusher, journal: Journal) -> None:
+    with contextlib.suppress(Exception):
+        flusher.stop(flush=True)
+    with contextlib.suppress(Exception):
+        journal.close()
