@@ -70,8 +70,10 @@ def test_non_retryable_errors_fail_at_once(engine: TestEngine, matcher: object) 
     @weft_nb.activity(non_retryable_errors=[matcher])  # type: ignore[list-item]
     def lookup(_: object) -> None:
         calls.append(1)
-        raise KeyError("weft_nb-permanent") if matcher != "weft_nb-permanent" else RuntimeError(
-            "weft_nb-permanent"
+        raise (
+            KeyError("weft_nb-permanent")
+            if matcher != "weft_nb-permanent"
+            else RuntimeError("weft_nb-permanent")
         )
 
     @weft_nb.workflow
