@@ -104,7 +104,14 @@ class JournalFile:
             self._take_sidecar_lock(program)
         try:
             self._open()
-            self._check_schema()
+            try:
+                self._check_schema()
+            except duckdb.Error as exc:
+                raise JournalCorruptError(
+                    f"journal {self.path} opened but cannot be read ({exc}). It is left "
+                    "untouched; move it aside to start a new journal.",
+                    path=self.path,
+                ) from None
         except BaseException:
             self.close()
             raise
@@ -170,8 +177,8 @@ class JournalFile:
                 if "lock" not in text.lower():
                     raise JournalCorruptError(
                         f"journal {self.path} cannot be opened as a DuckDB database ({text}). "
-                        "It is left untouched; `weft-nb salvage` copies out intact runs, or move "
-                        "the file aside to start a new journal.",
+                        "It is left untouched: move it aside (or restore a backup) to start a "
+                        "new journal.",
                         path=self.path,
                     ) from None
                 # A short-lived reader may hold DuckDB's lock; give it a moment.
