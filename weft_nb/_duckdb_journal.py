@@ -214,7 +214,7 @@ class DuckDBJournal(JournalFile):
             row = con.execute(
                 "SELECT run_id, position, attempt, recorded_at, codec, details, beat "
                 "FROM heartbeats WHERE run_id = ? AND position = ? AND NOT superseded "
-                "ORDER BY attempt DESC, beat DESC, recorded_at DESC LIMIT 1",
+                "ORDER BY id DESC LIMIT 1",  # insertion order: attempt numbers repeat after a crash
                 [run_id, position],
             ).fetchone()
         return HeartbeatRecord(*row) if row else None

@@ -172,7 +172,7 @@ class Journal(Protocol):
         """Append heartbeat rows in one transaction."""
 
     def latest_heartbeat(self, run_id: str, position: int) -> HeartbeatRecord | None:
-        """The newest current heartbeat of one step, from any attempt."""
+        """The most recently written current heartbeat of one step, from any attempt or process."""
 
     def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
         """Add a checkpoint and drop all but the newest ``keep``; return the dropped ones."""

@@ -51,8 +51,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
     activity VARCHAR NOT NULL, started_at DOUBLE, finished_at DOUBLE, error_type VARCHAR,
     error_message VARCHAR, traceback VARCHAR, superseded BOOLEAN NOT NULL DEFAULT false);
+CREATE SEQUENCE IF NOT EXISTS heartbeat_ids;
 CREATE TABLE IF NOT EXISTS heartbeats (
-    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    id BIGINT NOT NULL DEFAULT nextval('heartbeat_ids'), run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
     recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB, beat INTEGER NOT NULL,
     superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS checkpoints (
