@@ -59,8 +59,12 @@ class CheckpointStore:
         folder = self._step_dir(run_id, position)
         os.makedirs(folder, exist_ok=True)
         with self._seq_lock:
-            existing = self.journal.checkpoints_of(run_id, position)
-            seq = (existing[0].seq + 1) if existing else 1
+            # Superseded rows count too: a rerun must never overwrite an audited file.
+            rows = self.journal.query(
+                "SELECT coalesce(max(seq), 0) FROM checkpoints WHERE run_id = ? AND position = ?",
+                [run_id, position],
+            )
+            seq = int(rows[0][0]) + 1
         final = os.path.join(folder, f"{seq:08d}-a{attempt}.pkl")
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:

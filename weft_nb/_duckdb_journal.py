@@ -245,7 +245,8 @@ class DuckDBJournal(JournalFile):
             ).fetchall()
             if stale:
                 con.execute(
-                    "DELETE FROM checkpoints WHERE run_id = ? AND position = ? AND seq <= ?",
+                    "DELETE FROM checkpoints WHERE run_id = ? AND position = ? AND seq <= ? "
+                    "AND NOT superseded",
                     [cp.run_id, cp.position, max(row[3] for row in stale)],
                 )
         return [CheckpointRecord(*row) for row in stale]
@@ -296,7 +297,7 @@ class DuckDBJournal(JournalFile):
         with self._use() as con:
             rows = con.execute(
                 "SELECT run_id, position, kind, message, created_at FROM events "
-                "WHERE run_id = ? ORDER BY created_at",
+                "WHERE run_id = ? ORDER BY created_at, id",
                 [run_id],
             ).fetchall()
         return [EventRecord(*row) for row in rows]

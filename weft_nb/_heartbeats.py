@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -102,9 +103,17 @@ class HeartbeatFlusher:
                 self.journal.record_heartbeats(records)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # One thread, two chores: flush every `interval`; release the journal file when idle.
+        tick = max(0.005, min(self.interval, self.idle_release / 2))
+        next_flush = time.monotonic() + self.interval
+        while not self._stop.wait(tick):
             try:
-                self.flush()
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + self.interval
+                    self.flush()
+                self.journal.release_if_idle(self.idle_release)
+            except JournalClosedError:
+                return
             except Exception as exc:
                 warnings.warn(
                     f"weft_nb could not write heartbeats: {exc}", RuntimeWarning, stacklevel=1

@@ -53,18 +53,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_message VARCHAR, traceback VARCHAR, superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE SEQUENCE IF NOT EXISTS heartbeat_ids;
 CREATE TABLE IF NOT EXISTS heartbeats (
-    id BIGINT NOT NULL DEFAULT nextval('heartbeat_ids'), run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    id BIGINT NOT NULL DEFAULT nextval('heartbeat_ids'),
+    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
     recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB, beat INTEGER NOT NULL,
     superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
     seq INTEGER NOT NULL, created_at DOUBLE NOT NULL, path VARCHAR NOT NULL,
     size BIGINT NOT NULL, codec VARCHAR NOT NULL, superseded BOOLEAN NOT NULL DEFAULT false);
+CREATE SEQUENCE IF NOT EXISTS event_ids;
 CREATE TABLE IF NOT EXISTS events (
+    id BIGINT NOT NULL DEFAULT nextval('event_ids'),
     run_id VARCHAR, position INTEGER, kind VARCHAR NOT NULL, message VARCHAR,
     created_at DOUBLE NOT NULL);
 """
 
+_HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
 _PID_RE = re.compile(r"PID (\d+)")
 
 
@@ -97,6 +101,7 @@ class JournalFile:
         self._closed = False
         self._lock_fd: int | None = None
         self._last_used = time.monotonic()
+        self.had_wal = os.path.exists(self.path + ".wal")
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
@@ -222,6 +227,30 @@ class JournalFile:
                 f"journal {self.path} has schema version {version}; this weft_nb reads "
                 f"version {SCHEMA_VERSION}. Upgrade weft_nb (or open it with the version that "
                 "wrote it).",
+                path=self.path,
+            )
+        self._check_length()
+
+    def _check_length(self) -> None:
+        """Refuse a file shorter than its own catalog says (truncated after the fact).
+
+        Skipped while a write-ahead log is pending: DuckDB may hold replayed blocks in memory
+        that are not in the file yet, and a false alarm would lock users out of a good journal.
+        """
+        if self.had_wal:
+            return
+        con = self._con
+        assert con is not None
+        block_size, total_blocks = con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size()"
+        ).fetchone() or (0, 0)
+        expected = _HEADER_BYTES + int(block_size) * int(total_blocks)
+        actual = os.path.getsize(self.path)
+        if actual < expected:
+            raise JournalCorruptError(
+                f"journal {self.path} is truncated: {actual:,} bytes where its catalog needs "
+                f"{expected:,}. It is left untouched: move it aside (or restore a backup) to "
+                "start a new journal.",
                 path=self.path,
             )
 
