@@ -67,6 +67,7 @@ def test_checkpoints_keep_the_newest_n(journal_path: object) -> None:
         assert engine.run(wf, run_id="c") == 4
         kept = engine.journal.checkpoints_of("c", 0)
         assert [c.seq for c in kept] == [5, 4, 3]
+        engine.checkpoints.drain()
         files = sorted(p.name for p in (Path(engine.checkpoints.root) / "c" / "0").iterdir())
         assert files == [f"0000000{n}-a1.pkl" for n in (3, 4, 5)]
 

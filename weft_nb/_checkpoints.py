@@ -30,6 +30,12 @@ from .errors import PayloadError
 _TMP_PREFIX = ".tmp-"
 
 
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -50,6 +56,7 @@ class CheckpointStore:
         root, _ = os.path.splitext(journal.path)
         self.root = root + ".checkpoints"
         self._seq_lock = threading.Lock()
+        self._cleaners: list[threading.Thread] = []
 
     def _step_dir(self, run_id: str, position: int) -> str:
         return os.path.join(self.root, run_id, str(position))
@@ -99,10 +106,24 @@ class CheckpointStore:
             size=size,
             codec="pickle",
         )
-        for stale in self.journal.add_checkpoint(record, self.keep):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.root, stale.path))
+        stale = [
+            os.path.join(self.root, r.path) for r in self.journal.add_checkpoint(record, self.keep)
+        ]
+        if stale:
+            # Unlinking hundreds of MB takes milliseconds; keep it off the training thread. A file
+            # left behind by a crash here is unreferenced and removed on the next open.
+            cleaner = threading.Thread(target=_unlink_all, args=(stale,), daemon=True)
+            cleaner.start()
+            with self._seq_lock:
+                self._cleaners = [t for t in self._cleaners if t.is_alive()] + [cleaner]
         return record
+
+    def drain(self) -> None:
+        """Wait until older checkpoint files dropped by keep-N are deleted."""
+        with self._seq_lock:
+            cleaners, self._cleaners = self._cleaners, []
+        for cleaner in cleaners:
+            cleaner.join()
 
     def load_latest(self, run_id: str, position: int) -> Any:
         """The newest readable checkpoint of a step, or None; skips (with a warning) bad files."""

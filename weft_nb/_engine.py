@@ -119,6 +119,7 @@ class Engine:
         for state in states:
             self._stop_state(state, "the engine was closed")
         self._finalizer.detach()
+        self.checkpoints.drain()
         self.flusher.stop(flush=flush)
         self.journal.close()
 
