@@ -57,6 +57,7 @@ class CheckpointStore:
         self.root = root + ".checkpoints"
         self._seq_lock = threading.Lock()
         self._cleaners: list[threading.Thread] = []
+        self._issued: dict[tuple[str, int], int] = {}
 
     def _step_dir(self, run_id: str, position: int) -> str:
         return os.path.join(self.root, run_id, str(position))
@@ -71,7 +72,11 @@ class CheckpointStore:
                 "SELECT coalesce(max(seq), 0) FROM checkpoints WHERE run_id = ? AND position = ?",
                 [run_id, position],
             )
-            seq = int(rows[0][0]) + 1
+            # Two saves of one step at once (a timed-out attempt still running beside its retry)
+            # must not share a number, or keep-N could drop both.
+            key = (run_id, position)
+            seq = max(int(rows[0][0]), self._issued.get(key, 0)) + 1
+            self._issued[key] = seq
         final = os.path.join(folder, f"{seq:08d}-a{attempt}.pkl")
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:
@@ -95,6 +100,9 @@ class CheckpointStore:
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            with self._seq_lock:
+                if self._issued.get(key) == seq:  # nothing was recorded under it: give it back
+                    self._issued[key] = seq - 1
             raise
         record = CheckpointRecord(
             run_id=run_id,
@@ -134,6 +142,14 @@ class CheckpointStore:
                     raise ValueError(f"size {os.path.getsize(path)} != recorded {record.size}")
                 with open(path, "rb") as handle:
                     return pickle.load(handle)
+            except (AttributeError, ImportError) as exc:
+                # The file is fine; the code it needs is not loaded (a notebook cell defining a
+                # class was not re-run). Falling back would silently restart from scratch.
+                raise PayloadError(
+                    f"checkpoint {path} of step {position} (run {run_id!r}) needs code that is "
+                    f"not loaded: {exc}. Run the cell or import that defines it, then retry.",
+                    run_id=run_id,
+                ) from exc
             except Exception as exc:
                 warnings.warn(
                     f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "

@@ -31,6 +31,7 @@ _STEP_COLUMNS = (
     "run_id, position, activity, status, input_hash, source_hash, attempts, started_at, "
     "finished_at, result_codec, result, error, idempotency_key"
 )
+_UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 _INSERT_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat) "
@@ -95,21 +96,25 @@ class DuckDBJournal(JournalFile):
         result_codec: str | None = None,
         result: bytes | None = None,
         error: str | None = None,
-    ) -> None:
-        """Record a run's final status and outcome."""
+    ) -> bool:
+        """Record an unfinished run's outcome; False (nothing written) if it already finished."""
         with self._write() as con:
-            con.execute(
+            changed = con.execute(
                 "UPDATE runs SET status = ?, updated_at = ?, result_codec = ?, result = ?, "
-                "error = ? WHERE run_id = ?",
+                f"error = ? WHERE run_id = ? AND {_UNFINISHED} RETURNING run_id",
                 [status, at, result_codec, result, error, run_id],
-            )
+            ).fetchall()
+        return bool(changed)
 
-    def set_run_status(self, run_id: str, status: str, at: float) -> None:
-        """Change a run's status."""
+    def set_run_status(self, run_id: str, status: str, at: float) -> bool:
+        """Change an unfinished run's status; False (nothing written) if it already finished."""
         with self._write() as con:
-            con.execute(
-                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, at, run_id]
-            )
+            changed = con.execute(
+                f"UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND {_UNFINISHED} "
+                "RETURNING run_id",
+                [status, at, run_id],
+            ).fetchall()
+        return bool(changed)
 
     # -- steps and attempts ----------------------------------------------------------------
 
@@ -150,15 +155,19 @@ class DuckDBJournal(JournalFile):
                 con.execute(_INSERT_STEP, self._step_row(step))
             return
         with self._write() as con:
-            if step.idempotency_key is not None:
-                con.execute(
-                    "DELETE FROM steps WHERE run_id = ? AND position = ? AND status = ? "
-                    "AND NOT superseded",
-                    [step.run_id, step.position, STEP_STARTED],
-                )
+            self._replace_marker(con, step)
             con.execute(_INSERT_STEP, self._step_row(step))
             if heartbeat is not None:
                 con.execute(_INSERT_HEARTBEAT, _heartbeat_row(heartbeat))
+
+    @staticmethod
+    def _replace_marker(con: duckdb.DuckDBPyConnection, step: StepRecord) -> None:
+        if step.idempotency_key is not None:
+            con.execute(
+                "DELETE FROM steps WHERE run_id = ? AND position = ? AND status = ? "
+                "AND NOT superseded",
+                [step.run_id, step.position, STEP_STARTED],
+            )
 
     def record_marker(self, step: StepRecord) -> None:
         """Record a keyed activity's dispatch marker."""
@@ -166,10 +175,19 @@ class DuckDBJournal(JournalFile):
             con.execute(_INSERT_STEP, self._step_row(step))
 
     def record_attempt_failure(
-        self, attempt: AttemptRecord, heartbeat: HeartbeatRecord | None = None
+        self,
+        attempt: AttemptRecord,
+        heartbeat: HeartbeatRecord | None = None,
+        final: StepRecord | None = None,
     ) -> None:
-        """Record a failed attempt and its last heartbeat together."""
+        """Record a failed attempt, its last heartbeat and the step's failure, atomically.
+
+        ``final`` is the step's failed record when this failure ends the step.
+        """
         with self._write() as con:
+            if final is not None:
+                self._replace_marker(con, final)
+                con.execute(_INSERT_STEP, self._step_row(final))
             con.execute(
                 "INSERT INTO attempts (run_id, position, attempt, activity, started_at, "
                 "finished_at, error_type, error_message, traceback) VALUES (?,?,?,?,?,?,?,?,?)",

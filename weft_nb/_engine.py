@@ -87,8 +87,12 @@ class Engine:
         self.max_payload_bytes = max_payload_bytes
         self.registry = Registry()
         self.journal: Journal = DuckDBJournal(journal, program=program)
-        self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
-        self.checkpoints.remove_orphans()
+        try:
+            self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
+            self.checkpoints.remove_orphans()
+        except BaseException:
+            self.journal.close()  # never keep the journal locked after a failed constructor
+            raise
         self.attempts = AttemptRunner(self.clock)
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         self._lock = threading.RLock()
@@ -278,7 +282,9 @@ class Engine:
         ):
             failed[row[0]], first[row[0]] = row[1], row[2]
         self.emit("run_resumed", run_id, None, workflow=record.workflow, recorded_steps=len(steps))
-        value = decode(record.input_codec, record.input)
+        value = decode(
+            record.input_codec, record.input, what=f"the recorded input of run {run_id!r}"
+        )
         return self._launch(definition, run_id, value, record.on_change, steps, failed, first)
 
     def _launch(
@@ -306,6 +312,8 @@ class Engine:
         handle._state = state
         with self._lock:
             self._check_open()
+            if run_id in self._active:  # a concurrent start/resume of the same run won
+                return self._active[run_id].handle
             self._active[run_id] = state
         self.journal.acquire()
         self.clock.reserve_participant()
@@ -317,7 +325,27 @@ class Engine:
 
     def _drive(self, state: RunState) -> None:
         self.clock.bind_participant()
-        handle = state.handle
+        try:
+            status, value, error = self._outcome(state)
+            state.handle._settle(status, value=value, error=error)
+        finally:
+            with self._lock:
+                self._active.pop(state.run_id, None)
+            with contextlib.suppress(JournalClosedError):
+                self.journal.release()
+            self.clock.release_participant()
+
+    def _outcome(self, state: RunState) -> tuple[str, Any, BaseException | None]:
+        """Run the workflow function and record its outcome: (status, value, error)."""
+        stopped = (
+            RUNNING,
+            None,
+            JournalClosedError(
+                f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
+                "next start/resume with the same run id"
+            ),
+        )
+        cancelled = (CANCELLED, None, self._cancelled_error(state.run_id))
         try:
             ctx = WorkflowContext(self, state)
             fn = state.workflow.fn
@@ -327,58 +355,48 @@ class Engine:
                 what=f"result of workflow {state.workflow.name!r}",
                 max_bytes=self.max_payload_bytes,
             )
-            self._finish(state, COMPLETED, codec=codec, data=data)
-            handle._settle(COMPLETED, value=value)
         except EngineStopped:
-            handle._settle(
-                RUNNING,
-                error=JournalClosedError(
-                    f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
-                    "next start/resume with the same run id"
-                ),
-            )
+            return stopped
         except BaseException as exc:
             if state.stopped:
-                handle._settle(
-                    RUNNING,
-                    error=JournalClosedError(
-                        f"the engine stopped while run {state.run_id!r} was running"
-                    ),
-                )
-            elif state.cancel_requested.is_set():
-                handle._settle(CANCELLED, error=self._cancelled_error(state.run_id))
-            else:
-                try:
-                    self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc()))
-                finally:
-                    handle._settle(FAILED, error=exc)
-        finally:
-            with self._lock:
-                self._active.pop(state.run_id, None)
-            with contextlib.suppress(JournalClosedError):
-                self.journal.release()
-            self.clock.release_participant()
+                return stopped
+            if state.cancel_requested.is_set():
+                return cancelled
+            recorded = self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc()))
+            return (FAILED, None, exc) if recorded else (stopped if state.stopped else cancelled)
+        if state.stopped:
+            return stopped
+        # A cancellation persisted while the workflow ran its last lines wins over the result.
+        if state.cancel_requested.is_set() or not self._finish(state, COMPLETED, codec, data):
+            return stopped if state.stopped else cancelled
+        return COMPLETED, value, None
 
     def _finish(
         self,
         state: RunState,
         status: str,
-        *,
         codec: str | None = None,
         data: bytes | None = None,
+        *,
         error: str | None = None,
-    ) -> None:
-        if state.stopped:
-            raise EngineStopped
-        self.journal.finish_run(state.run_id, status, self.clock.now(), codec, data, error)
-        self.emit(
-            "run_finished",
-            state.run_id,
-            None,
-            status=status,
-            replayed=state.replayed,
-            executed=state.executed,
-        )
+    ) -> bool:
+        """Record the final outcome unless the run was cancelled (or the engine stopped)."""
+        try:
+            recorded = self.journal.finish_run(
+                state.run_id, status, self.clock.now(), codec, data, error
+            )
+        except JournalClosedError:
+            return False
+        if recorded:
+            self.emit(
+                "run_finished",
+                state.run_id,
+                None,
+                status=status,
+                replayed=state.replayed,
+                executed=state.executed,
+            )
+        return recorded
 
     @staticmethod
     def _cancelled_error(run_id: str) -> WorkflowCancelledError:
@@ -393,7 +411,13 @@ class Engine:
             assert record.result_codec is not None
             assert record.result is not None
             handle._settle(
-                COMPLETED, value=decode(record.result_codec, record.result), replayed=True
+                COMPLETED,
+                value=decode(
+                    record.result_codec,
+                    record.result,
+                    what=f"the recorded result of run {record.run_id!r}",
+                ),
+                replayed=True,
             )
         elif record.status == CANCELLED:
             handle._settle(CANCELLED, error=self._cancelled_error(record.run_id), replayed=True)
@@ -433,9 +457,8 @@ class Engine:
             raise RunNotFoundError(
                 f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
             )
-        if record.status in TERMINAL_STATUSES:
-            return False
-        self.journal.set_run_status(run_id, CANCELLED, self.clock.now())
+        if not self.journal.set_run_status(run_id, CANCELLED, self.clock.now()):
+            return False  # it finished first
         with self._lock:
             state = self._active.get(run_id)
         if state is not None:
@@ -462,7 +485,13 @@ class Engine:
 
         def last_heartbeat() -> Any:
             record = self.journal.latest_heartbeat(state.run_id, position)
-            return None if record is None else decode(record.codec, record.details)
+            if record is None:
+                return None
+            return decode(
+                record.codec,
+                record.details,
+                what=f"the last heartbeat details of step {position} (run {state.run_id!r})",
+            )
 
         return ActivityContext(
             run_id=state.run_id,

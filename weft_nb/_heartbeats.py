@@ -37,6 +37,7 @@ class HeartbeatFlusher:
         self.interval = interval
         self.idle_release = idle_release
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time; finish() waits for it
         self._live: dict[ActivityContext, int] = {}  # context -> heartbeat_count last written
         self._warned: set[str] = set()
         self._stop = threading.Event()
@@ -75,8 +76,12 @@ class HeartbeatFlusher:
         )
 
     def finish(self, ctx: ActivityContext) -> HeartbeatRecord | None:
-        """Stop watching an attempt; return its unwritten final details, if any."""
-        with self._lock:
+        """Stop watching an attempt; return its unwritten final details, if any.
+
+        Waits for a flush in progress, so no older row of this attempt can be committed after
+        the final one that the caller commits with the attempt's outcome.
+        """
+        with self._flush_lock, self._lock:
             written = self._live.pop(ctx, None)
         if written is None or written == ctx.heartbeat_count:
             return None
@@ -84,6 +89,10 @@ class HeartbeatFlusher:
 
     def flush(self) -> None:
         """Write every attempt's newest unwritten details now."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             pending = [
                 (ctx, ctx.heartbeat_count)

@@ -145,11 +145,15 @@ class Journal(Protocol):
         result_codec: str | None = None,
         result: bytes | None = None,
         error: str | None = None,
-    ) -> None:
-        """Record a run's final (or interrupted) status, result or error."""
+    ) -> bool:
+        """Record the status, result or error of a run that has not finished yet.
 
-    def set_run_status(self, run_id: str, status: str, at: float) -> None:
-        """Change a run's status only."""
+        Returns False, writing nothing, when the run already has a final status (completed,
+        failed, cancelled): a cancellation can never be overwritten by a late outcome.
+        """
+
+    def set_run_status(self, run_id: str, status: str, at: float) -> bool:
+        """Change the status of a run that has not finished yet (False when it had)."""
 
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         """The current (not superseded) step records of a run, by position."""
@@ -161,9 +165,16 @@ class Journal(Protocol):
         """Record a keyed activity's dispatch marker (status ``started``) before dispatch."""
 
     def record_attempt_failure(
-        self, attempt: AttemptRecord, heartbeat: HeartbeatRecord | None = None
+        self,
+        attempt: AttemptRecord,
+        heartbeat: HeartbeatRecord | None = None,
+        final: StepRecord | None = None,
     ) -> None:
-        """Record one failed attempt, with its last heartbeat."""
+        """Record a failed attempt with its last heartbeat, atomically.
+
+        When the failure ends the step, ``final`` is the step's failed record; it is written in
+        the same transaction (replacing a dispatch marker).
+        """
 
     def attempts_of(self, run_id: str, position: int) -> list[AttemptRecord]:
         """The current failed attempts of one step, oldest first."""

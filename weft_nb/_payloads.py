@@ -83,8 +83,29 @@ def encode(
     return codec, data
 
 
-def decode(codec: str, data: bytes, *, hint: Any = None) -> Any:
-    """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models."""
+def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored value") -> Any:
+    """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models.
+
+    Raises:
+        PayloadError: The value needs code that is not loaded, or no longer fits its model.
+    """
+    try:
+        return _decode(codec, data, hint)
+    except (AttributeError, ImportError) as exc:
+        raise PayloadError(
+            f"{what} needs code that is not loaded ({exc}). Run the cell or import that defines "
+            "it, then retry.",
+            what=what,
+        ) from exc
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{what} no longer fits its model ({exc.title}: {exc.error_count()} error(s)); the "
+            "model changed since it was recorded. Restore the old fields, or start a new run.",
+            what=what,
+        ) from exc
+
+
+def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == JSON:
         value = json.loads(data)
         if hint is not None and _wants_model(hint) and value is not None:

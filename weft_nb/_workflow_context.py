@@ -115,7 +115,11 @@ class WorkflowContext:
                     assert recorded.result_codec is not None
                     assert recorded.result is not None
                     return decode(
-                        recorded.result_codec, recorded.result, hint=definition.result_hint
+                        recorded.result_codec,
+                        recorded.result,
+                        hint=definition.result_hint,
+                        what=f"the recorded result of step {position} ({definition.name!r}, run "
+                        f"{self.run_id!r})",
                     )
                 if recorded.status == STEP_FAILED:
                     self._state.replayed += 1
@@ -203,6 +207,7 @@ class WorkflowContext:
         for stale in [p for p in state.steps if p >= position]:
             del state.steps[stale]
         state.failed_attempts = {p: n for p, n in state.failed_attempts.items() if p < position}
+        state.first_started = {p: t for p, t in state.first_started.items() if p < position}
 
     # -- live execution --------------------------------------------------------------------
 
@@ -244,6 +249,8 @@ class WorkflowContext:
             wake = clock.new_event()
             started = clock.now()
             state.live.add((ctx, wake))
+            if state.cancel_requested.is_set():  # cancel() ran before this attempt was visible
+                ctx._cancel("the run was cancelled")
             engine.flusher.track(ctx)
             try:
                 outcome = engine.attempts.run(
@@ -273,54 +280,53 @@ class WorkflowContext:
             assert error is not None
             if isinstance(error, EngineStopped):
                 raise error
-            engine.journal.record_attempt_failure(
-                AttemptRecord(
-                    state.run_id,
-                    position,
-                    attempt,
-                    definition.name,
-                    started,
-                    clock.now(),
-                    type(error).__name__,
-                    str(error),
-                    outcome.traceback_text,
-                ),
-                heartbeat,
+            failed_attempt = AttemptRecord(
+                state.run_id,
+                position,
+                attempt,
+                definition.name,
+                started,
+                clock.now(),
+                type(error).__name__,
+                str(error),
+                outcome.traceback_text,
             )
             final = self._final_error(
                 definition, policy, position, attempt, error, outcome.traceback_text
             )
-            if final is None:
-                delay = policy.backoff(attempt)
-                if s2c is not None and clock.now() + delay >= first_start + s2c:
-                    final = ActivityScheduleToCloseTimeoutError(
-                        f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
-                        f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
-                        f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
-                        cause_type=type(error).__name__,
-                        cause_message=str(error),
-                        traceback_text=outcome.traceback_text,
-                        attempts=attempt,
-                        run_id=state.run_id,
-                        position=position,
-                        activity=definition.name,
-                    )
-            if final is not None:
-                engine.journal.record_step(
-                    StepRecord(
-                        state.run_id,
-                        position,
-                        definition.name,
-                        STEP_FAILED,
-                        input_hash,
-                        definition.source_hash,
-                        attempt,
-                        first_start,
-                        clock.now(),
-                        error=error_to_json(final, outcome.traceback_text),
-                        idempotency_key=key,
-                    )
+            delay = policy.backoff(attempt)
+            if final is None and s2c is not None and clock.now() + delay >= first_start + s2c:
+                final = ActivityScheduleToCloseTimeoutError(
+                    f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
+                    f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
+                    f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
+                    cause_type=type(error).__name__,
+                    cause_message=str(error),
+                    traceback_text=outcome.traceback_text,
+                    attempts=attempt,
+                    run_id=state.run_id,
+                    position=position,
+                    activity=definition.name,
                 )
+            if final is None:
+                engine.journal.record_attempt_failure(failed_attempt, heartbeat)
+            else:
+                # The attempt and the step's failure commit together: a crash between them
+                # would make a resume run a non-retryable (or last) attempt again.
+                failed_step = StepRecord(
+                    state.run_id,
+                    position,
+                    definition.name,
+                    STEP_FAILED,
+                    input_hash,
+                    definition.source_hash,
+                    attempt,
+                    first_start,
+                    clock.now(),
+                    error=error_to_json(final, outcome.traceback_text),
+                    idempotency_key=key,
+                )
+                engine.journal.record_attempt_failure(failed_attempt, heartbeat, failed_step)
                 raise final from error
             engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
             if clock.wait(state.cancel_requested, delay):
