@@ -96,6 +96,7 @@ class Engine:
         self.attempts = AttemptRunner(self.clock)
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         self._lock = threading.RLock()
+        self._launching = threading.RLock()  # serialises resume(); see there
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
         self._closed = False
@@ -203,11 +204,14 @@ class Engine:
         """
         self._check_open()
         definition = self._workflow_definition(workflow)
-        if run_id is not None:
-            with self._lock:
-                if run_id in self._active:
-                    return self._active[run_id].handle
-            existing = self.journal.get_run(run_id)
+        policy = on_change or self.on_change
+        if policy not in ON_CHANGE_POLICIES:
+            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {policy!r}")
+        codec, data = encode(
+            input, what=f"input of workflow {definition.name!r}", max_bytes=self.max_payload_bytes
+        )
+        with self._launching:
+            existing = None if run_id is None else self.journal.get_run(run_id)
             if existing is not None:
                 if existing.workflow != definition.name:
                     raise WeftError(
@@ -215,14 +219,19 @@ class Engine:
                         f"{definition.name!r}; choose another run id",
                         run_id=run_id,
                     )
-                return self.resume(run_id)
-        run_id = run_id or uuid.uuid4().hex[:16]
-        policy = on_change or self.on_change
-        if policy not in ON_CHANGE_POLICIES:
-            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {policy!r}")
-        codec, data = encode(
-            input, what=f"input of workflow {definition.name!r}", max_bytes=self.max_payload_bytes
-        )
+                return self._resume(existing.run_id)
+            return self._create(definition, run_id or uuid.uuid4().hex[:16], input, policy,
+                                codec, data)  # fmt: skip
+
+    def _create(
+        self,
+        definition: WorkflowDefinition,
+        run_id: str,
+        input: Any,
+        policy: str,
+        codec: str,
+        data: bytes,
+    ) -> RunHandle:
         now = self.clock.now()
         self.journal.create_run(
             RunRecord(
@@ -247,6 +256,13 @@ class Engine:
     def resume(self, run_id: str) -> RunHandle:
         """Resume an unfinished run; a finished run's handle returns its recorded outcome."""
         self._check_open()
+        # Checking, loading and launching are one step: a second resume of the same run sees it
+        # either active or finished in the journal (a run commits its outcome before it leaves
+        # the active set), never a stale copy of its steps.
+        with self._launching:
+            return self._resume(run_id)
+
+    def _resume(self, run_id: str) -> RunHandle:
         with self._lock:
             if run_id in self._active:
                 return self._active[run_id].handle
@@ -362,14 +378,25 @@ class Engine:
                 return stopped
             if state.cancel_requested.is_set():
                 return cancelled
-            recorded = self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc()))
-            return (FAILED, None, exc) if recorded else (stopped if state.stopped else cancelled)
+            if self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc())):
+                return FAILED, None, exc
+            return self._outcome_on_record(state, stopped)
         if state.stopped:
             return stopped
-        # A cancellation persisted while the workflow ran its last lines wins over the result.
-        if state.cancel_requested.is_set() or not self._finish(state, COMPLETED, codec, data):
-            return stopped if state.stopped else cancelled
+        if state.cancel_requested.is_set():
+            return cancelled
+        if not self._finish(state, COMPLETED, codec, data):
+            return self._outcome_on_record(state, stopped)
         return COMPLETED, value, None
+
+    def _outcome_on_record(
+        self, state: RunState, stopped: tuple[str, Any, BaseException | None]
+    ) -> tuple[str, Any, BaseException | None]:
+        """The journal refused our outcome: a cancel, or another execution, finished it first."""
+        record = None if state.stopped else self.journal.get_run(state.run_id)
+        if record is None or record.status not in TERMINAL_STATUSES:
+            return stopped
+        return self._recorded_outcome(record)
 
     def _finish(
         self,
@@ -407,28 +434,25 @@ class Engine:
 
     def _finished_handle(self, record: RunRecord) -> RunHandle:
         handle = RunHandle(self, record.run_id, record.workflow)
+        status, value, error = self._recorded_outcome(record)
+        handle._settle(status, value=value, error=error, replayed=True)
+        return handle
+
+    def _recorded_outcome(self, record: RunRecord) -> tuple[str, Any, BaseException | None]:
+        """The (status, value, error) a finished run's journal row stands for."""
         if record.status == COMPLETED:
             assert record.result_codec is not None
             assert record.result is not None
-            handle._settle(
-                COMPLETED,
-                value=decode(
-                    record.result_codec,
-                    record.result,
-                    what=f"the recorded result of run {record.run_id!r}",
-                ),
-                replayed=True,
-            )
-        elif record.status == CANCELLED:
-            handle._settle(CANCELLED, error=self._cancelled_error(record.run_id), replayed=True)
-        else:
-            error = (
-                error_from_json(record.error, run_id=record.run_id)
-                if record.error
-                else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
-            )
-            handle._settle(FAILED, error=error, replayed=True)
-        return handle
+            what = f"the recorded result of run {record.run_id!r}"
+            return COMPLETED, decode(record.result_codec, record.result, what=what), None
+        if record.status == CANCELLED:
+            return CANCELLED, None, self._cancelled_error(record.run_id)
+        error = (
+            error_from_json(record.error, run_id=record.run_id)
+            if record.error
+            else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
+        )
+        return FAILED, None, error
 
     def recover_all(self) -> RecoveryReport:
         """Resume every unfinished run whose workflow is registered; report the others by name."""
