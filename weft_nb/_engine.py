@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import traceback
 import uuid
 import warnings
 import weakref
@@ -31,22 +30,19 @@ from ._duckdb_journal import DuckDBJournal
 from ._heartbeats import HeartbeatFlusher
 from ._journal import (
     CANCELLED,
-    COMPLETED,
-    FAILED,
     RUNNING,
     TERMINAL_STATUSES,
     Journal,
     RunRecord,
     StepRecord,
 )
-from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode, error_from_json, error_to_json
+from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
-from ._workflow_context import EngineStopped, WorkflowContext
+from ._run_outcome import drive, recorded_outcome
 from .errors import (
     JournalClosedError,
     RunNotFoundError,
     WeftError,
-    WorkflowCancelledError,
     WorkflowNotRegisteredError,
     WorkflowVersionMismatchError,
 )
@@ -334,125 +330,16 @@ class Engine:
         self.journal.acquire()
         self.clock.reserve_participant()
         thread = threading.Thread(
-            target=self._drive, args=(state,), name=f"weft-run-{run_id}", daemon=True
+            target=drive, args=(self, state), name=f"weft-run-{run_id}", daemon=True
         )
         thread.start()
         return handle
 
-    def _drive(self, state: RunState) -> None:
-        self.clock.bind_participant()
-        try:
-            status, value, error = self._outcome(state)
-            state.handle._settle(status, value=value, error=error)
-        finally:
-            with self._lock:
-                self._active.pop(state.run_id, None)
-            with contextlib.suppress(JournalClosedError):
-                self.journal.release()
-            self.clock.release_participant()
-
-    def _outcome(self, state: RunState) -> tuple[str, Any, BaseException | None]:
-        """Run the workflow function and record its outcome: (status, value, error)."""
-        stopped = (
-            RUNNING,
-            None,
-            JournalClosedError(
-                f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
-                "next start/resume with the same run id"
-            ),
-        )
-        cancelled = (CANCELLED, None, self._cancelled_error(state.run_id))
-        try:
-            ctx = WorkflowContext(self, state)
-            fn = state.workflow.fn
-            value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
-            codec, data = encode(
-                value,
-                what=f"result of workflow {state.workflow.name!r}",
-                max_bytes=self.max_payload_bytes,
-            )
-        except EngineStopped:
-            return stopped
-        except BaseException as exc:
-            if state.stopped:
-                return stopped
-            if state.cancel_requested.is_set():
-                return cancelled
-            if self._finish(state, FAILED, error=error_to_json(exc, traceback.format_exc())):
-                return FAILED, None, exc
-            return self._outcome_on_record(state, stopped)
-        if state.stopped:
-            return stopped
-        if state.cancel_requested.is_set():
-            return cancelled
-        if not self._finish(state, COMPLETED, codec, data):
-            return self._outcome_on_record(state, stopped)
-        return COMPLETED, value, None
-
-    def _outcome_on_record(
-        self, state: RunState, stopped: tuple[str, Any, BaseException | None]
-    ) -> tuple[str, Any, BaseException | None]:
-        """The journal refused our outcome: a cancel, or another execution, finished it first."""
-        record = None if state.stopped else self.journal.get_run(state.run_id)
-        if record is None or record.status not in TERMINAL_STATUSES:
-            return stopped
-        return self._recorded_outcome(record)
-
-    def _finish(
-        self,
-        state: RunState,
-        status: str,
-        codec: str | None = None,
-        data: bytes | None = None,
-        *,
-        error: str | None = None,
-    ) -> bool:
-        """Record the final outcome unless the run was cancelled (or the engine stopped)."""
-        try:
-            recorded = self.journal.finish_run(
-                state.run_id, status, self.clock.now(), codec, data, error
-            )
-        except JournalClosedError:
-            return False
-        if recorded:
-            self.emit(
-                "run_finished",
-                state.run_id,
-                None,
-                status=status,
-                replayed=state.replayed,
-                executed=state.executed,
-            )
-        return recorded
-
-    @staticmethod
-    def _cancelled_error(run_id: str) -> WorkflowCancelledError:
-        return WorkflowCancelledError(
-            f"run {run_id!r} was cancelled; a cancelled run is not resumed (start a new run)",
-            run_id=run_id,
-        )
-
     def _finished_handle(self, record: RunRecord) -> RunHandle:
         handle = RunHandle(self, record.run_id, record.workflow)
-        status, value, error = self._recorded_outcome(record)
+        status, value, error = recorded_outcome(record)
         handle._settle(status, value=value, error=error, replayed=True)
         return handle
-
-    def _recorded_outcome(self, record: RunRecord) -> tuple[str, Any, BaseException | None]:
-        """The (status, value, error) a finished run's journal row stands for."""
-        if record.status == COMPLETED:
-            assert record.result_codec is not None
-            assert record.result is not None
-            what = f"the recorded result of run {record.run_id!r}"
-            return COMPLETED, decode(record.result_codec, record.result, what=what), None
-        if record.status == CANCELLED:
-            return CANCELLED, None, self._cancelled_error(record.run_id)
-        error = (
-            error_from_json(record.error, run_id=record.run_id)
-            if record.error
-            else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
-        )
-        return FAILED, None, error
 
     def recover_all(self) -> RecoveryReport:
         """Resume every unfinished run whose workflow is registered; report the others by name."""

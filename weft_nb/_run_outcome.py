@@ -1,0 +1,135 @@
+"""The life of a run's thread: run the workflow function, then record its outcome.
+
+The outcome written to the journal decides what the run's handle reports. The journal only moves
+a run out of an unfinished status, so when it refuses an outcome (a cancellation, or another
+execution, finished the run first) the handle reports what the journal recorded instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ._journal import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL_STATUSES, RunRecord
+from ._payloads import decode, encode, error_from_json, error_to_json
+from ._workflow_context import EngineStopped, WorkflowContext
+from .errors import JournalClosedError, WeftError, WorkflowCancelledError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._run_handle import RunState
+
+Outcome = tuple[str, Any, BaseException | None]
+
+
+def drive(engine: Engine, state: RunState) -> None:
+    engine.clock.bind_participant()
+    try:
+        status, value, error = _outcome(engine, state)
+        state.handle._settle(status, value=value, error=error)
+    finally:
+        with engine._lock:
+            engine._active.pop(state.run_id, None)
+        with contextlib.suppress(JournalClosedError):
+            engine.journal.release()
+        engine.clock.release_participant()
+
+
+def _outcome(engine: Engine, state: RunState) -> Outcome:
+    """Run the workflow function and record its outcome: (status, value, error)."""
+    stopped = (
+        RUNNING,
+        None,
+        JournalClosedError(
+            f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
+            "next start/resume with the same run id"
+        ),
+    )
+    cancelled = (CANCELLED, None, cancelled_error(state.run_id))
+    try:
+        ctx = WorkflowContext(engine, state)
+        fn = state.workflow.fn
+        value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
+        codec, data = encode(
+            value,
+            what=f"result of workflow {state.workflow.name!r}",
+            max_bytes=engine.max_payload_bytes,
+        )
+    except EngineStopped:
+        return stopped
+    except BaseException as exc:
+        if state.stopped:
+            return stopped
+        if state.cancel_requested.is_set():
+            return cancelled
+        if _finish(engine, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
+            return FAILED, None, exc
+        return _outcome_on_record(engine, state, stopped)
+    if state.stopped:
+        return stopped
+    if state.cancel_requested.is_set():
+        return cancelled
+    if not _finish(engine, state, COMPLETED, codec, data):
+        return _outcome_on_record(engine, state, stopped)
+    return COMPLETED, value, None
+
+
+def _outcome_on_record(engine: Engine, state: RunState, stopped: Outcome) -> Outcome:
+    """The journal refused our outcome: a cancel, or another execution, finished it first."""
+    record = None if state.stopped else engine.journal.get_run(state.run_id)
+    if record is None or record.status not in TERMINAL_STATUSES:
+        return stopped
+    return recorded_outcome(record)
+
+
+def _finish(
+    engine: Engine,
+    state: RunState,
+    status: str,
+    codec: str | None = None,
+    data: bytes | None = None,
+    *,
+    error: str | None = None,
+) -> bool:
+    """Record the final outcome unless the run was cancelled (or the engine stopped)."""
+    try:
+        recorded = engine.journal.finish_run(
+            state.run_id, status, engine.clock.now(), codec, data, error
+        )
+    except JournalClosedError:
+        return False
+    if recorded:
+        engine.emit(
+            "run_finished",
+            state.run_id,
+            None,
+            status=status,
+            replayed=state.replayed,
+            executed=state.executed,
+        )
+    return recorded
+
+
+def cancelled_error(run_id: str) -> WorkflowCancelledError:
+    return WorkflowCancelledError(
+        f"run {run_id!r} was cancelled; a cancelled run is not resumed (start a new run)",
+        run_id=run_id,
+    )
+
+
+def recorded_outcome(record: RunRecord) -> Outcome:
+    """The (status, value, error) a finished run's journal row stands for."""
+    if record.status == COMPLETED:
+        assert record.result_codec is not None
+        assert record.result is not None
+        what = f"the recorded result of run {record.run_id!r}"
+        return COMPLETED, decode(record.result_codec, record.result, what=what), None
+    if record.status == CANCELLED:
+        return CANCELLED, None, cancelled_error(record.run_id)
+    error = (
+        error_from_json(record.error, run_id=record.run_id)
+        if record.error
+        else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
+    )
+    return FAILED, None, error
