@@ -345,3 +345,32 @@ def test_closed_engine_refuses_work(engine: TestEngine) -> None:
     engine.close()
     with pytest.raises(weft_nb.errors.JournalClosedError, match="closed"):
         engine.start(wf)
+
+
+def test_listeners_see_the_run_lifecycle_and_a_failing_listener_is_not_fatal(
+    engine: TestEngine,
+) -> None:
+    seen: list[tuple[str, object]] = []
+
+    @weft_nb.activity
+    def flaky(_: object, activity: weft_nb.ActivityContext) -> int:
+        if activity.attempt == 1:
+            raise OSError("once")
+        return 7
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> int:
+        return ctx.run(flaky)
+
+    def broken_listener(event: weft_nb.WeftEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    engine.add_listener(lambda event: seen.append((event.kind, event.data.get("status"))))
+    engine.add_listener(broken_listener)
+    with pytest.warns(RuntimeWarning, match="listener failed"):
+        assert engine.run(wf, run_id="ev") == 7
+    assert seen == [
+        ("run_started", None),
+        ("retry_scheduled", None),
+        ("run_finished", "completed"),
+    ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import shutil
 import threading
 import uuid
 import warnings
@@ -176,7 +175,3 @@ class CheckpointStore:
                         os.unlink(full)
                         removed += 1
         return removed
-
-    def remove_run(self, run_id: str) -> None:
-        """Delete a run's checkpoint files (used when a run's journal rows are deleted)."""
-        shutil.rmtree(os.path.join(self.root, run_id), ignore_errors=True)
