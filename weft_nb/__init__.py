@@ -19,6 +19,21 @@ from ._workflow_context import StepChangedWarning, WorkflowContext
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext weft_nb``; imports the IPython layer only when a notebook asks for it."""
+    from ._magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext weft_nb``: close the notebook's engine."""
+    from ._magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "ActivityContext",
     "ActivityDefinition",

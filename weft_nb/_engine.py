@@ -30,6 +30,7 @@ from ._duckdb_journal import DuckDBJournal
 from ._heartbeats import HeartbeatFlusher
 from ._journal import (
     CANCELLED,
+    INTERRUPTED,
     RUNNING,
     TERMINAL_STATUSES,
     Journal,
@@ -125,6 +126,7 @@ class Engine:
         self.journal.close()
 
     def _stop_state(self, state: RunState, reason: str) -> None:
+        state.stop_reason = reason
         state.stopped = True
         state.cancel_requested.set()
         for ctx, wake in list(state.live):
@@ -260,8 +262,18 @@ class Engine:
 
     def _resume(self, run_id: str) -> RunHandle:
         with self._lock:
-            if run_id in self._active:
-                return self._active[run_id].handle
+            active = self._active.get(run_id)
+        if active is not None and not active.stopped:
+            return active.handle
+        if active is not None and active.thread is not None:
+            # An interrupted execution must be gone before a new one replays the journal.
+            active.thread.join(timeout=10)
+            if active.thread.is_alive():
+                raise WeftError(
+                    f"run {run_id!r} is still stopping: an activity of it ignores `cancelled` "
+                    "and has not returned yet. Wait for it, then resume again.",
+                    run_id=run_id,
+                )
         record = self.journal.get_run(run_id)
         if record is None:
             raise RunNotFoundError(
@@ -332,6 +344,7 @@ class Engine:
         thread = threading.Thread(
             target=drive, args=(self, state), name=f"weft-run-{run_id}", daemon=True
         )
+        state.thread = thread
         thread.start()
         return handle
 
@@ -356,6 +369,23 @@ class Engine:
         return report
 
     # -- control and inspection ------------------------------------------------------------
+
+    def interrupt(self, run_id: str) -> bool:
+        """Stop a live run as a kernel interrupt does; starting it again resumes it.
+
+        Its activities' ``cancelled`` is set and the run is recorded as ``interrupted`` (not
+        failed, so ``recover_all`` and ``start`` with its id resume it).
+
+        Returns False when the run is not live in this engine.
+        """
+        with self._lock:
+            state = self._active.get(run_id)
+        if state is None or state.stopped:
+            return False
+        self.journal.set_run_status(run_id, INTERRUPTED, self.clock.now())
+        self._stop_state(state, "the run was interrupted")
+        self.emit("run_interrupted", run_id, None)
+        return True
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: persist it, then set ``cancelled`` on its in-flight activities.

@@ -30,6 +30,8 @@ class RunState:
     first_started: dict[int, float] = dataclasses.field(default_factory=dict)
     live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)
     stopped: bool = False
+    stop_reason: str = ""
+    thread: threading.Thread | None = None
     replayed: int = 0
     executed: int = 0
 

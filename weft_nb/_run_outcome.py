@@ -42,8 +42,8 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
         RUNNING,
         None,
         JournalClosedError(
-            f"the engine stopped before run {state.run_id!r} finished; it resumes on the "
-            "next start/resume with the same run id"
+            f"run {state.run_id!r} stopped before it finished "
+            f"({state.stop_reason or 'the engine stopped'}); starting it again resumes it"
         ),
     )
     cancelled = (CANCELLED, None, cancelled_error(state.run_id))

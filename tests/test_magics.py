@@ -1,0 +1,221 @@
+"""The magics, driven through a real in-process IPython shell."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import weft_nb
+from weft_nb._magics import WeftMagics
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "weft_nb")
+    shell.run_line_magic("weft", f"journal {tmp_path / 'notebook.duckdb'}")
+    shell.user_ns["calls"] = []
+    yield shell
+    shell.run_line_magic("unload_ext", "weft_nb")
+    for name in ("calls", "train", "pipeline", "prepare", "result", "epochs"):
+        shell.user_ns.pop(name, None)
+
+
+def magics(shell: InteractiveShell) -> WeftMagics:
+    found = [m for m in shell.magics_manager.registry.values() if isinstance(m, WeftMagics)]
+    assert len(found) == 1
+    return found[0]
+
+
+def cell(shell: InteractiveShell, line: str, body: str) -> None:
+    name, _, rest = line.partition(" ")
+    shell.run_cell_magic(name, rest, body)
+
+
+PREPARE = """
+calls.append("prepare")
+[x * scale for x in range(n)]
+"""
+PIPELINE = """
+data = ctx.run("prepare", {"n": n, "scale": 2})
+sum(data)
+"""
+
+
+def test_loading_twice_is_harmless_and_the_journal_path_is_set(
+    ip: InteractiveShell, tmp_path: Path
+) -> None:
+    ip.run_line_magic("load_ext", "weft_nb")
+    assert magics(ip).journal_path() == str(tmp_path / "notebook.duckdb")
+    assert ip.run_line_magic("weft", "journal") == str(tmp_path / "notebook.duckdb")
+
+
+def test_activity_cell_registers_without_running_and_gives_an_inline_callable(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1) --retry 5 --timeout 2m", PREPARE)
+    out = capsys.readouterr().out
+    assert "registered activity 'prepare': prepare(n, scale=1), retry 5x, timeout 120s" in out
+    assert ip.user_ns["calls"] == []  # registering does not run it
+    definition = magics(ip).engine.registry.activity("prepare")
+    assert definition is not None
+    assert (definition.retry.max_attempts, definition.timeout) == (5, 120.0)
+    assert ip.user_ns["prepare"](3) == [0, 1, 2]  # the inline callable, with the default
+    assert ip.user_ns["prepare"](2, scale=10) == [0, 10]
+    assert ip.user_ns["calls"] == ["prepare", "prepare"]
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE + "\n# edited\n")
+    assert "replaced earlier definition" in capsys.readouterr().out
+
+
+def test_workflow_cell_and_weft_run_replay_the_recorded_run(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(ip, "weft_workflow pipeline(n)", PIPELINE)
+    capsys.readouterr()
+    assert ip.run_line_magic("weft", "run pipeline n=4") == 12
+    assert "completed: replayed from journal: 0 steps, 1 executed" in capsys.readouterr().out
+    # Restart & Run All: the same notebook, workflow and input give the same run id
+    assert ip.run_line_magic("weft", "run pipeline n=4 --as result") == 12
+    assert "replayed from journal" in capsys.readouterr().out
+    assert ip.user_ns["result"] == 12
+    assert ip.user_ns["calls"] == ["prepare"]
+    # --new forces a fresh run; another input is another run
+    assert ip.run_line_magic("weft", "run pipeline n=4 --new") == 12
+    assert ip.run_line_magic("weft", "run pipeline n=2") == 2
+    assert ip.user_ns["calls"] == ["prepare"] * 3
+    runs = ip.run_line_magic("weft", "runs")
+    assert [r.status for r in runs] == ["completed"] * 3
+
+
+def test_weft_run_values_from_the_namespace(ip: InteractiveShell) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(ip, "weft_workflow pipeline(n)", PIPELINE)
+    ip.user_ns["epochs"] = 3
+    assert ip.run_line_magic("weft", "run pipeline n=$epochs --id mine") == 6
+    assert ip.run_line_magic("weft", "run pipeline n={epochs + 2}") == 20
+    assert magics(ip).engine.runs()[0].run_id == "mine"
+
+
+def test_magic_activities_serve_python_workflows_and_vice_versa(ip: InteractiveShell) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+
+    @weft_nb.workflow
+    def python_side(ctx: weft_nb.WorkflowContext, n: int) -> int:
+        return sum(ctx.run("prepare", {"n": n}))
+
+    assert magics(ip).engine.run(python_side, 3) == 3
+    cell(ip, "weft_workflow pipeline(n)", "ctx.run(prepare, {'n': n, 'scale': 3})")
+    assert ip.run_line_magic("weft", "run pipeline n=2") == [0, 3]
+
+
+def test_activity_context_is_in_scope_with_heartbeats_and_checkpoints(
+    ip: InteractiveShell,
+) -> None:
+    cell(
+        ip,
+        "weft_activity train(epochs)",
+        """
+start = (activity.last_checkpoint or {"epoch": 0})["epoch"]
+for epoch in range(start, epochs):
+    activity.heartbeat({"epoch": epoch})
+    activity.checkpoint({"epoch": epoch + 1})
+{"trained": epochs - start, "attempt": activity.attempt}
+""",
+    )
+    cell(ip, "weft_workflow pipeline(epochs)", "ctx.run(train, epochs)")
+    assert ip.run_line_magic("weft", "run pipeline epochs=3") == {"trained": 3, "attempt": 1}
+    assert ip.user_ns["train"](2) == {"trained": 2, "attempt": 1}  # inline: fresh state
+
+
+@pytest.mark.parametrize(
+    ("magic", "line", "body", "message"),
+    [
+        ("weft_activity", "", "1", "needs a name"),
+        ("weft_activity", "f(x", "1", "not a signature"),
+        ("weft_activity", "f(x) --retry many", "1", "invalid int value"),
+        ("weft_activity", "f(x) --colour red", "1", "unrecognized arguments"),
+        ("weft_activity", "f(x) --timeout soon", "1", "not a duration"),
+        ("weft_activity", "f(activity)", "1", "'activity' is provided by weft_nb"),
+        ("weft_activity", "f(*args)", "1", "only plain parameters"),
+        ("weft_activity", "f(x)", "y = (1,\nz = 2", "syntax error in the cell, line 1"),
+        ("weft_workflow", "w(ctx)", "1", "'ctx' is provided by weft_nb"),
+    ],
+)
+def test_bad_magic_lines_and_cells_are_usage_errors(
+    ip: InteractiveShell, magic: str, line: str, body: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message) as info:
+        ip.run_cell_magic(magic, line, body)
+    assert "usage: %%weft_" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "unknown %weft subcommand ''"),
+        ("launch pipeline", "use one of run, runs"),
+        ("run", "name a workflow"),
+        ("run nothing", "no workflow 'nothing'; registered: \\['pipeline'\\]"),
+        ("run pipeline n", "'n' is not key=value"),
+        ("run pipeline n=four", "not a Python literal"),
+        ("run pipeline n=$missing", "no variable 'missing'"),
+        ("run pipeline n={1/0}", "ZeroDivisionError"),
+        ("run pipeline m=1", "does not declare \\['m'\\]; it takes pipeline\\(n\\)"),
+        ("run pipeline n=1 --later", "unrecognized arguments"),
+        ("cancel nope", "no run 'nope'"),
+    ],
+)
+def test_bad_weft_commands_are_usage_errors(ip: InteractiveShell, line: str, message: str) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(ip, "weft_workflow pipeline(n)", PIPELINE)
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("weft", line)
+
+
+def test_interrupt_kernel_during_a_blocking_run_records_interrupted_and_resumes(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = threading.Event()
+    ip.user_ns["started"] = started
+    cell(
+        ip,
+        "weft_activity train(epochs)",
+        """
+calls.append(("train", activity.last_checkpoint))
+activity.checkpoint({"epoch": 1})
+started.set()
+if len(calls) == 1:
+    stopped = activity.cancelled.wait(60)
+    activity.raise_if_cancelled()
+"trained"
+""",
+    )
+    cell(ip, "weft_workflow pipeline(epochs)", "ctx.run(train, epochs)")
+
+    def press_interrupt() -> None:
+        assert started.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_interrupt)
+    presser.start()
+    assert ip.run_line_magic("weft", "run pipeline epochs=2") is None
+    presser.join()
+    assert "Re-run this cell to resume it" in capsys.readouterr().out
+    engine = magics(ip).engine
+    assert [r.status for r in engine.runs()] == ["interrupted"]
+    # re-running the cell resumes the same run from the checkpoint
+    assert ip.run_line_magic("weft", "run pipeline epochs=2") == "trained"
+    calls: list[Any] = ip.user_ns["calls"]
+    assert calls == [("train", None), ("train", {"epoch": 1})]
+    assert [r.status for r in engine.runs()] == ["completed"]
+    ip.user_ns.pop("started")
