@@ -173,6 +173,7 @@ def test_bad_magic_lines_and_cells_are_usage_errors(
         ("run pipeline m=1", "does not declare \\['m'\\]; it takes pipeline\\(n\\)"),
         ("run pipeline n=1 --later", "unrecognized arguments"),
         ("cancel nope", "no run 'nope'"),
+        ("show nope", "no run 'nope'"),
     ],
 )
 def test_bad_weft_commands_are_usage_errors(ip: InteractiveShell, line: str, message: str) -> None:
@@ -218,4 +219,36 @@ if len(calls) == 1:
     calls: list[Any] = ip.user_ns["calls"]
     assert calls == [("train", None), ("train", {"epoch": 1})]
     assert [r.status for r in engine.runs()] == ["completed"]
+    ip.user_ns.pop("started")
+
+
+def test_weft_run_shows_a_panel_and_weft_show_rebuilds_it(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(ip, "weft_workflow pipeline(n)", PIPELINE)
+    capsys.readouterr()
+    ip.run_line_magic("weft", "run pipeline n=3 --id shown")
+    shown = capsys.readouterr().out
+    assert "pipeline run shown: " in shown  # the panel's text (running or already done)
+    panel = ip.run_line_magic("weft", "show shown")
+    assert "pipeline run shown: completed" in repr(panel)
+    assert panel._rows[0].status.value == "completed"
+
+
+def test_background_run_returns_the_handle_with_a_cancel_button(ip: InteractiveShell) -> None:
+    started = threading.Event()
+    ip.user_ns["started"] = started
+    cell(
+        ip,
+        "weft_activity train(epochs)",
+        "started.set()\nactivity.cancelled.wait(60)\nactivity.raise_if_cancelled()",
+    )
+    cell(ip, "weft_workflow pipeline(epochs)", "ctx.run(train, epochs)")
+    handle = ip.run_line_magic("weft", "run pipeline epochs=1 --background")
+    assert isinstance(handle, weft_nb.RunHandle)
+    assert started.wait(10)  # the cell returned while the run goes on
+    assert ip.run_line_magic("weft", f"cancel {handle.run_id}") is True
+    with pytest.raises(weft_nb.errors.WorkflowCancelledError):
+        handle.result(10)
     ip.user_ns.pop("started")

@@ -74,7 +74,8 @@ class ActivityContext:
         # Plain attribute stores are atomic under the GIL, so no lock sits on the hot path.
         self.details: Any = None
         self.heartbeat_count = 0
-        self.last_heartbeat_at = clock.now()
+        self.started_at = self.last_heartbeat_at = clock.now()
+        self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
 
     def heartbeat(self, details: Any = None) -> None:
         """Report liveness and progress; cheap enough for every batch of a training loop.

@@ -34,13 +34,16 @@ _STEP_COLUMNS = (
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 _INSERT_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEARTBEAT = (
-    "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat) "
-    "VALUES (?,?,?,?,?,?,?)"
+    "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat, "
+    "activity) VALUES (?,?,?,?,?,?,?,?)"
 )
 
 
 def _heartbeat_row(hb: HeartbeatRecord) -> tuple[Any, ...]:
-    return (hb.run_id, hb.position, hb.attempt, hb.recorded_at, hb.codec, hb.details, hb.beat)
+    return (
+        hb.run_id, hb.position, hb.attempt, hb.recorded_at, hb.codec, hb.details, hb.beat,
+        hb.activity,
+    )  # fmt: skip
 
 
 class DuckDBJournal(JournalFile):

@@ -40,6 +40,7 @@ from ._journal import (
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
+from ._snapshot import RunSnapshot, take_snapshot
 from .errors import (
     JournalClosedError,
     RunNotFoundError,
@@ -339,13 +340,25 @@ class Engine:
             if run_id in self._active:  # a concurrent start/resume of the same run won
                 return self._active[run_id].handle
             self._active[run_id] = state
-        self.journal.acquire()
-        self.clock.reserve_participant()
-        thread = threading.Thread(
-            target=drive, args=(self, state), name=f"weft-run-{run_id}", daemon=True
-        )
-        state.thread = thread
-        thread.start()
+        acquired = reserved = False
+        try:
+            self.journal.acquire()
+            acquired = True
+            self.clock.reserve_participant()
+            reserved = True
+            thread = threading.Thread(
+                target=drive, args=(self, state), name=f"weft-run-{run_id}", daemon=True
+            )
+            state.thread = thread
+            thread.start()
+        except BaseException:  # e.g. Interrupt Kernel right here: leave no half-launched run
+            with self._lock:
+                self._active.pop(run_id, None)
+            if reserved:
+                self.clock.release_participant()
+            if acquired:
+                self.journal.release()
+            raise
         return handle
 
     def _finished_handle(self, record: RunRecord) -> RunHandle:
@@ -418,6 +431,24 @@ class Engine:
             RunInfo(r.run_id, r.workflow, r.status, r.created_at, r.updated_at, r.run_id in active)
             for r in self.journal.list_runs(status)
         ]
+
+    def live_attempts(self, run_id: str) -> list[tuple[ActivityContext, int | None]]:
+        """The attempts of a run in flight right now, with their ``max_attempts``."""
+        with self._lock:
+            state = self._active.get(run_id)
+        if state is None:
+            return []
+        return [(ctx, ctx.max_attempts) for ctx, _wake in list(state.live)]
+
+    def live_backoff(self, run_id: str) -> tuple[int, float] | None:
+        """``(position, retry time)`` while a step of the run waits out a retry backoff."""
+        with self._lock:
+            state = self._active.get(run_id)
+        return None if state is None else state.backoff
+
+    def snapshot(self, run_id: str) -> RunSnapshot:
+        """The run's state now: recorded steps, latest heartbeats and attempts in flight."""
+        return take_snapshot(self, run_id)
 
     def new_activity_context(
         self, state: RunState, name: str, position: int, attempt: int

@@ -73,6 +73,7 @@ class HeartbeatFlusher:
             codec=codec,
             details=data,
             beat=beat,
+            activity=ctx.activity_name,
         )
 
     def finish(self, ctx: ActivityContext) -> HeartbeatRecord | None:

@@ -84,6 +84,7 @@ class HeartbeatRecord:
     codec: str
     details: bytes
     beat: int = 0  # the attempt's heartbeat count: orders beats that share a timestamp
+    activity: str = ""  # names the step when nothing else about it was recorded yet
 
 
 @dataclasses.dataclass

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     id BIGINT NOT NULL DEFAULT nextval('heartbeat_ids'),
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
     recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB, beat INTEGER NOT NULL,
+    activity VARCHAR,
     superseded BOOLEAN NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,

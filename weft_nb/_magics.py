@@ -19,6 +19,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
 from traitlets import Float, Unicode
 
 from ._activity_context import ActivityContext
@@ -28,6 +29,7 @@ from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
 from ._engine import Engine
 from ._payloads import encode
 from ._run_handle import RunHandle
+from ._widgets import RunPanel
 from .errors import WeftError
 
 ACTIVITY_USAGE = (
@@ -36,7 +38,7 @@ ACTIVITY_USAGE = (
 )
 WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
-SUBCOMMANDS = ("run", "runs", "cancel", "resume", "journal")
+SUBCOMMANDS = ("run", "runs", "show", "cancel", "resume", "journal")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,11 +263,18 @@ class WeftMagics(Magics):
             raise UsageError(f"no run {run_id!r}; runs in this journal: {known or 'none'}")
         return run_id
 
+    def _weft_show(self, rest: str) -> RunPanel:
+        """The run's panel, rebuilt from the journal (and live if the run is active here)."""
+        panel = RunPanel(self.engine, self._known_run(rest))
+        panel.follow()
+        return panel
+
     def _weft_cancel(self, rest: str) -> bool:
         return self.engine.cancel(self._known_run(rest))
 
     def _weft_resume(self, rest: str) -> Any:
-        return self._wait(self.engine.resume(self._known_run(rest)))
+        run_id = self._known_run(rest)
+        return self._follow(run_id, lambda: self.engine.resume(run_id), background=False)
 
     def _weft_run(self, rest: str) -> Any:
         tokens = shlex.split(rest, posix=False)
@@ -298,13 +307,38 @@ class WeftMagics(Magics):
         value = pairs or None
         run_id = options.run_id or (f"{name}-{uuid.uuid4().hex[:8]}" if options.new else None)
         run_id = run_id or self._default_run_id(name, value)
-        handle = self.engine.start(name, value, run_id=run_id)
-        if options.background:
-            return handle
-        result = self._wait(handle)
-        if options.var:
+        assert run_id is not None
+        result = self._follow(
+            run_id, lambda: self.engine.start(name, value, run_id=run_id), options.background
+        )
+        if options.var and not options.background:
             self.shell.user_ns[options.var] = result
         return result
+
+    def _follow(self, run_id: str, launch: Callable[[], RunHandle], background: bool) -> Any:
+        """Launch a run, show its panel, and wait unless ``background``.
+
+        Interrupt Kernel can land anywhere in here (even while the run is being launched); the
+        run is then stopped and recorded as interrupted, and re-running the cell resumes it.
+        """
+        try:
+            handle = launch()
+            panel = RunPanel(self.engine, run_id, cancel_button=background)
+            display(panel)  # type: ignore[no-untyped-call]
+            panel.follow()
+            if background:
+                return handle
+            try:
+                return self._wait(handle)
+            finally:
+                panel.refresh()
+        except KeyboardInterrupt:
+            self.engine.interrupt(run_id)
+            print(
+                f"interrupted run {run_id!r}: its activities were asked to stop and it is "
+                "recorded as interrupted. Re-run this cell to resume it."
+            )
+            return None
 
     def _value(self, key: str, text: str) -> Any:
         if text.startswith("$"):
@@ -339,13 +373,6 @@ class WeftMagics(Magics):
             return handle.result()
         try:
             result = handle.result()
-        except KeyboardInterrupt:
-            self.engine.interrupt(handle.run_id)
-            print(
-                f"interrupted run {handle.run_id!r}: its activities were asked to stop and it is "
-                "recorded as interrupted. Re-run this cell to resume it."
-            )
-            return None
         except WeftError:
             self._report(handle)
             raise

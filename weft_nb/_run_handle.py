@@ -31,6 +31,7 @@ class RunState:
     live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)
     stopped: bool = False
     stop_reason: str = ""
+    backoff: tuple[int, float] | None = None  # (position, retry time) while a retry waits
     thread: threading.Thread | None = None
     replayed: int = 0
     executed: int = 0

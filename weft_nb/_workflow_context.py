@@ -246,6 +246,7 @@ class WorkflowContext:
         state.executed += 1
         while True:
             ctx = engine.new_activity_context(state, definition.name, position, attempt)
+            ctx.max_attempts = policy.max_attempts
             wake = clock.new_event()
             started = clock.now()
             state.live.add((ctx, wake))
@@ -329,8 +330,12 @@ class WorkflowContext:
                 engine.journal.record_attempt_failure(failed_attempt, heartbeat, failed_step)
                 raise final from error
             engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
-            if clock.wait(state.cancel_requested, delay):
-                self._check_alive()
+            state.backoff = (position, clock.now() + delay)
+            try:
+                if clock.wait(state.cancel_requested, delay):
+                    self._check_alive()
+            finally:
+                state.backoff = None
             attempt += 1
 
     def _final_error(

@@ -1,0 +1,218 @@
+"""A run's state at one moment, from the journal plus the engine's live attempts.
+
+Widgets, ``%weft show`` and the HTML/text fallbacks all render a :class:`RunSnapshot`, so they show
+the same thing, and a panel rebuilt after a kernel restart or a browser reload (from the journal
+alone) continues where the live one was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from typing import TYPE_CHECKING, Any
+
+from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED
+from ._payloads import decode, error_from_json
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+
+@dataclasses.dataclass(frozen=True)
+class StepView:
+    """One step as a person reads it."""
+
+    position: int
+    activity: str
+    status: str  # completed, failed, running, retrying, dispatched
+    attempt: int
+    max_attempts: int | None
+    details: Any
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+    @property
+    def progress(self) -> float | None:
+        """1 when completed, else 0..1 from ``progress`` or ``current``/``total`` in the details."""
+        if self.status == STEP_COMPLETED:
+            return 1.0
+        details = self.details if isinstance(self.details, dict) else {}
+        value = details.get("progress")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return min(1.0, max(0.0, float(value)))
+        current, total = details.get("current"), details.get("total")
+        if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
+            return min(1.0, max(0.0, float(current) / float(total)))
+        return None
+
+    def details_text(self, limit: int = 80) -> str:
+        """The latest heartbeat fields as short text."""
+        if self.details is None:
+            return ""
+        if isinstance(self.details, dict):
+            parts = [f"{k}={_short(v)}" for k, v in self.details.items()]
+            text = " ".join(parts)
+        else:
+            text = _short(self.details)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def attempt_text(self) -> str:
+        """``k/max`` (or ``k`` when the maximum is unknown)."""
+        return f"{self.attempt}/{self.max_attempts}" if self.max_attempts else str(self.attempt)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSnapshot:
+    """A run and its steps."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: float
+    updated_at: float
+    now: float
+    steps: tuple[StepView, ...]
+    error: str | None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the run's start to its end (or to now while it runs)."""
+        end = self.now if self.status in ("running", "interrupted") else self.updated_at
+        return max(0.0, end - self.created_at)
+
+    def text(self) -> str:
+        """Plain text: what a terminal, nbval or GitHub shows."""
+        lines = [f"{self.workflow} run {self.run_id}: {self.status}, {self.elapsed:.1f}s"]
+        for step in self.steps:
+            bar = "" if step.progress is None else f" {step.progress:4.0%}"
+            lines.append(
+                f"  {step.position:>3} {step.activity:<20} {step.status:<10} "
+                f"attempt {step.attempt_text():<5}{bar} {step.details_text()}".rstrip()
+            )
+            if step.error:
+                lines.append(f"      error: {step.error}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        """Static HTML with the same information, for renderers without widgets."""
+        rows = []
+        for step in self.steps:
+            pct = "" if step.progress is None else f"{step.progress:.0%}"
+            bar = (
+                ""
+                if step.progress is None
+                else f'<progress max="1" value="{step.progress:.3f}"></progress> {pct}'
+            )
+            error = f"<br><small>{html.escape(step.error)}</small>" if step.error else ""
+            rows.append(
+                f"<tr><td>{step.position}</td><td>{html.escape(step.activity)}</td>"
+                f"<td>{step.status}</td><td>{step.attempt_text()}</td><td>{bar}</td>"
+                f"<td><code>{html.escape(step.details_text())}</code>{error}</td></tr>"
+            )
+        head = (
+            f"<b>{html.escape(self.workflow)}</b> run <code>{html.escape(self.run_id)}</code>: "
+            f"{self.status}, {self.elapsed:.1f}s"
+        )
+        error = f"<div>{html.escape(self.error)}</div>" if self.error else ""
+        return (
+            f'<div class="weft-run">{head}{error}<table>'
+            "<tr><th>#</th><th>activity</th><th>status</th><th>attempt</th><th>progress</th>"
+            f"<th>latest heartbeat</th></tr>{''.join(rows)}</table></div>"
+        )
+
+
+def take_snapshot(engine: Engine, run_id: str) -> RunSnapshot:
+    """Read a run's state: recorded steps and heartbeats, then what is in flight right now."""
+    journal = engine.journal
+    record = journal.get_run(run_id)
+    if record is None:
+        from .errors import RunNotFoundError
+
+        raise RunNotFoundError(f"no run {run_id!r} in journal {journal.path}", run_id=run_id)
+    steps = journal.load_steps(run_id)
+    attempts = {
+        row[0]: (row[1], row[2])
+        for row in journal.query(
+            "SELECT position, max(attempt), arg_max(error_message, attempt) FROM attempts "
+            "WHERE run_id = ? AND NOT superseded GROUP BY position",
+            [run_id],
+        )
+    }
+    beats = {
+        row[0]: (row[1], row[2], row[3])
+        for row in journal.query(
+            "SELECT position, arg_max(codec, id), arg_max(details, id), arg_max(activity, id) "
+            "FROM heartbeats WHERE run_id = ? AND NOT superseded GROUP BY position",
+            [run_id],
+        )
+    }
+    views: dict[int, StepView] = {}
+    for position in sorted(set(steps) | set(attempts) | set(beats)):
+        step = steps.get(position)
+        details = None
+        if position in beats:
+            codec, data, _ = beats[position]
+            details = decode(codec, data, what="heartbeat details")
+        failed, last_error = attempts.get(position, (0, None))
+        if step is not None:
+            status = {STEP_COMPLETED: "completed", STEP_FAILED: "failed"}.get(
+                step.status, "dispatched" if step.status == STEP_STARTED else step.status
+            )
+            error = None
+            if step.status == STEP_FAILED and step.error:
+                error = str(error_from_json(step.error, run_id=run_id))
+            views[position] = StepView(
+                position, step.activity, status, step.attempts, None, details,
+                step.started_at, step.finished_at, error,
+            )  # fmt: skip
+        else:
+            name = beats[position][2] if position in beats else None
+            name = name or _activity_of(journal, run_id, position)
+            views[position] = StepView(
+                position, name, "interrupted", failed + 1, None, details, None, None, last_error
+            )
+    for ctx, max_attempts in engine.live_attempts(run_id):
+        views[ctx.position] = StepView(
+            ctx.position,
+            ctx.activity_name,
+            "running" if not ctx.cancelled.is_set() else "stopping",
+            ctx.attempt,
+            max_attempts,
+            ctx.details if ctx.details is not None else _details_of(views.get(ctx.position)),
+            ctx.started_at,
+            None,
+            attempts.get(ctx.position, (0, None))[1],
+        )
+    return RunSnapshot(
+        record.run_id,
+        record.workflow,
+        record.status,
+        record.created_at,
+        record.updated_at,
+        engine.clock.now(),
+        tuple(views[p] for p in sorted(views)),
+        str(error_from_json(record.error, run_id=run_id)) if record.error else None,
+    )
+
+
+def _details_of(view: StepView | None) -> Any:
+    return None if view is None else view.details
+
+
+def _activity_of(journal: Any, run_id: str, position: int) -> str:
+    rows = journal.query(
+        "SELECT activity FROM attempts WHERE run_id = ? AND position = ? AND NOT superseded "
+        "LIMIT 1",
+        [run_id, position],
+    )
+    return str(rows[0][0]) if rows else "?"
