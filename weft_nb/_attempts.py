@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import threading
 import traceback
@@ -120,7 +121,8 @@ class AttemptRunner:
 
         self.clock.reserve_participant()
         thread = threading.Thread(
-            target=target,
+            target=contextvars.copy_context().run,  # output routing follows; see Engine._launch
+            args=(target,),
             name=f"weft-{ctx.activity_name}-{ctx.position}.{ctx.attempt}",
             daemon=True,
         )

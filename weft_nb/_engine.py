@@ -7,6 +7,7 @@ cell; ``run`` (or ``handle.result()``) waits. Everything durable goes through th
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 import uuid
@@ -346,8 +347,14 @@ class Engine:
             acquired = True
             self.clock.reserve_participant()
             reserved = True
+            # The thread runs in a copy of the caller's context: a notebook cell's output
+            # routing (ipykernel keeps it in a ContextVar) follows the run, so whatever the
+            # workflow and its activities print lands in the cell that started the run.
             thread = threading.Thread(
-                target=drive, args=(self, state), name=f"weft-run-{run_id}", daemon=True
+                target=contextvars.copy_context().run,
+                args=(drive, self, state),
+                name=f"weft-run-{run_id}",
+                daemon=True,
             )
             state.thread = thread
             thread.start()
