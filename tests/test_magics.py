@@ -174,6 +174,11 @@ def test_bad_magic_lines_and_cells_are_usage_errors(
         ("run pipeline n=1 --later", "unrecognized arguments"),
         ("cancel nope", "no run 'nope'"),
         ("show nope", "no run 'nope'"),
+        ("sql", "tables: runs, steps"),
+        ('sql "DELETE FROM runs"', "only read-only queries.*DELETE"),
+        ("sql SELECT 1; DROP TABLE runs", "only read-only queries.*DROP"),
+        ("sql SELEKT 1", "does not parse"),
+        ("sql SELECT nope FROM runs", "the query failed"),
     ],
 )
 def test_bad_weft_commands_are_usage_errors(ip: InteractiveShell, line: str, message: str) -> None:
@@ -252,3 +257,21 @@ def test_background_run_returns_the_handle_with_a_cancel_button(ip: InteractiveS
     with pytest.raises(weft_nb.errors.WorkflowCancelledError):
         handle.result(10)
     ip.user_ns.pop("started")
+
+
+def test_weft_sql_queries_the_journal_read_only(ip: InteractiveShell) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(ip, "weft_workflow pipeline(n)", PIPELINE)
+    ip.run_line_magic("weft", "run pipeline n=3 --id q1")
+    frame = ip.run_line_magic(
+        "weft",
+        'sql "SELECT r.run_id, r.status, s.activity, s.attempts FROM runs r '
+        'JOIN steps s USING (run_id) ORDER BY s.position"',
+    )
+    assert list(frame.columns) == ["run_id", "status", "activity", "attempts"]
+    assert frame.to_dict("records") == [
+        {"run_id": "q1", "status": "completed", "activity": "prepare", "attempts": 1}
+    ]
+    with pytest.raises(UsageError):
+        ip.run_line_magic("weft", "sql UPDATE runs SET status = 'failed'")
+    assert magics(ip).engine.runs()[0].status == "completed"  # nothing changed

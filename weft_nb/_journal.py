@@ -209,3 +209,6 @@ class Journal(Protocol):
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only SQL query over the journal's tables."""
+
+    def select_frame(self, sql: str) -> Any:
+        """Run a user's read-only query (SELECT or EXPLAIN only) and return a pandas DataFrame."""

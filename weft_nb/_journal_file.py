@@ -339,3 +339,29 @@ class JournalFile:
         with self._use() as con:
             result: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
             return result
+
+    def select_frame(self, sql: str) -> Any:
+        """Run a user's query over the journal and return a pandas DataFrame.
+
+        Only ``SELECT`` (including ``WITH ...``) and ``EXPLAIN`` statements run: the journal is
+        the engine's record and a query must never change it.
+
+        Raises:
+            JournalError: The text holds another kind of statement, or does not parse.
+        """
+        with self._use() as con:
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as exc:
+                raise JournalError(f"the query does not parse: {exc}", path=self.path) from None
+            kinds = {str(s.type).rsplit(".", 1)[-1] for s in statements}
+            if not statements or kinds - {"SELECT", "EXPLAIN"}:
+                raise JournalError(
+                    f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
+                    f"journal; this one holds {sorted(kinds) or 'nothing'}",
+                    path=self.path,
+                )
+            try:
+                return con.execute(sql).df()
+            except duckdb.Error as exc:
+                raise JournalError(f"the query failed: {exc}", path=self.path) from None

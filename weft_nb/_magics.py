@@ -30,7 +30,7 @@ from ._engine import Engine
 from ._payloads import encode
 from ._run_handle import RunHandle
 from ._widgets import RunPanel
-from .errors import WeftError
+from .errors import JournalError, WeftError
 
 ACTIVITY_USAGE = (
     "%%weft_activity NAME(param, param=default) [--retry N] [--timeout DUR] "
@@ -38,7 +38,7 @@ ACTIVITY_USAGE = (
 )
 WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
-SUBCOMMANDS = ("run", "runs", "show", "cancel", "resume", "journal")
+SUBCOMMANDS = ("run", "runs", "show", "sql", "cancel", "resume", "journal")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -268,6 +268,23 @@ class WeftMagics(Magics):
         panel = RunPanel(self.engine, self._known_run(rest))
         panel.follow()
         return panel
+
+    def _weft_sql(self, rest: str) -> Any:
+        """A read-only query over the journal's tables, as a pandas DataFrame."""
+        query = rest.strip()
+        if len(query) >= 2 and query[0] == query[-1] and query[0] in "\"'":
+            query = query[1:-1]
+        if not query:
+            raise UsageError('%weft sql "SELECT ..." (tables: runs, steps, attempts, heartbeats, '
+                             "checkpoints, events; see docs/journal-schema.md)")  # fmt: skip
+        try:
+            import pandas  # noqa: F401 - DuckDB builds the frame; fail early with a clear message
+        except ImportError:
+            raise UsageError("%weft sql returns a pandas DataFrame: pip install pandas") from None
+        try:
+            return self.engine.journal.select_frame(query)
+        except JournalError as exc:
+            raise UsageError(str(exc)) from None
 
     def _weft_cancel(self, rest: str) -> bool:
         return self.engine.cancel(self._known_run(rest))
