@@ -275,3 +275,25 @@ def test_weft_sql_queries_the_journal_read_only(ip: InteractiveShell) -> None:
     with pytest.raises(UsageError):
         ip.run_line_magic("weft", "sql UPDATE runs SET status = 'failed'")
     assert magics(ip).engine.runs()[0].status == "completed"  # nothing changed
+
+
+def test_weft_timeline_draws_steps_and_attempts(ip: InteractiveShell) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1)", PREPARE)
+    cell(
+        ip,
+        "weft_activity flaky(n) --retry 3",
+        "calls.append('flaky')\nif calls.count('flaky') == 1:\n    raise OSError('again')\nn",
+    )
+    cell(ip, "weft_workflow pipeline(n)", "ctx.run(flaky, ctx.run(prepare, {'n': n}))")
+    ip.run_line_magic("weft", "run pipeline n=2 --id t1")  # one real 1 s backoff
+    from weft_nb._timeline import timeline_bars
+
+    bars = timeline_bars(magics(ip).engine, "t1")
+    assert [(b.position, b.kind) for b in bars] == [
+        (0, "completed"), (1, "attempt"), (1, "completed"),
+    ]  # fmt: skip
+    assert all(b.end >= b.start >= 0 for b in bars)
+    figure = ip.run_line_magic("weft", "timeline t1")
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert labels == ["0. prepare", "1. flaky"]
+    assert len(figure.axes[0].patches) == 3

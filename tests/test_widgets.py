@@ -169,5 +169,6 @@ def test_retry_countdown_shows_during_backoff(engine: TestEngine) -> None:
     engine.clock.wait_for_sleepers(1)
     panel = RunPanel(engine, "w5")
     assert "retrying step 0 in 1s" in panel.header.value
+    assert panel._rows[0].status.value == "retrying"
     engine.clock.advance(1)
     assert handle.result(10) == 1

@@ -447,6 +447,12 @@ class Engine:
             return []
         return [(ctx, ctx.max_attempts) for ctx, _wake in list(state.live)]
 
+    def is_active(self, run_id: str) -> bool:
+        """True while the run executes in this engine."""
+        with self._lock:
+            state = self._active.get(run_id)
+        return state is not None and not state.stopped
+
     def live_backoff(self, run_id: str) -> tuple[int, float] | None:
         """``(position, retry time)`` while a step of the run waits out a retry backoff."""
         with self._lock:

@@ -29,6 +29,7 @@ from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
 from ._engine import Engine
 from ._payloads import encode
 from ._run_handle import RunHandle
+from ._timeline import plot_timeline
 from ._widgets import RunPanel
 from .errors import JournalError, WeftError
 
@@ -38,7 +39,7 @@ ACTIVITY_USAGE = (
 )
 WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
-SUBCOMMANDS = ("run", "runs", "show", "sql", "cancel", "resume", "journal")
+SUBCOMMANDS = ("run", "runs", "show", "sql", "timeline", "cancel", "resume", "journal")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,6 +285,13 @@ class WeftMagics(Magics):
         try:
             return self.engine.journal.select_frame(query)
         except JournalError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _weft_timeline(self, rest: str) -> Any:
+        """A Gantt-style matplotlib figure of the run's steps and attempts."""
+        try:
+            return plot_timeline(self.engine, self._known_run(rest))
+        except ImportError as exc:
             raise UsageError(str(exc)) from None
 
     def _weft_cancel(self, rest: str) -> bool:

@@ -157,6 +157,8 @@ def take_snapshot(engine: Engine, run_id: str) -> RunSnapshot:
         )
     }
     views: dict[int, StepView] = {}
+    live = engine.is_active(run_id)
+    backoff = engine.live_backoff(run_id)
     for position in sorted(set(steps) | set(attempts) | set(beats)):
         step = steps.get(position)
         details = None
@@ -178,8 +180,10 @@ def take_snapshot(engine: Engine, run_id: str) -> RunSnapshot:
         else:
             name = beats[position][2] if position in beats else None
             name = name or _activity_of(journal, run_id, position)
+            # Nothing recorded its end: it waits for a retry, or its process stopped mid-way.
+            status = "retrying" if live and backoff and backoff[0] == position else "interrupted"
             views[position] = StepView(
-                position, name, "interrupted", failed + 1, None, details, None, None, last_error
+                position, name, status, failed + 1, None, details, None, None, last_error
             )
     for ctx, max_attempts in engine.live_attempts(run_id):
         views[ctx.position] = StepView(

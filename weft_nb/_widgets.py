@@ -29,6 +29,7 @@ _MAX_POINTS = 400
 _BAR_STYLE = {
     "completed": "success",
     "failed": "danger",
+    "interrupted": "warning",
     "retrying": "warning",
     "stopping": "warning",
 }
@@ -193,6 +194,12 @@ class RunPanel:
         bundle["text/plain"] = self.snapshot.text()
         bundle["text/html"] = self.snapshot.html()
         return bundle
+
+    def _repr_html_(self) -> str:
+        return self.snapshot.html()
+
+    def _repr_markdown_(self) -> str:
+        return "```\n" + self.snapshot.text() + "\n```"
 
     def __repr__(self) -> str:
         return self.snapshot.text()
