@@ -43,3 +43,43 @@ def test_background_output_lands_in_the_cell_that_started_the_run(tmp_path: Path
         assert parent == starting_cell, (parent, starting_cell, later_cell)
     finally:
         kernel.close()
+
+
+def test_clean_kernel_shutdown_flushes_heartbeats_and_releases_the_journal(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "nb.duckdb"
+    ready = tmp_path / "ready"
+    kernel = Kernel(tmp_path)
+    try:
+        for code in [
+            "%load_ext weft_nb",
+            "%config WeftMagics.heartbeat_interval = 3600",  # only a flush at exit can write it
+            f"%weft journal {journal}",
+            "import os, time",
+            f"%%weft_activity train(n)\nactivity.heartbeat({{'epoch': n}})\n"
+            f"open({str(ready)!r}, 'w').close()\nactivity.cancelled.wait(600)\nn",
+            "%%weft_workflow wf(n)\nctx.run(train, n)",
+            "handle = %weft run wf n=41 --id clean --background",
+        ]:
+            kernel.run(code)
+        end = time.monotonic() + DEADLINE
+        while not ready.exists() and time.monotonic() < end:
+            time.sleep(0.02)
+        assert ready.exists()
+        started = time.monotonic()
+        kernel.manager.shutdown_kernel(now=False)  # Restart Kernel / Shut Down from the UI
+        assert time.monotonic() - started < 30
+    finally:
+        kernel.close()
+    from weft_nb._duckdb_journal import DuckDBJournal
+    from weft_nb._payloads import decode
+
+    reader = DuckDBJournal(journal, read_only=True)  # opens at once: nothing holds it
+    try:
+        beat = reader.latest_heartbeat("clean", 0)
+        assert beat is not None
+        assert decode(beat.codec, beat.details) == {"epoch": 41}
+        assert reader.get_run("clean").status == "running"  # type: ignore[union-attr]
+    finally:
+        reader.close()
