@@ -75,6 +75,7 @@ class ActivityContext:
         self.details: Any = None
         self.heartbeat_count = 0
         self.started_at = self.last_heartbeat_at = clock.now()
+        self.first_heartbeat_at: float | None = None
         self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
 
     def heartbeat(self, details: Any = None) -> None:
@@ -85,6 +86,8 @@ class ActivityContext:
         now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
         """
         self.last_heartbeat_at = self._clock.now()
+        if not self.heartbeat_count:
+            self.first_heartbeat_at = self.last_heartbeat_at
         if details is not None:
             self.details = details
         self.heartbeat_count += 1

@@ -21,6 +21,7 @@ import uuid
 import warnings
 from typing import Any
 
+from . import _evidence as evidence
 from ._clock import Clock
 from ._faults import fault_point
 from ._journal import CheckpointRecord, Journal
@@ -113,6 +114,8 @@ class CheckpointStore:
             size=size,
             codec="pickle",
         )
+        if evidence.ENABLED:
+            evidence.record("checkpoint_saved", run_id=run_id, position=position, seq=seq)
         stale = [
             os.path.join(self.root, r.path) for r in self.journal.add_checkpoint(record, self.keep)
         ]
@@ -140,7 +143,10 @@ class CheckpointStore:
                 if os.path.getsize(path) != record.size:
                     raise ValueError(f"size {os.path.getsize(path)} != recorded {record.size}")
                 with open(path, "rb") as handle:
-                    return pickle.load(handle)
+                    state = pickle.load(handle)
+                if evidence.ENABLED:
+                    evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
+                return state
             except (AttributeError, ImportError) as exc:
                 # The file is fine; the code it needs is not loaded (a notebook cell defining a
                 # class was not re-run). Falling back would silently restart from scratch.

@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
+from . import _evidence as evidence
 from ._journal import HeartbeatRecord, Journal
 from ._payloads import encode
 from .errors import JournalClosedError, PayloadError
@@ -40,6 +41,7 @@ class HeartbeatFlusher:
         self._flush_lock = threading.Lock()  # one flush at a time; finish() waits for it
         self._live: dict[ActivityContext, int] = {}  # context -> heartbeat_count last written
         self._warned: set[str] = set()
+        self._first_seen: dict[ActivityContext, bool] = {}  # for the evidence log only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="weft-heartbeats", daemon=True)
         self._thread.start()
@@ -48,9 +50,18 @@ class HeartbeatFlusher:
         """Start watching an attempt."""
         with self._lock:
             self._live[ctx] = ctx.heartbeat_count
+            self._first_seen[ctx] = False
 
     def _record(self, ctx: ActivityContext) -> HeartbeatRecord | None:
         beat = ctx.heartbeat_count  # read before the details: never newer than them
+        if (
+            evidence.ENABLED
+            and ctx.first_heartbeat_at is not None
+            and not self._first_seen.get(ctx)
+        ):
+            self._first_seen[ctx] = True
+            evidence.record("first_heartbeat", run_id=ctx.run_id, position=ctx.position,
+                            attempt=ctx.attempt, at=ctx.first_heartbeat_at)  # fmt: skip
         details = ctx.details
         if details is None:
             return None
@@ -84,6 +95,10 @@ class HeartbeatFlusher:
         """
         with self._flush_lock, self._lock:
             written = self._live.pop(ctx, None)
+            seen = self._first_seen.pop(ctx, True)
+        if evidence.ENABLED and not seen and ctx.first_heartbeat_at is not None:
+            evidence.record("first_heartbeat", run_id=ctx.run_id, position=ctx.position,
+                            attempt=ctx.attempt, at=ctx.first_heartbeat_at)  # fmt: skip
         if written is None or written == ctx.heartbeat_count:
             return None
         return self._record(ctx)

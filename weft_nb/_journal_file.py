@@ -103,6 +103,7 @@ class JournalFile:
         self._lock_fd: int | None = None
         self._last_used = time.monotonic()
         self.had_wal = os.path.exists(self.path + ".wal")
+        self._empty = False  # read-only view of a file with no schema yet
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
@@ -214,7 +215,9 @@ class JournalFile:
             )
         if not tables:
             if self.read_only:
-                raise JournalCorruptError(f"{self.path} holds no weft_nb journal", path=self.path)
+                # A writer was killed before its first commit: no runs yet, nothing damaged.
+                self._empty = True
+                return
             with self._transaction(con):
                 con.execute(_SCHEMA)
                 con.execute(
@@ -279,6 +282,9 @@ class JournalFile:
     def _ensure_open(self) -> duckdb.DuckDBPyConnection:
         if self._closed:
             raise JournalClosedError(f"journal {self.path} is closed", path=self.path)
+        if self._con is None and self._empty:
+            self._con = duckdb.connect(":memory:")  # the empty schema, to read nothing from
+            self._con.execute(_SCHEMA)
         if self._con is None:
             self._open()
         assert self._con is not None

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _evidence as evidence
 from . import errors as _errors
 from ._definitions import ActivityDefinition, definition_of, make_activity
 from ._faults import fault_point
@@ -112,6 +113,8 @@ class WorkflowContext:
             ):
                 if recorded.status == STEP_COMPLETED:
                     self._state.replayed += 1
+                    if evidence.ENABLED:
+                        evidence.record("step_replayed", run_id=self.run_id, position=position)
                     assert recorded.result_codec is not None
                     assert recorded.result is not None
                     return decode(
@@ -247,6 +250,13 @@ class WorkflowContext:
         while True:
             ctx = engine.new_activity_context(state, definition.name, position, attempt)
             ctx.max_attempts = policy.max_attempts
+            if evidence.ENABLED:
+                latest = engine.journal.checkpoints_of(state.run_id, position)
+                evidence.record(
+                    "attempt_start", run_id=state.run_id, position=position,
+                    activity=definition.name, attempt=attempt,
+                    durable_checkpoint=latest[0].seq if latest else None,
+                )  # fmt: skip
             wake = clock.new_event()
             started = clock.now()
             state.live.add((ctx, wake))
@@ -331,6 +341,8 @@ class WorkflowContext:
                 raise final from error
             engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
             state.backoff = (position, clock.now() + delay)
+            if evidence.ENABLED:
+                evidence.record("backoff", run_id=state.run_id, position=position, delay=delay)
             try:
                 if clock.wait(state.cancel_requested, delay):
                     self._check_alive()
@@ -402,6 +414,9 @@ class WorkflowContext:
         )
         fault_point("step.before_record")
         engine.journal.record_step(step, heartbeat)
+        if evidence.ENABLED:
+            evidence.record("step_completed", run_id=state.run_id, position=position,
+                            activity=definition.name)  # fmt: skip
         return value
 
 
