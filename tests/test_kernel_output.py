@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -81,5 +83,44 @@ def test_clean_kernel_shutdown_flushes_heartbeats_and_releases_the_journal(
         assert beat is not None
         assert decode(beat.codec, beat.details) == {"epoch": 41}
         assert reader.get_run("clean").status == "running"  # type: ignore[union-attr]
+    finally:
+        reader.close()
+
+
+def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
+    journal = tmp_path / "nb.duckdb"
+    ready = tmp_path / "ready"
+    kernel = Kernel(tmp_path)
+    try:
+        for code in [
+            "%load_ext weft_nb",
+            "%config WeftMagics.heartbeat_interval = 3600",  # only the shutdown flush writes it
+            f"%weft journal {journal}",
+            f"%%weft_activity train(n)\nactivity.heartbeat({{'epoch': n}})\n"
+            f"open({str(ready)!r}, 'w').close()\nactivity.cancelled.wait(600)\nn",
+            "%%weft_workflow wf(n)\nctx.run(train, n)",
+            "handle = %weft run wf n=5 --id term --background",
+        ]:
+            kernel.run(code)
+        end = time.monotonic() + DEADLINE
+        while not ready.exists() and time.monotonic() < end:
+            time.sleep(0.02)
+        pid = kernel.pid
+        started = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        while kernel.manager.is_alive() and time.monotonic() - started < 30:
+            time.sleep(0.02)
+        assert not kernel.manager.is_alive()
+        assert time.monotonic() - started < 10  # "within a few seconds"
+    finally:
+        kernel.close()
+    from weft_nb._duckdb_journal import DuckDBJournal
+    from weft_nb._payloads import decode
+
+    reader = DuckDBJournal(journal, read_only=True)
+    try:
+        beat = reader.latest_heartbeat("term", 0)
+        assert beat is not None
+        assert decode(beat.codec, beat.details) == {"epoch": 5}
     finally:
         reader.close()

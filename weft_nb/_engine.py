@@ -120,6 +120,10 @@ class Engine:
                 return
             self._closed = True
             states = list(self._active.values())
+        if flush:
+            # Before the runs stop: a stopped attempt leaves the flusher, taking its details.
+            with contextlib.suppress(Exception):
+                self.flusher.flush()
         for state in states:
             self._stop_state(state, "the engine was closed")
         self._finalizer.detach()
@@ -496,6 +500,8 @@ class Engine:
 
 
 def _close_at_exit(flusher: HeartbeatFlusher, journal: Journal) -> None:
+    with contextlib.suppress(Exception):
+        flusher.flush()
     with contextlib.suppress(Exception):
         flusher.stop(flush=True)
     with contextlib.suppress(Exception):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import inspect
 import os
 import shlex
+import signal
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -429,8 +432,29 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = WeftMagics(ipython)
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so `%config WeftMagics.<name> = ...` reaches it
+    _close_on_sigterm(magics)
     # Kernel shutdown needs no hook: an engine still open at interpreter exit flushes its
     # heartbeats and releases the journal itself (see Engine).
+
+
+def _close_on_sigterm(magics: WeftMagics) -> None:
+    """Make SIGTERM a clean shutdown: flush heartbeats and release the journal, then exit.
+
+    Python's default SIGTERM ends the process without running exit hooks, and ipykernel sets no
+    handler of its own. A handler someone else installed is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            magics.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
