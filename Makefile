@@ -26,7 +26,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo_crash_resume.py
+	$(BIN)/python scripts/demo_notebook.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
