@@ -124,3 +124,17 @@ def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
         assert decode(beat.codec, beat.details) == {"epoch": 5}
     finally:
         reader.close()
+
+
+def test_a_saved_notebook_keeps_the_panels_final_state(tmp_path: Path) -> None:
+    import shutil
+
+    from weft_nb._notebook_runner import run_notebook
+
+    notebook = tmp_path / "quickstart.ipynb"
+    shutil.copy(Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb", notebook)
+    outputs = run_notebook(notebook, output=tmp_path / "executed.ipynb")
+    texts = [o.get("data", {}).get("text/plain", "") for cell in outputs for o in cell]
+    panels = [t for t in texts if t.startswith("pipeline run ")]
+    assert panels, texts
+    assert all(": completed" in t for t in panels), panels  # not the "running" it started as

@@ -352,14 +352,17 @@ class WeftMagics(Magics):
         try:
             handle = launch()
             panel = RunPanel(self.engine, run_id, cancel_button=background)
-            display(panel)  # type: ignore[no-untyped-call]
-            panel.follow()
+            shown = display(panel, display_id=True)  # type: ignore[no-untyped-call]
+            # When the run ends, re-send the panel: saved notebooks (nbconvert, nbval, GitHub)
+            # then keep its final state, not the one it had when it was first displayed.
+            panel.follow(on_done=lambda: shown.update(panel))
             if background:
                 return handle
             try:
                 return self._wait(handle)
             finally:
                 panel.refresh()
+                shown.update(panel)
         except KeyboardInterrupt:
             self.engine.interrupt(run_id)
             print(

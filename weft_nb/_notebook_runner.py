@@ -41,18 +41,24 @@ class NotebookKernel:
         cwd: The kernel's working directory (where the notebook lives).
         env: Extra environment variables for the kernel process.
         kernel_name: The kernelspec to start.
+        stderr: Where the kernel process's stderr goes (a file object or
+            ``subprocess.DEVNULL``); the terminal when None.
     """
 
     def __init__(
-        self, cwd: str | os.PathLike[str], env: dict[str, str] | None = None,
+        self,
+        cwd: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
         kernel_name: str = "python3",
-    ) -> None:  # fmt: skip
+        stderr: Any = None,
+    ) -> None:
         from jupyter_client.manager import KernelManager
 
         self.started_at = time.monotonic()
         self.manager = KernelManager(kernel_name=kernel_name)
+        extra = {} if stderr is None else {"stderr": stderr}  # e.g. a log file, or DEVNULL
         self.manager.start_kernel(
-            cwd=os.fspath(cwd), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+            cwd=os.fspath(cwd), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **extra
         )
         self.client = self.manager.blocking_client()
         self.client.start_channels()
@@ -67,13 +73,24 @@ class NotebookKernel:
     def execute(self, source: str, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
         """Run one cell and return its outputs (nbformat output nodes); raise ``CellError``."""
         outputs: list[Any] = []
+        displays: dict[str, list[int]] = {}  # display_id -> indices into outputs
 
         def hook(message: dict[str, Any]) -> None:
-            kind = message["msg_type"]
+            kind, content = message["msg_type"], message["content"]
+            display_id = content.get("transient", {}).get("display_id")
             if kind in ("stream", "display_data", "execute_result", "error"):
+                if display_id:
+                    displays.setdefault(display_id, []).append(len(outputs))
                 outputs.append(nbformat.v4.output_from_msg(message))
+            elif kind == "update_display_data" and display_id in displays:
+                updated = nbformat.v4.new_output(
+                    "display_data", data=content["data"], metadata=content.get("metadata", {})
+                )
+                for index in displays[display_id]:
+                    outputs[index] = updated
             elif kind == "clear_output":
                 outputs.clear()
+                displays.clear()
 
         reply = self.client.execute_interactive(source, timeout=timeout, output_hook=hook)
         if reply["content"]["status"] != "ok":

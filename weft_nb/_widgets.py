@@ -13,8 +13,11 @@ GitHub, nbval), its mime bundle also carries the same information as HTML and pl
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import html
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -171,8 +174,11 @@ class RunPanel:
                         del points[::2]  # keep the shape, halve the points
         return _sparkline(series)
 
-    def follow(self) -> None:
-        """Refresh a few times a second in a background thread until the run is not live."""
+    def follow(self, on_done: Callable[[], None] | None = None) -> None:
+        """Refresh a few times a second in a background thread until the run is not live.
+
+        ``on_done`` runs once after the last refresh (the magic re-sends the display then).
+        """
         if self._thread is not None and self._thread.is_alive():
             return
 
@@ -181,12 +187,20 @@ class RunPanel:
             while not stop.wait(REFRESH_SECONDS):
                 try:
                     snapshot = self.refresh()
-                except Exception:
+                except Exception:  # the engine closed: stop following
                     return
                 if snapshot.status != "running" and not self.engine.live_attempts(self.run_id):
-                    return
+                    break
+            if on_done is not None:
+                with contextlib.suppress(Exception):
+                    on_done()
 
-        self._thread = threading.Thread(target=loop, name=f"weft-panel-{self.run_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,  # updates belong to the cell that showed it
+            args=(loop,),
+            name=f"weft-panel-{self.run_id}",
+            daemon=True,
+        )
         self._thread.start()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:

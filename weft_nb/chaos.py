@@ -133,6 +133,12 @@ class Harness:
                 shutil.copy(extra, folder / extra.name)
         return folder, Evidence(folder / "evidence.jsonl")
 
+    @staticmethod
+    def _kernel(folder: Path, env: dict[str, str]) -> NotebookKernel:
+        """A kernel for ``folder``; its stderr goes to ``folder/kernel-stderr.log``."""
+        with open(folder / "kernel-stderr.log", "ab") as log:  # the child keeps its own copy
+            return NotebookKernel(folder, env, stderr=log)
+
     def _run_all(self, kernel: NotebookKernel) -> None:
         for source in self.cells:
             kernel.execute(source, timeout=DEADLINE)
@@ -140,7 +146,7 @@ class Harness:
     def run_reference(self) -> None:
         """Run the notebook once, undisturbed."""
         folder, evidence = self._folder("reference")
-        kernel = NotebookKernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
+        kernel = self._kernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
         try:
             self._run_all(kernel)
         finally:
@@ -179,7 +185,7 @@ class Harness:
             steps = sum(e["event"] == "step_completed" for e in ref)
             point = rng.choice(["journal.before_commit", "journal.after_commit"])
             env["WEFT_NB_KILL_AT"] = f"{point}:{rng.randint(1, max(2, steps))}"
-        kernel = NotebookKernel(folder, env)
+        kernel = self._kernel(folder, env)
         first_pid = kernel.pid
         try:
             self._disturb(kernel, evidence, fault, rng, outcome)
@@ -187,7 +193,7 @@ class Harness:
                 self._check_journal_opens(folder, outcome)
                 kernel.close()
                 restart = time.time()
-                kernel = NotebookKernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
+                kernel = self._kernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
                 outcome.resumed = True
             elif fault == "interrupt":
                 restart = time.time()
