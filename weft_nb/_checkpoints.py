@@ -114,11 +114,11 @@ class CheckpointStore:
             size=size,
             codec="pickle",
         )
-        if evidence.ENABLED:
-            evidence.record("checkpoint_saved", run_id=run_id, position=position, seq=seq)
         stale = [
             os.path.join(self.root, r.path) for r in self.journal.add_checkpoint(record, self.keep)
         ]
+        if evidence.ENABLED:  # only now is it durable
+            evidence.record("checkpoint_saved", run_id=run_id, position=position, seq=seq)
         if stale:
             # Unlinking hundreds of MB takes milliseconds; keep it off the training thread. A file
             # left behind by a crash here is unreferenced and removed on the next open.
