@@ -9,6 +9,7 @@ there on (kept for audit) and runs live; ``"error"`` raises :class:`NonDetermini
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,21 @@ class EngineStopped(BaseException):
     """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
 
 
+@dataclasses.dataclass
+class PreparedStep:
+    """A step whose position is taken: answered from the journal, or to be executed."""
+
+    position: int
+    definition: ActivityDefinition
+    value: Any
+    input_hash: str
+    key: str | None
+    options: dict[str, Any]
+    replayed: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
 class WorkflowContext:
     """The ``ctx`` a workflow function receives."""
 
@@ -83,14 +99,27 @@ class WorkflowContext:
         a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
         A completed step is answered from the journal and never runs twice.
         """
+        step = self._prepare(activity, input, call_options)
+        if step.replayed:
+            if step.error is not None:
+                raise step.error
+            return step.result
+        return self._execute(step)
+
+    def _prepare(
+        self, activity: str | Callable[..., Any], input: Any, call_options: dict[str, Any]
+    ) -> PreparedStep:
+        """Take the next position; answer it from the journal when it can be.
+
+        Runs on the workflow's thread, so positions follow program order.
+        """
         self._check_alive()
         unknown = set(call_options) - _CALL_OPTIONS
         if unknown:
             raise TypeError(
                 f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}"
             )
-        position = self._position
-        self._position += 1
+        position = self._take_position()
         definition = self._resolve(activity)
         value = validate(
             input, definition.input_hint, what=f"input of activity {definition.name!r}"
@@ -104,40 +133,57 @@ class WorkflowContext:
         key = call_options.get("idempotency_key")
         if key is None and definition.idempotency_key is not None:
             key = str(definition.idempotency_key(value))
+        step = PreparedStep(position, definition, value, input_hash, key, call_options)
+        recorded = self._recorded(position, definition.name, definition.source_hash, input_hash)
+        if recorded is None:
+            return step
+        if recorded.status == STEP_COMPLETED:
+            assert recorded.result_codec is not None
+            assert recorded.result is not None
+            step.replayed, step.result = (
+                True,
+                decode(
+                    recorded.result_codec,
+                    recorded.result,
+                    hint=definition.result_hint,
+                    what=f"the recorded result of step {position} ({definition.name!r}, run "
+                    f"{self.run_id!r})",
+                ),
+            )
+        elif recorded.status == STEP_FAILED:
+            assert recorded.error is not None
+            step.replayed, step.error = True, error_from_json(recorded.error, run_id=self.run_id)
+        else:
+            adopt, result = reconcile(definition, recorded, value, key)
+            if not adopt:
+                return step
+            step.replayed, step.result = True, self._record_success(
+                definition, position, input_hash, key, result,
+                recorded.attempts, recorded.started_at, None,
+            )  # fmt: skip
+        self._state.replayed += 1
+        if evidence.ENABLED:
+            evidence.record("step_replayed", run_id=self.run_id, position=position)
+        return step
+
+    def _take_position(self) -> int:
+        position = self._position
+        self._position += 1
+        return position
+
+    def _recorded(
+        self, position: int, name: str, source_hash: str, input_hash: str
+    ) -> StepRecord | None:
+        """The journaled record at ``position`` if its signature matches; else apply on_change."""
         recorded = self._state.steps.pop(position, None)  # each position is visited once
-        if recorded is not None:
-            if (recorded.activity, recorded.input_hash, recorded.source_hash) == (
-                definition.name,
-                input_hash,
-                definition.source_hash,
-            ):
-                if recorded.status == STEP_COMPLETED:
-                    self._state.replayed += 1
-                    if evidence.ENABLED:
-                        evidence.record("step_replayed", run_id=self.run_id, position=position)
-                    assert recorded.result_codec is not None
-                    assert recorded.result is not None
-                    return decode(
-                        recorded.result_codec,
-                        recorded.result,
-                        hint=definition.result_hint,
-                        what=f"the recorded result of step {position} ({definition.name!r}, run "
-                        f"{self.run_id!r})",
-                    )
-                if recorded.status == STEP_FAILED:
-                    self._state.replayed += 1
-                    assert recorded.error is not None
-                    raise error_from_json(recorded.error, run_id=self.run_id)
-                adopt, result = reconcile(definition, recorded, value, key)
-                if adopt:
-                    self._state.replayed += 1
-                    return self._record_success(
-                        definition, position, input_hash, key, result,
-                        recorded.attempts, recorded.started_at, None,
-                    )  # fmt: skip
-            else:
-                self._on_changed(position, recorded, definition, input_hash)
-        return self._execute(definition, position, value, input_hash, key, call_options)
+        if recorded is None:
+            return None
+        if (recorded.activity, recorded.input_hash, recorded.source_hash) == (
+            name, input_hash, source_hash,
+        ):  # fmt: skip
+            return recorded
+        self._on_changed(position, recorded, name, source_hash, input_hash)
+        return None
 
     # -- resolution and replay -------------------------------------------------------------
 
@@ -175,18 +221,18 @@ class WorkflowContext:
         return definition
 
     def _on_changed(
-        self, position: int, recorded: StepRecord, definition: ActivityDefinition, input_hash: str
+        self, position: int, recorded: StepRecord, name: str, source_hash: str, input_hash: str
     ) -> None:
         what = []
-        if recorded.activity != definition.name:
-            what.append(f"activity was {recorded.activity!r}, now {definition.name!r}")
+        if recorded.activity != name:
+            what.append(f"activity was {recorded.activity!r}, now {name!r}")
         else:
             if recorded.input_hash != input_hash:
                 what.append("its input changed")
-            if recorded.source_hash != definition.source_hash:
+            if recorded.source_hash != source_hash:
                 what.append(
                     f"the activity's source changed ({recorded.source_hash[:8]} -> "
-                    f"{definition.source_hash[:8]})"
+                    f"{source_hash[:8]})"
                 )
         reason = "; ".join(what)
         state = self._state
@@ -214,15 +260,10 @@ class WorkflowContext:
 
     # -- live execution --------------------------------------------------------------------
 
-    def _execute(
-        self,
-        definition: ActivityDefinition,
-        position: int,
-        value: Any,
-        input_hash: str,
-        key: str | None,
-        options: dict[str, Any],
-    ) -> Any:
+    def _execute(self, step: PreparedStep) -> Any:
+        """Run a prepared step live, with retries, and journal its outcome (any thread)."""
+        definition, position, value = step.definition, step.position, step.value
+        input_hash, key, options = step.input_hash, step.key, step.options
         engine, state, clock = self._engine, self._state, self._engine.clock
         policy: RetryPolicy = definition.retry.merged(options.get("retry"))
         timeout = _option_seconds(options, "timeout", definition.timeout)
