@@ -13,7 +13,7 @@ import threading
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._activity_context import ActivityContext
@@ -64,6 +64,9 @@ class Engine:
         max_payload_bytes: Largest input or result stored in the journal.
         idle_release: Seconds without use after which the journal file is released, so other
             processes can read it (the engine keeps its ownership lock).
+        max_parallel: Steps of ``ctx.submit``/``ctx.all``/``ctx.race``/``ctx.run_all`` that run
+            at once, across all runs.
+        queue_limits: Concurrency limits per activity queue, e.g. ``{"gpu": 1}``.
         program: Shown to other processes that find the journal locked (a notebook name).
     """
 
@@ -77,6 +80,8 @@ class Engine:
         checkpoint_keep: int = 2,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         idle_release: float = 1.0,
+        max_parallel: int = 4,
+        queue_limits: Mapping[str, int] | None = None,
         program: str = "",
     ) -> None:
         if on_change not in ON_CHANGE_POLICIES:
@@ -95,6 +100,12 @@ class Engine:
         self.attempts = AttemptRunner(self.clock)
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         self._lock = threading.RLock()
+        if max_parallel < 1:
+            raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
+        self.parallel_slots = threading.BoundedSemaphore(max_parallel)
+        self._queue_slots = {
+            q: threading.BoundedSemaphore(n) for q, n in (queue_limits or {}).items()
+        }
         self._launching = threading.RLock()  # serialises resume(); see there
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
@@ -442,6 +453,13 @@ class Engine:
             RunInfo(r.run_id, r.workflow, r.status, r.created_at, r.updated_at, r.run_id in active)
             for r in self.journal.list_runs(status)
         ]
+
+    def queue_slot(self, queue: str) -> threading.BoundedSemaphore:
+        """The concurrency limit of ``queue`` (unlimited beyond ``max_parallel`` if not set)."""
+        with self._lock:
+            if queue not in self._queue_slots:
+                self._queue_slots[queue] = threading.BoundedSemaphore(1_000_000)
+            return self._queue_slots[queue]
 
     def live_attempts(self, run_id: str) -> list[tuple[ActivityContext, int | None]]:
         """The attempts of a run in flight right now, with their ``max_attempts``."""

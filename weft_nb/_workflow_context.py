@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _durable_ops, _parallel
 from . import _evidence as evidence
 from . import errors as _errors
 from ._definitions import ActivityDefinition, definition_of, make_activity
@@ -26,9 +27,10 @@ from ._journal import (
     EventRecord,
     StepRecord,
 )
+from ._parallel import StepFuture
 from ._payloads import decode, digest, encode, error_from_json, error_to_json, validate
 from ._reconciliation import check_result, reconcile
-from ._retry import RetryPolicy, parse_duration
+from ._retry import Duration, RetryPolicy, parse_duration
 from .errors import (
     ActivityFailedError,
     ActivityNotRegisteredError,
@@ -85,6 +87,7 @@ class WorkflowContext:
         self._engine = engine
         self._state = state
         self._position = 0
+        self._memo: dict[str, Any] = {}
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
 
@@ -184,6 +187,52 @@ class WorkflowContext:
             return recorded
         self._on_changed(position, recorded, name, source_hash, input_hash)
         return None
+
+    def submit(
+        self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
+    ) -> StepFuture:
+        """Schedule an activity without waiting; returns a :class:`StepFuture`.
+
+        The step takes its position now (program order), runs on a worker thread, and is
+        journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
+        """
+        return _parallel.submit(self, self._prepare(activity, input, call_options))
+
+    def all(self, futures: Sequence[StepFuture]) -> list[Any]:
+        """Results in order. If one fails, wait for its siblings to settle, then raise.
+
+        Every sibling that completed is already journaled, so a resume never runs it again.
+        """
+        return _parallel.wait_all(futures)
+
+    def race(self, futures: Sequence[StepFuture]) -> tuple[int, Any]:
+        """``(index, result)`` of the first future to settle.
+
+        The winner is journaled, so a resume returns the same winner. Losers keep running to
+        completion and their ``cancelled`` is not set: a race selects a result, it does not stop
+        work (Weft's documented behaviour).
+        """
+        return _parallel.race(self, futures)
+
+    def run_all(self, branches: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"name": (activity, input), ...}`` run in parallel; returns ``{"name": result}``.
+
+        Renaming or reordering the branches of a journaled group raises
+        ``BranchTopologyChangedError`` instead of matching results to the wrong branches.
+        """
+        return _parallel.run_all(self, branches, self.submit)
+
+    def sleep(self, duration: Duration) -> None:
+        """Sleep durably: after a restart it ends at the original deadline."""
+        _durable_ops.sleep(self, duration)
+
+    def now(self) -> float:
+        """The current time, recorded: a replay returns the same value."""
+        return _durable_ops.now(self)
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
+        return _durable_ops.memo(self, key, fn)
 
     # -- resolution and replay -------------------------------------------------------------
 
