@@ -829,3 +829,32 @@ class TestAtomicity:
         for table in ("steps", "attempts", "heartbeats", "checkpoints"):
             assert count(journal, table, "run-1", "AND superseded") == 0, table
         assert journal.events_of("run-1") == []
+
+
+class TestSignals:
+    def test_signals_are_buffered_deduplicated_and_consumed_oldest_first(
+        self, journal: Journal
+    ) -> None:
+        journal.create_run(make_run())
+        assert journal.add_signal("run-1", "go", "s1", "json", b"1", 10.0) is True
+        assert journal.add_signal("run-1", "go", "s1", "json", b"99", 11.0) is False
+        assert journal.add_signal("run-1", "go", None, "json", b"2", 12.0) is True
+        assert journal.add_signal("run-1", "other", None, "json", b"3", 13.0) is True
+        first = journal.consume_signal("run-1", "go", make_step(position=0, result=None))
+        second = journal.consume_signal("run-1", "go", make_step(position=1, result=None))
+        assert (first and first.result, second and second.result) == (b"1", b"2")
+        assert journal.consume_signal("run-1", "go", make_step(position=2, result=None)) is None
+        steps = journal.load_steps("run-1")
+        assert sorted(steps) == [0, 1]  # each consumption recorded its step, nothing else
+        assert steps[1].result == b"2"
+
+    def test_consuming_is_atomic_with_the_step(self, journal: Journal) -> None:
+        journal.create_run(make_run())
+        journal.add_signal("run-1", "go", None, "json", b"1", 10.0)
+        bad = make_step(position=0, result=None)
+        bad.input_hash = object()  # type: ignore[assignment]  # the step insert fails
+        with pytest.raises(Exception):
+            journal.consume_signal("run-1", "go", bad)
+        again = journal.consume_signal("run-1", "go", make_step(position=0, result=None))
+        assert again is not None
+        assert again.result == b"1"  # still deliverable after the failed consumption

@@ -7,6 +7,7 @@ without heartbeat or key) is a single ``INSERT`` in its own implicit transaction
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import duckdb
@@ -307,6 +308,44 @@ class DuckDBJournal(JournalFile):
             "INSERT INTO events (run_id, position, kind, message, created_at) VALUES (?,?,?,?,?)",
             [event.run_id, event.position, event.kind, event.message, event.created_at],
         )
+
+    def add_signal(
+        self, run_id: str, name: str, signal_id: str | None, codec: str, payload: bytes, at: float
+    ) -> bool:
+        """Buffer a signal; a repeated ``signal_id`` of the same run is ignored."""
+        with self._write() as con:
+            if (
+                signal_id is not None
+                and con.execute(
+                    "SELECT 1 FROM signals WHERE run_id = ? AND signal_id = ?", [run_id, signal_id]
+                ).fetchone()
+            ):
+                return False
+            con.execute(
+                "INSERT INTO signals (run_id, name, signal_id, codec, payload, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [run_id, name, signal_id, codec, payload, at],
+            )
+        return True
+
+    def consume_signal(self, run_id: str, name: str, step: StepRecord) -> StepRecord | None:
+        """Consume the oldest buffered signal together with the step that receives it."""
+        with self._write() as con:
+            row = con.execute(
+                "SELECT id, codec, payload FROM signals WHERE run_id = ? AND name = ? "
+                "AND consumed_at IS NULL ORDER BY id LIMIT 1",
+                [run_id, name],
+            ).fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE signals SET consumed_at = ?, consumed_position = ? WHERE id = ?",
+                [step.finished_at, step.position, row[0]],
+            )
+            received = dataclasses.replace(step, result_codec=row[1], result=row[2])
+            self._replace_marker(con, received)
+            con.execute(_INSERT_STEP, self._step_row(received))
+        return received
 
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""

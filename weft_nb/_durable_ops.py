@@ -11,14 +11,15 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._journal import STEP_COMPLETED, STEP_STARTED, StepRecord
-from ._payloads import decode, digest, encode
+from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
+from ._payloads import decode, digest, encode, error_from_json, error_to_json
 from ._retry import Duration, parse_duration
+from .errors import SignalTimeoutError
 
 if TYPE_CHECKING:
     from ._workflow_context import WorkflowContext
 
-SLEEP, NOW, MEMO = "<sleep>", "<now>", "<memo>"
+SLEEP, NOW, MEMO, SIGNAL = "<sleep>", "<now>", "<memo>", "<signal>"
 
 
 def sleep(ctx: WorkflowContext, duration: Duration) -> None:
@@ -82,3 +83,56 @@ def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = M
     if kind == MEMO:
         ctx._memo[key] = value
     return value
+
+
+def wait_for_signal(ctx: WorkflowContext, name: str, timeout: Duration | None = None) -> Any:
+    """Wait for signal ``name`` and return its payload; see ``WorkflowContext.wait_for_signal``."""
+    seconds = parse_duration(timeout, what="wait_for_signal timeout")
+    engine, state = ctx._engine, ctx._state
+    position = ctx._take_position()
+    signature = digest(f"{SIGNAL}\0{name}".encode())
+    recorded = ctx._recorded(position, SIGNAL, "", signature)
+    where = f"signal {name!r} (step {position}, run {ctx.run_id!r})"
+    if recorded is not None and recorded.status in (STEP_COMPLETED, STEP_FAILED):
+        state.replayed += 1
+        if recorded.status == STEP_FAILED:
+            assert recorded.error is not None
+            raise error_from_json(recorded.error, run_id=ctx.run_id)
+        assert recorded.result_codec is not None
+        assert recorded.result is not None
+        return decode(recorded.result_codec, recorded.result, what=f"the payload of {where}")
+    started = engine.clock.now()
+    deadline = None
+    if recorded is not None and recorded.result is not None:
+        deadline = json.loads(recorded.result)  # the original deadline, from before a restart
+    elif seconds is not None:
+        deadline = started + seconds
+        engine.journal.record_marker(
+            StepRecord(ctx.run_id, position, SIGNAL, STEP_STARTED, signature, "", 1, started,
+                       None, "json", json.dumps(deadline).encode(), idempotency_key=SIGNAL)
+        )  # fmt: skip
+    arrived = state.signal_arrived
+    assert arrived is not None
+    while True:
+        ctx._check_alive()
+        arrived.clear()  # before looking: a signal sent from now on sets it again
+        step = StepRecord(ctx.run_id, position, SIGNAL, STEP_COMPLETED, signature, "", 1,
+                          started, engine.clock.now(), idempotency_key=SIGNAL)  # fmt: skip
+        received = engine.journal.consume_signal(ctx.run_id, name, step)
+        if received is not None:
+            assert received.result_codec is not None
+            assert received.result is not None
+            return decode(received.result_codec, received.result, what=f"the payload of {where}")
+        remaining = None if deadline is None else deadline - engine.clock.now()
+        if remaining is not None and remaining <= 0:
+            error = SignalTimeoutError(
+                f"{where} did not arrive within its timeout of {seconds or 0:g}s",
+                run_id=ctx.run_id,
+                position=position,
+            )
+            engine.journal.record_step(
+                StepRecord(ctx.run_id, position, SIGNAL, STEP_FAILED, signature, "", 1, started,
+                           engine.clock.now(), error=error_to_json(error), idempotency_key=SIGNAL)
+            )  # fmt: skip
+            raise error
+        engine.clock.wait(arrived, remaining)

@@ -44,6 +44,7 @@ from ._run_outcome import drive, recorded_outcome
 from ._snapshot import RunSnapshot, take_snapshot
 from .errors import (
     JournalClosedError,
+    RunFinishedError,
     RunNotFoundError,
     WeftError,
     WorkflowNotRegisteredError,
@@ -146,6 +147,8 @@ class Engine:
         state.stop_reason = reason
         state.stopped = True
         state.cancel_requested.set()
+        if state.signal_arrived is not None:
+            state.signal_arrived.set()
         for ctx, wake in list(state.live):
             ctx._cancel(reason)
             wake.set()
@@ -351,6 +354,7 @@ class Engine:
             first,
         )
         handle._state = state
+        state.signal_arrived = self.clock.new_event()
         with self._lock:
             self._check_open()
             if run_id in self._active:  # a concurrent start/resume of the same run won
@@ -405,6 +409,42 @@ class Engine:
 
     # -- control and inspection ------------------------------------------------------------
 
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> bool:
+        """Send a signal to a run; it is durable when this returns.
+
+        It is buffered until the workflow waits for ``name`` (``ctx.wait_for_signal``), survives
+        restarts, and is delivered once: a repeated ``signal_id`` is ignored (returns False).
+
+        Raises:
+            RunNotFoundError: No such run.
+            RunFinishedError: The run already finished.
+            PayloadError: The payload cannot be stored (nothing is written).
+        """
+        self._check_open()
+        record = self.journal.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
+            )
+        if record.status in TERMINAL_STATUSES:
+            raise RunFinishedError(
+                f"run {run_id!r} is {record.status}; signal {name!r} cannot be delivered to a "
+                "finished run",
+                run_id=run_id,
+            )
+        codec, data = encode(
+            payload, what=f"payload of signal {name!r}", max_bytes=self.max_payload_bytes
+        )
+        added = self.journal.add_signal(run_id, name, signal_id, codec, data, self.clock.now())
+        with self._lock:
+            state = self._active.get(run_id)
+        if added and state is not None and state.signal_arrived is not None:
+            state.signal_arrived.set()
+        self.emit("signal", run_id, None, name=name, delivered=added)
+        return added
+
     def interrupt(self, run_id: str) -> bool:
         """Stop a live run as a kernel interrupt does; starting it again resumes it.
 
@@ -439,6 +479,8 @@ class Engine:
             state = self._active.get(run_id)
         if state is not None:
             state.cancel_requested.set()
+            if state.signal_arrived is not None:
+                state.signal_arrived.set()
             for ctx, wake in list(state.live):
                 ctx._cancel("the run was cancelled")
                 wake.set()

@@ -201,6 +201,18 @@ class Journal(Protocol):
         Steps, attempts, heartbeats and checkpoints are marked, not deleted (kept for audit).
         """
 
+    def add_signal(
+        self, run_id: str, name: str, signal_id: str | None, codec: str, payload: bytes, at: float
+    ) -> bool:
+        """Buffer a signal for a run; False (nothing written) if ``signal_id`` was seen before."""
+
+    def consume_signal(self, run_id: str, name: str, step: StepRecord) -> StepRecord | None:
+        """Consume the oldest buffered signal ``name`` and record ``step`` with it, atomically.
+
+        The step is recorded with the signal's payload as its result. Returns None, writing
+        nothing, when no such signal is buffered.
+        """
+
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""
 

@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS events (
     id BIGINT NOT NULL DEFAULT nextval('event_ids'),
     run_id VARCHAR, position INTEGER, kind VARCHAR NOT NULL, message VARCHAR,
     created_at DOUBLE NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS signal_ids;
+CREATE TABLE IF NOT EXISTS signals (
+    id BIGINT NOT NULL DEFAULT nextval('signal_ids'),
+    run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, signal_id VARCHAR, codec VARCHAR NOT NULL,
+    payload BLOB, created_at DOUBLE NOT NULL, consumed_at DOUBLE, consumed_position INTEGER);
 """
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
@@ -224,6 +229,9 @@ class JournalFile:
                     "INSERT INTO weft_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                 )
             return
+        if "signals" not in tables and not self.read_only:
+            with self._transaction(con):
+                con.execute(_SCHEMA)  # every statement is IF NOT EXISTS: adds what is missing
         row = con.execute("SELECT value FROM weft_meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
         if version != SCHEMA_VERSION:

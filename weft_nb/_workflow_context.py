@@ -230,6 +230,16 @@ class WorkflowContext:
         """The current time, recorded: a replay returns the same value."""
         return _durable_ops.now(self)
 
+    def wait_for_signal(self, name: str, timeout: Duration | None = None) -> Any:
+        """Wait for signal ``name`` (``engine.signal``) and return its payload.
+
+        A signal sent before the workflow waits is buffered. Consuming it is committed together
+        with this step, so a crash in between leaves it deliverable. With ``timeout``, the
+        deadline is journaled (a restart keeps it) and ``SignalTimeoutError`` is raised when it
+        passes, and raised again on every replay.
+        """
+        return _durable_ops.wait_for_signal(self, name, timeout)
+
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
         return _durable_ops.memo(self, key, fn)

@@ -126,6 +126,14 @@ class WorkflowCancelledError(WeftError):
     """The run was cancelled; a cancelled run is never resumed."""
 
 
+class RunFinishedError(WeftError):
+    """The run already finished: it takes no more signals (or completions)."""
+
+
+class SignalTimeoutError(WeftError):
+    """``ctx.wait_for_signal`` reached its timeout before the signal arrived."""
+
+
 class NonDeterminismError(WeftError):
     """Replay reached a step whose signature differs from the journal (``on_change="error"``)."""
 
@@ -176,7 +184,9 @@ __all__ = [
     "JournalLockedError",
     "NonDeterminismError",
     "PayloadError",
+    "RunFinishedError",
     "RunNotFoundError",
+    "SignalTimeoutError",
     "WeftError",
     "WorkflowCancelledError",
     "WorkflowFailedError",
