@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import WorkflowCancelledError
 
@@ -18,6 +18,10 @@ _NOT_LOADED: Any = object()
 _current: contextvars.ContextVar[ActivityContext | None] = contextvars.ContextVar(
     "weft_current_activity", default=None
 )
+
+
+class CompleteAsync(BaseException):
+    """Raised by ``ActivityContext.complete_async()``: park the step until its token completes."""
 
 
 def current_activity() -> ActivityContext:
@@ -69,7 +73,9 @@ class ActivityContext:
         self._last_heartbeat_loader = last_heartbeat_loader
         self._last_heartbeat: Any = _NOT_LOADED
         self._last_checkpoint: Any = _NOT_LOADED
-        self._on_cancel: Callable[[], None] | None = None  # set while a coroutine activity runs
+        self._on_cancel: Callable[[], None] | None = None
+        self._register_token: Callable[[str], None] | None = None  # set by the engine
+        self._token_registered = False  # set while a coroutine activity runs
         # Written by heartbeat() on the activity's thread and read by the flusher and watchdog.
         # Plain attribute stores are atomic under the GIL, so no lock sits on the hot path.
         self.details: Any = None
@@ -118,6 +124,30 @@ class ActivityContext:
         if self._last_checkpoint is _NOT_LOADED:
             self._last_checkpoint = self._checkpoints.load_latest(self.run_id, self.position)
         return self._last_checkpoint
+
+    @property
+    def task_token(self) -> str:
+        """This attempt's out-of-band completion token (deterministic, not a secret).
+
+        Reading it journals the token first, so it can be handed to another system (a webhook,
+        a person) before ``complete_async()`` and a fast completion is still accepted.
+        """
+        token = f"async-act:v1:{self.run_id}:{self.position}:{self.attempt}"
+        if not self._token_registered and self._register_token is not None:
+            self._register_token(token)
+            self._token_registered = True
+        return token
+
+    def complete_async(self) -> NoReturn:
+        """Park the step until its token is completed or failed from outside.
+
+        ``engine.complete_async_activity(token, result)`` completes it and
+        ``engine.fail_async_activity(token, error)`` fails it.
+
+        The token (``task_token``) is journaled before the workflow waits, so a completion that
+        arrives after a restart, even before the run is resumed, is kept and used.
+        """
+        raise CompleteAsync
 
     def raise_if_cancelled(self) -> None:
         """Raise ``WorkflowCancelledError`` if the run was cancelled or this attempt timed out."""

@@ -347,6 +347,60 @@ class DuckDBJournal(JournalFile):
             con.execute(_INSERT_STEP, self._step_row(received))
         return received
 
+    def add_async_token(self, token: str, step: StepRecord) -> None:
+        """Park a step under an out-of-band completion token."""
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO async_tokens (token, run_id, position, attempt, activity, input_hash, "
+                "source_hash, idempotency_key, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
+                [token, step.run_id, step.position, step.attempts, step.activity, step.input_hash,
+                 step.source_hash, step.idempotency_key, step.started_at],
+            )  # fmt: skip
+
+    def async_token(self, token: str) -> StepRecord | None:
+        """The parked step of an unconsumed token."""
+        with self._use() as con:
+            row = con.execute(
+                "SELECT run_id, position, activity, input_hash, source_hash, attempt, created_at, "
+                "idempotency_key FROM async_tokens WHERE token = ? AND consumed_at IS NULL",
+                [token],
+            ).fetchone()
+        if row is None:
+            return None
+        return StepRecord(row[0], row[1], row[2], STEP_STARTED, row[3], row[4], row[5], row[6],
+                          idempotency_key=row[7])  # fmt: skip
+
+    def pending_async_tokens(self, run_id: str) -> dict[int, str]:
+        """Unconsumed tokens of a run, by position."""
+        with self._use() as con:
+            rows = con.execute(
+                "SELECT position, token FROM async_tokens WHERE run_id = ? AND consumed_at IS NULL",
+                [run_id],
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
+        """Consume the token and record the step's outcome together."""
+        with self._write() as con:
+            used = con.execute(
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL "
+                "RETURNING token",
+                [outcome.finished_at, token],
+            ).fetchall()
+            if not used:
+                return False
+            settled = con.execute(
+                "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
+                "status IN ('completed', 'failed')",
+                [outcome.run_id, outcome.position],
+            ).fetchone()
+            if settled:  # the activity returned (or failed) by itself: the token is spent
+                return False
+            self._replace_marker(con, outcome)
+            con.execute(_INSERT_STEP, self._step_row(outcome))
+        return True
+
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""
         with self._write() as con:

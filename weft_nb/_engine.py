@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import os
 import threading
 import uuid
@@ -33,16 +34,20 @@ from ._journal import (
     CANCELLED,
     INTERRUPTED,
     RUNNING,
+    STEP_COMPLETED,
+    STEP_FAILED,
     TERMINAL_STATUSES,
     Journal,
     RunRecord,
     StepRecord,
 )
-from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
+from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode, error_to_json
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
 from ._snapshot import RunSnapshot, take_snapshot
 from .errors import (
+    ActivityFailedError,
+    AsyncTokenNotFoundError,
     JournalClosedError,
     RunFinishedError,
     RunNotFoundError,
@@ -329,7 +334,10 @@ class Engine:
         value = decode(
             record.input_codec, record.input, what=f"the recorded input of run {run_id!r}"
         )
-        return self._launch(definition, run_id, value, record.on_change, steps, failed, first)
+        pending = self.journal.pending_async_tokens(run_id)
+        return self._launch(
+            definition, run_id, value, record.on_change, steps, failed, first, pending
+        )
 
     def _launch(
         self,
@@ -340,6 +348,7 @@ class Engine:
         steps: dict[int, StepRecord],
         failed: dict[int, int],
         first: dict[int, float],
+        pending_tokens: dict[int, str] | None = None,
     ) -> RunHandle:
         handle = RunHandle(self, run_id, definition.name)
         state = RunState(
@@ -355,6 +364,7 @@ class Engine:
         )
         handle._state = state
         state.signal_arrived = self.clock.new_event()
+        state.pending_tokens = dict(pending_tokens or {})
         with self._lock:
             self._check_open()
             if run_id in self._active:  # a concurrent start/resume of the same run won
@@ -444,6 +454,66 @@ class Engine:
             state.signal_arrived.set()
         self.emit("signal", run_id, None, name=name, delivered=added)
         return added
+
+    def complete_async_activity(self, token: str, result: Any = None) -> None:
+        """Complete a parked activity (``ActivityContext.complete_async``) with ``result``.
+
+        The token is consumed in the same transaction that records the step's result. A
+        completion that arrives before the workflow is waiting again (after a restart) is kept
+        and delivered when replay reaches the step.
+
+        Raises:
+            AsyncTokenNotFoundError: Unknown token, or already used (tokens are single-use).
+            PayloadError: ``result`` cannot be stored; the token is not consumed.
+        """
+        parked = self._parked(token)
+        codec, data = encode(
+            result, what=f"completion of activity {parked.activity!r}",
+            max_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+        self._settle_token(token, dataclasses.replace(
+            parked, status=STEP_COMPLETED, finished_at=self.clock.now(), result_codec=codec,
+            result=data,
+        ))  # fmt: skip
+
+    def fail_async_activity(self, token: str, error: BaseException | str) -> None:
+        """Fail a parked activity; the workflow's ``ctx.run`` raises ``ActivityFailedError``.
+
+        Raises:
+            AsyncTokenNotFoundError: Unknown token, or already used.
+        """
+        parked = self._parked(token)
+        failure = ActivityFailedError(
+            cause_type=type(error).__name__ if isinstance(error, BaseException) else "AsyncFailure",
+            cause_message=str(error),
+            attempts=parked.attempts,
+            run_id=parked.run_id,
+            position=parked.position,
+            activity=parked.activity,
+        )
+        self._settle_token(token, dataclasses.replace(
+            parked, status=STEP_FAILED, finished_at=self.clock.now(), error=error_to_json(failure),
+        ))  # fmt: skip
+
+    def _parked(self, token: str) -> StepRecord:
+        self._check_open()
+        parked = self.journal.async_token(token)
+        if parked is None:
+            raise AsyncTokenNotFoundError(
+                f"no parked activity has token {token!r}: it is unknown or was already used "
+                "(tokens are single-use)",
+                token=token,
+            )
+        return parked
+
+    def _settle_token(self, token: str, outcome: StepRecord) -> None:
+        if not self.journal.complete_async_token(token, outcome):
+            raise AsyncTokenNotFoundError(f"token {token!r} was used meanwhile", token=token)
+        with self._lock:
+            state = self._active.get(outcome.run_id)
+        if state is not None and state.signal_arrived is not None:
+            state.signal_arrived.set()
+        self.emit("async_completed", outcome.run_id, outcome.position, status=outcome.status)
 
     def interrupt(self, run_id: str) -> bool:
         """Stop a live run as a kernel interrupt does; starting it again resumes it.

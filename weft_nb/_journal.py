@@ -213,6 +213,18 @@ class Journal(Protocol):
         nothing, when no such signal is buffered.
         """
 
+    def add_async_token(self, token: str, step: StepRecord) -> None:
+        """Park ``step`` under ``token`` until an out-of-band completion arrives."""
+
+    def async_token(self, token: str) -> StepRecord | None:
+        """The parked step of an unconsumed token (status ``started``), or None."""
+
+    def pending_async_tokens(self, run_id: str) -> dict[int, str]:
+        """Unconsumed tokens of a run, by position."""
+
+    def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
+        """Consume ``token`` and record ``outcome`` in one transaction; False if already used."""
+
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""
 

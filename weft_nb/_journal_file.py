@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS signals (
     id BIGINT NOT NULL DEFAULT nextval('signal_ids'),
     run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, signal_id VARCHAR, codec VARCHAR NOT NULL,
     payload BLOB, created_at DOUBLE NOT NULL, consumed_at DOUBLE, consumed_position INTEGER);
+CREATE TABLE IF NOT EXISTS async_tokens (
+    token VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, position INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, activity VARCHAR NOT NULL, input_hash VARCHAR, source_hash VARCHAR,
+    idempotency_key VARCHAR, created_at DOUBLE NOT NULL, consumed_at DOUBLE);
 """
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
@@ -229,7 +233,7 @@ class JournalFile:
                     "INSERT INTO weft_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                 )
             return
-        if "signals" not in tables and not self.read_only:
+        if "async_tokens" not in tables and not self.read_only:
             with self._transaction(con):
                 con.execute(_SCHEMA)  # every statement is IF NOT EXISTS: adds what is missing
         row = con.execute("SELECT value FROM weft_meta WHERE key = 'schema_version'").fetchone()

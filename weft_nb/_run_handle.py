@@ -32,7 +32,8 @@ class RunState:
     stopped: bool = False
     stop_reason: str = ""
     backoff: tuple[int, float] | None = None  # (position, retry time) while a retry waits
-    signal_arrived: threading.Event | None = None  # set by Engine.signal, cancel and stop
+    signal_arrived: threading.Event | None = None  # set by signals, completions, cancel, stop
+    pending_tokens: dict[int, str] = dataclasses.field(default_factory=dict)
     thread: threading.Thread | None = None
     replayed: int = 0
     executed: int = 0

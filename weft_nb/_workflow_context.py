@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _durable_ops, _parallel
 from . import _evidence as evidence
 from . import errors as _errors
+from ._activity_context import ActivityContext, CompleteAsync
 from ._definitions import ActivityDefinition, definition_of, make_activity
 from ._faults import fault_point
 from ._journal import (
@@ -330,6 +331,9 @@ class WorkflowContext:
         s2c = _option_seconds(
             options, "schedule_to_close_timeout", definition.schedule_to_close_timeout
         )
+        if position in state.pending_tokens:  # parked before a restart: wait, never re-run
+            del state.pending_tokens[position]
+            return self._await_completion(position, definition)
         attempt = state.failed_attempts.get(position, 0) + 1
         first_start = state.first_started.get(position, clock.now())
         if key is not None:
@@ -350,6 +354,8 @@ class WorkflowContext:
         while True:
             ctx = engine.new_activity_context(state, definition.name, position, attempt)
             ctx.max_attempts = policy.max_attempts
+            ctx._register_token = self._token_registrar(definition, position, input_hash, key,
+                                                        attempt, first_start)  # fmt: skip
             if evidence.ENABLED:
                 latest = engine.journal.checkpoints_of(state.run_id, position)
                 evidence.record(
@@ -373,9 +379,23 @@ class WorkflowContext:
             self._check_alive()  # cancelled or stopped while the attempt ran
             assert outcome is not None
             error = outcome.error
+            if isinstance(error, CompleteAsync):
+                return self._park(definition, position, input_hash, key, ctx, first_start)
             if outcome.ok:
                 error = check_result(
                     definition, state.run_id, position, value, key, attempt, outcome.value
+                )
+            if outcome.ok and error is None and ctx._token_registered:
+                # The token was handed out: whichever outcome consumes it first wins.
+                return self._settle_by_token(
+                    definition,
+                    position,
+                    input_hash,
+                    key,
+                    outcome.value,
+                    attempt,
+                    first_start,
+                    ctx.task_token,
                 )
             if outcome.ok and error is None:
                 return self._record_success(
@@ -449,6 +469,66 @@ class WorkflowContext:
             finally:
                 state.backoff = None
             attempt += 1
+
+    def _settle_by_token(
+        self, definition: ActivityDefinition, position: int, input_hash: str, key: str | None,
+        value: Any, attempt: int, first_start: float, token: str,
+    ) -> Any:  # fmt: skip
+        """Record the activity's own result by consuming its token, or adopt a completion."""
+        engine = self._engine
+        codec, data = encode(value, what=f"result of activity {definition.name!r}",
+                             max_bytes=engine.max_payload_bytes)  # fmt: skip
+        step = StepRecord(self.run_id, position, definition.name, STEP_COMPLETED, input_hash,
+                          definition.source_hash, attempt, first_start, engine.clock.now(),
+                          codec, data, None, key)  # fmt: skip
+        if engine.journal.complete_async_token(token, step):
+            return value
+        return self._await_completion(position, definition)  # an outside completion came first
+
+    def _token_registrar(
+        self, definition: ActivityDefinition, position: int, input_hash: str, key: str | None,
+        attempt: int, first_start: float,
+    ) -> Callable[[str], None]:  # fmt: skip
+        """Journal a parked step under its token (called when the token is first read)."""
+        step = StepRecord(
+            self.run_id, position, definition.name, STEP_STARTED, input_hash,
+            definition.source_hash, attempt, first_start, idempotency_key=key,
+        )  # fmt: skip
+        return lambda token: self._engine.journal.add_async_token(token, step)
+
+    def _park(
+        self,
+        definition: ActivityDefinition,
+        position: int,
+        input_hash: str,
+        key: str | None,
+        ctx: ActivityContext,
+        first_start: float,
+    ) -> Any:
+        """Journal the attempt's task token (reading it does), then wait for the outcome."""
+        token = ctx.task_token
+        self._engine.emit("async_pending", self.run_id, position, token=token)
+        return self._await_completion(position, definition)
+
+    def _await_completion(self, position: int, definition: ActivityDefinition) -> Any:
+        """Wait until a completion or failure for ``position`` is journaled, and adopt it."""
+        engine, arrived = self._engine, self._state.signal_arrived
+        assert arrived is not None
+        while True:
+            self._check_alive()
+            arrived.clear()  # before looking: a completion from now on sets it again
+            rows = engine.journal.query(
+                "SELECT status, result_codec, result, error FROM steps WHERE run_id = ? AND "
+                "position = ? AND NOT superseded AND status IN ('completed', 'failed')",
+                [self.run_id, position],
+            )
+            if rows:
+                status, codec, data, error = rows[0]
+                if status == STEP_FAILED:
+                    raise error_from_json(error, run_id=self.run_id)
+                what = f"the completion of step {position} ({definition.name!r})"
+                return decode(codec, data, hint=definition.result_hint, what=what)
+            engine.clock.wait(arrived, None)
 
     def _final_error(
         self,

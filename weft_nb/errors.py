@@ -126,6 +126,10 @@ class WorkflowCancelledError(WeftError):
     """The run was cancelled; a cancelled run is never resumed."""
 
 
+class AsyncTokenNotFoundError(WeftError):
+    """No parked activity has that task token: it is unknown, or it was already used."""
+
+
 class RunFinishedError(WeftError):
     """The run already finished: it takes no more signals (or completions)."""
 
@@ -178,6 +182,7 @@ __all__ = [
     "ActivityScheduleToCloseTimeoutError",
     "ActivityTimeoutError",
     "ActivityVerificationError",
+    "AsyncTokenNotFoundError",
     "JournalClosedError",
     "JournalCorruptError",
     "JournalError",
