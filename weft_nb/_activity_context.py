@@ -20,6 +20,10 @@ _current: contextvars.ContextVar[ActivityContext | None] = contextvars.ContextVa
 )
 
 
+class EngineStopped(BaseException):
+    """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
+
+
 class CompleteAsync(BaseException):
     """Raised by ``ActivityContext.complete_async()``: park the step until its token completes."""
 

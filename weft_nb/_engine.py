@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import os
 import threading
 import uuid
@@ -29,27 +28,23 @@ from ._definitions import (
     make_workflow,
 )
 from ._duckdb_journal import DuckDBJournal
+from ._external_inputs import ExternalInputs
 from ._heartbeats import HeartbeatFlusher
 from ._journal import (
     CANCELLED,
     INTERRUPTED,
     RUNNING,
-    STEP_COMPLETED,
-    STEP_FAILED,
     TERMINAL_STATUSES,
     Journal,
     RunRecord,
     StepRecord,
 )
-from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode, error_to_json
+from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
 from ._snapshot import RunSnapshot, take_snapshot
 from .errors import (
-    ActivityFailedError,
-    AsyncTokenNotFoundError,
     JournalClosedError,
-    RunFinishedError,
     RunNotFoundError,
     WeftError,
     WorkflowNotRegisteredError,
@@ -57,7 +52,7 @@ from .errors import (
 )
 
 
-class Engine:
+class Engine(ExternalInputs):
     """Runs durable workflows over a DuckDB journal.
 
     Args:
@@ -418,102 +413,6 @@ class Engine:
         return report
 
     # -- control and inspection ------------------------------------------------------------
-
-    def signal(
-        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
-    ) -> bool:
-        """Send a signal to a run; it is durable when this returns.
-
-        It is buffered until the workflow waits for ``name`` (``ctx.wait_for_signal``), survives
-        restarts, and is delivered once: a repeated ``signal_id`` is ignored (returns False).
-
-        Raises:
-            RunNotFoundError: No such run.
-            RunFinishedError: The run already finished.
-            PayloadError: The payload cannot be stored (nothing is written).
-        """
-        self._check_open()
-        record = self.journal.get_run(run_id)
-        if record is None:
-            raise RunNotFoundError(
-                f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
-            )
-        if record.status in TERMINAL_STATUSES:
-            raise RunFinishedError(
-                f"run {run_id!r} is {record.status}; signal {name!r} cannot be delivered to a "
-                "finished run",
-                run_id=run_id,
-            )
-        codec, data = encode(
-            payload, what=f"payload of signal {name!r}", max_bytes=self.max_payload_bytes
-        )
-        added = self.journal.add_signal(run_id, name, signal_id, codec, data, self.clock.now())
-        with self._lock:
-            state = self._active.get(run_id)
-        if added and state is not None and state.signal_arrived is not None:
-            state.signal_arrived.set()
-        self.emit("signal", run_id, None, name=name, delivered=added)
-        return added
-
-    def complete_async_activity(self, token: str, result: Any = None) -> None:
-        """Complete a parked activity (``ActivityContext.complete_async``) with ``result``.
-
-        The token is consumed in the same transaction that records the step's result. A
-        completion that arrives before the workflow is waiting again (after a restart) is kept
-        and delivered when replay reaches the step.
-
-        Raises:
-            AsyncTokenNotFoundError: Unknown token, or already used (tokens are single-use).
-            PayloadError: ``result`` cannot be stored; the token is not consumed.
-        """
-        parked = self._parked(token)
-        codec, data = encode(
-            result, what=f"completion of activity {parked.activity!r}",
-            max_bytes=self.max_payload_bytes,
-        )  # fmt: skip
-        self._settle_token(token, dataclasses.replace(
-            parked, status=STEP_COMPLETED, finished_at=self.clock.now(), result_codec=codec,
-            result=data,
-        ))  # fmt: skip
-
-    def fail_async_activity(self, token: str, error: BaseException | str) -> None:
-        """Fail a parked activity; the workflow's ``ctx.run`` raises ``ActivityFailedError``.
-
-        Raises:
-            AsyncTokenNotFoundError: Unknown token, or already used.
-        """
-        parked = self._parked(token)
-        failure = ActivityFailedError(
-            cause_type=type(error).__name__ if isinstance(error, BaseException) else "AsyncFailure",
-            cause_message=str(error),
-            attempts=parked.attempts,
-            run_id=parked.run_id,
-            position=parked.position,
-            activity=parked.activity,
-        )
-        self._settle_token(token, dataclasses.replace(
-            parked, status=STEP_FAILED, finished_at=self.clock.now(), error=error_to_json(failure),
-        ))  # fmt: skip
-
-    def _parked(self, token: str) -> StepRecord:
-        self._check_open()
-        parked = self.journal.async_token(token)
-        if parked is None:
-            raise AsyncTokenNotFoundError(
-                f"no parked activity has token {token!r}: it is unknown or was already used "
-                "(tokens are single-use)",
-                token=token,
-            )
-        return parked
-
-    def _settle_token(self, token: str, outcome: StepRecord) -> None:
-        if not self.journal.complete_async_token(token, outcome):
-            raise AsyncTokenNotFoundError(f"token {token!r} was used meanwhile", token=token)
-        with self._lock:
-            state = self._active.get(outcome.run_id)
-        if state is not None and state.signal_arrived is not None:
-            state.signal_arrived.set()
-        self.emit("async_completed", outcome.run_id, outcome.position, status=outcome.status)
 
     def interrupt(self, run_id: str) -> bool:
         """Stop a live run as a kernel interrupt does; starting it again resumes it.

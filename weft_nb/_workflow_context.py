@@ -14,31 +14,23 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _durable_ops, _parallel
+from . import _durable_ops, _parallel, _step_execution
 from . import _evidence as evidence
-from . import errors as _errors
-from ._activity_context import ActivityContext, CompleteAsync
+from ._activity_context import EngineStopped
 from ._definitions import ActivityDefinition, definition_of, make_activity
-from ._faults import fault_point
 from ._journal import (
     STEP_COMPLETED,
     STEP_FAILED,
-    STEP_STARTED,
-    AttemptRecord,
     EventRecord,
     StepRecord,
 )
 from ._parallel import StepFuture
-from ._payloads import decode, digest, encode, error_from_json, error_to_json, validate
-from ._reconciliation import check_result, reconcile
-from ._retry import Duration, RetryPolicy, parse_duration
+from ._payloads import decode, digest, encode, error_from_json, validate
+from ._reconciliation import reconcile
+from ._retry import Duration
 from .errors import (
-    ActivityFailedError,
     ActivityNotRegisteredError,
-    ActivityScheduleToCloseTimeoutError,
-    ActivityTimeoutError,
     NonDeterminismError,
-    WeftError,
     WorkflowCancelledError,
 )
 
@@ -60,10 +52,6 @@ _CALL_OPTIONS = frozenset(
 
 class StepChangedWarning(UserWarning):
     """A journaled step no longer matches the workflow's code or input; it is run again."""
-
-
-class EngineStopped(BaseException):
-    """Raised inside a workflow thread whose engine closed (or simulated a crash)."""
 
 
 @dataclasses.dataclass
@@ -322,286 +310,10 @@ class WorkflowContext:
 
     def _execute(self, step: PreparedStep) -> Any:
         """Run a prepared step live, with retries, and journal its outcome (any thread)."""
-        definition, position, value = step.definition, step.position, step.value
-        input_hash, key, options = step.input_hash, step.key, step.options
-        engine, state, clock = self._engine, self._state, self._engine.clock
-        policy: RetryPolicy = definition.retry.merged(options.get("retry"))
-        timeout = _option_seconds(options, "timeout", definition.timeout)
-        hb_timeout = _option_seconds(options, "heartbeat_timeout", definition.heartbeat_timeout)
-        s2c = _option_seconds(
-            options, "schedule_to_close_timeout", definition.schedule_to_close_timeout
-        )
-        if position in state.pending_tokens:  # parked before a restart: wait, never re-run
-            del state.pending_tokens[position]
-            return self._await_completion(position, definition)
-        attempt = state.failed_attempts.get(position, 0) + 1
-        first_start = state.first_started.get(position, clock.now())
-        if key is not None:
-            engine.journal.record_marker(
-                StepRecord(
-                    state.run_id,
-                    position,
-                    definition.name,
-                    STEP_STARTED,
-                    input_hash,
-                    definition.source_hash,
-                    attempt,
-                    first_start,
-                    idempotency_key=key,
-                )
-            )
-        state.executed += 1
-        while True:
-            ctx = engine.new_activity_context(state, definition.name, position, attempt)
-            ctx.max_attempts = policy.max_attempts
-            ctx._register_token = self._token_registrar(definition, position, input_hash, key,
-                                                        attempt, first_start)  # fmt: skip
-            if evidence.ENABLED:
-                latest = engine.journal.checkpoints_of(state.run_id, position)
-                evidence.record(
-                    "attempt_start", run_id=state.run_id, position=position,
-                    activity=definition.name, attempt=attempt,
-                    durable_checkpoint=latest[0].seq if latest else None,
-                )  # fmt: skip
-            wake = clock.new_event()
-            started = clock.now()
-            state.live.add((ctx, wake))
-            if state.cancel_requested.is_set():  # cancel() ran before this attempt was visible
-                ctx._cancel("the run was cancelled")
-            engine.flusher.track(ctx)
-            try:
-                outcome = engine.attempts.run(
-                    definition, value, ctx, timeout=timeout, heartbeat_timeout=hb_timeout, wake=wake
-                )
-            finally:
-                state.live.discard((ctx, wake))
-            heartbeat = engine.flusher.finish(ctx)
-            self._check_alive()  # cancelled or stopped while the attempt ran
-            assert outcome is not None
-            error = outcome.error
-            if isinstance(error, CompleteAsync):
-                return self._park(definition, position, input_hash, key, ctx, first_start)
-            if outcome.ok:
-                error = check_result(
-                    definition, state.run_id, position, value, key, attempt, outcome.value
-                )
-            if outcome.ok and error is None and ctx._token_registered:
-                # The token was handed out: whichever outcome consumes it first wins.
-                return self._settle_by_token(
-                    definition,
-                    position,
-                    input_hash,
-                    key,
-                    outcome.value,
-                    attempt,
-                    first_start,
-                    ctx.task_token,
-                )
-            if outcome.ok and error is None:
-                return self._record_success(
-                    definition,
-                    position,
-                    input_hash,
-                    key,
-                    outcome.value,
-                    attempt,
-                    first_start,
-                    heartbeat,
-                )
-            assert error is not None
-            if isinstance(error, EngineStopped):
-                raise error
-            failed_attempt = AttemptRecord(
-                state.run_id,
-                position,
-                attempt,
-                definition.name,
-                started,
-                clock.now(),
-                type(error).__name__,
-                str(error),
-                outcome.traceback_text,
-            )
-            final = self._final_error(
-                definition, policy, position, attempt, error, outcome.traceback_text
-            )
-            delay = policy.backoff(attempt)
-            if final is None and s2c is not None and clock.now() + delay >= first_start + s2c:
-                final = ActivityScheduleToCloseTimeoutError(
-                    f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
-                    f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
-                    f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
-                    cause_type=type(error).__name__,
-                    cause_message=str(error),
-                    traceback_text=outcome.traceback_text,
-                    attempts=attempt,
-                    run_id=state.run_id,
-                    position=position,
-                    activity=definition.name,
-                )
-            if final is None:
-                engine.journal.record_attempt_failure(failed_attempt, heartbeat)
-            else:
-                # The attempt and the step's failure commit together: a crash between them
-                # would make a resume run a non-retryable (or last) attempt again.
-                failed_step = StepRecord(
-                    state.run_id,
-                    position,
-                    definition.name,
-                    STEP_FAILED,
-                    input_hash,
-                    definition.source_hash,
-                    attempt,
-                    first_start,
-                    clock.now(),
-                    error=error_to_json(final, outcome.traceback_text),
-                    idempotency_key=key,
-                )
-                engine.journal.record_attempt_failure(failed_attempt, heartbeat, failed_step)
-                raise final from error
-            engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
-            state.backoff = (position, clock.now() + delay)
-            if evidence.ENABLED:
-                evidence.record("backoff", run_id=state.run_id, position=position, delay=delay)
-            try:
-                if clock.wait(state.cancel_requested, delay):
-                    self._check_alive()
-            finally:
-                state.backoff = None
-            attempt += 1
+        return _step_execution.execute(self, step)
 
-    def _settle_by_token(
-        self, definition: ActivityDefinition, position: int, input_hash: str, key: str | None,
-        value: Any, attempt: int, first_start: float, token: str,
-    ) -> Any:  # fmt: skip
-        """Record the activity's own result by consuming its token, or adopt a completion."""
-        engine = self._engine
-        codec, data = encode(value, what=f"result of activity {definition.name!r}",
-                             max_bytes=engine.max_payload_bytes)  # fmt: skip
-        step = StepRecord(self.run_id, position, definition.name, STEP_COMPLETED, input_hash,
-                          definition.source_hash, attempt, first_start, engine.clock.now(),
-                          codec, data, None, key)  # fmt: skip
-        if engine.journal.complete_async_token(token, step):
-            return value
-        return self._await_completion(position, definition)  # an outside completion came first
-
-    def _token_registrar(
-        self, definition: ActivityDefinition, position: int, input_hash: str, key: str | None,
-        attempt: int, first_start: float,
-    ) -> Callable[[str], None]:  # fmt: skip
-        """Journal a parked step under its token (called when the token is first read)."""
-        step = StepRecord(
-            self.run_id, position, definition.name, STEP_STARTED, input_hash,
-            definition.source_hash, attempt, first_start, idempotency_key=key,
-        )  # fmt: skip
-        return lambda token: self._engine.journal.add_async_token(token, step)
-
-    def _park(
-        self,
-        definition: ActivityDefinition,
-        position: int,
-        input_hash: str,
-        key: str | None,
-        ctx: ActivityContext,
-        first_start: float,
-    ) -> Any:
-        """Journal the attempt's task token (reading it does), then wait for the outcome."""
-        token = ctx.task_token
-        self._engine.emit("async_pending", self.run_id, position, token=token)
-        return self._await_completion(position, definition)
-
-    def _await_completion(self, position: int, definition: ActivityDefinition) -> Any:
-        """Wait until a completion or failure for ``position`` is journaled, and adopt it."""
-        engine, arrived = self._engine, self._state.signal_arrived
-        assert arrived is not None
-        while True:
-            self._check_alive()
-            arrived.clear()  # before looking: a completion from now on sets it again
-            rows = engine.journal.query(
-                "SELECT status, result_codec, result, error FROM steps WHERE run_id = ? AND "
-                "position = ? AND NOT superseded AND status IN ('completed', 'failed')",
-                [self.run_id, position],
-            )
-            if rows:
-                status, codec, data, error = rows[0]
-                if status == STEP_FAILED:
-                    raise error_from_json(error, run_id=self.run_id)
-                what = f"the completion of step {position} ({definition.name!r})"
-                return decode(codec, data, hint=definition.result_hint, what=what)
-            engine.clock.wait(arrived, None)
-
-    def _final_error(
-        self,
-        definition: ActivityDefinition,
-        policy: RetryPolicy,
-        position: int,
-        attempt: int,
-        error: BaseException,
-        traceback_text: str,
-    ) -> WeftError | None:
-        """The error to surface if this failure ends the step, else None (retry)."""
-        retryable = policy.is_retryable(error) and not isinstance(error, _errors.PayloadError)
-        if retryable and attempt < policy.max_attempts:
-            return None
-        if isinstance(error, ActivityTimeoutError | _errors.PayloadError):
-            error.fields["attempts"] = attempt
-            setattr(error, "attempts", attempt)  # noqa: B010 - not every such error declares it
-            return error
-        return ActivityFailedError(
-            cause_type=type(error).__name__,
-            cause_message=str(error),
-            traceback_text=traceback_text,
-            attempts=attempt,
-            run_id=self._state.run_id,
-            position=position,
-            activity=definition.name,
-        )
-
-    def _record_success(
-        self,
-        definition: ActivityDefinition,
-        position: int,
-        input_hash: str,
-        key: str | None,
-        value: Any,
-        attempts: int,
-        first_start: float,
-        heartbeat: Any,
-    ) -> Any:
-        engine, state = self._engine, self._state
-        value = validate(
-            value, definition.result_hint, what=f"result of activity {definition.name!r}"
-        )
-        codec, data = encode(
-            value,
-            what=f"result of activity {definition.name!r} (step {position}, run {state.run_id!r})",
-            max_bytes=engine.max_payload_bytes,
-        )
-        step = StepRecord(
-            state.run_id,
-            position,
-            definition.name,
-            STEP_COMPLETED,
-            input_hash,
-            definition.source_hash,
-            attempts,
-            first_start,
-            engine.clock.now(),
-            codec,
-            data,
-            None,
-            key,
-        )
-        fault_point("step.before_record")
-        engine.journal.record_step(step, heartbeat)
-        if evidence.ENABLED:
-            evidence.record("step_completed", run_id=state.run_id, position=position,
-                            activity=definition.name)  # fmt: skip
-        return value
-
-
-def _option_seconds(options: dict[str, Any], name: str, default: float | None) -> float | None:
-    return parse_duration(options[name], what=name) if name in options else default
+    def _record_success(self, *args: Any) -> Any:
+        return _step_execution.record_success(self, *args)
 
 
 __all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]

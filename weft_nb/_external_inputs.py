@@ -1,0 +1,138 @@
+"""What reaches a run from outside its workflow: signals and out-of-band completions.
+
+``Engine`` inherits these methods; they share one rule: the input is validated and journaled
+before anything that depends on it, and the run is woken if it waits in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._journal import STEP_COMPLETED, STEP_FAILED, TERMINAL_STATUSES, StepRecord
+from ._payloads import encode, error_to_json
+from .errors import (
+    ActivityFailedError,
+    AsyncTokenNotFoundError,
+    RunFinishedError,
+    RunNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._journal import Journal
+    from ._run_handle import RunState
+
+
+class ExternalInputs:
+    """Signals and async completions (mixed into :class:`~weft_nb.Engine`)."""
+
+    journal: Journal
+    clock: Clock
+    max_payload_bytes: int
+    _lock: threading.RLock
+    _active: dict[str, RunState]
+
+    def _check_open(self) -> None:  # provided by Engine
+        raise NotImplementedError
+
+    def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
+        """Provided by Engine."""
+        raise NotImplementedError
+
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> bool:
+        """Send a signal to a run; it is durable when this returns.
+
+        It is buffered until the workflow waits for ``name`` (``ctx.wait_for_signal``), survives
+        restarts, and is delivered once: a repeated ``signal_id`` is ignored (returns False).
+
+        Raises:
+            RunNotFoundError: No such run.
+            RunFinishedError: The run already finished.
+            PayloadError: The payload cannot be stored (nothing is written).
+        """
+        self._check_open()
+        record = self.journal.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.journal.path}", run_id=run_id
+            )
+        if record.status in TERMINAL_STATUSES:
+            raise RunFinishedError(
+                f"run {run_id!r} is {record.status}; signal {name!r} cannot be delivered to a "
+                "finished run",
+                run_id=run_id,
+            )
+        codec, data = encode(
+            payload, what=f"payload of signal {name!r}", max_bytes=self.max_payload_bytes
+        )
+        added = self.journal.add_signal(run_id, name, signal_id, codec, data, self.clock.now())
+        with self._lock:
+            state = self._active.get(run_id)
+        if added and state is not None and state.signal_arrived is not None:
+            state.signal_arrived.set()
+        self.emit("signal", run_id, None, name=name, delivered=added)
+        return added
+
+    def complete_async_activity(self, token: str, result: Any = None) -> None:
+        """Complete a parked activity (``ActivityContext.complete_async``) with ``result``.
+
+        The token is consumed in the same transaction that records the step's result. A
+        completion that arrives before the workflow is waiting again (after a restart) is kept
+        and delivered when replay reaches the step.
+
+        Raises:
+            AsyncTokenNotFoundError: Unknown token, or already used (tokens are single-use).
+            PayloadError: ``result`` cannot be stored; the token is not consumed.
+        """
+        parked = self._parked(token)
+        codec, data = encode(
+            result, what=f"completion of activity {parked.activity!r}",
+            max_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+        self._settle_token(token, dataclasses.replace(
+            parked, status=STEP_COMPLETED, finished_at=self.clock.now(), result_codec=codec,
+            result=data,
+        ))  # fmt: skip
+
+    def fail_async_activity(self, token: str, error: BaseException | str) -> None:
+        """Fail a parked activity; the workflow's ``ctx.run`` raises ``ActivityFailedError``.
+
+        Raises:
+            AsyncTokenNotFoundError: Unknown token, or already used.
+        """
+        parked = self._parked(token)
+        failure = ActivityFailedError(
+            cause_type=type(error).__name__ if isinstance(error, BaseException) else "AsyncFailure",
+            cause_message=str(error),
+            attempts=parked.attempts,
+            run_id=parked.run_id,
+            position=parked.position,
+            activity=parked.activity,
+        )
+        self._settle_token(token, dataclasses.replace(
+            parked, status=STEP_FAILED, finished_at=self.clock.now(), error=error_to_json(failure),
+        ))  # fmt: skip
+
+    def _parked(self, token: str) -> StepRecord:
+        self._check_open()
+        parked = self.journal.async_token(token)
+        if parked is None:
+            raise AsyncTokenNotFoundError(
+                f"no parked activity has token {token!r}: it is unknown or was already used "
+                "(tokens are single-use)",
+                token=token,
+            )
+        return parked
+
+    def _settle_token(self, token: str, outcome: StepRecord) -> None:
+        if not self.journal.complete_async_token(token, outcome):
+            raise AsyncTokenNotFoundError(f"token {token!r} was used meanwhile", token=token)
+        with self._lock:
+            state = self._active.get(outcome.run_id)
+        if state is not None and state.signal_arrived is not None:
+            state.signal_arrived.set()
+        self.emit("async_completed", outcome.run_id, outcome.position, status=outcome.status)
