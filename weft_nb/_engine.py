@@ -42,6 +42,7 @@ from ._journal import (
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
+from ._server import Server, serve
 from ._snapshot import RunSnapshot, take_snapshot
 from .errors import (
     JournalClosedError,
@@ -111,6 +112,7 @@ class Engine(ExternalInputs):
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
         self._closed = False
+        self._servers: list[Server] = []
         # An engine left open is closed at interpreter exit: heartbeats flushed, journal released.
         self._finalizer = weakref.finalize(self, _close_at_exit, self.flusher, self.journal)
 
@@ -138,6 +140,9 @@ class Engine(ExternalInputs):
                 self.flusher.flush()
         for state in states:
             self._stop_state(state, "the engine was closed")
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                server.stop()
         self._finalizer.detach()
         self.checkpoints.drain()
         self.flusher.stop(flush=flush)
@@ -413,6 +418,30 @@ class Engine(ExternalInputs):
         return report
 
     # -- control and inspection ------------------------------------------------------------
+
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7233,
+        *,
+        auth_token: str | None = None,
+        allow_unauthenticated: bool = False,
+        max_body: int = 1024 * 1024,
+    ) -> Server:
+        """Serve the REST endpoint from this process (it owns the journal); returns the server.
+
+        Routes: ``POST /api/v1/activities/complete`` (``{"token", "result"}``), ``POST
+        /api/v1/activities/fail`` (``{"token", "error"}``), ``GET /api/v1/runs``, ``GET
+        /api/v1/runs/{id}``, ``POST /api/v1/runs/{id}/signals/{name}`` (``{"payload",
+        "signal_id"}``), ``GET /health``. Loopback by default; ``Authorization: Bearer
+        <auth_token>`` is required unless ``allow_unauthenticated=True``. ``port=0`` picks a free
+        port (``server.port``). The server stops with the engine.
+        """
+        self._check_open()
+        server = serve(self, host, port, auth_token=auth_token,
+                       allow_unauthenticated=allow_unauthenticated, max_body=max_body)  # fmt: skip
+        self._servers.append(server)
+        return server
 
     def interrupt(self, run_id: str) -> bool:
         """Stop a live run as a kernel interrupt does; starting it again resumes it.
