@@ -297,3 +297,27 @@ def test_weft_timeline_draws_steps_and_attempts(ip: InteractiveShell) -> None:
     labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
     assert labels == ["0. prepare", "1. flaky"]
     assert len(figure.axes[0].patches) == 3
+
+
+def test_weft_complete_and_fail_finish_parked_activities(ip: InteractiveShell) -> None:
+    cell(ip, "weft_activity ask(q)", "calls.append(activity.task_token)\nactivity.complete_async()")
+    cell(ip, "weft_workflow review(q)", "ctx.run(ask, q)")
+    first = ip.run_line_magic("weft", "run review q='one' --background")
+    second = ip.run_line_magic("weft", "run review q='two' --background")
+    end = threading.Event()
+    for _ in range(3000):
+        if len(ip.user_ns["calls"]) == 2:
+            break
+        end.wait(0.01)
+    token_one, token_two = ip.user_ns["calls"]
+    ip.run_line_magic("weft", f'complete {token_one} {{"approved": true}}')
+    assert first.result(10) == {"approved": True}
+    ip.run_line_magic("weft", f"fail {token_two} not this time")
+    with pytest.raises(weft_nb.errors.ActivityFailedError, match="not this time"):
+        second.result(10)
+    with pytest.raises(UsageError, match="single-use"):
+        ip.run_line_magic("weft", f"complete {token_one} 1")
+    with pytest.raises(UsageError, match="not JSON"):
+        ip.run_line_magic("weft", f"complete {token_one} {{oops")
+    with pytest.raises(UsageError, match="usage: %weft fail TOKEN MESSAGE"):
+        ip.run_line_magic("weft", f"fail {token_one}")

@@ -172,3 +172,52 @@ def test_retry_countdown_shows_during_backoff(engine: TestEngine) -> None:
     assert panel._rows[0].status.value == "retrying"
     engine.clock.advance(1)
     assert handle.result(10) == 1
+
+
+class Review:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+        @weft_nb.activity
+        def approve_model(_: object, activity: weft_nb.ActivityContext) -> None:
+            self.tokens.append(activity.task_token)
+            activity.complete_async()
+
+        @weft_nb.workflow
+        def release(ctx: weft_nb.WorkflowContext) -> object:
+            return ctx.run(approve_model)
+
+        self.workflow = release
+
+    def wait_parked(self, engine: TestEngine, run_id: str) -> None:
+        end = threading.Event()
+        for _ in range(3000):
+            if engine.journal.pending_async_tokens(run_id):
+                return
+            end.wait(0.01)
+        raise AssertionError("the step never parked")
+
+
+@pytest.mark.parametrize("approved", [True, False])
+def test_approve_and_reject_buttons_complete_or_fail_the_parked_step(
+    engine: TestEngine, approved: bool
+) -> None:
+    review = Review()
+    handle = engine.start(review.workflow, run_id="rv")
+    review.wait_parked(engine, "rv")
+    panel = RunPanel(engine, "rv", cancel_button=True)
+    row = panel._rows[0]
+    assert row.status.value == "waiting"
+    assert row.approval is not None and row.comment is not None
+    assert f"waiting for completion: token {review.tokens[0]}" in repr(panel)
+    row.comment.value = "metrics look fine" if approved else "accuracy too low"
+    _comment, approve, reject = row.approval.children
+    (approve if approved else reject).click()
+    if approved:
+        assert handle.result(10) == {"approved": True, "comment": "metrics look fine"}
+    else:
+        with pytest.raises(weft_nb.errors.ActivityFailedError, match="rejected: accuracy too low"):
+            handle.result(10)
+    assert approve.disabled and reject.disabled
+    panel.refresh()
+    assert row.approval.layout.display == "none"

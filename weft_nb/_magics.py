@@ -12,6 +12,7 @@ import ast
 import contextlib
 import hashlib
 import inspect
+import json
 import os
 import shlex
 import signal
@@ -42,7 +43,9 @@ ACTIVITY_USAGE = (
 )
 WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
-SUBCOMMANDS = ("run", "runs", "show", "sql", "timeline", "cancel", "resume", "journal")
+SUBCOMMANDS = (
+    "run", "runs", "show", "sql", "timeline", "cancel", "resume", "complete", "fail", "journal",
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -295,6 +298,32 @@ class WeftMagics(Magics):
         try:
             return plot_timeline(self.engine, self._known_run(rest))
         except ImportError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _weft_complete(self, rest: str) -> None:
+        """``%weft complete TOKEN JSON``: complete a parked activity with a JSON result."""
+        token, _, text = rest.strip().partition(" ")
+        if not token:
+            raise UsageError("usage: %weft complete TOKEN JSON")
+        try:
+            result = json.loads(text) if text.strip() else None
+        except ValueError as exc:
+            raise UsageError(
+                f"the result is not JSON ({exc}); usage: %weft complete TOKEN JSON"
+            ) from None
+        try:
+            self.engine.complete_async_activity(token, result)
+        except WeftError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _weft_fail(self, rest: str) -> None:
+        """``%weft fail TOKEN MESSAGE``: fail a parked activity."""
+        token, _, message = rest.strip().partition(" ")
+        if not token or not message.strip():
+            raise UsageError("usage: %weft fail TOKEN MESSAGE")
+        try:
+            self.engine.fail_async_activity(token, message.strip())
+        except WeftError as exc:
             raise UsageError(str(exc)) from None
 
     def _weft_cancel(self, rest: str) -> bool:

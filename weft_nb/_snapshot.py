@@ -31,6 +31,7 @@ class StepView:
     started_at: float | None
     finished_at: float | None
     error: str | None
+    token: str | None = None  # a parked step's out-of-band completion token
 
     @property
     def progress(self) -> float | None:
@@ -99,6 +100,8 @@ class RunSnapshot:
             )
             if step.error:
                 lines.append(f"      error: {step.error}")
+            if step.token:
+                lines.append(f"      waiting for completion: token {step.token}")
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
@@ -185,6 +188,12 @@ def take_snapshot(engine: Engine, run_id: str) -> RunSnapshot:
             views[position] = StepView(
                 position, name, status, failed + 1, None, details, None, None, last_error
             )
+    for position, token in journal.pending_async_tokens(run_id).items():
+        parked = journal.async_token(token)
+        if parked is not None and (position not in views or views[position].status != "completed"):
+            views[position] = StepView(position, parked.activity, "waiting", parked.attempts, None,
+                                       _details_of(views.get(position)), parked.started_at, None,
+                                       None, token)  # fmt: skip
     for ctx, max_attempts in engine.live_attempts(run_id):
         views[ctx.position] = StepView(
             ctx.position,

@@ -55,6 +55,29 @@ class _StepRow:
             [self.name, self.status, self.attempt, self.bar, self.details, self.duration]
         )
         self.box = widgets.VBox([line, self.error, self.chart])
+        self.approval: widgets.HBox | None = None
+        self.comment: widgets.Text | None = None
+
+    def offer_approval(self, engine: Engine, token: str) -> None:
+        """Approve / Reject buttons and a comment box that complete or fail the parked step."""
+        if self.approval is not None:
+            return
+        self.comment = widgets.Text(placeholder="comment (optional)")
+        approve = widgets.Button(description="Approve", button_style="success")
+        reject = widgets.Button(description="Reject", button_style="danger")
+        comment = self.comment
+
+        def decide(approved: bool) -> None:
+            approve.disabled = reject.disabled = comment.disabled = True
+            if approved:
+                engine.complete_async_activity(token, {"approved": True, "comment": comment.value})
+            else:
+                engine.fail_async_activity(token, f"rejected: {comment.value or 'no comment'}")
+
+        approve.on_click(lambda _button: decide(True))
+        reject.on_click(lambda _button: decide(False))
+        self.approval = widgets.HBox([self.comment, approve, reject])
+        self.box.children = (*self.box.children, self.approval)
 
     def update(self, step: StepView, now: float, chart: str) -> None:
         self.name.value = f"{step.position}. {step.activity}"
@@ -155,6 +178,10 @@ class RunPanel:
                     row = self._rows[step.position] = _StepRow()
                     self.steps_box.children = (*self.steps_box.children, row.box)
                 row.update(step, snapshot.now, self._chart(step, snapshot.now))
+                if step.token and step.status == "waiting":
+                    row.offer_approval(self.engine, step.token)
+                elif row.approval is not None:
+                    row.approval.layout.display = "none"  # decided: hide the buttons
             if self.cancel_button is not None:
                 self.cancel_button.disabled = snapshot.status != "running"
             self.snapshot = snapshot
