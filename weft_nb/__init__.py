@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import errors
 from ._activity_context import ActivityContext, current_activity
 from ._definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
+from ._durable_activity import durable_activity
 from ._engine import Engine
 from ._reconciliation import VerificationContext
 from ._retry import RetryPolicy, parse_duration
@@ -50,6 +51,7 @@ __all__ = [
     "__version__",
     "activity",
     "current_activity",
+    "durable_activity",
     "errors",
     "parse_duration",
     "workflow",

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._durable_activity import memo_scope
 from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
 from ._payloads import decode, digest, encode, error_from_json, error_to_json
 from ._retry import Duration, parse_duration
@@ -71,7 +72,8 @@ def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = M
         value = decode(recorded.result_codec, recorded.result, what=f"memo {key!r}")
         ctx._state.replayed += 1
     else:
-        value = fn()
+        with memo_scope(ctx, position, key):  # durable_activity() works inside
+            value = fn()
         codec, data = encode(value, what=f"the value of ctx.memo({key!r})",
                              max_bytes=ctx._engine.max_payload_bytes)  # fmt: skip
         ctx._check_alive()

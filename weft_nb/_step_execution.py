@@ -95,6 +95,11 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         assert outcome is not None
         error = outcome.error
         if isinstance(error, CompleteAsync):
+            if step.sub_operation:
+                raise _errors.DurableActivityScopeError(
+                    f"activity {definition.name!r} called complete_async() from "
+                    "durable_activity(); use ctx.run for activities completed out of band"
+                )
             return park(ctx, definition, position, input_hash, key, attempt_ctx, first_start)
         if outcome.ok:
             error = check_result(
@@ -113,6 +118,8 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 first_start,
                 attempt_ctx.task_token,
             )
+        if outcome.ok and error is None and not step.record:
+            return outcome.value  # unkeyed durable_activity: at-least-once, nothing journaled
         if outcome.ok and error is None:
             return record_success(
                 ctx,
@@ -174,7 +181,9 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 error=error_to_json(final, outcome.traceback_text),
                 idempotency_key=key,
             )
-            engine.journal.record_attempt_failure(failed_attempt, heartbeat, failed_step)
+            engine.journal.record_attempt_failure(
+                failed_attempt, heartbeat, failed_step if step.record else None
+            )
             raise final from error
         engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
         state.backoff = (position, clock.now() + delay)

@@ -67,6 +67,8 @@ class PreparedStep:
     replayed: bool = False
     result: Any = None
     error: BaseException | None = None
+    record: bool = True  # False: an unkeyed durable_activity call (at-least-once, not journaled)
+    sub_operation: bool = False  # a durable_activity call inside a ctx.memo callback
 
 
 class WorkflowContext:

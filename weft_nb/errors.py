@@ -130,6 +130,10 @@ class AsyncTokenNotFoundError(WeftError):
     """No parked activity has that task token: it is unknown, or it was already used."""
 
 
+class DurableActivityScopeError(WeftError):
+    """``durable_activity()`` was called outside a ``ctx.memo`` callback, or not sequentially."""
+
+
 class RunFinishedError(WeftError):
     """The run already finished: it takes no more signals (or completions)."""
 
@@ -183,6 +187,7 @@ __all__ = [
     "ActivityTimeoutError",
     "ActivityVerificationError",
     "AsyncTokenNotFoundError",
+    "DurableActivityScopeError",
     "JournalClosedError",
     "JournalCorruptError",
     "JournalError",

@@ -1,0 +1,112 @@
+"""``durable_activity()``: durable activity calls from plain helper functions inside ``ctx.memo``.
+
+Shared workflow logic often lives in ordinary helper functions. Inside a ``ctx.memo(key, fn)``
+callback, such a helper can call ``weft_nb.durable_activity(name, input, **call_options)`` and
+get the activity's normal retries, timeouts, heartbeats and verifier, without being passed ``ctx``.
+
+As in Weft:
+
+- it works only while a ``ctx.memo`` callback runs (else ``DurableActivityScopeError``), and only
+  from that callback's own thread, one call at a time;
+- each call's identity is derived from the memo step, the memo key and the call's ordinal;
+- a call with an idempotency key (on the call, or the activity's ``idempotency_key``) journals
+  its result at once: if the process dies after the activity returned but before the memo's
+  result was recorded, recovery replays that result instead of dispatching again;
+- a call without a key journals nothing: a crash before the memo records its result runs it again
+  (at least once);
+- ``complete_async()`` is not supported there (use ``ctx.run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._journal import STEP_COMPLETED
+from ._payloads import decode, digest, encode, validate
+from .errors import DurableActivityScopeError
+
+if TYPE_CHECKING:
+    from ._workflow_context import WorkflowContext
+
+# Sub-operations live at positions far above any workflow's own: memo step p, call k -> this.
+_SUB_BASE = 1_000_000
+
+
+@dataclasses.dataclass
+class _MemoScope:
+    ctx: WorkflowContext
+    position: int
+    key: str
+    thread: int
+    ordinal: int = 0
+    busy: bool = False
+    closed: bool = False
+
+
+_scope: contextvars.ContextVar[_MemoScope | None] = contextvars.ContextVar(
+    "weft_memo_scope", default=None
+)
+
+
+@contextlib.contextmanager
+def memo_scope(ctx: WorkflowContext, position: int, key: str) -> Iterator[None]:
+    """Open the scope in which ``durable_activity`` works, for one memo callback."""
+    scope = _MemoScope(ctx, position, key, threading.get_ident())
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        scope.closed = True  # a late call from a thread the callback left behind is refused
+        _scope.reset(token)
+
+
+def durable_activity(
+    activity: str | Callable[..., Any], input: Any = None, **call_options: Any
+) -> Any:
+    """Run an activity durably from a helper inside a ``ctx.memo`` callback; see the module."""
+    scope = _scope.get()
+    if scope is None or scope.closed:
+        raise DurableActivityScopeError(
+            "durable_activity() works only while a ctx.memo() callback runs; call the activity "
+            "with ctx.run(), or wrap the helper that calls it in ctx.memo(key, fn)"
+        )
+    if scope.thread != threading.get_ident() or scope.busy:
+        raise DurableActivityScopeError(
+            "durable_activity() calls must be sequential, from the ctx.memo() callback's own "
+            "thread; do not start them from other threads or callbacks"
+        )
+    ctx = scope.ctx
+    scope.ordinal += 1
+    position = _SUB_BASE * (scope.position + 1) + scope.ordinal
+    definition = ctx._resolve(activity)
+    value = validate(input, definition.input_hint, what=f"input of activity {definition.name!r}")
+    codec, data = encode(value, what=f"input of activity {definition.name!r}",
+                         max_bytes=ctx._engine.max_payload_bytes)  # fmt: skip
+    input_hash = digest(codec.encode() + data)
+    key = call_options.get("idempotency_key")
+    if key is None and definition.idempotency_key is not None:
+        key = str(definition.idempotency_key(value))
+    if key is not None:
+        recorded = ctx._recorded(position, definition.name, definition.source_hash, input_hash)
+        if recorded is not None and recorded.status == STEP_COMPLETED:
+            assert recorded.result_codec is not None
+            assert recorded.result is not None
+            ctx._state.replayed += 1
+            return decode(recorded.result_codec, recorded.result, hint=definition.result_hint,
+                          what=f"the recorded result of {definition.name!r}")  # fmt: skip
+    else:
+        ctx._state.steps.pop(position, None)
+    from ._workflow_context import PreparedStep
+
+    step = PreparedStep(position, definition, value, input_hash, key, call_options,
+                        record=key is not None, sub_operation=True)  # fmt: skip
+    scope.busy = True
+    try:
+        return ctx._execute(step)
+    finally:
+        scope.busy = False
