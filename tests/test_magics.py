@@ -90,7 +90,7 @@ def test_workflow_cell_and_weft_run_replay_the_recorded_run(
     assert ip.user_ns["result"] == 12
     assert ip.user_ns["calls"] == ["prepare"]
     # --new forces a fresh run; another input is another run
-    assert ip.run_line_magic("weft", "run pipeline n=4 --new") == 12
+    assert ip.run_line_magic("weft", "run pipeline n=4 --new  # a trailing comment") == 12
     assert ip.run_line_magic("weft", "run pipeline n=2") == 2
     assert ip.user_ns["calls"] == ["prepare"] * 3
     runs = ip.run_line_magic("weft", "runs")
@@ -310,7 +310,8 @@ def test_weft_complete_and_fail_finish_parked_activities(ip: InteractiveShell) -
             break
         end.wait(0.01)
     token_one, token_two = ip.user_ns["calls"]
-    ip.run_line_magic("weft", f'complete {token_one} {{"approved": true}}')
+    ip.user_ns["token_one"] = token_one
+    ip.run_line_magic("weft", 'complete $token_one {"approved": true}')
     assert first.result(10) == {"approved": True}
     ip.run_line_magic("weft", f"fail {token_two} not this time")
     with pytest.raises(weft_nb.errors.ActivityFailedError, match="not this time"):

@@ -305,6 +305,7 @@ class WeftMagics(Magics):
         token, _, text = rest.strip().partition(" ")
         if not token:
             raise UsageError("usage: %weft complete TOKEN JSON")
+        token = self._token(token)
         try:
             result = json.loads(text) if text.strip() else None
         except ValueError as exc:
@@ -321,10 +322,23 @@ class WeftMagics(Magics):
         token, _, message = rest.strip().partition(" ")
         if not token or not message.strip():
             raise UsageError("usage: %weft fail TOKEN MESSAGE")
+        token = self._token(token)
         try:
             self.engine.fail_async_activity(token, message.strip())
         except WeftError as exc:
             raise UsageError(str(exc)) from None
+
+    def _token(self, word: str) -> str:
+        """A token given literally or as ``$variable``.
+
+        IPython does not expand ``$variable`` itself when the line also holds JSON braces.
+        """
+        if not word.startswith("$"):
+            return word
+        value = self.shell.user_ns.get(word[1:])
+        if not isinstance(value, str):
+            raise UsageError(f"{word}: no string variable {word[1:]!r} in the notebook")
+        return value
 
     def _weft_cancel(self, rest: str) -> bool:
         return self.engine.cancel(self._known_run(rest))
@@ -335,6 +349,8 @@ class WeftMagics(Magics):
 
     def _weft_run(self, rest: str) -> Any:
         tokens = shlex.split(rest, posix=False)
+        comment = next((i for i, t in enumerate(tokens) if t.startswith("#")), None)
+        tokens = tokens[:comment]  # a trailing `# comment`, as a Python line would allow
         if not tokens:
             raise UsageError(f"name a workflow\nusage: {RUN_USAGE}")
         name = tokens[0]

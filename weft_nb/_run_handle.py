@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._journal import RUNNING
@@ -142,6 +143,24 @@ class RunHandle:
         if self._error is not None:
             raise self._error
         return self._value
+
+    def wait_for_token(self, timeout: float = 30.0) -> str:
+        """Wait until a step of this run parks on ``activity.complete_async()``; its token.
+
+        Waits up to ``timeout`` real seconds. When several steps are parked, the earliest
+        step's token is returned.
+
+        Raises:
+            TimeoutError: No step parked within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = self._engine.journal.pending_async_tokens(self.run_id)
+            if pending:
+                return pending[min(pending)]
+            if self._done.is_set() or time.monotonic() > deadline:
+                raise TimeoutError(f"no step of run {self.run_id!r} is waiting for a completion")
+            self._done.wait(0.02)
 
     def cancel(self) -> bool:
         """Cancel this run (see ``Engine.cancel``)."""
