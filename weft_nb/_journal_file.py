@@ -257,10 +257,11 @@ class JournalFile:
             return
         con = self._con
         assert con is not None
-        block_size, total_blocks = con.execute(
-            "SELECT block_size, total_blocks FROM pragma_database_size()"
+        # Used blocks, not total: DuckDB counts free blocks it has already cut off the file's end.
+        block_size, used_blocks = con.execute(
+            "SELECT block_size, used_blocks FROM pragma_database_size()"
         ).fetchone() or (0, 0)
-        expected = _HEADER_BYTES + int(block_size) * int(total_blocks)
+        expected = _HEADER_BYTES + int(block_size) * int(used_blocks)
         actual = os.path.getsize(self.path)
         if actual < expected:
             raise JournalCorruptError(

@@ -11,15 +11,27 @@ needs no new dependency, and stops cleanly with the engine.
 Security: it binds to loopback unless told otherwise. A bearer token is required (compared in
 constant time) unless ``allow_unauthenticated=True`` is passed explicitly, which logs a warning.
 Request bodies are capped. Bad input never produces a 5xx.
+
+Discovery: while it serves, the endpoint's URL and bearer token are recorded in
+``<journal>.endpoint.json`` beside the journal (mode 0600: readable by this user only), so the
+``weft-nb`` command line can reach the kernel that holds the journal. The file is removed when the
+server stops (and at interpreter exit); one left by a killed process is ignored, because its PID no
+longer holds the journal.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hmac
 import json
 import logging
+import os
 import re
+import socket
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +74,13 @@ class Server:
             target=self._httpd.serve_forever, name=f"weft-server-{self.port}", daemon=True
         )
         self._thread.start()
+        self.endpoint_file = endpoint_file(engine.journal.path)
+        # A server on every interface is reached on loopback from this machine.
+        local = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        self._local_url = f"http://{local}:{self.port}"
+        self._recorded = _record_endpoint(self.endpoint_file, self._local_url, auth_token)
+        if self._recorded:
+            atexit.register(self._forget_endpoint)
 
     @property
     def url(self) -> str:
@@ -73,6 +92,63 @@ class Server:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+        if self._recorded:
+            atexit.unregister(self._forget_endpoint)
+            self._forget_endpoint()
+
+    def _forget_endpoint(self) -> None:
+        """Remove the discovery file, if it still describes this server."""
+        self._recorded = False
+        recorded = read_endpoint(self.endpoint_file)
+        if (
+            recorded
+            and recorded.get("pid") == os.getpid()
+            and recorded.get("url") == self._local_url
+        ):
+            with contextlib.suppress(OSError):
+                os.unlink(self.endpoint_file)
+
+
+def endpoint_file(journal_path: str) -> str:
+    """Where a serving engine records its endpoint for the journal at ``journal_path``."""
+    return journal_path + ".endpoint.json"
+
+
+def read_endpoint(path: str) -> dict[str, Any] | None:
+    """The recorded endpoint (``url``, ``token``, ``pid``, ``host``, ``since``), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) and isinstance(loaded.get("url"), str) else None
+
+
+def _record_endpoint(path: str, url: str, auth_token: str | None) -> bool:
+    """Write the discovery file (mode 0600, atomically); False, with a warning, if it cannot."""
+    info = {
+        "url": url,
+        "token": auth_token,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.time(),
+    }
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a leftover tmp file may have had another mode
+            os.write(fd, json.dumps(info).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        log.warning("weft_nb endpoint could not be recorded in %s (%s); weft-nb cannot find it",
+                    path, exc)  # fmt: skip
+        return False
+    return True
 
 
 def serve(
@@ -159,7 +235,8 @@ def _handler(engine: Engine, auth_token: str | None, max_body: int) -> type[Base
                 return [_run_json(r) for r in engine.runs()]
             match = _RUN.match(path)
             if match:
-                return _call(lambda: engine.snapshot(match["run"]).text())
+                run_id = urllib.parse.unquote(match["run"])
+                return _call(lambda: engine.snapshot(run_id).text())
             raise _Reject(HTTPStatus.NOT_FOUND, f"no route {path}")
 
         def _post(self, path: str) -> Any:
@@ -182,7 +259,11 @@ def _handler(engine: Engine, auth_token: str | None, max_body: int) -> type[Base
                 signal_id = body.get("signal_id")
                 if signal_id is not None and not isinstance(signal_id, str):
                     raise _Reject(HTTPStatus.BAD_REQUEST, "'signal_id' must be a string")
-                run_id, name, payload = match["run"], match["name"], body.get("payload")
+                run_id, name = (
+                    urllib.parse.unquote(match["run"]),
+                    urllib.parse.unquote(match["name"]),
+                )
+                payload = body.get("payload")
                 delivered = _call(lambda: engine.signal(run_id, name, payload, signal_id=signal_id))
                 return {"ok": True, "delivered": delivered}
             raise _Reject(HTTPStatus.NOT_FOUND, f"no route {path}")

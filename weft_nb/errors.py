@@ -67,8 +67,8 @@ class ActivityFailedError(WeftError):
         if message is None:
             message = (
                 f"{_where(run_id, position, activity)} failed after {attempts} attempt(s): "
-                f"{cause_type}: {cause_message}. Fix the cause and re-run; completed steps "
-                "come back from the journal."
+                f"{cause_type}: {cause_message}. Fix the cause; if the run fails, start a new one "
+                "(a failed run is final: `%weft run ... --new`)."
             )
         super().__init__(
             message,
