@@ -105,19 +105,6 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
             error = check_result(
                 definition, state.run_id, position, value, key, attempt, outcome.value
             )
-        if outcome.ok and error is None and attempt_ctx._token_registered:
-            # The token was handed out: whichever outcome consumes it first wins.
-            return settle_by_token(
-                ctx,
-                definition,
-                position,
-                input_hash,
-                key,
-                outcome.value,
-                attempt,
-                first_start,
-                attempt_ctx.task_token,
-            )
         if outcome.ok and error is None and not step.record:
             return outcome.value  # unkeyed durable_activity: at-least-once, nothing journaled
         if outcome.ok and error is None:
@@ -131,6 +118,8 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 attempt,
                 first_start,
                 heartbeat,
+                # A handed-out token: the result must consume it, or an outside completion won.
+                attempt_ctx.task_token if attempt_ctx._token_registered else None,
             )
         assert error is not None
         if isinstance(error, EngineStopped):
@@ -195,29 +184,6 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         finally:
             state.backoff = None
         attempt += 1
-
-
-def settle_by_token(
-    ctx: WorkflowContext,
-    definition: ActivityDefinition,
-    position: int,
-    input_hash: str,
-    key: str | None,
-    value: Any,
-    attempt: int,
-    first_start: float,
-    token: str,
-) -> Any:
-    """Record the activity's own result by consuming its token, or adopt a completion."""
-    engine = ctx._engine
-    codec, data = encode(value, what=f"result of activity {definition.name!r}",
-                         max_bytes=engine.max_payload_bytes)  # fmt: skip
-    step = StepRecord(ctx.run_id, position, definition.name, STEP_COMPLETED, input_hash,
-                      definition.source_hash, attempt, first_start, engine.clock.now(),
-                      codec, data, None, key)  # fmt: skip
-    if engine.journal.complete_async_token(token, step):
-        return value
-    return await_completion(ctx, position, definition)  # an outside completion came first
 
 
 def token_registrar(
@@ -311,7 +277,9 @@ def record_success(
     attempts: int,
     first_start: float,
     heartbeat: Any,
+    token: str | None = None,
 ) -> Any:
+    """Journal a step's result (consuming its task token, if it handed one out)."""
     engine, state = ctx._engine, ctx._state
     value = validate(value, definition.result_hint, what=f"result of activity {definition.name!r}")
     codec, data = encode(
@@ -335,7 +303,10 @@ def record_success(
         key,
     )
     fault_point("step.before_record")
-    engine.journal.record_step(step, heartbeat)
+    if token is None:
+        engine.journal.record_step(step, heartbeat)
+    elif not engine.journal.complete_async_token(token, step):
+        return await_completion(ctx, position, definition)  # an outside completion came first
     if evidence.ENABLED:
         evidence.record("step_completed", run_id=state.run_id, position=position,
                         activity=definition.name)  # fmt: skip
