@@ -6,20 +6,11 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import DurableActivityScopeError
 from weft_nb.testing import TestEngine
-
-
-def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    end = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():  # type: ignore[operator]
-            return
-        end.wait(0.01)
-    raise AssertionError("condition not reached in time")
-
 
 calls: Counter[str] = Counter()
 gate = threading.Event()

@@ -6,21 +6,12 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from weft_nb._parallel import BranchTopologyChangedError
 from weft_nb.errors import ActivityFailedError
 from weft_nb.testing import TestEngine
-
-
-def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    """Poll a condition with a deadline (the threads under test signal nothing else)."""
-    end = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():  # type: ignore[operator]
-            return
-        end.wait(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 def test_submit_and_all_run_concurrently_and_return_in_order(engine: TestEngine) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import (
@@ -15,15 +16,6 @@ from weft_nb.errors import (
     WorkflowCancelledError,
 )
 from weft_nb.testing import TestEngine
-
-
-def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    end = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():  # type: ignore[operator]
-            return
-        end.wait(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 @weft_nb.workflow
