@@ -2,7 +2,8 @@
 
 File ownership, idle release and transactions live in :mod:`weft_nb._journal_file`; this module
 maps the :class:`~weft_nb._journal.Journal` operations onto SQL. The hot path (a completed step
-without heartbeat or key) is a single ``INSERT`` in its own implicit transaction.
+without heartbeat or key) is an fsync'd append to the step log (:mod:`weft_nb._step_log`), which
+reaches DuckDB in batches before anything else reads or writes the journal.
 """
 
 from __future__ import annotations
@@ -22,18 +23,14 @@ from ._journal import (
     StepRecord,
 )
 from ._journal_file import JournalFile
-from .errors import JournalError
+from ._step_log import INSERT_STEP as _INSERT_STEP
+from ._step_log import STEP_COLUMNS as _STEP_COLUMNS
 
 _RUN_COLUMNS = (
     "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
     "result_codec, result, error"
 )
-_STEP_COLUMNS = (
-    "run_id, position, activity, status, input_hash, source_hash, attempts, started_at, "
-    "finished_at, result_codec, result, error, idempotency_key"
-)
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
-_INSERT_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat, "
     "activity) VALUES (?,?,?,?,?,?,?,?)"
@@ -132,8 +129,8 @@ class DuckDBJournal(JournalFile):
         return {row[1]: StepRecord(*row) for row in rows}
 
     @staticmethod
-    def _step_row(step: StepRecord) -> list[Any]:
-        return [
+    def _step_row(step: StepRecord) -> tuple[Any, ...]:
+        return (
             step.run_id,
             step.position,
             step.activity,
@@ -147,16 +144,12 @@ class DuckDBJournal(JournalFile):
             step.result,
             step.error,
             step.idempotency_key,
-        ]
+        )
 
     def record_step(self, step: StepRecord, heartbeat: HeartbeatRecord | None = None) -> None:
         """Record a step's outcome, replacing a keyed dispatch marker if there is one."""
         if heartbeat is None and step.idempotency_key is None:
-            # The hot path: one statement, one implicit transaction.
-            with self._use() as con:
-                if self.read_only:
-                    raise JournalError(f"journal {self.path} was opened read-only", path=self.path)
-                con.execute(_INSERT_STEP, self._step_row(step))
+            self.append_step(self._step_row(step))  # the hot path: durable in the step log
             return
         with self._write() as con:
             self._replace_marker(con, step)

@@ -31,6 +31,15 @@ from typing import Any
 import duckdb
 
 from ._faults import fault_point
+from ._step_log import (
+    APPLY_BYTES,
+    APPLY_ROWS,
+    StepLog,
+    StepRow,
+    applied_lsn,
+    apply_rows,
+    read_records,
+)
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
 SCHEMA_VERSION = 1
@@ -113,9 +122,14 @@ class JournalFile:
         self._last_used = time.monotonic()
         self.had_wal = os.path.exists(self.path + ".wal")
         self._empty = False  # read-only view of a file with no schema yet
+        self._step_log: StepLog | None = None
+        self._pending: list[StepRow] = []  # in the step log, not yet in DuckDB
+        self._pending_bytes = 0
+        self._next_lsn = 1
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
+            self._recover_step_log_as_reader()
         else:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._take_sidecar_lock(program)
@@ -124,15 +138,85 @@ class JournalFile:
             try:
                 self._check_schema()
             except duckdb.Error as exc:
+                damage = "is truncated" if "read enough bytes" in str(exc) else "cannot be read"
                 raise JournalCorruptError(
-                    f"journal {self.path} opened but cannot be read ({exc}). It is left "
-                    "untouched; move it aside to start a new journal.",
+                    f"journal {self.path} {damage} ({exc}). It is left untouched: move it "
+                    "aside (or restore a backup) to start a new journal.",
                     path=self.path,
                 ) from None
+            if not read_only:
+                self._recover_step_log()
         except BaseException:
             self.close()
             raise
         self._close_connection()
+
+    # -- the step log (see weft_nb._step_log) ----------------------------------------------
+
+    @property
+    def step_log_path(self) -> str:
+        """The append-only log of completed steps not yet moved into DuckDB."""
+        return self.path + ".steplog"
+
+    def _recover_step_log(self) -> None:
+        """Move the records a crashed writer left in the step log into DuckDB, then empty it."""
+        con = self._con
+        assert con is not None
+        done = applied_lsn(con)
+        rows, upto = [], done
+        for lsn, row in read_records(self.step_log_path):
+            if lsn > done:
+                rows.append(row)
+                upto = max(upto, lsn)
+        if rows:
+            apply_rows(con, rows, upto)
+        self._step_log = StepLog(self.step_log_path)
+        self._step_log.reset()
+        self._next_lsn = upto + 1
+
+    def _recover_step_log_as_reader(self) -> None:
+        """Apply a crashed writer's step log before reading, if no engine holds the journal.
+
+        A live engine applies its own log before it lets readers in; a dead one cannot, so a
+        reader that finds records and a free lock recovers them, as SQLite readers roll back a
+        hot journal. With the lock taken by a live engine, the reader sees DuckDB as it is.
+        """
+        if not any(True for _ in read_records(self.step_log_path)):
+            return
+        try:
+            writer = type(self)(self.path, program="weft_nb reader recovering the step log")
+        except JournalLockedError:
+            return
+        writer.close()
+
+    def append_step(self, row: StepRow) -> None:
+        """Make a completed step durable in the step log; it reaches DuckDB in a later batch."""
+        with self._lock:
+            if self._closed:
+                raise JournalClosedError(f"journal {self.path} is closed", path=self.path)
+            if self.read_only or self._step_log is None:
+                raise JournalError(f"journal {self.path} was opened read-only", path=self.path)
+            lsn = self._next_lsn
+            self._next_lsn += 1
+            self._pending_bytes += self._step_log.append(lsn, row)
+            self._pending.append(row)
+            log = self._step_log
+        log.sync(lsn)
+        fault_point("steplog.appended")
+        if len(self._pending) >= APPLY_ROWS or self._pending_bytes >= APPLY_BYTES:
+            with self._lock:
+                if self._pending:
+                    self._apply_pending(self._ensure_open())
+
+    def _apply_pending(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Move the step log's rows into DuckDB (caller holds the lock), then empty the log."""
+        assert self._step_log is not None
+        upto = self._next_lsn - 1
+        apply_rows(con, self._pending, upto)
+        self._pending = []
+        self._pending_bytes = 0
+        self._step_log.mark_durable(upto)
+        self._step_log.reset()
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -288,6 +372,8 @@ class JournalFile:
         with self._lock:
             idle = time.monotonic() - self._last_used >= min_idle
             if self._con is not None and self._users == 0 and idle:
+                if self._pending:
+                    self._apply_pending(self._con)
                 self._close_connection()
                 return True
             return False
@@ -312,8 +398,14 @@ class JournalFile:
     def close(self) -> None:
         """Close DuckDB and release the sidecar lock."""
         with self._lock:
+            if self._pending and not self._closed:
+                with contextlib.suppress(duckdb.Error, JournalError):  # the log keeps them
+                    self._apply_pending(self._ensure_open())
             self._closed = True
             self._close_connection()
+            if self._step_log is not None:
+                self._step_log.close()
+                self._step_log = None
             if self._lock_fd is not None:
                 with contextlib.suppress(OSError):
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -324,6 +416,8 @@ class JournalFile:
     def _use(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._lock:
             con = self._ensure_open()
+            if self._pending:
+                self._apply_pending(con)
             try:
                 yield con
             finally:
