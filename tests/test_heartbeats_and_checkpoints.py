@@ -105,3 +105,52 @@ def test_unserialisable_heartbeat_details_warn_once_and_do_not_fail(engine: Test
 
     with pytest.warns(RuntimeWarning, match="heartbeat details of 'noisy'"):
         assert engine.run(wf) == 1
+
+
+def test_background_checkpoints_are_snapshots_and_durable_before_the_retry(
+    engine: TestEngine,
+) -> None:
+    seen: list[tuple[int, object]] = []
+
+    @weft_nb.activity
+    def train(steps: int, activity: weft_nb.ActivityContext) -> int:
+        seen.append((activity.attempt, activity.last_checkpoint))
+        state = {"step": 0, "weights": np.zeros(10_000)}
+        for step in range(1, steps + 1):
+            state["step"] = step  # mutated after each snapshot: the snapshot must not follow
+            state["weights"] += 1
+            activity.checkpoint(state, background=True)
+        if activity.attempt == 1:
+            raise MemoryError("simulated OOM after the last snapshot")
+        return int(activity.last_checkpoint["weights"][0])
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> int:
+        return ctx.run(train, 30)
+
+    assert engine.run(wf, run_id="bg") == 30
+    assert seen[0] == (1, None)
+    attempt, restored = seen[1]
+    assert attempt == 2
+    assert isinstance(restored, dict)
+    assert restored["step"] == 30  # the newest snapshot reached the disk before the retry
+    assert float(restored["weights"][0]) == 30.0
+    newest = engine.journal.checkpoints_of("bg", 0)[0]
+    assert newest.attempt == 2
+
+
+def test_an_unpicklable_background_checkpoint_fails_on_the_callers_thread(
+    engine: TestEngine,
+) -> None:
+    @weft_nb.activity(retry={"max_attempts": 1})
+    def train(_: object, activity: weft_nb.ActivityContext) -> str:
+        activity.checkpoint({"lock": __import__("threading").Lock()}, background=True)
+        return "unreachable"
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> str:
+        return ctx.run(train)
+
+    with pytest.raises(weft_nb.ActivityFailedError, match="cannot be pickled"):
+        engine.run(wf, run_id="bad-bg")
+    assert engine.journal.checkpoints_of("bad-bg", 0) == []

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .errors import WorkflowCancelledError
 
 if TYPE_CHECKING:
-    from ._checkpoints import CheckpointStore
+    from ._checkpoints import BackgroundWriter, CheckpointStore
     from ._clock import Clock
 
 _NOT_LOADED: Any = object()
@@ -77,6 +77,7 @@ class ActivityContext:
         self._last_heartbeat_loader = last_heartbeat_loader
         self._last_heartbeat: Any = _NOT_LOADED
         self._last_checkpoint: Any = _NOT_LOADED
+        self._background: BackgroundWriter | None = None
         self._on_cancel: Callable[[], None] | None = None
         self._register_token: Callable[[str], None] | None = None  # set by the engine
         self._token_registered = False  # set while a coroutine activity runs
@@ -113,19 +114,42 @@ class ActivityContext:
             self._last_heartbeat = self._last_heartbeat_loader()
         return self._last_heartbeat
 
-    def checkpoint(self, state: Any) -> None:
+    def checkpoint(self, state: Any, *, background: bool = False) -> None:
         """Save ``state`` (any picklable object) durably; returns once it is on disk.
 
         The latest few checkpoints of the step are kept (``Engine(checkpoint_keep=...)``). A crash
         during the write leaves the previous checkpoint intact.
+
+        With ``background=True`` it returns once ``state`` is pickled into memory (a snapshot)
+        and the file is written on another thread, so the training loop pays only for the
+        snapshot. A snapshot still waiting when a newer one arrives is dropped. The attempt's end
+        (and :attr:`last_checkpoint`) waits for the write; a failed write is raised by the next
+        ``checkpoint()`` call.
         """
-        self._checkpoints.save(self.run_id, self.position, self.attempt, state)
+        if not background:
+            self.flush_checkpoints()
+            self._checkpoints.save(self.run_id, self.position, self.attempt, state)
+        else:
+            data = self._checkpoints.snapshot(self.run_id, self.position, state)
+            if self._background is None:
+                from ._checkpoints import BackgroundWriter
+
+                self._background = BackgroundWriter(
+                    self._checkpoints, self.run_id, self.position, self.attempt
+                )
+            self._background.submit(data)
         self._last_checkpoint = _NOT_LOADED  # the next read sees the new one
+
+    def flush_checkpoints(self) -> None:
+        """Wait until background checkpoints are on disk; raise a failed write's error."""
+        if self._background is not None:
+            self._background.flush()
 
     @property
     def last_checkpoint(self) -> Any:
         """The newest checkpoint of this step (from any attempt, any process), or None."""
         if self._last_checkpoint is _NOT_LOADED:
+            self.flush_checkpoints()
             self._last_checkpoint = self._checkpoints.load_latest(self.run_id, self.position)
         return self._last_checkpoint
 

@@ -25,6 +25,7 @@ import contextvars
 import dataclasses
 import threading
 import traceback
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._activity_context import _current
@@ -49,18 +50,37 @@ class AttemptOutcome:
 
 
 def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> Any:
-    """Call the activity function with the arguments it takes; run coroutines to completion."""
+    """Call the activity function with the arguments it takes; run coroutines to completion.
+
+    Background checkpoints are on disk before the attempt's outcome is known, so a retry (or a
+    resume after a crash that follows) starts from the newest one.
+    """
     token = _current.set(ctx)
     try:
         if definition.is_async:
-            return asyncio.run(_run_coroutine(definition, value, ctx))
-        if definition.arity >= 2:
-            return definition.fn(value, ctx)
-        if definition.arity == 1:
-            return definition.fn(value)
-        return definition.fn()
+            result = asyncio.run(_run_coroutine(definition, value, ctx))
+        elif definition.arity >= 2:
+            result = definition.fn(value, ctx)
+        elif definition.arity == 1:
+            result = definition.fn(value)
+        else:
+            result = definition.fn()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the activity's own error is the one to report
+            ctx.flush_checkpoints()
+        raise
     finally:
         _current.reset(token)
+    try:
+        ctx.flush_checkpoints()
+    except Exception as exc:  # the step's result is what matters now; keep it
+        warnings.warn(
+            f"a background checkpoint of step {ctx.position} (run {ctx.run_id!r}) failed: "
+            f"{type(exc).__name__}: {exc}. The step's result is kept.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
 
 
 async def _run_coroutine(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> Any:

@@ -9,6 +9,13 @@ row, so its bytes go to a file and the journal keeps its path and size. The writ
 
 A crash before step 3 leaves an unreferenced file that the next open deletes, and the previous
 checkpoint is still the latest one the journal names. Nothing is ever half-visible.
+
+``checkpoint(state, background=True)`` pickles ``state`` into memory on the caller's thread (the
+snapshot: later changes to ``state`` do not leak into it) and hands the bytes to a
+:class:`BackgroundWriter`, which runs the same three steps on its own thread. If a newer snapshot
+arrives while one is still waiting, the waiting one is dropped (latest wins), so a fast training
+loop never queues up hundreds of megabytes. The attempt's end waits for the writer, so a retry
+always sees the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import pickle
 import threading
 import uuid
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from . import _evidence as evidence
 from ._clock import Clock
@@ -44,6 +52,68 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _unpicklable(run_id: str, position: int, exc: Exception) -> PayloadError:
+    return PayloadError(
+        f"checkpoint of step {position} (run {run_id!r}) cannot be pickled: "
+        f"{type(exc).__name__}: {exc}. Checkpoint plain state (arrays, dicts, state_dicts), not "
+        "live objects.",
+        run_id=run_id,
+    )
+
+
+class BackgroundWriter:
+    """Writes one step's checkpoint snapshots on a thread of its own, newest first.
+
+    At most one snapshot waits while another is written; a newer one replaces it. A failed
+    write is raised by the next :meth:`submit` or :meth:`flush`, on the activity's thread.
+    """
+
+    def __init__(self, store: CheckpointStore, run_id: str, position: int, attempt: int) -> None:
+        self._store = store
+        self._key = (run_id, position, attempt)
+        self._cond = threading.Condition()
+        self._waiting: bytes | None = None
+        self._busy = False
+        self._error: BaseException | None = None
+        self.dropped = 0  # snapshots replaced by newer ones before they were written
+
+    def submit(self, data: bytes) -> None:
+        """Queue a snapshot for writing; returns at once."""
+        with self._cond:
+            self._raise_error()
+            if self._waiting is not None:
+                self.dropped += 1
+            self._waiting = data
+            if not self._busy:
+                self._busy = True
+                threading.Thread(target=self._drain, name="weft-checkpoint", daemon=True).start()
+
+    def flush(self) -> None:
+        """Wait until every queued snapshot is durable; raise a failed write's error."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy)
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                data, self._waiting = self._waiting, None
+                if data is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+            try:
+                self._store.save_snapshot(*self._key, data)
+            except BaseException as exc:  # surfaced on the activity's thread
+                with self._cond:
+                    self._error = exc
+
+
 class CheckpointStore:
     """Writes and reads checkpoint files for one journal."""
 
@@ -64,6 +134,32 @@ class CheckpointStore:
 
     def save(self, run_id: str, position: int, attempt: int, state: Any) -> CheckpointRecord:
         """Write ``state`` durably and record it; see the module docstring for the protocol."""
+
+        def dump(handle: IO[bytes]) -> None:
+            try:
+                pickle.dump(state, handle, protocol=5)
+            except Exception as exc:
+                raise _unpicklable(run_id, position, exc) from exc
+
+        return self._write(run_id, position, attempt, dump)
+
+    @staticmethod
+    def snapshot(run_id: str, position: int, state: Any) -> bytes:
+        """Pickle ``state`` into memory now, for a background write."""
+        try:
+            return pickle.dumps(state, protocol=5)
+        except Exception as exc:
+            raise _unpicklable(run_id, position, exc) from exc
+
+    def save_snapshot(
+        self, run_id: str, position: int, attempt: int, data: bytes
+    ) -> CheckpointRecord:
+        """Write bytes from :meth:`snapshot` durably and record them."""
+        return self._write(run_id, position, attempt, lambda handle: handle.write(data))
+
+    def _write(
+        self, run_id: str, position: int, attempt: int, dump: Callable[[IO[bytes]], Any]
+    ) -> CheckpointRecord:
         folder = self._step_dir(run_id, position)
         os.makedirs(folder, exist_ok=True)
         with self._seq_lock:
@@ -81,15 +177,7 @@ class CheckpointStore:
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as handle:
-                try:
-                    pickle.dump(state, handle, protocol=5)
-                except Exception as exc:
-                    raise PayloadError(
-                        f"checkpoint of step {position} (run {run_id!r}) cannot be pickled: "
-                        f"{type(exc).__name__}: {exc}. Checkpoint plain state (arrays, dicts, "
-                        "state_dicts), not live objects.",
-                        run_id=run_id,
-                    ) from exc
+                dump(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
