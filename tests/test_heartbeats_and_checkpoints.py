@@ -9,6 +9,7 @@ import pytest
 
 import weft_nb
 from weft_nb._payloads import decode
+from weft_nb.errors import PayloadError
 from weft_nb.testing import TestEngine
 
 
@@ -151,6 +152,6 @@ def test_an_unpicklable_background_checkpoint_fails_on_the_callers_thread(
     def wf(ctx: weft_nb.WorkflowContext) -> str:
         return ctx.run(train)
 
-    with pytest.raises(weft_nb.ActivityFailedError, match="cannot be pickled"):
+    with pytest.raises(PayloadError, match="cannot be pickled"):
         engine.run(wf, run_id="bad-bg")
     assert engine.journal.checkpoints_of("bad-bg", 0) == []
