@@ -38,7 +38,9 @@ from ._step_log import (
     StepRow,
     applied_lsn,
     apply_rows,
+    ensure_applied_lsn_row,
     read_records,
+    stage_rows,
 )
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
@@ -162,6 +164,7 @@ class JournalFile:
         """Move the records a crashed writer left in the step log into DuckDB, then empty it."""
         con = self._con
         assert con is not None
+        ensure_applied_lsn_row(con)
         done = applied_lsn(con)
         rows, upto = [], done
         for lsn, row in read_records(self.step_log_path):
@@ -210,13 +213,16 @@ class JournalFile:
 
     def _apply_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Move the step log's rows into DuckDB (caller holds the lock), then empty the log."""
+        apply_rows(con, self._pending, self._next_lsn - 1)
+        self._pending_applied()
+
+    def _pending_applied(self) -> None:
+        """Forget rows that a committed DuckDB transaction now holds; empty the log."""
         assert self._step_log is not None
-        upto = self._next_lsn - 1
-        apply_rows(con, self._pending, upto)
+        self._step_log.mark_durable(self._next_lsn - 1)
+        self._step_log.reset()
         self._pending = []
         self._pending_bytes = 0
-        self._step_log.mark_durable(upto)
-        self._step_log.reset()
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -413,10 +419,10 @@ class JournalFile:
                 self._lock_fd = None
 
     @contextlib.contextmanager
-    def _use(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _use(self, *, apply_pending: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._lock:
             con = self._ensure_open()
-            if self._pending:
+            if self._pending and apply_pending:
                 self._apply_pending(con)
             try:
                 yield con
@@ -444,8 +450,15 @@ class JournalFile:
     def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.read_only:
             raise JournalError(f"journal {self.path} was opened read-only", path=self.path)
-        with self._use() as con, self._transaction(con):
-            yield con
+        with self._use(apply_pending=False) as con:
+            staged = bool(self._pending)
+            with self._transaction(con):
+                if staged:  # pending steps commit with this write: one commit, not two
+                    stage_rows(con, self._pending, self._next_lsn - 1)
+                yield con
+            if staged:
+                fault_point("steplog.after_apply_commit")
+                self._pending_applied()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query over the journal's tables (for tests, the CLI and ``%weft sql``)."""

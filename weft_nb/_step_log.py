@@ -109,13 +109,31 @@ def applied_lsn(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def ensure_applied_lsn_row(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the applied-LSN row to a journal created before the step log existed."""
+    con.execute(
+        "INSERT INTO weft_meta SELECT ?, '0' WHERE NOT EXISTS "
+        "(SELECT 1 FROM weft_meta WHERE key = ?)",
+        [APPLIED_LSN_KEY, APPLIED_LSN_KEY],
+    )
+
+
+def stage_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow], upto: int) -> None:
+    """Insert ``rows`` and mark the log applied through ``upto``, inside the caller's transaction.
+
+    An ``UPDATE`` of an existing row, not an upsert: DuckDB's ``INSERT OR REPLACE`` on a keyed
+    table costs about 1.5 ms more per commit.
+    """
+    insert_rows(con, rows)
+    con.execute("UPDATE weft_meta SET value = ? WHERE key = ?", [str(upto), APPLIED_LSN_KEY])
+    fault_point("steplog.before_apply_commit")
+
+
 def apply_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow], upto: int) -> None:
-    """Insert ``rows`` and mark the log applied through ``upto``, in one DuckDB transaction."""
+    """:func:`stage_rows` in a DuckDB transaction of its own."""
     con.execute("BEGIN TRANSACTION")
     try:
-        insert_rows(con, rows)
-        con.execute("INSERT OR REPLACE INTO weft_meta VALUES (?, ?)", [APPLIED_LSN_KEY, str(upto)])
-        fault_point("steplog.before_apply_commit")
+        stage_rows(con, rows, upto)
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
