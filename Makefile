@@ -34,7 +34,15 @@ test: lint typecheck docs pytest
 demo: $(STAMP)
 	$(BIN)/python scripts/demo_notebook.py
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	rm -f $(VENV)/.bench-*
+	touch $(BENCH_STAMP)
+
+# Never part of `make test`: figures go to docs/performance.md, verdicts are not pass/fail.
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
