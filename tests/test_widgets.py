@@ -221,3 +221,28 @@ def test_approve_and_reject_buttons_complete_or_fail_the_parked_step(
     assert approve.disabled and reject.disabled
     panel.refresh()
     assert row.approval.layout.display == "none"
+
+
+def test_a_long_run_shows_its_newest_steps_and_says_how_many_are_hidden(
+    engine: TestEngine,
+) -> None:
+    from weft_nb._snapshot import MAX_ROWS
+
+    @weft_nb.activity
+    def tick(i: int) -> int:
+        return i
+
+    @weft_nb.workflow
+    def long_run(ctx: weft_nb.WorkflowContext, n: int) -> int:
+        return sum(ctx.run(tick, i) for i in range(n))
+
+    n = MAX_ROWS + 70
+    engine.run(long_run, n, run_id="long")
+    panel = RunPanel(engine, "long")
+    assert len(panel.steps_box.children) == MAX_ROWS
+    assert "70 earlier completed steps not shown" in panel.header.value
+    text = panel.snapshot.text()
+    assert "70 earlier completed steps not shown" in text
+    assert f"  {n - 1} tick" in text
+    assert "   69 tick" not in text and "   70 tick" in text
+    assert "70 earlier completed steps not shown" in panel.snapshot.html()

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED
 from ._payloads import decode, error_from_json
 
+MAX_ROWS = 50  # steps shown with a row of their own: the newest, plus unfinished older ones
+
 if TYPE_CHECKING:
     from ._engine import Engine
 
@@ -89,10 +91,31 @@ class RunSnapshot:
         end = self.now if self.status in ("running", "interrupted") else self.updated_at
         return max(0.0, end - self.created_at)
 
+    def shown_steps(self) -> list[StepView]:
+        """The steps worth a row: the newest :data:`MAX_ROWS`, plus older unfinished ones.
+
+        A 10,000-step run would otherwise render 10,000 rows (minutes of widget building, and
+        megabytes in the notebook) that nobody reads; SQL and the timeline have every step.
+        """
+        if len(self.steps) <= MAX_ROWS:
+            return list(self.steps)
+        cutoff = self.steps[-MAX_ROWS].position
+        return [s for s in self.steps if s.position >= cutoff or s.status != "completed"]
+
+    def hidden_note(self) -> str:
+        """One line saying how many steps :meth:`shown_steps` leaves out, and where they are."""
+        hidden = len(self.steps) - len(self.shown_steps())
+        return (
+            f"{hidden:,} earlier completed steps not shown; %weft sql and %weft timeline have all"
+        )
+
     def text(self) -> str:
         """Plain text: what a terminal, nbval or GitHub shows."""
         lines = [f"{self.workflow} run {self.run_id}: {self.status}, {self.elapsed:.1f}s"]
-        for step in self.steps:
+        shown = self.shown_steps()
+        if len(shown) < len(self.steps):
+            lines.append(f"  ({self.hidden_note()})")
+        for step in shown:
             bar = "" if step.progress is None else f" {step.progress:4.0%}"
             lines.append(
                 f"  {step.position:>3} {step.activity:<20} {step.status:<10} "
@@ -109,7 +132,12 @@ class RunSnapshot:
     def html(self) -> str:
         """Static HTML with the same information, for renderers without widgets."""
         rows = []
-        for step in self.steps:
+        shown = self.shown_steps()
+        if len(shown) < len(self.steps):
+            rows.append(
+                f'<tr><td colspan="6"><small>{html.escape(self.hidden_note())}</small></td></tr>'
+            )
+        for step in shown:
             pct = "" if step.progress is None else f"{step.progress:.0%}"
             bar = (
                 ""

@@ -172,16 +172,23 @@ class RunPanel:
                 + (f'<br><span style="color:#b00">{html.escape(snapshot.error)}</span>'
                    if snapshot.error else "")
             )  # fmt: skip
-            for step in snapshot.steps:
+            shown = snapshot.shown_steps()
+            if len(shown) < len(snapshot.steps):
+                self.header.value += f"<br><small>{html.escape(snapshot.hidden_note())}</small>"
+            for gone in self._rows.keys() - {step.position for step in shown}:
+                self._rows.pop(gone).box.close()
+            for step in shown:
                 row = self._rows.get(step.position)
                 if row is None:
                     row = self._rows[step.position] = _StepRow()
-                    self.steps_box.children = (*self.steps_box.children, row.box)
                 row.update(step, snapshot.now, self._chart(step, snapshot.now))
                 if step.token and step.status == "waiting":
                     row.offer_approval(self.engine, step.token)
                 elif row.approval is not None:
                     row.approval.layout.display = "none"  # decided: hide the buttons
+            boxes = tuple(self._rows[step.position].box for step in shown)
+            if boxes != self.steps_box.children:  # one assignment: one message to the front end
+                self.steps_box.children = boxes
             if self.cancel_button is not None:
                 self.cancel_button.disabled = snapshot.status != "running"
             self.snapshot = snapshot
