@@ -73,6 +73,7 @@ class ActivityContext:
         self.cancelled: threading.Event = clock.new_event()
         self.cancel_reason = ""
         self._clock = clock
+        self._now = clock.now  # bound once: heartbeat() is on the training loop's hot path
         self._checkpoints = checkpoints
         self._last_heartbeat_loader = last_heartbeat_loader
         self._last_heartbeat: Any = _NOT_LOADED
@@ -96,7 +97,7 @@ class ActivityContext:
         once per heartbeat interval, and when the attempt ends. The object is serialised then, not
         now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
         """
-        self.last_heartbeat_at = self._clock.now()
+        self.last_heartbeat_at = self._now()
         if not self.heartbeat_count:
             self.first_heartbeat_at = self.last_heartbeat_at
         if details is not None:

@@ -43,9 +43,9 @@ class Clock(Protocol):
 class RealClock:
     """Wall-clock time; waits are plain ``threading.Event`` waits."""
 
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
+    # ``time.time`` itself, not a method wrapping it: heartbeat() calls it on every batch of a
+    # training loop, and a Python-level frame would add about a third to its cost.
+    now = staticmethod(time.time)
 
     def new_event(self) -> threading.Event:
         """A plain event."""
