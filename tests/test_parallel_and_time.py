@@ -268,3 +268,23 @@ def test_now_and_memo_are_recorded_and_replayed(engine: TestEngine) -> None:
     assert restarted.resume("m").result(10) == (t0, "id-1", "id-1")
     assert calls["make_id"] == 1
     restarted.close()
+
+
+def test_a_wide_fan_out_reuses_at_most_max_parallel_threads(journal_path: object) -> None:
+    threads: set[int] = set()
+    guard = threading.Lock()
+
+    @weft_nb.activity
+    def where(i: int) -> int:
+        with guard:
+            threads.add(threading.get_ident())
+        return i
+
+    @weft_nb.workflow
+    def wide(ctx: weft_nb.WorkflowContext, n: int) -> list[int]:
+        return ctx.all([ctx.submit(where, i) for i in range(n)])
+
+    with TestEngine(journal_path, max_parallel=3) as engine:  # type: ignore[arg-type]
+        assert engine.run(wide, 60) == list(range(60))
+        assert engine.journal.query("SELECT count(*) FROM steps")[0][0] == 60
+    assert 1 <= len(threads) <= 3

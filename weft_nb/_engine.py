@@ -39,6 +39,7 @@ from ._journal import (
     RunRecord,
     StepRecord,
 )
+from ._parallel import StepPool
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
@@ -105,6 +106,7 @@ class Engine(ExternalInputs):
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
         self.parallel_slots = threading.BoundedSemaphore(max_parallel)
+        self.step_pool = StepPool(max_parallel)
         self._queue_slots = {
             q: threading.BoundedSemaphore(n) for q, n in (queue_limits or {}).items()
         }

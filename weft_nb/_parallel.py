@@ -7,11 +7,14 @@ that completed, even when the workflow never reached another step (better than W
 completed siblings of a failed group).
 
 Parallelism is bounded by ``Engine(max_parallel=...)``, and a queue (``queue="gpu"``) can have
-its own limit (``Engine(queue_limits={"gpu": 1})``).
+its own limit (``Engine(queue_limits={"gpu": 1})``). Submitted steps wait in a
+:class:`StepPool` and run on at most ``max_parallel`` reused threads, so a 200-way ``ctx.all``
+starts a handful of threads, not 200.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import itertools
 import json
@@ -29,6 +32,47 @@ if TYPE_CHECKING:
 _SETTLE_ORDER = itertools.count(1)
 RACE = "<race>"
 GROUP = "<run_all>"
+
+
+class StepPool:
+    """Runs submitted steps first come, first served, on at most ``size`` reused daemon threads.
+
+    Daemon threads, as for every other thread the engine starts: an activity that ignores
+    cancellation must not keep the interpreter (or a kernel restart) from exiting. A thread
+    idle for :attr:`IDLE_EXIT` seconds ends; the next submission starts a new one.
+    """
+
+    IDLE_EXIT = 5.0
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._queue: collections.deque[Callable[[], None]] = collections.deque()
+        self._cond = threading.Condition()
+        self._threads = 0
+        self._idle = 0
+
+    def run(self, work: Callable[[], None]) -> None:
+        """Queue ``work``; a free thread runs it, or a new one if fewer than ``size`` exist."""
+        with self._cond:
+            self._queue.append(work)
+            if self._idle >= len(self._queue):
+                self._cond.notify()
+            elif self._threads < self._size:
+                self._threads += 1
+                threading.Thread(target=self._serve, name="weft-step", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._idle += 1
+                    woken = self._cond.wait(self.IDLE_EXIT)
+                    self._idle -= 1
+                    if not woken and not self._queue:
+                        self._threads -= 1
+                        return
+                work = self._queue.popleft()
+            work()  # never raises: submit()'s work settles its future with any exception
 
 
 class BranchTopologyChangedError(NonDeterminismError):
@@ -107,12 +151,8 @@ def submit(ctx: WorkflowContext, step: PreparedStep) -> StepFuture:
             for slot in reversed(limits):
                 slot.release()
 
-    threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(work,),
-        name=f"weft-step-{ctx.run_id}-{step.position}",
-        daemon=True,
-    ).start()
+    context = contextvars.copy_context()  # output routing follows the cell; see Engine._launch
+    engine.step_pool.run(lambda: context.run(work))
     return future
 
 
