@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+E2E_STAMP := $(VENV)/.installed-e2e-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test lint typecheck docs pytest demo bench clean
+.PHONY: test lint typecheck docs pytest demo bench e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,6 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# The browser test's extra (JupyterLab, Playwright) on top of dev; `make test` does not need it.
+$(E2E_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,e2e]'
+	rm -f $(VENV)/.installed-e2e-*
+	touch $(E2E_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check weft_nb tests benchmarks scripts
@@ -44,6 +51,12 @@ $(BENCH_STAMP): $(STAMP)
 # Never part of `make test`: figures go to docs/performance.md, verdicts are not pass/fail.
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+
+# The browser test (tests/e2e): JupyterLab on loopback, the notebooks run in headless Chromium.
+# It needs the system Chromium (Debian: apt-get install chromium; .ci/run installs it). Its tests
+# are collected only with -m e2e, so `make test` never runs them. Screenshots: demo-output/.
+e2e: $(E2E_STAMP)
+	$(BIN)/python -m pytest tests/e2e -m e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site

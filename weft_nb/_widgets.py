@@ -9,6 +9,10 @@ The panel reads :func:`weft_nb._snapshot.take_snapshot`, never the activity's th
 is capped at a few times a second whatever the heartbeat rate, and a panel built after a kernel
 restart (``%weft show``) shows what the journal holds. Where widgets cannot render (nbconvert,
 GitHub, nbval), its mime bundle also carries the same information as HTML and plain text.
+
+The widgets carry stable CSS classes (``weft-run-panel``, ``weft-run-header``, ``weft-step``,
+``weft-progress``, ``weft-loss-chart``, ``weft-cancel``, ``weft-approve``, ``weft-reject``) for
+styling and for the browser test (tests/e2e).
 """
 
 from __future__ import annotations
@@ -47,14 +51,17 @@ class _StepRow:
         self.status = widgets.Label(layout=widgets.Layout(width="7em"))
         self.attempt = widgets.Label(layout=widgets.Layout(width="4em"))
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="14em"))
+        self.bar.add_class("weft-progress")
         self.details = widgets.Label(layout=widgets.Layout(width="24em"))
         self.duration = widgets.Label(layout=widgets.Layout(width="6em"))
         self.error = widgets.HTML()
         self.chart = widgets.HTML()
+        self.chart.add_class("weft-loss-chart")
         line = widgets.HBox(
             [self.name, self.status, self.attempt, self.bar, self.details, self.duration]
         )
         self.box = widgets.VBox([line, self.error, self.chart])
+        self.box.add_class("weft-step")
         self.approval: widgets.HBox | None = None
         self.comment: widgets.Text | None = None
 
@@ -65,6 +72,8 @@ class _StepRow:
         self.comment = widgets.Text(placeholder="comment (optional)")
         approve = widgets.Button(description="Approve", button_style="success")
         reject = widgets.Button(description="Reject", button_style="danger")
+        approve.add_class("weft-approve")
+        reject.add_class("weft-reject")
         comment = self.comment
 
         def decide(approved: bool) -> None:
@@ -137,6 +146,7 @@ class RunPanel:
         self.engine = engine
         self.run_id = run_id
         self.header = widgets.HTML()
+        self.header.add_class("weft-run-header")
         self.steps_box = widgets.VBox()
         self._rows: dict[int, _StepRow] = {}
         self._series: dict[int, dict[str, list[tuple[float, float]]]] = {}
@@ -146,9 +156,11 @@ class RunPanel:
         self.cancel_button: widgets.Button | None = None
         if cancel_button:
             self.cancel_button = widgets.Button(description="Cancel", button_style="danger")
+            self.cancel_button.add_class("weft-cancel")
             self.cancel_button.on_click(lambda _button: self._cancel())
             children = [widgets.HBox([self.header, self.cancel_button])]
         self.widget = widgets.VBox([*children, self.steps_box])
+        self.widget.add_class("weft-run-panel")
         self.snapshot = self.refresh()
 
     def _cancel(self) -> None:

@@ -1,0 +1,201 @@
+"""End to end in a real browser: JupyterLab renders the run panel, and its buttons drive runs.
+
+JupyterLab runs on loopback with a copy of the notebooks; headless Chromium opens them and runs
+every cell from the Run menu, as a person would. The assertions are on the rendered page (the
+widgets' DOM), and the outcome of each click is checked again in the journal with ``weft-nb``.
+Screenshots go to ``demo-output/e2e-*.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from lab_server import REPO, Lab
+
+pytestmark = pytest.mark.e2e
+
+SHOTS = REPO / "demo-output"
+# Deadlines, generous for a loaded 2-core machine; every wait ends as soon as its condition holds.
+OPEN_MS = 120_000
+TRAIN_MS = 180_000
+CLICK_MS = 60_000
+KERNEL_IDLE = re.compile(r"^(?!No Kernel).+ \| Idle$")
+
+# The progress of the `train` row, read from the bar the browser drew (its width in percent).
+# Called over and over by wait_for_function: it keeps every distinct value it has seen, and is
+# satisfied once the bar has shown two different values strictly between empty and full, the
+# later one larger: the bar advanced while training ran.
+BAR_ADVANCES = """() => {
+  const row = [...document.querySelectorAll('.weft-run-panel .weft-step')]
+    .find((r) => / train$/.test(r.querySelector('.widget-label')?.textContent ?? ''));
+  const bar = row?.querySelector('.weft-progress .progress-bar');
+  if (!bar) return false;
+  const seen = (window.__weftBar ??= []);
+  const width = parseFloat(bar.style.width);
+  if (!Number.isNaN(width) && seen[seen.length - 1] !== width) seen.push(width);
+  const partial = seen.filter((w) => w > 0 && w < 100);
+  return partial.length >= 2 && partial[partial.length - 1] > partial[0] ? seen : false;
+}"""
+
+BAR_AT_LEAST = """(percent) => [...document.querySelectorAll('.weft-run-panel .weft-step')]
+  .some((r) => / train$/.test(r.querySelector('.widget-label')?.textContent ?? '')
+    && parseFloat(r.querySelector('.weft-progress .progress-bar')?.style.width) >= percent)"""
+
+CONTROLS = [
+    "%load_ext weft_nb\n%weft journal .weft/controls.duckdb",
+    # Runs until the run is cancelled: activity.sleep returns True then.
+    "%%weft_activity spin(n)\nbeats = 0\nwhile not activity.sleep(0.2):\n"
+    '    beats += 1\n    activity.heartbeat({"beats": beats})\nbeats',
+    "%%weft_workflow forever(n)\nctx.run(spin, n)",
+    "%%weft_activity sign_off(version)\nactivity.complete_async()",
+    '%%weft_activity deploy(version)\nf"model v{version} deployed"',
+    "%%weft_workflow release(version)\ndecision = ctx.run(sign_off, version)\n"
+    'ctx.run(deploy, version) if decision["approved"] else "rejected"',
+    # Background runs keep the kernel free: a click is a comm message the kernel must handle.
+    "spinning = %weft run forever n=1 --id e2e-cancel --background",
+    "release = %weft run release version=3 --id e2e-approve --background",
+]
+
+
+def _shot(target: Any, name: str) -> Path:
+    SHOTS.mkdir(exist_ok=True)
+    path = SHOTS / f"e2e-{name}.png"
+    target.screenshot(path=str(path))
+    return path
+
+
+def _open_and_run_all(page: Any, lab: Lab, notebook: str) -> None:
+    """Open the notebook in JupyterLab, wait for its kernel, then Run > Run All Cells.
+
+    Each notebook gets a workspace of its own, so JupyterLab restores no other test's tabs and
+    the status bar speaks of this notebook's kernel.
+    """
+    workspace = Path(notebook).stem
+    page.goto(f"{lab.url}lab/workspaces/{workspace}/tree/{notebook}", timeout=OPEN_MS)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=OPEN_MS)
+    # The status bar says "<kernel> | Idle" once the kernel is connected; before that it shows
+    # "No Kernel | Initializing", and Run All would then run nothing.
+    page.locator(".jp-StatusBar-TextItem", has_text=KERNEL_IDLE).wait_for(timeout=OPEN_MS)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def _panel(page: Any, run_id: str) -> Any:
+    return page.locator(".weft-run-panel", has=page.locator(".weft-run-header", has_text=run_id))
+
+
+def _journal(*args: str) -> str:
+    """``weft-nb ARGS``; empty while the kernel's engine still has the journal file open."""
+    done = subprocess.run(
+        [sys.executable, "-m", "weft_nb", *args], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    return done.stdout if done.returncode == 0 else ""
+
+
+def test_training_notebook_renders_a_live_panel(page: Any, lab: Lab) -> None:
+    """Run All on the training demo: the panel shows, its bar advances, the loss chart draws."""
+    shutil.copy(REPO / "notebooks" / "train_resume.ipynb", lab.root)
+    _open_and_run_all(page, lab, "train_resume.ipynb")
+
+    panel = page.locator(".weft-run-panel").first
+    panel.wait_for(state="visible", timeout=OPEN_MS)
+    header = panel.locator(".weft-run-header")
+    assert "train_digits" in header.inner_text()
+
+    seen = page.wait_for_function(BAR_ADVANCES, timeout=TRAIN_MS, polling="raf").json_value()
+    partial = [w for w in seen if 0 < w < 100]
+    assert partial[-1] > partial[0], seen
+
+    chart = panel.locator(".weft-loss-chart svg.weft-chart")
+    chart.wait_for(state="visible", timeout=TRAIN_MS)
+    loss = chart.locator("text", has_text=re.compile(r"^loss \d"))
+    loss.wait_for(timeout=TRAIN_MS)
+    lines = chart.locator("polyline")
+    assert lines.count() >= 1
+    for line in lines.all():  # one line per numeric heartbeat field: epoch and loss
+        points = line.get_attribute("points") or ""
+        assert len(points.split()) >= 2, points
+        box = line.bounding_box()
+        assert box is not None and box["width"] > 0, box  # the browser laid the line out
+    # The picture for the README: training well under way (or done, on a fast machine).
+    page.wait_for_function(BAR_AT_LEAST, arg=40, timeout=TRAIN_MS, polling="raf")
+    panel.scroll_into_view_if_needed()
+    _shot(panel, "run-panel-training")
+
+    # The whole notebook ran: the run completed and the cell after it printed the accuracy.
+    header.filter(has_text="completed").wait_for(timeout=TRAIN_MS)
+    accuracy = page.locator(".jp-OutputArea-output", has_text=re.compile(r"test accuracy: 0\.9\d"))
+    accuracy.wait_for(timeout=TRAIN_MS)
+    bar = panel.locator(".weft-step", has_text="train").locator(".weft-progress .progress-bar")
+    assert bar.evaluate("b => parseFloat(b.style.width)") == 100.0
+    _shot(panel, "run-panel-completed")
+    page.screenshot(path=str(SHOTS / "e2e-training-notebook.png"), full_page=False)
+
+
+def test_cancel_and_approve_buttons_drive_background_runs(page: Any, lab: Lab) -> None:
+    """Cancel stops a run that would never end; Approve completes a parked approval step."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CONTROLS]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python",
+    }  # fmt: skip
+    nbformat.write(notebook, lab.root / "controls.ipynb")
+    _open_and_run_all(page, lab, "controls.ipynb")
+
+    spinning = _panel(page, "e2e-cancel")
+    spinning.wait_for(state="visible", timeout=OPEN_MS)
+    spinning.locator(".weft-step", has_text="spin").filter(has_text="running").wait_for(
+        timeout=OPEN_MS
+    )
+    cancel = spinning.locator("button.weft-cancel")
+    assert cancel.is_enabled()
+    _shot(spinning, "cancel-before")
+    cancel.click()
+    spinning.locator(".weft-run-header", has_text="cancelled").wait_for(timeout=CLICK_MS)
+    page.wait_for_function(
+        "b => b.disabled", arg=cancel.element_handle(), timeout=CLICK_MS
+    )  # the panel saw the run end
+    _shot(spinning, "cancel-after")
+
+    parked = _panel(page, "e2e-approve")
+    parked.wait_for(state="visible", timeout=OPEN_MS)
+    approve = parked.locator("button.weft-approve")
+    approve.wait_for(state="visible", timeout=OPEN_MS)
+    parked.locator(".weft-step", has_text="sign_off").filter(has_text="waiting").wait_for(
+        timeout=OPEN_MS
+    )
+    _shot(parked, "approve-before")
+    approve.click()
+    parked.locator(".weft-run-header", has_text="completed").wait_for(timeout=CLICK_MS)
+    parked.locator(".weft-step", has_text="deploy").filter(has_text="completed").wait_for(
+        timeout=CLICK_MS
+    )
+    assert not approve.is_visible()  # decided: the buttons are hidden
+    _shot(parked, "approve-after")
+
+    # The journal agrees. The kernel's engine lets go of the file about a second after its
+    # runs stop; until then `weft-nb` says who holds it, so ask again until it answers.
+    journal = str(lab.root / ".weft" / "controls.duckdb")
+    shown: dict[str, str] = {}
+
+    def answered() -> bool:
+        for run_id in ("e2e-cancel", "e2e-approve"):
+            shown[run_id] = shown.get(run_id) or _journal("--journal", journal, "show", run_id)
+        return all(shown.values())
+
+    deadline = time.monotonic() + CLICK_MS / 1000
+    while not answered():
+        assert time.monotonic() < deadline, f"weft-nb show did not answer: {shown}"
+        page.wait_for_timeout(250)
+    assert re.search(r"status\s+cancelled", shown["e2e-cancel"]), shown["e2e-cancel"]
+    assert re.search(r"status\s+completed", shown["e2e-approve"]), shown["e2e-approve"]
+    assert "model v3 deployed" in shown["e2e-approve"], shown["e2e-approve"]
