@@ -44,6 +44,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class PickledState:
+    """A checkpoint pickled elsewhere (by a worker process or a Dask worker): written as is."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class CheckpointStore:
     """Writes and reads checkpoint files for one journal."""
 
@@ -82,7 +89,10 @@ class CheckpointStore:
         try:
             with open(tmp, "wb") as handle:
                 try:
-                    pickle.dump(state, handle, protocol=5)
+                    if isinstance(state, PickledState):  # pickled by a worker already
+                        handle.write(state.data)
+                    else:
+                        pickle.dump(state, handle, protocol=5)
                 except Exception as exc:
                     raise PayloadError(
                         f"checkpoint of step {position} (run {run_id!r}) cannot be pickled: "
