@@ -82,11 +82,18 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
                 return
             stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
 
-    send(("started", get_worker().address))
     reader = threading.Thread(target=read, name="weft-dask-reader", daemon=True)
     reader.start()
     try:
-        done = encode_done(run_shipped(payload, send, inbox))
+        # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
+        # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
+        go, answer = inbox.expect(0)
+        send(("started", get_worker().address))
+        go.wait()
+        if answer[0][0]:
+            done = encode_done(run_shipped(payload, send, inbox))
+        else:
+            done = encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
     finally:
         stop.set()
         reader.join()
@@ -130,8 +137,10 @@ class _DaskRemote:
         message = self._buffer.pop(0)
         if message[0] == "started":
             if self.worker is not None:
+                self.send(("reply", 0, False, None))
                 raise self._lost(f"Dask restarted it on {message[1]} after {self.worker} was lost")
             self.worker = message[1]
+            self.send(("reply", 0, True, None))
             return None
         if message[0] == "finished":
             return self._result()
