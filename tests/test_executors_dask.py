@@ -24,7 +24,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is not i
 def client() -> Iterator[distributed.Client]:
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, resources={"gpu": 1},
+        dashboard_address=":0", resources={"gpu": 1},
     )  # fmt: skip
     with cluster, distributed.Client(cluster, set_as_default=False) as dask_client:
         yield dask_client
@@ -61,7 +61,7 @@ def test_an_unreachable_scheduler_is_named_and_nothing_is_written(tmp_path: Path
 
 
 def test_a_closed_client_fails_the_engine_before_the_journal_exists(tmp_path: Path) -> None:
-    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
         dead = distributed.Client(cluster, set_as_default=False)
     dead.close()
     with pytest.raises(SchedulerUnreachableError):
