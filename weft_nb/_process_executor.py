@@ -1,10 +1,15 @@
 """ProcessExecutor: attempts run in a pool of local worker processes, outside the kernel's GIL.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies, the whole pool
-is marked broken and every attempt in it fails. Here each worker is a ``multiprocessing`` process
-(spawn context: no forked copy of the kernel's threads and DuckDB handle) with its own pipe, owned
-by one attempt at a time, so a worker that dies (a segfault, the OOM killer) or is killed on a
-timeout fails only that attempt, and the next attempt gets a fresh process.
+is marked broken and every attempt in it fails. Here each worker is a fresh Python process with
+its own socket, owned by one attempt at a time, so a worker that dies (a segfault, the OOM killer)
+or is killed on a timeout fails only that attempt, and the next attempt gets a fresh process.
+
+Why ``subprocess`` rather than ``multiprocessing``: forking would copy the kernel's threads and
+its DuckDB handle, and the ``spawn`` method re-runs the parent's main script in every worker (a
+script without an ``if __name__ == "__main__":`` guard would start its engine again there). A
+worker is ``python -c`` running :func:`worker_main` on an inherited socket, with the kernel's
+``sys.path`` and working directory, so it imports what the kernel imports.
 
 A worker exits by itself when its pipe closes, so a killed kernel leaves no worker behind that
 could report a stale result.
@@ -18,9 +23,11 @@ import os
 import pickle
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import weakref
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +41,14 @@ from ._worker_context import Inbox, encode_done, run_shipped
 from .errors import ActivityNotShippableError, WorkerLostError
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     from ._activity_context import ActivityContext
     from ._definitions import ActivityDefinition
 
 _SLOT_POLL = 0.05
+_WORKER_CODE = (
+    "import sys; from multiprocessing.connection import Connection; "
+    "from weft_nb._process_executor import worker_main; worker_main(Connection(int(sys.argv[1])))"
+)
 
 
 def worker_main(conn: Connection) -> None:
@@ -73,14 +82,23 @@ def worker_main(conn: Connection) -> None:
 
 
 class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
-        self.process = process
-        self.conn = conn
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        theirs.close()
+        self.conn = Connection(ours.detach())
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):
             self.process.kill()
-            self.process.join(5)
+            self.process.wait(5)
         with contextlib.suppress(Exception):
             self.conn.close()
 
@@ -115,8 +133,9 @@ class _ProcessRemote:
 
     def _lost_error(self) -> WorkerLostError:
         process, ctx = self.worker.process, self.ctx
-        process.join(1)
-        code = process.exitcode
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(1)
+        code = process.returncode
         how = (
             f"was killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
             else f"exited with code {code}" if code is not None else "stopped answering"
@@ -156,7 +175,6 @@ class ProcessExecutor(Executor):
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1; got {max_workers}")
         self.cancel_grace = cancel_grace
-        self._mp = get_context("spawn")
         self._slots = threading.BoundedSemaphore(self.max_workers)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
@@ -199,15 +217,11 @@ class ProcessExecutor(Executor):
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
-                if worker.process.is_alive():
+                if worker.alive():
                     return worker
                 self._workers.discard(worker)
                 worker.kill()
-        parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_main, args=(child,), name="weft-worker")
-        process.start()
-        child.close()
-        worker = _Worker(process, parent)
+        worker = _Worker()
         with self._lock:
             self._workers.add(worker)
         return worker
@@ -223,7 +237,7 @@ class ProcessExecutor(Executor):
     def worker_pids(self) -> list[int]:
         """The process ids of the live worker processes (for monitoring and tests)."""
         with self._lock:
-            return [w.process.pid for w in self._workers if w.process.pid is not None]
+            return [w.process.pid for w in self._workers]
 
     def close(self) -> None:
         """Kill every worker process (a later attempt starts new ones)."""

@@ -15,6 +15,7 @@ engine. When pickling fails, :func:`ship` finds the variable responsible and rai
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
     Raises:
         ActivityNotShippableError: the function or its input does not pickle; names the variable.
     """
+    _by_value_if_not_importable(definition.fn)
     activity = ShippedActivity(definition.name, definition.fn, definition.arity,
                                definition.is_async)  # fmt: skip
     info = AttemptInfo(ctx.run_id, ctx.activity_name, ctx.position, ctx.attempt, ctx.max_attempts)
@@ -75,6 +77,15 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
             name=path,
             run_id=ctx.run_id,
         ) from exc
+
+
+def _by_value_if_not_importable(fn: Callable[..., Any]) -> None:
+    """Ship a module that exists only in this process (no file: built by exec) by value."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is None or module.__name__ == "__main__" or hasattr(module, "__file__"):
+        return
+    if module.__spec__ is None or module.__spec__.origin is None:
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _input_culprit(value: Any) -> tuple[str, BaseException] | None:

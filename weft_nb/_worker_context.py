@@ -152,7 +152,10 @@ def _heartbeat_sender(ctx: WorkerActivityContext, stop: threading.Event) -> None
 
 def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
     """Run one shipped attempt; return its ``done`` message (the caller sends it)."""
-    activity, value, info = pickle.loads(payload)
+    try:
+        activity, value, info = pickle.loads(payload)
+    except Exception as exc:  # e.g. a module the activity needs is not installed here
+        return ("done", "error", _portable(exc), traceback.format_exc())
     assert isinstance(activity, ShippedActivity)
     definition = ActivityDefinition(name=activity.name, fn=activity.fn, arity=activity.arity,
                                     is_async=activity.is_async)  # fmt: skip
