@@ -51,6 +51,7 @@ $(BENCH_STAMP): $(STAMP)
 # Never part of `make test`: figures go to docs/performance.md, verdicts are not pass/fail.
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_executors.py
 
 # The browser test (tests/e2e): JupyterLab on loopback, the notebooks run in headless Chromium.
 # It needs the system Chromium (Debian: apt-get install chromium; .ci/run installs it). Its tests

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from . import errors
 from ._activity_context import ActivityContext, current_activity
+from ._dask_executor import DaskExecutor
 from ._definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
 from ._durable_activity import durable_activity
 from ._engine import Engine
+from ._executors import Executor, ThreadExecutor
+from ._process_executor import ProcessExecutor
 from ._reconciliation import VerificationContext
 from ._retry import RetryPolicy, parse_duration
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
@@ -38,12 +41,16 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [
     "ActivityContext",
     "ActivityDefinition",
+    "DaskExecutor",
     "Engine",
+    "Executor",
+    "ProcessExecutor",
     "RecoveryReport",
     "RetryPolicy",
     "RunHandle",
     "RunInfo",
     "StepChangedWarning",
+    "ThreadExecutor",
     "VerificationContext",
     "WeftEvent",
     "WorkflowContext",

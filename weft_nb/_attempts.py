@@ -1,8 +1,10 @@
 """Running one attempt of an activity, and watching its timeouts.
 
-An attempt with neither a per-attempt ``timeout`` nor a ``heartbeat_timeout`` runs inline on the
-workflow's thread: nothing needs to watch it, and it saves a thread hand-off per step. Otherwise it
-runs on its own daemon thread while the workflow thread watches two deadlines:
+With the default thread executor (``weft_nb._executors``), an attempt with neither a per-attempt
+``timeout`` nor a ``heartbeat_timeout`` runs inline on the workflow's thread: nothing needs to
+watch it, and it saves a thread hand-off per step. Otherwise it runs on its own daemon thread while
+the workflow thread watches two deadlines (:class:`AttemptWatch`, which the process and Dask
+executors use too):
 
 - ``timeout``: wall-clock cap of the attempt. When it passes, the attempt's ``cancelled`` is set
   and the workflow stops waiting. Cancellation is cooperative: code that ignores it runs on in the
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
-import threading
 import traceback
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -103,115 +103,86 @@ async def _run_coroutine(definition: ActivityDefinition, value: Any, ctx: Activi
         ctx._on_cancel = None
 
 
-def _outcome(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> AttemptOutcome:
+def attempt_outcome(
+    definition: ActivityDefinition, value: Any, ctx: ActivityContext
+) -> AttemptOutcome:
+    """Run the activity here and now; its exception becomes a failed outcome."""
     try:
         return AttemptOutcome(ok=True, value=call_activity(definition, value, ctx))
     except BaseException as exc:
         return AttemptOutcome(ok=False, error=exc, traceback_text=traceback.format_exc())
 
 
-class AttemptRunner:
-    """Runs attempts for one engine and watches their deadlines."""
+class AttemptWatch:
+    """The two deadlines of one attempt (``timeout`` and ``heartbeat_timeout``).
 
-    def __init__(self, clock: Clock) -> None:
+    Shared by every executor: the thread executor waits on its wake event until
+    :meth:`remaining` passes, a remote executor polls its worker's channel for that long; both
+    then ask :meth:`expired`, which cancels the attempt and returns its timeout outcome.
+    """
+
+    def __init__(
+        self,
+        ctx: ActivityContext,
+        clock: Clock,
+        timeout: float | None,
+        heartbeat_timeout: float | None,
+    ) -> None:
+        self.ctx = ctx
         self.clock = clock
+        self.timeout = timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.attempt_deadline = None if timeout is None else clock.now() + timeout
+        self._planned = 0.0
+        self._grace_used = False
 
-    def run(
-        self,
-        definition: ActivityDefinition,
-        value: Any,
-        ctx: ActivityContext,
-        *,
-        timeout: float | None,
-        heartbeat_timeout: float | None,
-        wake: threading.Event,
-    ) -> AttemptOutcome | None:
-        """Run one attempt; None means the workflow was woken by cancellation first."""
-        if timeout is None and heartbeat_timeout is None:
-            return _outcome(definition, value, ctx)
-        result: list[AttemptOutcome] = []
+    def remaining(self) -> float | None:
+        """Seconds until the next deadline (0 when one passed); None when nothing is watched."""
+        deadlines = [] if self.attempt_deadline is None else [self.attempt_deadline]
+        if self.heartbeat_timeout is not None:
+            deadlines.append(self.ctx.last_heartbeat_at + self.heartbeat_timeout)
+        if not deadlines:
+            return None
+        self._planned = min(deadlines)
+        return max(0.0, self._planned - self.clock.now())
 
-        def target() -> None:
-            self.clock.bind_participant()
-            try:
-                result.append(_outcome(definition, value, ctx))
-                wake.set()
-            finally:
-                self.clock.release_participant()
+    def expired(self) -> AttemptOutcome | None:
+        """The timeout outcome when a deadline passed (the attempt is cancelled), else None."""
+        ctx, now = self.ctx, self.clock.now()
+        if self.attempt_deadline is not None and now >= self.attempt_deadline:
+            ctx._cancel(f"per-attempt timeout of {self.timeout:g}s passed")
+            return timed_out(ctx, ActivityPerAttemptTimeoutError, self.timeout or 0.0, "timeout")
+        limit = self.heartbeat_timeout
+        if limit is not None and now >= ctx.last_heartbeat_at + limit:
+            if not self._grace_used and now - self._planned > max(_STARVATION_SLACK, limit / 2):
+                self._grace_used = True  # the watchdog itself was starved; see module docstring
+                ctx.last_heartbeat_at = now
+                return None
+            ctx._cancel(f"no heartbeat for {limit:g}s")
+            return timed_out(ctx, ActivityHeartbeatTimeoutError, limit, "heartbeat_timeout")
+        return None
 
-        self.clock.reserve_participant()
-        thread = threading.Thread(
-            target=contextvars.copy_context().run,  # output routing follows; see Engine._launch
-            args=(target,),
-            name=f"weft-{ctx.activity_name}-{ctx.position}.{ctx.attempt}",
-            daemon=True,
-        )
-        thread.start()
-        return self._watch(ctx, result, timeout, heartbeat_timeout, wake)
 
-    def _watch(
-        self,
-        ctx: ActivityContext,
-        result: list[AttemptOutcome],
-        timeout: float | None,
-        heartbeat_timeout: float | None,
-        wake: threading.Event,
-    ) -> AttemptOutcome | None:
-        clock = self.clock
-        started = clock.now()
-        attempt_deadline = None if timeout is None else started + timeout
-        grace_used = False
-        while True:
-            deadlines = [] if attempt_deadline is None else [attempt_deadline]
-            if heartbeat_timeout is not None:
-                deadlines.append(ctx.last_heartbeat_at + heartbeat_timeout)
-            planned = min(deadlines)
-            clock.wait(wake, max(0.0, planned - clock.now()))
-            if result:
-                return result[0]
-            if wake.is_set() and ctx.cancelled.is_set():
-                return None  # woken by cancellation of the run
-            wake.clear()
-            now = clock.now()
-            if attempt_deadline is not None and now >= attempt_deadline:
-                ctx._cancel(f"per-attempt timeout of {timeout:g}s passed")
-                return self._timed_out(
-                    ctx, ActivityPerAttemptTimeoutError, timeout or 0.0, "timeout"
-                )
-            if heartbeat_timeout is not None:
-                silent_until = ctx.last_heartbeat_at + heartbeat_timeout
-                if now >= silent_until:
-                    if not grace_used and now - planned > max(
-                        _STARVATION_SLACK, heartbeat_timeout / 2
-                    ):
-                        grace_used = True  # the watchdog itself was starved; see module docstring
-                        ctx.last_heartbeat_at = now
-                        continue
-                    ctx._cancel(f"no heartbeat for {heartbeat_timeout:g}s")
-                    return self._timed_out(
-                        ctx, ActivityHeartbeatTimeoutError, heartbeat_timeout, "heartbeat_timeout"
-                    )
-
-    @staticmethod
-    def _timed_out(
-        ctx: ActivityContext,
-        cls: type[ActivityPerAttemptTimeoutError | ActivityHeartbeatTimeoutError],
-        seconds: float,
-        option: str,
-    ) -> AttemptOutcome:
-        if cls is ActivityPerAttemptTimeoutError:
-            what, remedy = "ran longer than", "raise the timeout or make the activity faster"
-        else:
-            what, remedy = "sent no heartbeat for", "heartbeat more often or raise the limit"
-        error = cls(
-            f"activity {ctx.activity_name!r} (step {ctx.position}, run {ctx.run_id!r}) attempt "
-            f"{ctx.attempt} {what} its {option} of {seconds:g}s, so its `cancelled` event was "
-            f"set; {remedy}.",
-            cause_type=cls.__name__,
-            cause_message=f"{option} of {seconds:g}s passed",
-            attempts=ctx.attempt,
-            run_id=ctx.run_id,
-            position=ctx.position,
-            activity=ctx.activity_name,
-        )
-        return AttemptOutcome(ok=False, error=error)
+def timed_out(
+    ctx: ActivityContext,
+    cls: type[ActivityPerAttemptTimeoutError | ActivityHeartbeatTimeoutError],
+    seconds: float,
+    option: str,
+) -> AttemptOutcome:
+    """The failed outcome of an attempt that passed its ``timeout`` or ``heartbeat_timeout``."""
+    if cls is ActivityPerAttemptTimeoutError:
+        what, remedy = "ran longer than", "raise the timeout or make the activity faster"
+    else:
+        what, remedy = "sent no heartbeat for", "heartbeat more often or raise the limit"
+    error = cls(
+        f"activity {ctx.activity_name!r} (step {ctx.position}, run {ctx.run_id!r}) attempt "
+        f"{ctx.attempt} {what} its {option} of {seconds:g}s, so its `cancelled` event was "
+        f"set; {remedy}.",
+        cause_type=cls.__name__,
+        cause_message=f"{option} of {seconds:g}s passed",
+        attempts=ctx.attempt,
+        run_id=ctx.run_id,
+        position=ctx.position,
+        activity=ctx.activity_name,
+    )
+    return AttemptOutcome(ok=False, error=error)

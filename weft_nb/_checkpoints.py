@@ -52,6 +52,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class PickledState:
+    """A checkpoint pickled elsewhere (by a worker process or a Dask worker): written as is."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 def _unpicklable(run_id: str, position: int, exc: Exception) -> PayloadError:
     return PayloadError(
         f"checkpoint of step {position} (run {run_id!r}) cannot be pickled: "
@@ -134,6 +141,8 @@ class CheckpointStore:
 
     def save(self, run_id: str, position: int, attempt: int, state: Any) -> CheckpointRecord:
         """Write ``state`` durably and record it; see the module docstring for the protocol."""
+        if isinstance(state, PickledState):  # pickled by a worker already
+            return self.save_snapshot(run_id, position, attempt, state.data)
 
         def dump(handle: IO[bytes]) -> None:
             try:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._activity_context import ActivityContext
-from ._attempts import AttemptRunner
 from ._checkpoints import CheckpointStore
 from ._clock import Clock, RealClock
 from ._definitions import (
@@ -28,6 +27,7 @@ from ._definitions import (
     make_workflow,
 )
 from ._duckdb_journal import DuckDBJournal
+from ._executors import Executor, ThreadExecutor
 from ._external_inputs import ExternalInputs
 from ._heartbeats import HeartbeatFlusher
 from ._journal import (
@@ -71,6 +71,9 @@ class Engine(ExternalInputs):
             at once, across all runs.
         queue_limits: Concurrency limits per activity queue, e.g. ``{"gpu": 1}``.
         program: Shown to other processes that find the journal locked (a notebook name).
+        executor: Where activity attempts run: :class:`ThreadExecutor` (the default, in this
+            process), :class:`ProcessExecutor` (worker processes) or :class:`DaskExecutor` (a
+            Dask cluster). The journal stays here; the engine closes the executor when it closes.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Engine(ExternalInputs):
         max_parallel: int = 4,
         queue_limits: Mapping[str, int] | None = None,
         program: str = "",
+        executor: Executor | None = None,
     ) -> None:
         if on_change not in ON_CHANGE_POLICIES:
             raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {on_change!r}")
@@ -93,6 +97,9 @@ class Engine(ExternalInputs):
         self.on_change = on_change
         self.max_payload_bytes = max_payload_bytes
         self.registry = Registry()
+        self.attempts: Executor = executor or ThreadExecutor()
+        self.attempts.check()  # e.g. an unreachable scheduler: fail before the journal exists
+        self.attempts.attach(self.clock)
         self.journal: Journal = DuckDBJournal(journal, program=program)
         try:
             self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
@@ -100,7 +107,6 @@ class Engine(ExternalInputs):
         except BaseException:
             self.journal.close()  # never keep the journal locked after a failed constructor
             raise
-        self.attempts = AttemptRunner(self.clock)
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         self._lock = threading.RLock()
         if max_parallel < 1:
@@ -146,6 +152,8 @@ class Engine(ExternalInputs):
             with contextlib.suppress(Exception):
                 server.stop()
         self._finalizer.detach()
+        with contextlib.suppress(Exception):
+            self.attempts.close()
         self.checkpoints.drain()
         self.flusher.stop(flush=flush)
         self.journal.close()

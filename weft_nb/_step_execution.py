@@ -87,6 +87,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 timeout=timeout,
                 heartbeat_timeout=hb_timeout,
                 wake=wake,
+                queue=options.get("queue", definition.queue),
             )
         finally:
             state.live.discard((attempt_ctx, wake))

@@ -177,10 +177,41 @@ class PayloadError(WeftError):
     """A value could not be stored: unserialisable, invalid for its type hints, or too large."""
 
 
+class ActivityNotShippableError(PayloadError):
+    """An activity (or its input) cannot be pickled to run on a worker process or a cluster.
+
+    Attributes:
+        activity: The activity.
+        name: The global or closure variable that does not pickle (an open file, a lock, a
+            database connection, ...), or ``"the input"``.
+    """
+
+
+class WorkerLostError(WeftError):
+    """The worker running an attempt died (killed, out of memory, crashed, or lost by Dask).
+
+    The attempt fails with this error and is retried per the activity's retry policy, on a fresh
+    worker.
+    """
+
+
+class ExecutorUnavailableError(WeftError):
+    """The executor cannot run activities (closed, or its cluster cannot be reached)."""
+
+
+class SchedulerUnreachableError(ExecutorUnavailableError):
+    """The Dask scheduler did not answer; the message names its address. Nothing was written."""
+
+
+class MissingExtraError(WeftError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 __all__ = [
     "ActivityFailedError",
     "ActivityHeartbeatTimeoutError",
     "ActivityNotRegisteredError",
+    "ActivityNotShippableError",
     "ActivityPerAttemptTimeoutError",
     "ActivityReconciliationIndeterminateError",
     "ActivityScheduleToCloseTimeoutError",
@@ -188,16 +219,20 @@ __all__ = [
     "ActivityVerificationError",
     "AsyncTokenNotFoundError",
     "DurableActivityScopeError",
+    "ExecutorUnavailableError",
     "JournalClosedError",
     "JournalCorruptError",
     "JournalError",
     "JournalLockedError",
+    "MissingExtraError",
     "NonDeterminismError",
     "PayloadError",
     "RunFinishedError",
     "RunNotFoundError",
+    "SchedulerUnreachableError",
     "SignalTimeoutError",
     "WeftError",
+    "WorkerLostError",
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowNotRegisteredError",
