@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import duckdb
 
-from ._journal_file import SCHEMA_VERSION
+from ._journal_schema import SCHEMA_VERSION
 from ._server import endpoint_file, read_endpoint
 from .errors import JournalCorruptError, JournalError, JournalLockedError, WeftError
 

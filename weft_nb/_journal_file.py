@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 
 from ._faults import fault_point
+from ._journal_schema import SCHEMA, check_length, ensure_schema
 from ._step_log import (
     APPLY_BYTES,
     APPLY_ROWS,
@@ -44,52 +45,6 @@ from ._step_log import (
 )
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS weft_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR PRIMARY KEY, workflow VARCHAR NOT NULL, version VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, on_change VARCHAR NOT NULL, input_codec VARCHAR NOT NULL,
-    input BLOB, result_codec VARCHAR, result BLOB, error VARCHAR,
-    created_at DOUBLE NOT NULL, updated_at DOUBLE NOT NULL);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, activity VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, input_hash VARCHAR, source_hash VARCHAR, attempts INTEGER,
-    result_codec VARCHAR, result BLOB, error VARCHAR, idempotency_key VARCHAR,
-    started_at DOUBLE, finished_at DOUBLE, superseded BOOLEAN NOT NULL DEFAULT false);
-CREATE TABLE IF NOT EXISTS attempts (
-    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    activity VARCHAR NOT NULL, started_at DOUBLE, finished_at DOUBLE, error_type VARCHAR,
-    error_message VARCHAR, traceback VARCHAR, superseded BOOLEAN NOT NULL DEFAULT false);
-CREATE SEQUENCE IF NOT EXISTS heartbeat_ids;
-CREATE TABLE IF NOT EXISTS heartbeats (
-    id BIGINT NOT NULL DEFAULT nextval('heartbeat_ids'),
-    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    recorded_at DOUBLE NOT NULL, codec VARCHAR NOT NULL, details BLOB, beat INTEGER NOT NULL,
-    activity VARCHAR,
-    superseded BOOLEAN NOT NULL DEFAULT false);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    seq INTEGER NOT NULL, created_at DOUBLE NOT NULL, path VARCHAR NOT NULL,
-    size BIGINT NOT NULL, codec VARCHAR NOT NULL, superseded BOOLEAN NOT NULL DEFAULT false);
-CREATE SEQUENCE IF NOT EXISTS event_ids;
-CREATE TABLE IF NOT EXISTS events (
-    id BIGINT NOT NULL DEFAULT nextval('event_ids'),
-    run_id VARCHAR, position INTEGER, kind VARCHAR NOT NULL, message VARCHAR,
-    created_at DOUBLE NOT NULL);
-CREATE SEQUENCE IF NOT EXISTS signal_ids;
-CREATE TABLE IF NOT EXISTS signals (
-    id BIGINT NOT NULL DEFAULT nextval('signal_ids'),
-    run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, signal_id VARCHAR, codec VARCHAR NOT NULL,
-    payload BLOB, created_at DOUBLE NOT NULL, consumed_at DOUBLE, consumed_position INTEGER);
-CREATE TABLE IF NOT EXISTS async_tokens (
-    token VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, position INTEGER NOT NULL,
-    attempt INTEGER NOT NULL, activity VARCHAR NOT NULL, input_hash VARCHAR, source_hash VARCHAR,
-    idempotency_key VARCHAR, created_at DOUBLE NOT NULL, consumed_at DOUBLE);
-"""
-
-_HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
 _PID_RE = re.compile(r"PID (\d+)")
 
 
@@ -301,65 +256,13 @@ class JournalFile:
                 time.sleep(0.05)
 
     def _check_schema(self) -> None:
-        con = self._con
-        assert con is not None
-        tables = {
-            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
-        }
-        if tables and "weft_meta" not in tables:
-            raise JournalCorruptError(
-                f"{self.path} is a DuckDB database but not a weft_nb journal (tables: "
-                f"{sorted(tables)[:5]}). Point the engine at another path.",
-                path=self.path,
-            )
-        if not tables:
-            if self.read_only:
-                # A writer was killed before its first commit: no runs yet, nothing damaged.
-                self._empty = True
-                return
-            with self._transaction(con):
-                con.execute(_SCHEMA)
-                con.execute(
-                    "INSERT INTO weft_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-                )
-            return
-        if "async_tokens" not in tables and not self.read_only:
-            with self._transaction(con):
-                con.execute(_SCHEMA)  # every statement is IF NOT EXISTS: adds what is missing
-        row = con.execute("SELECT value FROM weft_meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version != SCHEMA_VERSION:
-            raise JournalError(
-                f"journal {self.path} has schema version {version}; this weft_nb reads "
-                f"version {SCHEMA_VERSION}. Upgrade weft_nb (or open it with the version that "
-                "wrote it).",
-                path=self.path,
-            )
-        self._check_length()
-
-    def _check_length(self) -> None:
-        """Refuse a file shorter than its own catalog says (truncated after the fact).
-
-        Skipped while a write-ahead log is pending: DuckDB may hold replayed blocks in memory
-        that are not in the file yet, and a false alarm would lock users out of a good journal.
-        """
-        if self.had_wal:
-            return
-        con = self._con
-        assert con is not None
-        # Used blocks, not total: DuckDB counts free blocks it has already cut off the file's end.
-        block_size, used_blocks = con.execute(
-            "SELECT block_size, used_blocks FROM pragma_database_size()"
-        ).fetchone() or (0, 0)
-        expected = _HEADER_BYTES + int(block_size) * int(used_blocks)
-        actual = os.path.getsize(self.path)
-        if actual < expected:
-            raise JournalCorruptError(
-                f"journal {self.path} is truncated: {actual:,} bytes where its catalog needs "
-                f"{expected:,}. It is left untouched: move it aside (or restore a backup) to "
-                "start a new journal.",
-                path=self.path,
-            )
+        assert self._con is not None
+        state = ensure_schema(self._con, self.path, self.read_only, self._transaction)
+        self._empty = state == "empty"
+        if state == "existing" and not self.had_wal:
+            # With a write-ahead log pending, DuckDB may hold replayed blocks in memory that are
+            # not in the file yet; a false alarm would lock users out of a good journal.
+            check_length(self._con, self.path)
 
     def acquire(self) -> None:
         """Keep the DuckDB file open while a run is active."""
@@ -389,7 +292,7 @@ class JournalFile:
             raise JournalClosedError(f"journal {self.path} is closed", path=self.path)
         if self._con is None and self._empty:
             self._con = duckdb.connect(":memory:")  # the empty schema, to read nothing from
-            self._con.execute(_SCHEMA)
+            self._con.execute(SCHEMA)
         if self._con is None:
             self._open()
         assert self._con is not None
