@@ -248,21 +248,32 @@ def background_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> 
     arr = np.arange(cfg["mib"] * MIB // 8, dtype=np.float64)
     out: dict[str, list[float]] = {"snapshot": [], "background": [], "blocking": []}
     perf = time.perf_counter
-    for _ in range(cfg["rounds"] + 1):
-        gc.collect()
-        prefault_memory(3 * cfg["mib"])
+
+    def snapshot() -> float:
         t = perf()
         pickle.dumps(arr, protocol=5)
-        snap = perf() - t
+        return perf() - t
+
+    def background() -> float:
         t = perf()
         activity.checkpoint(arr, background=True)
-        bg = perf() - t
+        took = perf() - t
         activity.flush_checkpoints()  # untimed: the write the background thread did
+        return took
+
+    def blocking() -> float:
         t = perf()
         activity.checkpoint(arr)
-        blocking = perf() - t
-        for key, value in (("snapshot", snap), ("background", bg), ("blocking", blocking)):
-            out[key].append(value)
+        return perf() - t
+
+    variants = {"snapshot": snapshot, "background": background, "blocking": blocking}
+    names = list(variants)
+    for r in range(cfg["rounds"] + 1):
+        for k in range(len(names)):  # rotate the order: no variant always runs first
+            name = names[(r + k) % len(names)]
+            gc.collect()
+            prefault_memory(3 * cfg["mib"])
+            out[name].append(variants[name]())
     return {key: values[1:] for key, values in out.items()}  # round 0 is a warm-up
 
 

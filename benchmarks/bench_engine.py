@@ -109,9 +109,14 @@ def verdict(ok_median: bool, ok_worst: bool) -> str:
 def target_row(
     what: str, limit: str, result: Result, value: Any, ok: Any, fmt: str
 ) -> tuple[str, str, str, str]:
-    """One row of the targets table: ``value`` maps a sample to the compared figure."""
+    """One row of the targets table: ``value`` maps a sample to the compared figure.
+
+    The worst round is the one furthest on the wrong side: the limit's sign (``<=`` or ``>=``)
+    says which way that is.
+    """
     median = value(result.median)
-    worst = max((value(x) for x in result.samples), key=lambda v: 0 if ok(v) else 1)
+    values = [value(x) for x in result.samples]
+    worst = min(values) if limit.startswith(">=") else max(values)
     shown = fmt.format(median) + f" (worst round {fmt.format(worst)})"
     return what, limit, shown, verdict(ok(median), all(ok(value(x)) for x in result.samples))
 
