@@ -51,6 +51,11 @@ def profiled_wf(ctx: weft_nb.WorkflowContext, n: int) -> int:
 HB_CHUNKS = 20  # each round's loops run in chunks, the variants taking turns
 
 
+def matmul_loops(base: int) -> dict[int, int]:
+    """Iterations per matmul size: a harsh ~10 us batch, and a small but real ~0.5 ms one."""
+    return {64: base, 256: max(HB_CHUNKS, base // 40)}
+
+
 @weft_nb.activity
 def heartbeat_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> dict[str, Any]:
     """Time heartbeat loops inside a real activity.
@@ -59,8 +64,6 @@ def heartbeat_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> d
     turn (rotating which goes first), so background load hits all variants alike.
     """
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((64, 64))
-    b = rng.standard_normal((64, 64))
     hb = activity.heartbeat
     perf = time.perf_counter
 
@@ -88,25 +91,35 @@ def heartbeat_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> d
             hb()
         return perf() - t
 
-    def matmul(k: int) -> float:
-        t = perf()
-        for _i in range(k):
-            a @ b
-        return perf() - t
+    def matmul_pair(size: int) -> dict[str, Any]:
+        """A training-loop stand-in whose batch is a size x size matmul, without and with beats."""
+        a = rng.standard_normal((size, size))
+        b = rng.standard_normal((size, size))
 
-    def matmul_heartbeat(k: int) -> float:
-        t = perf()
-        for i in range(k):
-            a @ b
-            hb({"i": i})
-        return perf() - t
+        def matmul(k: int) -> float:
+            t = perf()
+            for _i in range(k):
+                a @ b
+            return perf() - t
+
+        def matmul_heartbeat(k: int) -> float:
+            t = perf()
+            for i in range(k):
+                a @ b
+                hb({"i": i})
+            return perf() - t
+
+        return {f"mm{size}": matmul, f"mm{size}_hb": matmul_heartbeat}
 
     groups = [
         (
             cfg["hb_loop"] // HB_CHUNKS,
             {"bare": bare, "dict": dict_only, "hb": heartbeat, "hb_none": heartbeat_none},
         ),
-        (cfg["matmul_loop"] // HB_CHUNKS, {"mm": matmul, "mm_hb": matmul_heartbeat}),
+        *(
+            (loops // HB_CHUNKS, matmul_pair(size))
+            for size, loops in matmul_loops(cfg["matmul_loop"]).items()
+        ),
     ]
     out: dict[str, list[float]] = {"chunks": [float(HB_CHUNKS)]}
     for _ in range(cfg["rounds"]):
@@ -305,7 +318,7 @@ def bench_heartbeats(cfg: Config, tmp: str, call: Result) -> None:
     out = engine.run(weft_nb.workflow(name="heartbeat_wf")(wf), params)
     engine.close()
     chunks = int(out["chunks"][0])
-    n, m = cfg.hb_loop // chunks * chunks, cfg.matmul_loop // chunks * chunks
+    n = cfg.hb_loop // chunks * chunks
 
     def per_iter(key: str) -> list[float]:
         return [s / n * 1e9 for s in out[key]]
@@ -340,28 +353,31 @@ def bench_heartbeats(cfg: Config, tmp: str, call: Result) -> None:
             digits=1,
         )
     )
-    mm = [s / m * 1e6 for s in out["mm"]]
-    mm_hb = [s / m * 1e6 for s in out["mm_hb"]]
-    record(Result("heartbeat", "64x64 matmul loop body, without heartbeats", "us", mm, digits=2))
-    record(
-        Result(
-            "heartbeat",
-            "64x64 matmul loop body, with a heartbeat per iteration",
-            "us",
-            mm_hb,
-            digits=2,
+    for size, loops in matmul_loops(cfg.matmul_loop).items():
+        m = loops // chunks * chunks
+        mm = [s / m * 1e6 for s in out[f"mm{size}"]]
+        mm_hb = [s / m * 1e6 for s in out[f"mm{size}_hb"]]
+        shape = f"{size}x{size} matmul"
+        record(Result("heartbeat", f"{shape} loop body, without heartbeats", "us", mm, digits=2))
+        record(
+            Result(
+                "heartbeat",
+                f"{shape} loop body, with a heartbeat per iteration",
+                "us",
+                mm_hb,
+                digits=2,
+            )
         )
-    )
-    overhead = [(w - wo) / wo * 100 for w, wo in zip(mm_hb, mm, strict=True)]
-    record(
-        Result(
-            "heartbeat",
-            "heartbeat overhead on the matmul loop (paired per round)",
-            "%",
-            overhead,
-            digits=2,
+        overhead = [(w - wo) / wo * 100 for w, wo in zip(mm_hb, mm, strict=True)]
+        record(
+            Result(
+                "heartbeat",
+                f"heartbeat overhead on the {shape} loop (paired per round)",
+                "%",
+                overhead,
+                digits=2,
+            )
         )
-    )
 
 
 def bench_checkpoint(cfg: Config, tmp: str) -> None:

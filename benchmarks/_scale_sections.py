@@ -279,7 +279,7 @@ def background_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> 
 
 def bench_big_checkpoints(cfg: Config, tmp: str) -> None:
     mib = cfg.big_checkpoint_mib
-    rounds = max(2, cfg.rounds - 2)
+    rounds = cfg.rounds
     progress(f"checkpoint: {mib} MiB array x {rounds} rounds, then background checkpoints")
     engine = weft_nb.Engine(os.path.join(tmp, "big-checkpoints", "journal.duckdb"))
     engine.register(checkpoint_bench, background_bench)
