@@ -1,0 +1,355 @@
+"""The read commands of ``weft-nb``: ``runs``, ``show``, ``sql`` and ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import duckdb
+
+from ._cli_common import (
+    CliError,
+    _answered,
+    _cut,
+    _error_json,
+    _error_text,
+    _payload_text,
+    _reading,
+    _request,
+    _seconds,
+    _span,
+    _table,
+    _when,
+    payload,
+)
+
+# -- runs and show -------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``weft-nb runs [--status S]``."""
+    return _answered(lambda: _runs(args))
+
+
+def _runs(args: argparse.Namespace) -> int:
+    with _reading(args.journal, via_endpoint=lambda e: _runs_from(e, args.status)) as reader:
+        where, params = ("status = ?", [args.status]) if args.status else ("true", [])
+        runs = reader.rows("runs", where, params, "created_at, run_id")
+        counts = dict(
+            reader.query("SELECT run_id, count(*) FROM steps WHERE NOT superseded GROUP BY run_id")
+        )
+    if not runs:
+        which = f" with status {args.status}" if args.status else ""
+        print(f"no runs{which} in journal {args.journal}")
+        return 0
+    rows = [
+        [
+            r["run_id"], r["workflow"], r["version"], r["status"], str(counts.get(r["run_id"], 0)),
+            _when(r["created_at"]),
+            _seconds(_span(r["created_at"], r["updated_at"]))
+            if r["status"] in ("completed", "failed", "cancelled") else "-",
+        ]
+        for r in runs
+    ]  # fmt: skip
+    _table(["RUN", "WORKFLOW", "VERSION", "STATUS", "STEPS", "STARTED", "TOOK"], rows, sys.stdout)
+    return 0
+
+
+def _runs_from(endpoint: dict[str, Any], status: str | None) -> int:
+    runs = _request(endpoint, "GET", "/api/v1/runs")
+    if not isinstance(runs, list):
+        raise CliError(f"the endpoint {endpoint['url']} answered something other than a list")
+    runs = [r for r in runs if isinstance(r, dict) and (not status or r.get("status") == status)]
+    if not runs:
+        print("no runs" + (f" with status {status}" if status else ""))
+        return 0
+    rows = [
+        [str(r.get("run_id")), str(r.get("workflow")), str(r.get("status")),
+         "yes" if r.get("active") else "no", _when(r.get("created_at"))]
+        for r in runs
+    ]  # fmt: skip
+    _table(["RUN", "WORKFLOW", "STATUS", "LIVE", "STARTED"], rows, sys.stdout)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``weft-nb show RUN``."""
+    return _answered(lambda: _show(args))
+
+
+def _show_from(endpoint: dict[str, Any], run_id: str) -> int:
+    text = _request(endpoint, "GET", "/api/v1/runs/" + urllib.parse.quote(run_id, safe=""))
+    print(text if isinstance(text, str) else json.dumps(text, indent=2))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _reading(args.journal, via_endpoint=lambda e: _show_from(e, args.run)) as reader:
+        run_id = args.run
+        run = reader.run(run_id)
+        current = "run_id = ? AND NOT superseded"
+        steps = {s["position"]: s for s in reader.rows("steps", current, [run_id], "position")}
+        attempts = reader.rows("attempts", current, [run_id], "position, attempt")
+        beats = reader.rows(
+            "heartbeats",
+            f"{current} AND id IN (SELECT max(id) FROM heartbeats WHERE {current} "
+            "GROUP BY position)",
+            [run_id, run_id],
+            "position",
+        )
+        checkpoints = reader.rows("checkpoints", current, [run_id], "position, seq DESC")
+        tokens = reader.rows("async_tokens", "run_id = ? AND consumed_at IS NULL", [run_id],
+                             "position")  # fmt: skip
+        signals = reader.rows("signals", "run_id = ? AND consumed_at IS NULL", [run_id], "id")
+        events = reader.rows("events", "run_id = ?", [run_id], "created_at, id")
+        superseded = reader.query(
+            "SELECT count(*) FROM steps WHERE run_id = ? AND superseded", [run_id]
+        )[0][0]
+    out = sys.stdout
+    finished = run["status"] in ("completed", "failed", "cancelled")
+    print(f"run {run['run_id']}: workflow {run['workflow']} (version {run['version']})", file=out)
+    print(f"  status    {run['status']}", file=out)
+    print(f"  started   {_when(run['created_at'])}", file=out)
+    updated = f"  updated   {_when(run['updated_at'])}"
+    if finished:
+        updated += f"  (took {_seconds(_span(run['created_at'], run['updated_at']))})"
+    print(updated, file=out)
+    print(f"  input     {_payload_text(run['input_codec'], run['input'])}", file=out)
+    if run["result"] is not None:
+        print(f"  result    {_payload_text(run['result_codec'], run['result'])}", file=out)
+    if run["error"]:
+        print(f"  error     {_error_text(run['error'])}", file=out)
+
+    failures: dict[int, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        failures.setdefault(attempt["position"], []).append(attempt)
+    latest = {b["position"]: b for b in beats}
+    saved: dict[int, list[dict[str, Any]]] = {}
+    for checkpoint in checkpoints:
+        saved.setdefault(checkpoint["position"], []).append(checkpoint)
+    waiting = {t["position"]: t for t in tokens}
+    positions = sorted(set(steps) | set(failures) | set(latest) | set(waiting))
+    print(file=out)
+    if not positions:
+        print("no steps recorded yet", file=out)
+    else:
+        rows = []
+        for position in positions:
+            step = steps.get(position)
+            if step is not None:
+                status = "dispatched" if step["status"] == "started" else step["status"]
+                name, tries = step["activity"], str(step["attempts"] or "")
+                start, end = step["started_at"], step["finished_at"]
+            else:
+                first = (failures.get(position) or [{}])[0]
+                name = (
+                    first.get("activity")
+                    or (waiting.get(position) or {}).get("activity")
+                    or (latest.get(position) or {}).get("activity")
+                    or "?"
+                )
+                status = "unfinished"  # no outcome recorded: running now, or stopped mid-way
+                tries = str(len(failures.get(position, [])) + 1)
+                start = first.get("started_at") or (waiting.get(position) or {}).get("created_at")
+                end = None
+            if position in waiting and (step is None or step["status"] == "started"):
+                status = "waiting"
+            rows.append([str(position), name, status, tries, _when(start),
+                         _seconds(_span(start, end))])  # fmt: skip
+        _table(["STEP", "ACTIVITY", "STATUS", "ATTEMPTS", "STARTED", "TOOK"], rows, out)
+        for position in positions:
+            notes = _step_notes(
+                steps.get(position), failures.get(position, []), latest.get(position),
+                saved.get(position, []), waiting.get(position),
+            )  # fmt: skip
+            if notes:
+                print(f"step {position}:", file=out)
+                for note in notes:
+                    print(f"  {note}", file=out)
+    if signals:
+        print(file=out)
+        print("signals not yet received:", file=out)
+        for sig in signals:
+            ident = f" (id {sig['signal_id']})" if sig["signal_id"] else ""
+            print(f"  {sig['name']}{ident} at {_when(sig['created_at'])}: "
+                  f"{_payload_text(sig['codec'], sig['payload'])}", file=out)  # fmt: skip
+    if events:
+        print(file=out)
+        print("events:", file=out)
+        for event in events:
+            where = f" step {event['position']}" if event["position"] is not None else ""
+            print(f"  {_when(event['created_at'])} {event['kind']}{where}: "
+                  f"{_cut(event['message'] or '', 160)}", file=out)  # fmt: skip
+    if superseded:
+        print(file=out)
+        print(f"{superseded} superseded step record(s) kept for audit "
+              f"(weft-nb export {run_id} --to FILE shows them)", file=out)  # fmt: skip
+    return 0
+
+
+def _step_notes(
+    step: dict[str, Any] | None,
+    failures: list[dict[str, Any]],
+    beat: dict[str, Any] | None,
+    checkpoints: list[dict[str, Any]],
+    token: dict[str, Any] | None,
+) -> list[str]:
+    notes = []
+    for failure in failures:
+        took = _seconds(_span(failure["started_at"], failure["finished_at"]))
+        message = _cut(f"{failure['error_type']}: {failure['error_message']}", 140)
+        notes.append(f"attempt {failure['attempt']} failed after {took}: {message}")
+    if step is not None and step["status"] == "failed" and step["error"]:
+        notes.append(f"error: {_cut(_error_text(step['error']) or '', 200)}")
+    if beat is not None:
+        notes.append(
+            f"latest heartbeat (attempt {beat['attempt']}, beat {beat['beat']}, "
+            f"{_when(beat['recorded_at'])}): {_payload_text(beat['codec'], beat['details'])}"
+        )
+    if checkpoints:
+        newest = checkpoints[0]
+        notes.append(
+            f"checkpoint {newest['seq']} (attempt {newest['attempt']}, {newest['size']:,} bytes, "
+            f"{_when(newest['created_at'])}); {len(checkpoints)} kept"
+        )
+    if token is not None and (step is None or step["status"] == "started"):
+        notes.append(f"waiting for completion: token {token['token']}")
+        notes.append(f"  (weft-nb complete {token['token']} JSON, or weft-nb fail TOKEN MESSAGE)")
+    return notes
+
+
+# -- sql -----------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value)):,} bytes>"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value)):,} bytes>"
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_cell(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_cell(v) for k, v in value.items()}
+    return str(value)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """``weft-nb sql QUERY``: the same read-only rule as ``%weft sql``."""
+    with _reading(args.journal) as reader, reader.connection() as con:
+        try:
+            statements = con.extract_statements(args.query)
+        except duckdb.Error as exc:
+            raise CliError(f"the query does not parse: {exc}") from None
+        kinds = {str(s.type).rsplit(".", 1)[-1] for s in statements}
+        if not statements or kinds - {"SELECT", "EXPLAIN"}:
+            raise CliError(
+                "only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the journal; "
+                f"this one holds {', '.join(sorted(kinds)) or 'nothing'}"
+            )
+        try:
+            cursor = con.execute(args.query)
+            names = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+        except duckdb.Error as exc:
+            raise CliError(f"the query failed: {exc}") from None
+    out = sys.stdout
+    if args.format == "json":
+        records = [dict(zip(names, map(_json_cell, row), strict=True)) for row in rows]
+        json.dump(records, out, indent=2)
+        print(file=out)
+    elif args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([[("" if v is None else _cell(v)) for v in row] for row in rows])
+    elif names == ["explain_key", "explain_value"]:  # a plan reads best as it is drawn
+        for row in rows:
+            print(row[1], file=out)
+    else:
+        cells = [[_cut(_cell(v), args.max_width) for v in row] for row in rows]
+        _table(names, cells, out)
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
+    return 0
+
+
+# -- export --------------------------------------------------------------------------------------
+
+_PAYLOAD_COLUMNS = {
+    "runs": [("input_codec", "input"), ("result_codec", "result")],
+    "steps": [("result_codec", "result")],
+    "heartbeats": [("codec", "details")],
+    "signals": [("codec", "payload")],
+}
+
+
+def _exported(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row for export: payloads decoded or described, errors parsed, the rest JSON-safe."""
+    record = {key: _json_cell(value) for key, value in row.items()}
+    for codec, column in _PAYLOAD_COLUMNS.get(table, []):
+        record[column] = payload(row[codec], row[column])
+    if "error" in row:
+        record["error"] = _error_json(row["error"])
+    return record
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``weft-nb export RUN --to FILE``."""
+    with _reading(args.journal) as reader:
+        run_id = args.run
+        document: dict[str, Any] = {
+            "format": "weft_nb.export/1",
+            "journal": args.journal,
+            "exported_at": time.time(),
+            "run": _exported("runs", reader.run(run_id)),
+        }
+        orders = {"steps": "position, superseded DESC", "attempts": "position, attempt",
+                  "heartbeats": "id", "checkpoints": "position, seq", "events": "created_at, id",
+                  "signals": "id", "async_tokens": "position, created_at"}  # fmt: skip
+        for table, order in orders.items():
+            document[table] = [
+                _exported(table, row) for row in reader.rows(table, "run_id = ?", [run_id], order)
+            ]
+    text = json.dumps(document, indent=2, default=str) + "\n"
+    if args.to == "-":
+        sys.stdout.write(text)
+        return 0
+    target = os.path.abspath(args.to)
+    _write_atomically(target, text)
+    counts = ", ".join(f"{len(document[t])} {t}" for t in ("steps", "attempts", "heartbeats",
+                                                            "events"))  # fmt: skip
+    print(f"exported run {run_id} ({counts}) to {target}")
+    return 0
+
+
+def _write_atomically(target: str, text: str) -> None:
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise CliError(f"cannot write {target}: no folder {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=".weft-export-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
