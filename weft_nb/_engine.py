@@ -27,6 +27,7 @@ from ._definitions import (
     make_workflow,
 )
 from ._duckdb_journal import DuckDBJournal
+from ._engine_views import EngineViews
 from ._executors import Executor, ThreadExecutor
 from ._external_inputs import ExternalInputs
 from ._heartbeats import HeartbeatFlusher
@@ -41,10 +42,9 @@ from ._journal import (
 )
 from ._parallel import StepPool
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
-from ._run_handle import RecoveryReport, RunHandle, RunInfo, RunState, WeftEvent
+from ._run_handle import RecoveryReport, RunHandle, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
-from ._server import Server, serve
-from ._snapshot import RunSnapshot, take_snapshot
+from ._server import Server
 from .errors import (
     JournalClosedError,
     RunNotFoundError,
@@ -54,7 +54,7 @@ from .errors import (
 )
 
 
-class Engine(ExternalInputs):
+class Engine(EngineViews, ExternalInputs):
     """Runs durable workflows over a DuckDB journal.
 
     Args:
@@ -200,25 +200,6 @@ class Engine(ExternalInputs):
             raise TypeError(f"{workflow!r} is not a workflow")
         self.registry.add(definition)
         return definition
-
-    # -- events ----------------------------------------------------------------------------
-
-    def add_listener(self, listener: Callable[[WeftEvent], None]) -> None:
-        """Call ``listener(event)`` for every engine event (run and step lifecycle)."""
-        self._listeners.append(listener)
-
-    def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
-        """Send an event to the listeners; a failing listener is reported, never fatal."""
-        if not self._listeners:
-            return
-        event = WeftEvent(kind, run_id, position, self.clock.now(), data)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception as exc:
-                warnings.warn(
-                    f"weft_nb event listener failed: {exc!r}", RuntimeWarning, stacklevel=2
-                )
 
     # -- starting and resuming -------------------------------------------------------------
 
@@ -429,30 +410,6 @@ class Engine(ExternalInputs):
 
     # -- control and inspection ------------------------------------------------------------
 
-    def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 7233,
-        *,
-        auth_token: str | None = None,
-        allow_unauthenticated: bool = False,
-        max_body: int = 1024 * 1024,
-    ) -> Server:
-        """Serve the REST endpoint from this process (it owns the journal); returns the server.
-
-        Routes: ``POST /api/v1/activities/complete`` (``{"token", "result"}``), ``POST
-        /api/v1/activities/fail`` (``{"token", "error"}``), ``GET /api/v1/runs``, ``GET
-        /api/v1/runs/{id}``, ``POST /api/v1/runs/{id}/signals/{name}`` (``{"payload",
-        "signal_id"}``), ``GET /health``. Loopback by default; ``Authorization: Bearer
-        <auth_token>`` is required unless ``allow_unauthenticated=True``. ``port=0`` picks a free
-        port (``server.port``). The server stops with the engine.
-        """
-        self._check_open()
-        server = serve(self, host, port, auth_token=auth_token,
-                       allow_unauthenticated=allow_unauthenticated, max_body=max_body)  # fmt: skip
-        self._servers.append(server)
-        return server
-
     def interrupt(self, run_id: str) -> bool:
         """Stop a live run as a kernel interrupt does; starting it again resumes it.
 
@@ -495,45 +452,12 @@ class Engine(ExternalInputs):
         self.emit("run_cancelled", run_id, None)
         return True
 
-    def runs(self, status: str | None = None) -> list[RunInfo]:
-        """Every run in the journal (oldest first), optionally of one status."""
-        with self._lock:
-            active = set(self._active)
-        return [
-            RunInfo(r.run_id, r.workflow, r.status, r.created_at, r.updated_at, r.run_id in active)
-            for r in self.journal.list_runs(status)
-        ]
-
     def queue_slot(self, queue: str) -> threading.BoundedSemaphore:
         """The concurrency limit of ``queue`` (unlimited beyond ``max_parallel`` if not set)."""
         with self._lock:
             if queue not in self._queue_slots:
                 self._queue_slots[queue] = threading.BoundedSemaphore(1_000_000)
             return self._queue_slots[queue]
-
-    def live_attempts(self, run_id: str) -> list[tuple[ActivityContext, int | None]]:
-        """The attempts of a run in flight right now, with their ``max_attempts``."""
-        with self._lock:
-            state = self._active.get(run_id)
-        if state is None:
-            return []
-        return [(ctx, ctx.max_attempts) for ctx, _wake in list(state.live)]
-
-    def is_active(self, run_id: str) -> bool:
-        """True while the run executes in this engine."""
-        with self._lock:
-            state = self._active.get(run_id)
-        return state is not None and not state.stopped
-
-    def live_backoff(self, run_id: str) -> tuple[int, float] | None:
-        """``(position, retry time)`` while a step of the run waits out a retry backoff."""
-        with self._lock:
-            state = self._active.get(run_id)
-        return None if state is None else state.backoff
-
-    def snapshot(self, run_id: str) -> RunSnapshot:
-        """The run's state now: recorded steps, latest heartbeats and attempts in flight."""
-        return take_snapshot(self, run_id)
 
     def new_activity_context(
         self, state: RunState, name: str, position: int, attempt: int

@@ -1,4 +1,4 @@
-"""What reaches a run from outside its workflow: signals and out-of-band completions.
+"""What reaches a run from outside its workflow: signals, out-of-band completions, the endpoint.
 
 ``Engine`` inherits these methods; they share one rule: the input is validated and journaled
 before anything that depends on it, and the run is woken if it waits in this process.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._journal import STEP_COMPLETED, STEP_FAILED, TERMINAL_STATUSES, StepRecord
 from ._payloads import encode, error_to_json
+from ._server import Server, serve
 from .errors import (
     ActivityFailedError,
     AsyncTokenNotFoundError,
@@ -21,6 +22,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._clock import Clock
+    from ._engine import Engine
     from ._journal import Journal
     from ._run_handle import RunState
 
@@ -33,6 +35,7 @@ class ExternalInputs:
     max_payload_bytes: int
     _lock: threading.RLock
     _active: dict[str, RunState]
+    _servers: list[Server]
 
     def _check_open(self) -> None:  # provided by Engine
         raise NotImplementedError
@@ -40,6 +43,37 @@ class ExternalInputs:
     def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
         """Provided by Engine."""
         raise NotImplementedError
+
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7233,
+        *,
+        auth_token: str | None = None,
+        allow_unauthenticated: bool = False,
+        max_body: int = 1024 * 1024,
+    ) -> Server:
+        """Serve the REST endpoint from this process (it owns the journal); returns the server.
+
+        Routes: ``POST /api/v1/activities/complete`` (``{"token", "result"}``), ``POST
+        /api/v1/activities/fail`` (``{"token", "error"}``), ``GET /api/v1/runs``, ``GET
+        /api/v1/runs/{id}``, ``POST /api/v1/runs/{id}/signals/{name}`` (``{"payload",
+        "signal_id"}``), ``GET /health``. Loopback by default; ``Authorization: Bearer
+        <auth_token>`` is required unless ``allow_unauthenticated=True``. ``port=0`` picks a free
+        port (``server.port``). The server stops with the engine.
+        """
+        self._check_open()
+        engine: Engine = self  # type: ignore[assignment]  # only Engine mixes this in
+        server = serve(
+            engine,
+            host,
+            port,
+            auth_token=auth_token,
+            allow_unauthenticated=allow_unauthenticated,
+            max_body=max_body,
+        )
+        self._servers.append(server)
+        return server
 
     def signal(
         self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
