@@ -16,22 +16,13 @@ from pathlib import Path
 
 import pytest
 from executor_workflows import lines
-from helpers import wait_until
+from helpers import process_alive, wait_until
 
 from weft_nb._duckdb_journal import DuckDBJournal
 
 pytestmark = pytest.mark.crash
 
 CHILD = Path(__file__).resolve().parent / "crash_children" / "executor_child.py"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        return handle.read().split()[2] != "Z"
 
 
 def test_kernel_killed_while_a_worker_is_busy_resumes_without_double_records(
@@ -50,7 +41,7 @@ def test_kernel_killed_while_a_worker_is_busy_resumes_without_double_records(
     finally:
         if first.poll() is None:
             first.kill()
-    wait_until(lambda: not _alive(worker), timeout=60)  # the orphaned worker left by itself
+    wait_until(lambda: not process_alive(worker), timeout=60)  # the orphaned worker left by itself
 
     second = subprocess.run(args, env={**os.environ, "WEFT_TEST_BLOCK": "0"}, timeout=180,
                             check=False)  # fmt: skip

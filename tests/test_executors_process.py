@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from executor_cases import CASES, engine_for
 from executor_workflows import lines, runaway_then_square
-from helpers import wait_until
+from helpers import process_alive, wait_until
 from IPython.core.interactiveshell import InteractiveShell
 
 import weft_nb
@@ -52,21 +52,11 @@ def test_a_hard_timeout_kills_the_runaway_worker_and_the_next_step_runs(
     assert result == {"error": "ActivityPerAttemptTimeoutError", "next": 49}
     runaway_pid = int(lines(tmp_path, "runaway")[0].split()[0])
     assert runaway_pid not in executor.worker_pids()
-    wait_until(lambda: not _alive(runaway_pid))
+    wait_until(lambda: not process_alive(runaway_pid))
     rows = engine.journal.query(
         "SELECT activity, status FROM steps WHERE run_id = 'h' ORDER BY position"
     )
     assert rows == [("runaway", "failed"), ("square", "completed")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead too: its parent (the executor) reaps it with join().
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        return handle.read().split()[2] != "Z"
 
 
 NOTEBOOK_HELPERS = """
