@@ -4,8 +4,10 @@ Set ``WEFT_NB_KILL_AT="point"`` or ``"point:N"`` (the N-th time the point is rea
 process imports weft_nb. Points: ``checkpoint.tmp_written`` (checkpoint bytes fsynced, not
 yet renamed), ``checkpoint.renamed`` (file in place, journal row not committed),
 ``journal.before_commit`` and ``journal.after_commit`` (around every multi-statement
-journal transaction), and
-``step.before_record`` (an activity returned, its result not yet journaled). When the variable is
+journal transaction), ``step.before_record`` (an activity returned, its result not yet
+journaled), ``steplog.appended`` (a completed step is fsynced in the step log, not yet in
+DuckDB), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
+commit that moves step-log rows into DuckDB). When the variable is
 unset, :func:`fault_point` is one global lookup.
 """
 
