@@ -33,6 +33,15 @@ from ._notebook_runner import NotebookKernel, code_cells
 from ._payloads import decode
 
 FAULTS = ("activity", "checkpoint", "commit", "between-steps", "backoff", "interrupt")
+# Where a "commit" fault kills: around DuckDB commits, and on the step log's path (a step fsynced
+# in the log only; around the commit that moves log rows into DuckDB).
+COMMIT_POINTS = (
+    "journal.before_commit",
+    "journal.after_commit",
+    "steplog.appended",
+    "steplog.before_apply_commit",
+    "steplog.after_apply_commit",
+)
 DEADLINE = 300.0
 
 
@@ -183,7 +192,7 @@ class Harness:
             env["WEFT_NB_KILL_AT"] = f"{point}:{rng.randint(1, max(1, saves))}"
         elif fault == "commit":
             steps = sum(e["event"] == "step_completed" for e in ref)
-            point = rng.choice(["journal.before_commit", "journal.after_commit"])
+            point = rng.choice(COMMIT_POINTS)
             env["WEFT_NB_KILL_AT"] = f"{point}:{rng.randint(1, max(2, steps))}"
         kernel = self._kernel(folder, env)
         first_pid = kernel.pid
