@@ -322,3 +322,27 @@ def test_weft_complete_and_fail_finish_parked_activities(ip: InteractiveShell) -
         ip.run_line_magic("weft", f"complete {token_one} {{oops")
     with pytest.raises(UsageError, match="usage: %weft fail TOKEN MESSAGE"):
         ip.run_line_magic("weft", f"fail {token_one}")
+
+
+def test_weft_executor_moves_cell_activities_to_worker_processes(ip: InteractiveShell) -> None:
+    assert ip.run_line_magic("weft", "executor") == "thread"
+    with pytest.raises(UsageError, match=r"thread \| process \[N\] \| dask ADDRESS"):
+        ip.run_line_magic("weft", "executor gpu-farm")
+    with pytest.raises(UsageError, match="worker count >= 1"):
+        ip.run_line_magic("weft", "executor process 0")
+    ip.user_ns["offset"] = 1000
+    cell(ip, "weft_activity whoami(x)", "(x + offset, __import__('os').getpid())")
+    cell(ip, "weft_workflow where(x)", "ctx.run(whoami, x)")
+    value, pid = ip.run_line_magic("weft", "run where x=1")
+    assert (value, pid) == (1001, os.getpid())  # the default: in the kernel's own process
+
+    # Registrations made before the switch carry over to the engine on the new executor.
+    assert ip.run_line_magic("weft", "executor process 1") == "process 1"
+    assert ip.run_line_magic("weft", "executor") == "process 1"
+    value, pid = ip.run_line_magic("weft", "run where x=2")
+    assert value == 1002  # `offset` travelled with the cell's code
+    assert pid != os.getpid()
+    assert ip.run_line_magic("weft", "executor thread") == "thread"
+    assert ip.run_line_magic("weft", "run where x=3")[1] == os.getpid()
+    for name in ("offset", "whoami", "where"):
+        ip.user_ns.pop(name, None)

@@ -108,3 +108,29 @@ class ThreadExecutor(Executor):
             expired = watch.expired()
             if expired is not None:
                 return expired
+
+
+EXECUTOR_USAGE = "thread | process [N] | dask ADDRESS"
+
+
+def executor_from_spec(spec: str) -> Executor:
+    """Build an executor from a short description: ``thread``, ``process 4``, ``dask tcp://h:8786``.
+
+    Raises:
+        ValueError: The description is not one of those (the message gives the forms).
+    """
+    words = spec.split()
+    kind, args = (words[0], words[1:]) if words else ("", [])
+    if kind == "thread" and not args:
+        return ThreadExecutor()
+    if kind == "process" and len(args) <= 1:
+        if args and not (args[0].isdigit() and int(args[0]) >= 1):
+            raise ValueError(f"process takes a worker count >= 1, not {args[0]!r}")
+        from ._process_executor import ProcessExecutor
+
+        return ProcessExecutor(max_workers=int(args[0]) if args else None)
+    if kind == "dask" and len(args) == 1:
+        from ._dask_executor import DaskExecutor
+
+        return DaskExecutor(args[0])
+    raise ValueError(f"unknown executor {spec.strip()!r}; use one of: {EXECUTOR_USAGE}")

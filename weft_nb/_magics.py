@@ -31,6 +31,7 @@ from ._cells import CellError, CellSignature, compile_body, parse_signature, spl
 from ._clock import RealClock
 from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
 from ._engine import Engine
+from ._executors import executor_from_spec
 from ._payloads import encode
 from ._run_handle import RunHandle
 from ._timeline import plot_timeline
@@ -45,6 +46,7 @@ WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
 SUBCOMMANDS = (
     "run", "runs", "show", "sql", "timeline", "cancel", "resume", "complete", "fail", "journal",
+    "executor",
 )  # fmt: skip
 
 
@@ -122,6 +124,7 @@ class WeftMagics(Magics):
         super().__init__(shell)
         self.shell: Any = shell
         self._engine: Engine | None = None
+        self._executor_spec = "thread"  # see %weft executor
 
     # -- the engine ------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class WeftMagics(Magics):
                 heartbeat_interval=self.heartbeat_interval,
                 on_change=self.on_change,
                 program=_notebook_path(self.shell.user_ns) or "IPython kernel",
+                executor=executor_from_spec(self._executor_spec),
             )
         return self._engine
 
@@ -259,6 +263,37 @@ class WeftMagics(Magics):
             self.close()
             self.journal = os.path.expanduser(rest.strip())
         return self.journal_path()
+
+    def _weft_executor(self, rest: str) -> str:
+        """Where activities run: ``%weft executor [thread | process [N] | dask ADDRESS]``.
+
+        Switching closes this notebook's engine (its registrations move to the next one) and
+        opens the next one on the new executor, so no run may be live.
+        """
+        spec = " ".join(rest.split())
+        if not spec:
+            return self._executor_spec
+        executor = None
+        try:
+            executor = executor_from_spec(spec)  # a bad spec or an unreachable cluster: say so
+        except ValueError as exc:
+            raise UsageError(f"%weft executor: {exc}") from None
+        finally:
+            if executor is not None:
+                executor.close()  # the engine builds its own; this one only checked the spec
+        if self._engine is not None:
+            live = [r.run_id for r in self._engine.runs() if r.active]
+            if live:
+                raise UsageError(
+                    f"runs are live in this kernel ({', '.join(live)}); wait for them or "
+                    "cancel them before switching executors"
+                )
+            registry = self._engine.registry
+            self.close()
+            self._executor_spec = spec
+            self.engine.register(*registry.activities.values(), *registry.workflows.values())
+        self._executor_spec = spec
+        return spec
 
     def _weft_runs(self, rest: str) -> list[Any]:
         return list(self.engine.runs(rest.strip() or None))
