@@ -20,23 +20,18 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_process import ChildProcess
 
 from weft_nb._duckdb_journal import DuckDBJournal
 from weft_nb._payloads import decode
 
 pytestmark = pytest.mark.crash
 
-ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "crash_children" / "child.py"
-DEADLINE = 60.0  # generous: a loaded 2-core machine starts Python + DuckDB slowly
 RUN_ID = "crash-run"
 
 PIPELINE_INPUT = {"n": 200, "seed": 7, "epochs": 5, "weight": 1}
@@ -46,8 +41,8 @@ MANY_INPUT = {"steps": 8, "heartbeat": True}
 RANDOM_INPUT = {"steps": 300, "heartbeat": False}
 
 
-class Child:
-    """One child process running (or resuming) a workflow."""
+class Child(ChildProcess):
+    """One child process running (or resuming) a workflow of ``child.py``."""
 
     def __init__(
         self,
@@ -61,14 +56,11 @@ class Child:
         journal: Path | None = None,
         **config: Any,
     ) -> None:
-        self.work = work
-        self.name = name
-        self.evidence = evidence or work / "evidence"
-        self.evidence.mkdir(parents=True, exist_ok=True)
         self.journal = journal or work / "journal.duckdb"
+        evidence = evidence or work / "evidence"
         settings = {
             "journal": str(self.journal),
-            "evidence": str(self.evidence),
+            "evidence": str(evidence),
             "run_id": RUN_ID,
             "workflow": workflow,
             "input": input,
@@ -77,76 +69,7 @@ class Child:
             "api": "start",
             **config,
         }
-        config_path = work / f"{name}.json"
-        config_path.write_text(json.dumps(settings))
-        env = {k: v for k, v in os.environ.items() if k != "WEFT_NB_KILL_AT"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        if kill_at is not None:
-            env["WEFT_NB_KILL_AT"] = kill_at
-        self.log = work / f"{name}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=work,
-                env=env,
-            )
-        self.started = time.monotonic()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def wait_marker(self, marker: str) -> Any:
-        """Poll for a marker file; fail clearly if the child died or the deadline passed."""
-        path = self.evidence / "markers" / marker
-        while not path.exists():
-            if (self.evidence / "markers" / "error").exists():
-                self.kill()
-                pytest.fail(f"{self.name} reported an error: {self.output()}")
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"{self.name} exited with {self.proc.returncode} before marker {marker!r}:\n"
-                    f"{self.output()}"
-                )
-            if time.monotonic() - self.started > DEADLINE:
-                self.kill()
-                pytest.fail(f"{self.name} did not reach marker {marker!r} in {DEADLINE}s")
-            time.sleep(0.01)
-        payload = json.loads(path.read_text())
-        path.unlink()  # the next child may signal the same marker
-        assert payload["pid"] == self.proc.pid
-        return payload["payload"]
-
-    def kill(self) -> None:
-        """SIGKILL the child and reap it."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.expect_killed()
-
-    def expect_killed(self) -> None:
-        """Wait for the child to die by SIGKILL (sent by us, weft_nb or the child itself)."""
-        try:
-            code = self.proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} was not killed within {DEADLINE}s:\n{self.output()}")
-        assert code == -signal.SIGKILL, (
-            f"{self.name} exited with {code}, not by SIGKILL:\n{self.output()}"
-        )
-        assert not (self.evidence / "markers" / "error").exists(), self.output()
-
-    def finish(self) -> dict[str, Any]:
-        """Wait for a clean exit and return the run's outcome."""
-        try:
-            code = self.proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} did not finish within {DEADLINE}s:\n{self.output()}")
-        assert code == 0, f"{self.name} exited with {code}:\n{self.output()}"
-        outcome: dict[str, Any] = json.loads((self.evidence / "result.json").read_text())
-        return outcome
+        super().__init__(work, name, CHILD, settings, evidence, kill_at=kill_at)
 
 
 def read_lines(evidence: Path, name: str) -> list[dict[str, Any]]:

@@ -15,126 +15,53 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_process import ChildProcess
 
 from weft_nb._duckdb_journal import DuckDBJournal
 
 pytestmark = pytest.mark.crash
 
-ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "crash_children" / "seed_child.py"
-DEADLINE = 60.0  # generous: a loaded 2-core machine starts Python + DuckDB slowly
 RUN_ID = "seed-run"
 
 
-class Child:
+class Child(ChildProcess):
     """One child process running (or resuming) a workflow of ``seed_child.py``."""
 
     def __init__(self, work: Path, name: str, workflow: str, input: Any, **config: Any) -> None:
-        self.work = work
-        self.name = name
-        self.evidence = work / "evidence"
-        self.evidence.mkdir(parents=True, exist_ok=True)
         self.journal = work / "journal.duckdb"
+        evidence = work / "evidence"
         settings = {
             "journal": str(self.journal),
-            "evidence": str(self.evidence),
+            "evidence": str(evidence),
             "run_id": RUN_ID,
             "workflow": workflow,
             "input": input,
             "api": "start",
             **config,
         }
-        config_path = work / f"{name}.json"
-        config_path.write_text(json.dumps(settings))
-        env = {k: v for k, v in os.environ.items() if k != "WEFT_NB_KILL_AT"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["WEFT_NB_EVIDENCE_LOG"] = str(self.evidence / "engine.jsonl")
-        self.log = work / f"{name}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=work,
-                env=env,
-            )
-        self.pid = self.proc.pid
-        self.started = time.monotonic()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def _check_alive(self, what: str) -> None:
-        error = self.evidence / "markers" / "error"
-        if error.exists():
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} reported {error.read_text()}:\n{self.output()}")
-        if self.proc.poll() is not None:
-            pytest.fail(
-                f"{self.name} exited with {self.proc.returncode} before {what}:\n{self.output()}"
-            )
-        if time.monotonic() - self.started > DEADLINE:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} did not reach {what} in {DEADLINE}s:\n{self.output()}")
-
-    def wait_for(self, condition: Callable[[], Any], what: str) -> Any:
-        """Poll ``condition()`` until truthy; fail clearly if the child died or time ran out."""
-        while True:
-            value = condition()
-            if value:
-                return value
-            self._check_alive(what)
-            time.sleep(0.01)
-
-    def wait_marker(self, marker: str) -> Any:
-        path = self.evidence / "markers" / marker
-        self.wait_for(path.exists, f"marker {marker!r}")
-        payload = json.loads(path.read_text())
-        path.unlink()  # the next child may signal the same marker
-        assert payload["pid"] == self.pid
-        return payload["payload"]
-
-    def kill(self) -> None:
-        """SIGKILL the child and reap it."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.expect_killed()
+        super().__init__(
+            work,
+            name,
+            CHILD,
+            settings,
+            evidence,
+            env={"WEFT_NB_EVIDENCE_LOG": str(evidence / "engine.jsonl")},
+        )
 
     def expect_killed(self) -> None:
-        """Wait for the child to die by SIGKILL (sent by us or by the child itself)."""
-        try:
-            code = self.proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} was not killed within {DEADLINE}s:\n{self.output()}")
-        assert code == -signal.SIGKILL, (
-            f"{self.name} exited with {code}, not by SIGKILL:\n{self.output()}"
-        )
-        assert not (self.evidence / "markers" / "error").exists(), self.output()
+        """As the base class, and the run must not have settled before the kill."""
+        super().expect_killed()
         assert not (self.evidence / "result.json").exists(), "the run settled before the kill"
 
     def finish(self) -> dict[str, Any]:
-        """Wait for a clean exit and return the run's outcome."""
-        try:
-            code = self.proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.name} did not finish within {DEADLINE}s:\n{self.output()}")
-        assert code == 0, f"{self.name} exited with {code}:\n{self.output()}"
-        outcome: dict[str, Any] = json.loads((self.evidence / "result.json").read_text())
+        """As the base class, and the run must have completed."""
+        outcome = super().finish()
         assert outcome["status"] == "completed", outcome
         return outcome
 
