@@ -35,42 +35,21 @@ import threading
 import time
 from typing import Any, NoReturn
 
+from evidence_files import PID, EvidenceFiles
+
 import weft_nb
 
 with open(sys.argv[1], encoding="utf-8") as _handle:
     CONFIG: dict[str, Any] = json.load(_handle)
 
 EVIDENCE: str = CONFIG["evidence"]
-MARKERS = os.path.join(EVIDENCE, "markers")
-PID = os.getpid()
 WAIT_LIMIT = 120.0  # never outlive a parent that forgot us
 ENGINE: weft_nb.Engine | None = None
 SENT = threading.Event()  # set once every ``signals_after_launch`` signal is durable
 
 
-def append(name: str, record: dict[str, Any]) -> None:
-    """Append one JSON line durably: it survives a SIGKILL that follows."""
-    record = {"pid": PID, **record}
-    with open(os.path.join(EVIDENCE, name), "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write a file atomically and durably (readers see nothing or all of it)."""
-    tmp = f"{path}.{PID}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def mark(name: str, payload: Any = None) -> None:
-    """Tell the parent we reached a point."""
-    os.makedirs(MARKERS, exist_ok=True)
-    write_json(os.path.join(MARKERS, name), {"pid": PID, "payload": payload})
+FILES = EvidenceFiles(EVIDENCE)
+append, write_json, mark = FILES.append, FILES.write_json, FILES.mark
 
 
 def fail(message: str) -> NoReturn:
