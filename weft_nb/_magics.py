@@ -12,7 +12,6 @@ import ast
 import contextlib
 import hashlib
 import inspect
-import json
 import os
 import shlex
 import signal
@@ -32,11 +31,11 @@ from ._clock import RealClock
 from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
 from ._engine import Engine
 from ._executors import executor_from_spec
+from ._magic_commands import WeftCommands
 from ._payloads import encode
 from ._run_handle import RunHandle
-from ._timeline import plot_timeline
 from ._widgets import RunPanel
-from .errors import JournalError, WeftError
+from .errors import WeftError
 
 ACTIVITY_USAGE = (
     "%%weft_activity NAME(param, param=default) [--retry N] [--timeout DUR] "
@@ -107,7 +106,7 @@ def _notebook_path(user_ns: dict[str, Any]) -> str | None:
 
 
 @magics_class
-class WeftMagics(Magics):
+class WeftMagics(WeftCommands, Magics):
     """The weft_nb magics. Settings are traits: ``%config WeftMagics.journal = "path"``."""
 
     journal = Unicode(
@@ -257,126 +256,6 @@ class WeftMagics(Magics):
             )
         rest = words[1] if len(words) > 1 else ""
         return getattr(self, f"_weft_{words[0]}")(rest)
-
-    def _weft_journal(self, rest: str) -> str:
-        if rest.strip():
-            self.close()
-            self.journal = os.path.expanduser(rest.strip())
-        return self.journal_path()
-
-    def _weft_executor(self, rest: str) -> str:
-        """Where activities run: ``%weft executor [thread | process [N] | dask ADDRESS]``.
-
-        Switching closes this notebook's engine (its registrations move to the next one) and
-        opens the next one on the new executor, so no run may be live.
-        """
-        spec = " ".join(rest.split())
-        if not spec:
-            return self._executor_spec
-        executor = None
-        try:
-            executor = executor_from_spec(spec)  # a bad spec or an unreachable cluster: say so
-        except ValueError as exc:
-            raise UsageError(f"%weft executor: {exc}") from None
-        finally:
-            if executor is not None:
-                executor.close()  # the engine builds its own; this one only checked the spec
-        if self._engine is not None:
-            live = [r.run_id for r in self._engine.runs() if r.active]
-            if live:
-                raise UsageError(
-                    f"runs are live in this kernel ({', '.join(live)}); wait for them or "
-                    "cancel them before switching executors"
-                )
-            registry = self._engine.registry
-            self.close()
-            self._executor_spec = spec
-            self.engine.register(*registry.activities.values(), *registry.workflows.values())
-        self._executor_spec = spec
-        return spec
-
-    def _weft_runs(self, rest: str) -> list[Any]:
-        return list(self.engine.runs(rest.strip() or None))
-
-    def _known_run(self, rest: str) -> str:
-        run_id = rest.strip()
-        known = [r.run_id for r in self.engine.runs()]
-        if run_id not in known:
-            raise UsageError(f"no run {run_id!r}; runs in this journal: {known or 'none'}")
-        return run_id
-
-    def _weft_show(self, rest: str) -> RunPanel:
-        """The run's panel, rebuilt from the journal (and live if the run is active here)."""
-        panel = RunPanel(self.engine, self._known_run(rest))
-        panel.follow()
-        return panel
-
-    def _weft_sql(self, rest: str) -> Any:
-        """A read-only query over the journal's tables, as a pandas DataFrame."""
-        query = rest.strip()
-        if len(query) >= 2 and query[0] == query[-1] and query[0] in "\"'":
-            query = query[1:-1]
-        if not query:
-            raise UsageError('%weft sql "SELECT ..." (tables: runs, steps, attempts, heartbeats, '
-                             "checkpoints, events; see docs/journal-schema.md)")  # fmt: skip
-        try:
-            import pandas  # noqa: F401 - DuckDB builds the frame; fail early with a clear message
-        except ImportError:
-            raise UsageError("%weft sql returns a pandas DataFrame: pip install pandas") from None
-        try:
-            return self.engine.journal.select_frame(query)
-        except JournalError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _weft_timeline(self, rest: str) -> Any:
-        """A Gantt-style matplotlib figure of the run's steps and attempts."""
-        try:
-            return plot_timeline(self.engine, self._known_run(rest))
-        except ImportError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _weft_complete(self, rest: str) -> None:
-        """``%weft complete TOKEN JSON``: complete a parked activity with a JSON result."""
-        token, _, text = rest.strip().partition(" ")
-        if not token:
-            raise UsageError("usage: %weft complete TOKEN JSON")
-        token = self._token(token)
-        try:
-            result = json.loads(text) if text.strip() else None
-        except ValueError as exc:
-            raise UsageError(
-                f"the result is not JSON ({exc}); usage: %weft complete TOKEN JSON"
-            ) from None
-        try:
-            self.engine.complete_async_activity(token, result)
-        except WeftError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _weft_fail(self, rest: str) -> None:
-        """``%weft fail TOKEN MESSAGE``: fail a parked activity."""
-        token, _, message = rest.strip().partition(" ")
-        if not token or not message.strip():
-            raise UsageError("usage: %weft fail TOKEN MESSAGE")
-        token = self._token(token)
-        try:
-            self.engine.fail_async_activity(token, message.strip())
-        except WeftError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _token(self, word: str) -> str:
-        """A token given literally or as ``$variable``.
-
-        IPython does not expand ``$variable`` itself when the line also holds JSON braces.
-        """
-        if not word.startswith("$"):
-            return word
-        value = self.shell.user_ns.get(word[1:])
-        if not isinstance(value, str):
-            raise UsageError(f"{word}: no string variable {word[1:]!r} in the notebook")
-        return value
-
-    def _weft_cancel(self, rest: str) -> bool:
-        return self.engine.cancel(self._known_run(rest))
 
     def _weft_resume(self, rest: str) -> Any:
         run_id = self._known_run(rest)
