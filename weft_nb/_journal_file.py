@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,11 +140,21 @@ class JournalFile:
         reader that finds records and a free lock recovers them, as SQLite readers roll back a
         hot journal. With the lock taken by a live engine, the reader sees DuckDB as it is.
         """
-        if not any(True for _ in read_records(self.step_log_path)):
+        pending = sum(1 for _ in read_records(self.step_log_path))
+        if not pending:
             return
         try:
             writer = type(self)(self.path, program="weft_nb reader recovering the step log")
         except JournalLockedError:
+            return
+        except OSError as exc:  # e.g. a read-only folder: read what DuckDB has, and say so
+            warnings.warn(
+                f"{pending} completed step(s) of journal {self.path} are still in its step log "
+                f"and could not be moved into it ({exc}); open the journal once with write "
+                "access (an Engine, or any weft-nb command run by its owner) to apply them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return
         writer.close()
 
