@@ -19,6 +19,8 @@ from typing import Any
 import nbformat
 import pytest
 from lab_server import REPO, Lab
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 
@@ -66,9 +68,22 @@ CONTROLS = [
 
 
 def _shot(target: Any, name: str) -> Path:
+    """Screenshot a locator, re-resolving it if the front end re-rendered it meanwhile.
+
+    When a background run ends, the magic re-sends the panel's display, so the element a locator
+    found can be replaced between finding it and capturing it ("not attached to the DOM"). The
+    assertions before a screenshot already passed; this only retries the capture.
+    """
     SHOTS.mkdir(exist_ok=True)
     path = SHOTS / f"e2e-{name}.png"
-    target.screenshot(path=str(path))
+    for attempt in range(5):
+        try:
+            target.screenshot(path=str(path), timeout=CLICK_MS)
+            return path
+        except PlaywrightError as exc:
+            if "not attached" not in str(exc) or attempt == 4:
+                raise
+            target.wait_for(state="visible", timeout=CLICK_MS)
     return path
 
 
@@ -161,9 +176,9 @@ def test_cancel_and_approve_buttons_drive_background_runs(page: Any, lab: Lab) -
     _shot(spinning, "cancel-before")
     cancel.click()
     spinning.locator(".weft-run-header", has_text="cancelled").wait_for(timeout=CLICK_MS)
-    page.wait_for_function(
-        "b => b.disabled", arg=cancel.element_handle(), timeout=CLICK_MS
-    )  # the panel saw the run end
+    # The panel saw the run end. A locator, not an element handle: the panel may be re-rendered
+    # when the run ends, and the assertion must follow the element that is on the page.
+    expect(cancel).to_be_disabled(timeout=CLICK_MS)
     _shot(spinning, "cancel-after")
 
     parked = _panel(page, "e2e-approve")
@@ -179,7 +194,7 @@ def test_cancel_and_approve_buttons_drive_background_runs(page: Any, lab: Lab) -
     parked.locator(".weft-step", has_text="deploy").filter(has_text="completed").wait_for(
         timeout=CLICK_MS
     )
-    assert not approve.is_visible()  # decided: the buttons are hidden
+    expect(approve).to_be_hidden(timeout=CLICK_MS)  # decided: the buttons are hidden
     _shot(parked, "approve-after")
 
     # The journal agrees. The kernel's engine lets go of the file about a second after its
