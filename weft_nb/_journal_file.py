@@ -38,11 +38,10 @@ from ._step_log import (
     APPLY_ROWS,
     StepLog,
     StepRow,
-    applied_lsn,
     apply_rows,
-    ensure_applied_lsn_row,
     read_records,
     stage_rows,
+    unapplied,
 )
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
@@ -120,18 +119,13 @@ class JournalFile:
         """Move the records a crashed writer left in the step log into DuckDB, then empty it."""
         con = self._con
         assert con is not None
-        ensure_applied_lsn_row(con)
-        done = applied_lsn(con)
-        rows, upto = [], done
-        for lsn, row in read_records(self.step_log_path):
-            if lsn > done:
-                rows.append(row)
-                upto = max(upto, lsn)
+        records = list(read_records(self.step_log_path))
+        rows = unapplied(con, [row for _lsn, row in records])
         if rows:
-            apply_rows(con, rows, upto)
+            apply_rows(con, rows)
         self._step_log = StepLog(self.step_log_path)
         self._step_log.reset()
-        self._next_lsn = upto + 1
+        self._next_lsn = max((lsn for lsn, _row in records), default=0) + 1
 
     def _recover_step_log_as_reader(self) -> None:
         """Apply a crashed writer's step log before reading, if no engine holds the journal.
@@ -179,7 +173,7 @@ class JournalFile:
 
     def _apply_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Move the step log's rows into DuckDB (caller holds the lock), then empty the log."""
-        apply_rows(con, self._pending, self._next_lsn - 1)
+        apply_rows(con, self._pending)
         self._pending_applied()
 
     def _pending_applied(self) -> None:
@@ -368,7 +362,7 @@ class JournalFile:
             staged = bool(self._pending)
             with self._transaction(con):
                 if staged:  # pending steps commit with this write: one commit, not two
-                    stage_rows(con, self._pending, self._next_lsn - 1)
+                    stage_rows(con, self._pending)
                 yield con
             if staged:
                 fault_point("steplog.after_apply_commit")

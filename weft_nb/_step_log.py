@@ -3,8 +3,7 @@
 Committing one row to DuckDB costs about 1 ms of CPU per statement, five to ten times an fsync'd
 append. So a completed step (the engine's hot path) is first appended to ``<journal>.steplog``
 and synced with ``fdatasync``; the workflow moves on as soon as that returns. The rows are moved
-into DuckDB's ``steps`` table in batches, in one transaction that also records the highest
-applied sequence number (``weft_meta.step_log_applied_lsn``), and the log is then emptied:
+into DuckDB's ``steps`` table in batches, and the log is then emptied:
 
 - when a batch fills up (:data:`APPLY_ROWS` rows or :data:`APPLY_BYTES` bytes);
 - before any other read or write of the journal, so every query sees every step;
@@ -12,8 +11,10 @@ applied sequence number (``weft_meta.step_log_applied_lsn``), and the log is the
 - on the next open after a crash (by the next engine, or by a reader when no engine holds the
   journal), so a step acknowledged to the workflow is never lost.
 
-Applying is idempotent: a record at or below the applied sequence number is skipped, so a crash
-between DuckDB's commit and the log's truncation applies nothing twice. A record is framed as
+Recovery is idempotent: a record whose row is already in ``steps`` (same run, position,
+activity, start and finish time, superseded or not) is skipped, so a crash between DuckDB's
+commit and the log's truncation applies nothing twice. That check runs only on recovery, so the
+hot path's commit carries no bookkeeping row. A record is framed as
 ``<length, crc32, lsn>`` and its payload is the step's row encoded with :mod:`marshal` (format 4,
 stable since Python 3.4; it builds plain values and never runs code). A torn record at the end (a
 crash mid-append) was never acknowledged, so reading stops there.
@@ -55,7 +56,6 @@ _SMALL_BATCH = 4  # below this, one INSERT per row is cheaper than planning the 
 
 APPLY_ROWS = 1000
 APPLY_BYTES = 8 * 1024 * 1024
-APPLIED_LSN_KEY = "step_log_applied_lsn"
 
 _MAGIC = b"WEFTSTEPLOG1\n"
 _HEADER = struct.Struct("<IIq")  # payload length, crc32 of (lsn + payload), lsn
@@ -103,37 +103,33 @@ def insert_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
         con.execute(_INSERT_STEPS_UNNESTED, [list(column) for column in zip(*rows, strict=True)])
 
 
-def applied_lsn(con: duckdb.DuckDBPyConnection) -> int:
-    """The highest log sequence number already in DuckDB."""
-    row = con.execute("SELECT value FROM weft_meta WHERE key = ?", [APPLIED_LSN_KEY]).fetchone()
-    return int(row[0]) if row else 0
+def unapplied(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> list[StepRow]:
+    """The rows of a crashed writer's log that DuckDB does not hold yet (recovery only)."""
+    if not rows:
+        return []
+    run_ids = sorted({row[0] for row in rows})
+    present = {
+        tuple(found)
+        for found in con.execute(
+            "SELECT run_id, position, activity, started_at, finished_at FROM steps "
+            "WHERE run_id IN (SELECT UNNEST(?::VARCHAR[]))",
+            [run_ids],
+        ).fetchall()
+    }
+    return [row for row in rows if (row[0], row[1], row[2], row[7], row[8]) not in present]
 
 
-def ensure_applied_lsn_row(con: duckdb.DuckDBPyConnection) -> None:
-    """Add the applied-LSN row to a journal created before the step log existed."""
-    con.execute(
-        "INSERT INTO weft_meta SELECT ?, '0' WHERE NOT EXISTS "
-        "(SELECT 1 FROM weft_meta WHERE key = ?)",
-        [APPLIED_LSN_KEY, APPLIED_LSN_KEY],
-    )
-
-
-def stage_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow], upto: int) -> None:
-    """Insert ``rows`` and mark the log applied through ``upto``, inside the caller's transaction.
-
-    An ``UPDATE`` of an existing row, not an upsert: DuckDB's ``INSERT OR REPLACE`` on a keyed
-    table costs about 1.5 ms more per commit.
-    """
+def stage_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
+    """Insert the log's rows into ``steps``, inside the caller's transaction."""
     insert_rows(con, rows)
-    con.execute("UPDATE weft_meta SET value = ? WHERE key = ?", [str(upto), APPLIED_LSN_KEY])
     fault_point("steplog.before_apply_commit")
 
 
-def apply_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow], upto: int) -> None:
+def apply_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
     """:func:`stage_rows` in a DuckDB transaction of its own."""
     con.execute("BEGIN TRANSACTION")
     try:
-        stage_rows(con, rows, upto)
+        stage_rows(con, rows)
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
