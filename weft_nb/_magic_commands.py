@@ -20,6 +20,7 @@ from .errors import JournalError, WeftError
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._executors import Executor
 
 
 class WeftCommands:
@@ -29,6 +30,7 @@ class WeftCommands:
     journal: Any  # the WeftMagics trait
     _engine: Engine | None
     _executor_spec: str
+    _next_executor: Executor | None
 
     @property
     def engine(self) -> Engine:  # provided by WeftMagics
@@ -55,15 +57,6 @@ class WeftCommands:
         spec = " ".join(rest.split())
         if not spec:
             return self._executor_spec
-        executor = None
-        try:
-            executor = executor_from_spec(spec)  # a bad spec or an unreachable cluster: say so
-        except ValueError as exc:
-            raise UsageError(f"%weft executor: {exc}") from None
-        finally:
-            if executor is not None:
-                executor.close()  # the engine builds its own; this one only checked the spec
-        registry = None
         if self._engine is not None:
             live = [r.run_id for r in self._engine.runs() if r.active]
             if live:
@@ -71,9 +64,13 @@ class WeftCommands:
                     f"runs are live in this kernel ({', '.join(live)}); wait for them or "
                     "cancel them before switching executors"
                 )
-            registry = self._engine.registry
-            self.close()
-        self._executor_spec = spec
+        try:
+            executor = executor_from_spec(spec)  # a bad spec or an unreachable cluster: say so
+        except ValueError as exc:
+            raise UsageError(f"%weft executor: {exc}") from None
+        registry = self._engine.registry if self._engine is not None else None
+        self.close()  # the old engine, and an executor chosen before but never used
+        self._executor_spec, self._next_executor = spec, executor  # the next engine uses it
         if registry is not None:  # the next engine knows what this one knew
             self.engine.register(*registry.activities.values(), *registry.workflows.values())
         return spec

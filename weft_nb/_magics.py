@@ -30,7 +30,7 @@ from ._cells import CellError, CellSignature, compile_body, parse_signature, spl
 from ._clock import RealClock
 from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
 from ._engine import Engine
-from ._executors import executor_from_spec
+from ._executors import Executor, executor_from_spec
 from ._magic_commands import WeftCommands
 from ._payloads import encode
 from ._run_handle import RunHandle
@@ -124,6 +124,7 @@ class WeftMagics(WeftCommands, Magics):
         self.shell: Any = shell
         self._engine: Engine | None = None
         self._executor_spec = "thread"  # see %weft executor
+        self._next_executor: Executor | None = None  # built (and checked) by %weft executor
 
     # -- the engine ------------------------------------------------------------------------
 
@@ -146,15 +147,22 @@ class WeftMagics(WeftCommands, Magics):
                 heartbeat_interval=self.heartbeat_interval,
                 on_change=self.on_change,
                 program=_notebook_path(self.shell.user_ns) or "IPython kernel",
-                executor=executor_from_spec(self._executor_spec),
+                executor=self._take_executor(),
             )
         return self._engine
+
+    def _take_executor(self) -> Executor:
+        executor, self._next_executor = self._next_executor, None
+        return executor or executor_from_spec(self._executor_spec)
 
     def close(self) -> None:
         """Flush heartbeats and release the journal (kernel shutdown, unload, switch)."""
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        executor, self._next_executor = self._next_executor, None
+        if executor is not None:  # chosen by %weft executor, never used by an engine
+            executor.close()
 
     # -- cell magics -----------------------------------------------------------------------
 
