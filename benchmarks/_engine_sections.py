@@ -395,6 +395,11 @@ def bench_checkpoint(cfg: Config, tmp: str) -> None:
 
     out = engine.run(weft_nb.workflow(name="checkpoint_wf")(wf), params)
     engine.close()
+    record_checkpoint_rounds(out, "checkpoint bandwidth as % of raw (paired per round)")
+
+
+def record_checkpoint_rounds(out: dict[str, Any], pct_name: str) -> None:
+    """Record what ``checkpoint_bench`` measured: both bandwidths and their paired ratio."""
     mib = out["bytes"][0] / MIB
     raw = [mib / s for s in out["raw"]]
     ckpt = [mib / s for s in out["checkpoint"]]
@@ -418,11 +423,7 @@ def bench_checkpoint(cfg: Config, tmp: str) -> None:
             digits=0,
         )
     )
-    record(
-        Result(
-            "checkpoint", "checkpoint bandwidth as % of raw (paired per round)", "%", pct, digits=0
-        )
-    )
+    record(Result("checkpoint", pct_name, "%", pct, digits=0))
 
 
 def bench_resume(cfg: Config, tmp: str, floor: Result) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from _common import MIB, Config, Result, prefault_memory, progress, record
-from _engine_sections import checkpoint_bench, noop, steps_wf
+from _engine_sections import checkpoint_bench, noop, record_checkpoint_rounds, steps_wf
 
 import weft_nb
 
@@ -295,24 +295,7 @@ def bench_big_checkpoints(cfg: Config, tmp: str) -> None:
     out = one(
         checkpoint_bench, "big_checkpoint_wf", {"mib": mib, "rounds": rounds, "raw_dir": raw_dir}
     )
-    size = out["bytes"][0] / MIB
-    raw = [size / s for s in out["raw"]]
-    ckpt = [size / s for s in out["checkpoint"]]
-    record(Result("checkpoint", f"raw write + fsync of {size:.0f} MiB", "MiB/s", raw, digits=0))
-    record(
-        Result(
-            "checkpoint",
-            f"`activity.checkpoint(arr)`, {size:.0f} MiB numpy array",
-            "MiB/s",
-            ckpt,
-            ratio=f"{statistics.median(ckpt) / statistics.median(raw) * 100:.0f}% of raw",
-            digits=0,
-        )
-    )
-    pct = [c / r * 100 for c, r in zip(ckpt, raw, strict=True)]
-    record(
-        Result("checkpoint", f"{size:.0f} MiB checkpoint as % of raw (paired)", "%", pct, digits=0)
-    )
+    record_checkpoint_rounds(out, f"{mib} MiB checkpoint as % of raw (paired)")
 
     bg_mib = cfg.checkpoint_mib
     out = one(background_bench, "background_checkpoint_wf", {"mib": bg_mib, "rounds": cfg.rounds})
