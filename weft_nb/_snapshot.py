@@ -102,9 +102,11 @@ class RunSnapshot:
         cutoff = self.steps[-MAX_ROWS].position
         return [s for s in self.steps if s.position >= cutoff or s.status != "completed"]
 
-    def hidden_note(self) -> str:
-        """One line saying how many steps :meth:`shown_steps` leaves out, and where they are."""
-        hidden = len(self.steps) - len(self.shown_steps())
+    def hidden_note(self, shown: list[StepView]) -> str:
+        """One line saying how many steps ``shown`` leaves out and where they are; "" if none."""
+        hidden = len(self.steps) - len(shown)
+        if not hidden:
+            return ""
         return (
             f"{hidden:,} earlier completed steps not shown; %weft sql and %weft timeline have all"
         )
@@ -113,8 +115,8 @@ class RunSnapshot:
         """Plain text: what a terminal, nbval or GitHub shows."""
         lines = [f"{self.workflow} run {self.run_id}: {self.status}, {self.elapsed:.1f}s"]
         shown = self.shown_steps()
-        if len(shown) < len(self.steps):
-            lines.append(f"  ({self.hidden_note()})")
+        if note := self.hidden_note(shown):
+            lines.append(f"  ({note})")
         for step in shown:
             bar = "" if step.progress is None else f" {step.progress:4.0%}"
             lines.append(
@@ -133,10 +135,8 @@ class RunSnapshot:
         """Static HTML with the same information, for renderers without widgets."""
         rows = []
         shown = self.shown_steps()
-        if len(shown) < len(self.steps):
-            rows.append(
-                f'<tr><td colspan="6"><small>{html.escape(self.hidden_note())}</small></td></tr>'
-            )
+        if note := self.hidden_note(shown):
+            rows.append(f'<tr><td colspan="6"><small>{html.escape(note)}</small></td></tr>')
         for step in shown:
             pct = "" if step.progress is None else f"{step.progress:.0%}"
             bar = (

@@ -185,8 +185,8 @@ class RunPanel:
                    if snapshot.error else "")
             )  # fmt: skip
             shown = snapshot.shown_steps()
-            if len(shown) < len(snapshot.steps):
-                self.header.value += f"<br><small>{html.escape(snapshot.hidden_note())}</small>"
+            if note := snapshot.hidden_note(shown):
+                self.header.value += f"<br><small>{html.escape(note)}</small>"
             for gone in self._rows.keys() - {step.position for step in shown}:
                 self._rows.pop(gone).box.close()
             for step in shown:
