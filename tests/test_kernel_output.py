@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from test_kernel_crash import DEADLINE, Kernel
+
+from weft_nb._duckdb_journal import DuckDBJournal
+from weft_nb._payloads import decode
 
 pytestmark = pytest.mark.crash
 
@@ -47,83 +51,64 @@ def test_background_output_lands_in_the_cell_that_started_the_run(tmp_path: Path
         kernel.close()
 
 
+def start_a_parked_run(kernel: Kernel, journal: Path, run_id: str, n: int) -> None:
+    """A background run whose activity heartbeats ``{"epoch": n}`` once, then waits to be stopped.
+
+    The heartbeat interval is an hour, so only a flush at shutdown can journal that heartbeat.
+    """
+    ready = journal.parent / f"{run_id}.ready"
+    for code in [
+        "%load_ext weft_nb",
+        "%config WeftMagics.heartbeat_interval = 3600",
+        f"%weft journal {journal}",
+        f"%%weft_activity train(n)\nactivity.heartbeat({{'epoch': n}})\n"
+        f"open({str(ready)!r}, 'w').close()\nactivity.cancelled.wait(600)\nn",
+        "%%weft_workflow wf(n)\nctx.run(train, n)",
+        f"handle = %weft run wf n={n} --id {run_id} --background",
+    ]:
+        kernel.run(code)
+    wait_until(ready.exists, timeout=DEADLINE)
+
+
+def journaled_heartbeat(journal: Path, run_id: str) -> Any:
+    """The run's latest journaled heartbeat details, read as a new process would."""
+    reader = DuckDBJournal(journal, read_only=True)  # opens at once: nothing holds it
+    try:
+        beat = reader.latest_heartbeat(run_id, 0)
+        assert beat is not None
+        assert reader.get_run(run_id).status == "running"  # type: ignore[union-attr]
+        return decode(beat.codec, beat.details)
+    finally:
+        reader.close()
+
+
 def test_clean_kernel_shutdown_flushes_heartbeats_and_releases_the_journal(
     tmp_path: Path,
 ) -> None:
     journal = tmp_path / "nb.duckdb"
-    ready = tmp_path / "ready"
     kernel = Kernel(tmp_path)
     try:
-        for code in [
-            "%load_ext weft_nb",
-            "%config WeftMagics.heartbeat_interval = 3600",  # only a flush at exit can write it
-            f"%weft journal {journal}",
-            "import os, time",
-            f"%%weft_activity train(n)\nactivity.heartbeat({{'epoch': n}})\n"
-            f"open({str(ready)!r}, 'w').close()\nactivity.cancelled.wait(600)\nn",
-            "%%weft_workflow wf(n)\nctx.run(train, n)",
-            "handle = %weft run wf n=41 --id clean --background",
-        ]:
-            kernel.run(code)
-        end = time.monotonic() + DEADLINE
-        while not ready.exists() and time.monotonic() < end:
-            time.sleep(0.02)
-        assert ready.exists()
+        start_a_parked_run(kernel, journal, "clean", 41)
         started = time.monotonic()
         kernel.manager.shutdown_kernel(now=False)  # Restart Kernel / Shut Down from the UI
         assert time.monotonic() - started < 30
     finally:
         kernel.close()
-    from weft_nb._duckdb_journal import DuckDBJournal
-    from weft_nb._payloads import decode
-
-    reader = DuckDBJournal(journal, read_only=True)  # opens at once: nothing holds it
-    try:
-        beat = reader.latest_heartbeat("clean", 0)
-        assert beat is not None
-        assert decode(beat.codec, beat.details) == {"epoch": 41}
-        assert reader.get_run("clean").status == "running"  # type: ignore[union-attr]
-    finally:
-        reader.close()
+    assert journaled_heartbeat(journal, "clean") == {"epoch": 41}
 
 
 def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
     journal = tmp_path / "nb.duckdb"
-    ready = tmp_path / "ready"
     kernel = Kernel(tmp_path)
     try:
-        for code in [
-            "%load_ext weft_nb",
-            "%config WeftMagics.heartbeat_interval = 3600",  # only the shutdown flush writes it
-            f"%weft journal {journal}",
-            f"%%weft_activity train(n)\nactivity.heartbeat({{'epoch': n}})\n"
-            f"open({str(ready)!r}, 'w').close()\nactivity.cancelled.wait(600)\nn",
-            "%%weft_workflow wf(n)\nctx.run(train, n)",
-            "handle = %weft run wf n=5 --id term --background",
-        ]:
-            kernel.run(code)
-        end = time.monotonic() + DEADLINE
-        while not ready.exists() and time.monotonic() < end:
-            time.sleep(0.02)
-        pid = kernel.pid
+        start_a_parked_run(kernel, journal, "term", 5)
         started = time.monotonic()
-        os.kill(pid, signal.SIGTERM)
-        while kernel.manager.is_alive() and time.monotonic() - started < 30:
-            time.sleep(0.02)
-        assert not kernel.manager.is_alive()
+        os.kill(kernel.pid, signal.SIGTERM)
+        wait_until(lambda: not kernel.manager.is_alive(), timeout=30)
         assert time.monotonic() - started < 10  # "within a few seconds"
     finally:
         kernel.close()
-    from weft_nb._duckdb_journal import DuckDBJournal
-    from weft_nb._payloads import decode
-
-    reader = DuckDBJournal(journal, read_only=True)
-    try:
-        beat = reader.latest_heartbeat("term", 0)
-        assert beat is not None
-        assert decode(beat.codec, beat.details) == {"epoch": 5}
-    finally:
-        reader.close()
+    assert journaled_heartbeat(journal, "term") == {"epoch": 5}
 
 
 def test_a_saved_notebook_keeps_the_panels_final_state(tmp_path: Path) -> None:
