@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll a condition with a deadline (for threads under test that signal nothing else)."""
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail at the deadline.
+
+    For threads and processes under test that signal nothing else.
+    """
     pause = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
         pause.wait(0.01)
-    raise AssertionError(f"condition not reached within {timeout}s")
 
 
 def process_alive(pid: int) -> bool:

@@ -14,13 +14,13 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import ActivityFailedError
@@ -87,17 +87,6 @@ def gate(ctx: weft_nb.WorkflowContext) -> Any:
 ALL = (flaky, broken, ask, good, bad, review, reject, gate)
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def journal(tmp_path: Path) -> Path:
     """A closed journal: a completed run, a failed one, two parked on tokens, one on a signal."""
@@ -109,12 +98,13 @@ def journal(tmp_path: Path) -> Path:
         engine.start(review, run_id="review")
         engine.start(reject, run_id="reject")
         engine.start(gate, run_id="gate")
-        wait_for(
+        wait_until(
             lambda: (
                 engine.journal.pending_async_tokens("review")
                 and engine.journal.pending_async_tokens("reject")
             ),
-            "the parked tokens",
+            timeout=DEADLINE,
+            what="the parked tokens",
         )
     return path
 
@@ -514,7 +504,7 @@ class Kernel:
                 raise AssertionError(f"the kernel exited ({self.proc.returncode}): {stderr}")
             return path.exists()
 
-        wait_for(arrived, f"the kernel's {name}.json")
+        wait_until(arrived, timeout=DEADLINE, what=f"the kernel's {name}.json")
         loaded: dict[str, Any] = json.loads(path.read_text())
         return loaded
 
@@ -583,7 +573,7 @@ def test_write_commands_reach_a_kernel_through_its_rest_endpoint(
 
     # its runs are done, so the engine lets go of the file (about 1 s after its last use; asking
     # its endpoint counts as use) and reads open the file directly again
-    wait_for(lambda: not held(journal), "the idle engine to let go of the file")
+    wait_until(lambda: not held(journal), timeout=DEADLINE, what="the idle engine to let go")
     done = cli(journal, "runs")
     assert "asking its endpoint" not in done.stderr
     rows = ok(done).splitlines()[2:]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from jupyter_client.manager import KernelManager
 
 pytestmark = pytest.mark.crash
@@ -98,13 +98,9 @@ def read(evidence: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def wait_for(evidence: Path, kind: str) -> dict[str, Any]:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        rows = read(evidence, kind)
-        if rows:
-            return rows[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind!r} evidence within {DEADLINE}s")
+    """The newest evidence row of ``kind``, once there is one."""
+    rows = wait_until(lambda: read(evidence, kind), timeout=DEADLINE, what=f"{kind!r} evidence")
+    return rows[-1]
 
 
 @pytest.fixture
@@ -131,10 +127,7 @@ def test_sigkilled_kernel_resumes_on_restart_and_run_all(
     assert dying["pid"] == first.pid
     (evidence / "killed-once").touch()
     os.kill(first.pid, signal.SIGKILL)
-    end = time.monotonic() + DEADLINE
-    while first.manager.is_alive() and time.monotonic() < end:
-        time.sleep(0.05)
-    assert not first.manager.is_alive()
+    wait_until(lambda: not first.manager.is_alive(), timeout=DEADLINE, what="the kernel's death")
 
     second = Kernel(tmp_path)  # Restart & Run All
     kernels.append(second)
