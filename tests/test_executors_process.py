@@ -20,7 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import weft_nb
 from weft_nb._definitions import definition_of
-from weft_nb.errors import ActivityNotShippableError
+from weft_nb.errors import ActivityNotShippableError, PayloadError
 
 
 @pytest.fixture
@@ -113,3 +113,36 @@ def test_an_unshippable_global_is_named(ip: InteractiveShell, engine: weft_nb.En
         engine.run(uses_lock, 1, timeout=120)
     assert info.value.name == "guard"
     assert "'guard'" in str(info.value)
+
+
+@weft_nb.activity(retry={"max_attempts": 2})
+def beats_a_lock(n: int, activity: weft_nb.ActivityContext) -> int:
+    activity.heartbeat({"lock": threading.Lock()})  # cannot travel to the kernel
+    return n + 1
+
+
+@weft_nb.activity(retry={"max_attempts": 3})
+def checkpoints_a_lock(n: int, activity: weft_nb.ActivityContext) -> int:
+    activity.checkpoint({"lock": threading.Lock()})
+    return n
+
+
+@weft_nb.workflow
+def worker_payloads(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+    return ctx.run(beats_a_lock, n)
+
+
+@weft_nb.workflow
+def worker_checkpoint(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+    return ctx.run(checkpoints_a_lock, n)
+
+
+def test_unsendable_worker_payloads_fail_as_they_do_inline(engine: weft_nb.Engine) -> None:
+    # A heartbeat that cannot be pickled is dropped (with a warning on the worker), as inline;
+    # it must not take the worker down and turn a success into a lost worker.
+    assert engine.run(worker_payloads, 1, run_id="beat", timeout=120) == 2
+    assert engine.journal.query("SELECT attempts FROM steps WHERE run_id = 'beat'") == [(1,)]
+    # An unpicklable checkpoint is the same non-retryable PayloadError as inline.
+    with pytest.raises(PayloadError, match="cannot be pickled"):
+        engine.run(worker_checkpoint, 1, run_id="ckpt", timeout=120)
+    assert engine.journal.query("SELECT count(*) FROM attempts WHERE run_id = 'ckpt'")[0][0] <= 1

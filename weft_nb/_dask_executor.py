@@ -98,6 +98,9 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
         stop.set()
         reader.join()
     send(("finished",))
+    for queue in (out, incoming):  # each Queue() here took a reference on the scheduler
+        with contextlib.suppress(Exception):
+            queue.close()
     return done
 
 
@@ -172,8 +175,9 @@ class _DaskRemote:
         return None
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(Exception):
-            self.incoming.put(cloudpickle.dumps(message))
+        data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
+        with contextlib.suppress(Exception):  # the worker or the scheduler went away
+            self.incoming.put(data)
 
     def abandon(self) -> None:
         self.send(("cancel", self.ctx.cancel_reason or "abandoned"))

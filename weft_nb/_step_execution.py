@@ -101,7 +101,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                     f"activity {definition.name!r} called complete_async() from "
                     "durable_activity(); use ctx.run for activities completed out of band"
                 )
-            return park(ctx, definition, position, input_hash, key, attempt_ctx, first_start)
+            return park(ctx, definition, position, attempt_ctx)
         if outcome.ok:
             error = check_result(
                 definition, state.run_id, position, value, key, attempt, outcome.value
@@ -208,10 +208,7 @@ def park(
     ctx: WorkflowContext,
     definition: ActivityDefinition,
     position: int,
-    input_hash: str,
-    key: str | None,
     attempt_ctx: ActivityContext,
-    first_start: float,
 ) -> Any:
     """Journal the attempt's task token (reading it does), then wait for the outcome."""
     token = attempt_ctx.task_token

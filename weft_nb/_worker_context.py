@@ -21,6 +21,7 @@ import pickle
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import cloudpickle
 
 from ._activity_context import ActivityContext, CompleteAsync
 from ._attempts import call_activity
+from ._checkpoints import CheckpointStore
 from ._definitions import ActivityDefinition
 from ._shipping import AttemptInfo, ShippedActivity
 from .errors import PayloadError
@@ -90,21 +92,28 @@ class WorkerActivityContext(ActivityContext):
         self.details = None
         self.heartbeat_count = 0
         self._sent_count = 0
+        self._now = time.monotonic  # what ActivityContext.heartbeat stamps beats with
+        self._warned_unpicklable = False
         self.started_at = self.last_heartbeat_at = time.monotonic()
         self.first_heartbeat_at = None
-
-    def heartbeat(self, details: Any = None) -> None:
-        """Report liveness and progress; the newest is sent to the kernel every 50 ms at most."""
-        self.last_heartbeat_at = time.monotonic()
-        if details is not None:
-            self.details = details
-        self.heartbeat_count += 1
 
     def flush_heartbeat(self) -> None:
         """Send the newest heartbeat if it was not sent yet (the sender thread and the end)."""
         count = self.heartbeat_count
         if count != self._sent_count:
             self._sent_count = count
+            try:
+                cloudpickle.dumps(self.details)
+            except Exception as exc:  # as the kernel's flusher does: warn once, drop the beat
+                if not self._warned_unpicklable:
+                    self._warned_unpicklable = True
+                    warnings.warn(
+                        f"heartbeat details of activity {self.activity_name!r} cannot be sent "
+                        f"to the kernel ({type(exc).__name__}: {exc}); pass plain values",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                return
             self._post(("heartbeat", self.details))
 
     def _post(self, message: tuple[Any, ...]) -> None:
@@ -118,7 +127,8 @@ class WorkerActivityContext(ActivityContext):
         done, reply = self._inbox.expect(request_id)
         self.flush_heartbeat()  # the kernel sees heartbeats before what follows them
         self._post(("request", request_id, kind, payload))
-        done.wait()
+        while not done.wait(0.1):  # a kernel that gave up on this attempt never replies
+            self.raise_if_cancelled()
         ok, value = reply[0]
         if not ok:
             raise value
@@ -137,7 +147,7 @@ class WorkerActivityContext(ActivityContext):
         kernel must have it before the attempt can be said to have checkpointed.
         """
         del background
-        self._request("checkpoint", pickle.dumps(state, protocol=5))
+        self._request("checkpoint", CheckpointStore.snapshot(self.run_id, self.position, state))
 
     def flush_checkpoints(self) -> None:
         """Nothing to wait for: :meth:`checkpoint` returns once the kernel wrote the file."""
