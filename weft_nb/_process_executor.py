@@ -166,8 +166,9 @@ class ProcessExecutor(Executor):
 
     Args:
         max_workers: Worker processes at most (started on demand); default ``os.cpu_count()``.
-        cancel_grace: Seconds a cancelled attempt (run cancelled or engine closed) has to return
-            after its ``cancelled`` is set, before its worker is killed.
+        cancel_grace: Seconds a cancelled attempt (its run cancelled) has to return after its
+            ``cancelled`` is set, before its worker is killed. Closing the engine (or this
+            executor) kills busy workers at once: the journal keeps the attempt resumable.
     """
 
     def __init__(self, max_workers: int | None = None, *, cancel_grace: float = 5.0) -> None:
@@ -179,7 +180,7 @@ class ProcessExecutor(Executor):
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._workers: set[_Worker] = set()
-        atexit.register(_close_quietly, weakref.ref(self))  # before multiprocessing joins them
+        atexit.register(_close_quietly, weakref.ref(self))  # no worker outlives the interpreter
 
     def run(
         self,
