@@ -20,6 +20,7 @@ from ._reconciliation import VerificationContext
 from ._retry import RetryPolicy, parse_duration
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
 from ._workflow_context import StepChangedWarning, WorkflowContext
+from .errors import DevelopmentWarning
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "ActivityContext",
     "ActivityDefinition",
     "DaskExecutor",
+    "DevelopmentWarning",
     "Engine",
     "Executor",
     "ProcessExecutor",

@@ -173,6 +173,63 @@ class JournalClosedError(JournalError):
     """The engine (or its journal) was closed; nothing more can be written."""
 
 
+class JournalIOError(JournalError):
+    """Reading or writing a journal file failed: disk full, read-only location, permission, I/O.
+
+    Raised to the caller; the run is never marked failed by it and stays resumable once the cause
+    is fixed. Attributes: ``path`` (the file), ``cause`` (``"disk full"``, ``"read-only"``,
+    ``"permission denied"``, ``"I/O error"``...), ``errno`` (the OS error number or ``None``).
+    """
+
+
+class JournalVersionError(JournalError):
+    """The journal file was written by a DuckDB version this one cannot read (or vice versa).
+
+    The file is healthy: open it with a matching DuckDB. Attributes: ``path``, ``writer_version``
+    (the storage version recorded in the file, when known), ``reader_version`` (installed DuckDB).
+    """
+
+
+class JournalDamageWarning(UserWarning):
+    """Damaged journal data was found, reported and skipped; the intact data was still applied.
+
+    The message names the file, what was skipped (count and byte offsets) and where the damaged
+    copy was kept.
+    """
+
+
+class RunInterruptedError(WeftError):
+    """The run was interrupted (``engine.interrupt()``, Ctrl-C, a closed engine) before it ended.
+
+    Nothing was marked failed: the run stays resumable from its journal.
+    """
+
+
+class StepScopeError(WeftError):
+    """A durable operation was called where it cannot be journaled.
+
+    Durable operations (``ctx.run``, ``ctx.submit``, ``ctx.sleep``, ``ctx.wait_for_signal``,
+    ``ctx.memo``...) must be called from the workflow's own thread and outside ``ctx.memo``
+    callbacks; inside a memo, ``weft_nb.durable_activity`` is the one way to call an activity.
+    """
+
+
+class ActivityCrashLoopError(ActivityFailedError):
+    """A step's attempts kept killing their process: started ``max_attempts`` times, never ended.
+
+    The resume fails the step instead of crashing again; raise the activity's
+    ``retry=RetryPolicy(max_attempts=...)`` to allow more.
+    """
+
+
+class DevelopmentWarning(UserWarning):
+    """A likely mistake the engine can see while running with ``development=True``.
+
+    Emitted (never raised) only in development mode: ``Engine(development=True)``, or
+    ``WEFT_NB_DEV=1`` in the environment.
+    """
+
+
 class PayloadError(WeftError):
     """A value could not be stored: unserialisable, invalid for its type hints, or too large."""
 
@@ -208,6 +265,7 @@ class MissingExtraError(WeftError, ImportError):
 
 
 __all__ = [
+    "ActivityCrashLoopError",
     "ActivityFailedError",
     "ActivityHeartbeatTimeoutError",
     "ActivityNotRegisteredError",
@@ -218,19 +276,25 @@ __all__ = [
     "ActivityTimeoutError",
     "ActivityVerificationError",
     "AsyncTokenNotFoundError",
+    "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",
     "JournalClosedError",
     "JournalCorruptError",
+    "JournalDamageWarning",
     "JournalError",
+    "JournalIOError",
     "JournalLockedError",
+    "JournalVersionError",
     "MissingExtraError",
     "NonDeterminismError",
     "PayloadError",
     "RunFinishedError",
+    "RunInterruptedError",
     "RunNotFoundError",
     "SchedulerUnreachableError",
     "SignalTimeoutError",
+    "StepScopeError",
     "WeftError",
     "WorkerLostError",
     "WorkflowCancelledError",
