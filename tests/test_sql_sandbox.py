@@ -23,7 +23,6 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import weft_nb
 from weft_nb import Engine
-from weft_nb._sql_sandbox import _export, _sandbox, _staging
 from weft_nb.errors import JournalError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,22 +103,28 @@ def test_the_sandbox_itself_changes_nothing_even_without_the_policy(
     engine: Engine, tmp_path: Path
 ) -> None:
     """Every hostile statement executed in the sandbox, no statement check in front of it."""
+    from weft_nb._sql_sandbox import _export, _sandbox, _staging
+
     before, files = _state(engine), _files(tmp_path)
     with _staging(engine.journal.path) as folder:
         with engine.journal._use() as con:
             box = _sandbox(folder, _export(con, folder))
         try:
             outcomes = {}
-            for sql in _hostile(tmp_path) + ["DROP TABLE runs", "RESET lock_configuration",
-                                              "SET enable_external_access = true"]:  # fmt: skip
+            extra = [
+                "DROP TABLE runs",
+                "RESET lock_configuration",
+                "SET enable_external_access = true",
+            ]
+            for sql in [*_hostile(tmp_path), *extra]:
                 try:
                     box.execute(sql)
                     outcomes[sql] = "ran"
                 except duckdb.Error as exc:
                     outcomes[sql] = str(exc).splitlines()[0]
             # file access and settings are refused inside; table changes hit only the copy
-            for sql in ("INSTALL httpfs", "SET threads = 1", "PRAGMA enable_profiling",
-                        "RESET lock_configuration", "SET enable_external_access = true"):  # fmt: skip
+            refused = ("INSTALL httpfs", "SET threads = 1", "PRAGMA enable_profiling", *extra[1:])
+            for sql in refused:
                 assert outcomes[sql] != "ran", (sql, outcomes[sql])
             with pytest.raises(duckdb.Error, match="disabled"):
                 box.execute("LOAD httpfs")  # not built in: would read a file
@@ -182,8 +187,12 @@ def test_the_command_line_uses_the_same_sandbox(tmp_path: Path) -> None:
     for sql in (f"EXPLAIN ANALYZE COPY runs TO '{target}'", "EXPLAIN ANALYZE DELETE FROM runs"):
         done = subprocess.run(
             [sys.executable, "-m", "weft_nb", "--journal", str(path), "sql", sql],
-            capture_output=True, text=True, check=False, timeout=120, env=env,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+        )
         assert done.returncode == 1, done
         assert "only read-only queries" in done.stderr
     assert not target.exists()

@@ -37,7 +37,7 @@ T = TypeVar("T")
 Use = Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 READ_ONLY_KINDS = frozenset({"SELECT", "EXPLAIN"})
-_SANDBOX_CONFIG = {
+_SANDBOX_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
@@ -56,8 +56,15 @@ def _explained(query: str) -> str | None:
     tokens = [
         (pos, kind) for pos, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment
     ]
-    words = [(pos, query[pos:].split(None, 1)[0].upper() if kind != duckdb.token_type.operator
-              else query[pos]) for pos, kind in tokens]  # fmt: skip
+    words = [
+        (
+            pos,
+            query[pos]
+            if kind == duckdb.token_type.operator
+            else query[pos:].split(maxsplit=1)[0].upper(),
+        )
+        for pos, kind in tokens
+    ]
     if not words or not words[0][1].startswith("EXPLAIN"):
         return None
     index = 1
