@@ -50,6 +50,7 @@ from ._step_log import (
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
 _PID_RE = re.compile(r"PID (\d+)")
+_LOCK_RE = re.compile(r"\block\b", re.IGNORECASE)
 
 
 def _lock_holder_text(holder: dict[str, Any]) -> str:
@@ -261,10 +262,10 @@ class JournalFile:
                 return
             except duckdb.Error as exc:
                 text = str(exc)
-                if "lock" not in text.lower():
-                    version_error = journal_version_error(self.path, text)
-                    if version_error is not None:  # a healthy file of another DuckDB version
-                        raise version_error from None
+                version_error = journal_version_error(self.path, text)
+                if version_error is not None:  # a healthy file of another DuckDB version
+                    raise version_error from None
+                if not _LOCK_RE.search(text):  # "lock", not "block" (a checksum failure)
                     raise JournalCorruptError(
                         f"journal {self.path} cannot be opened as a DuckDB database ({text}). "
                         "It is left untouched: move it aside (or restore a backup) to start a "
