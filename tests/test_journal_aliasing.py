@@ -180,3 +180,9 @@ def test_an_old_folder_two_journals_could_claim_is_left_alone(tmp_path: Path) ->
     with pytest.warns(RuntimeWarning, match="not adopted"), Engine(journal) as eng:
         assert eng.checkpoints.root == str(journal) + ".checkpoints"
     assert sorted(p.name for p in legacy.rglob("*")) == before  # nothing deleted or moved
+
+
+def test_a_journal_without_checkpoints_gets_no_folder(tmp_path: Path) -> None:
+    with Engine(tmp_path / "plain.duckdb") as eng:
+        eng.run(counting, 1, run_id="p")
+    assert not (tmp_path / "plain.duckdb.checkpoints").exists()

@@ -153,6 +153,13 @@ def test_read_queries_still_work_and_see_every_step(engine: Engine, tmp_path: Pa
     assert frame.to_dict("records") == [{"m": 2}]
     tables = engine.journal.select_frame("SELECT table_name FROM duckdb_tables() ORDER BY 1")
     assert "steps" in list(tables["table_name"])
+    # tables named only inside a string are still copied whole
+    for sql in (
+        "SELECT count(*) AS n FROM query_table('steps')",
+        "SELECT * FROM query('SELECT count(*) AS n FROM steps')",
+        'SELECT count(*) AS n FROM "STEPS" s JOIN Runs USING (run_id)',
+    ):
+        assert engine.journal.select_frame(sql).to_dict("records") == [{"n": 1}], sql
     with pytest.raises(JournalError, match="(?s)the query failed.*no file access"):
         engine.journal.select_frame(f"SELECT * FROM read_text('{tmp_path / 'j.duckdb'}')")
 

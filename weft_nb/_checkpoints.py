@@ -33,7 +33,7 @@ from . import _evidence as evidence
 from ._clock import Clock
 from ._faults import fault_point
 from ._journal import CheckpointRecord, Journal
-from ._journal_paths import OWNER_FILE, prepare_checkpoint_root, run_folder
+from ._journal_paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
 from .errors import PayloadError
 
 _TMP_PREFIX = ".tmp-"
@@ -133,6 +133,7 @@ class CheckpointStore:
         self.keep = keep
         # <journal file name>.checkpoints/, claimed by an owner file (weft_nb._journal_paths)
         self.root, self.owned = prepare_checkpoint_root(journal.path)
+        self._claimed = False
         self._seq_lock = threading.Lock()
         self._cleaners: list[threading.Thread] = []
         self._issued: dict[tuple[str, int], int] = {}
@@ -171,6 +172,9 @@ class CheckpointStore:
         self, run_id: str, position: int, attempt: int, dump: Callable[[IO[bytes]], Any]
     ) -> CheckpointRecord:
         folder = self._step_dir(run_id, position)
+        if not self._claimed and self.owned:
+            claim_root(self.root, self.journal.path)
+            self._claimed = True
         os.makedirs(folder, exist_ok=True)
         with self._seq_lock:
             # Superseded rows count too: a rerun must never overwrite an audited file.

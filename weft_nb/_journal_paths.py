@@ -203,13 +203,26 @@ def prepare_checkpoint_root(journal_path: str) -> tuple[str, bool]:
                 RuntimeWarning,
                 stacklevel=3,
             )
-    owner = read_owner(root) if os.path.isdir(root) else None
+    if not os.path.isdir(root):
+        return root, True  # created, with its owner file, by the first checkpoint (claim_root)
+    owner = read_owner(root)
     if _belongs_elsewhere(owner, root, journal_path):
         return root, False
-    os.makedirs(root, exist_ok=True)
-    if not owned_by(owner, journal_path) or owner is None or "ino" not in owner:
-        _write_owner(root, journal_path)
+    claim_root(root, journal_path)
     return root, True
+
+
+def claim_root(root: str, journal_path: str) -> None:
+    """Create the checkpoint folder if needed and record this journal as its owner.
+
+    An owner file that cannot be written (a read-only folder) is skipped: the folder is still
+    named after this journal alone.
+    """
+    os.makedirs(root, exist_ok=True)
+    owner = read_owner(root)
+    if owner is None or owner.get("journal") != journal_path or owner.get("ino") is None:
+        with contextlib.suppress(OSError):
+            _write_owner(root, journal_path)
 
 
 def reading_checkpoint_root(journal_path: str) -> str:

@@ -17,15 +17,17 @@ a connection to the journal at all:
    DuckDB succeeds and reads no file; any other ``LOAD``/``INSTALL`` is refused.
 
 The magic and the command line both call :func:`query_journal`; they differ only in how they
-show the result. Cost: every query copies the journal's tables (about the journal's size in
-memory and temporary disk, for the length of the query).
+show the result. Cost: every query copies the tables it reads (the others empty, so the catalog
+still lists them), about their size in memory and temporary disk for the length of the query.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -37,6 +39,11 @@ T = TypeVar("T")
 Use = Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 READ_ONLY_KINDS = frozenset({"SELECT", "EXPLAIN"})
+# A table named inside a string (``query('SELECT ... FROM steps')``) is invisible to DuckDB's
+# table-name extraction: such a query gets every table.
+_TABLE_IN_TEXT = re.compile(r"\bquery\s*\(", re.IGNORECASE)
+_PARSER_LOCK = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None  # parses only; never sees a journal
 _SANDBOX_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -80,42 +87,65 @@ def _explained(query: str) -> str | None:
     return query[words[index][0] :] if index < len(words) else None
 
 
-def check_user_sql(sql: str, path: str) -> None:
+def check_user_sql(sql: str, path: str) -> set[str] | None:
     """Refuse (with a clear message) what is not a read-only query; see the module docstring.
+
+    Returns:
+        The lower-case names of the tables the query reads, or None when that cannot be told.
 
     Raises:
         JournalError: It does not parse, is empty, or holds another kind of statement.
     """
-    parser = duckdb.connect(":memory:")
+    global _parser  # one parser per process: a connection costs about 20 ms
+    with _PARSER_LOCK:
+        if _parser is None:
+            _parser = duckdb.connect(":memory:")
+        return _referenced(_parser, _check(_parser, sql, path))
+
+
+def _check(parser: duckdb.DuckDBPyConnection, sql: str, path: str) -> list[duckdb.Statement]:
     try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise JournalError(f"the query does not parse: {exc}", path=path) from None
+    kinds = {_kind(s) for s in statements}
+    if not statements or kinds - READ_ONLY_KINDS:
+        raise JournalError(
+            f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
+            f"journal; this one holds {', '.join(sorted(kinds)) or 'nothing'}",
+            path=path,
+        )
+    for statement in statements:
+        if _kind(statement) != "EXPLAIN":
+            continue
+        inner = _explained(statement.query)
         try:
-            statements = parser.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise JournalError(f"the query does not parse: {exc}", path=path) from None
-        kinds = {_kind(s) for s in statements}
-        if not statements or kinds - READ_ONLY_KINDS:
+            inner_kinds = {_kind(s) for s in parser.extract_statements(inner or "")}
+        except duckdb.Error:
+            inner_kinds = set()
+        if inner_kinds != {"SELECT"}:
             raise JournalError(
-                f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
-                f"journal; this one holds {', '.join(sorted(kinds)) or 'nothing'}",
+                "only read-only queries run over the journal: EXPLAIN (and EXPLAIN ANALYZE, "
+                "which runs what it explains) is allowed for SELECT queries only; this one "
+                f"explains {', '.join(sorted(inner_kinds)) or 'something else'}",
                 path=path,
             )
-        for statement in statements:
-            if _kind(statement) != "EXPLAIN":
-                continue
-            inner = _explained(statement.query)
-            try:
-                inner_kinds = {_kind(s) for s in parser.extract_statements(inner or "")}
-            except duckdb.Error:
-                inner_kinds = set()
-            if inner_kinds != {"SELECT"}:
-                raise JournalError(
-                    "only read-only queries run over the journal: EXPLAIN (and EXPLAIN ANALYZE, "
-                    "which runs what it explains) is allowed for SELECT queries only; this one "
-                    f"explains {', '.join(sorted(inner_kinds)) or 'something else'}",
-                    path=path,
-                )
-    finally:
-        parser.close()
+    return statements
+
+
+def _referenced(
+    parser: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]
+) -> set[str] | None:
+    """The (lower-case) table names the statements read; None when that cannot be told."""
+    names: set[str] = set()
+    for statement in statements:
+        if _TABLE_IN_TEXT.search(statement.query):
+            return None
+        try:
+            names |= {name.lower() for name in parser.get_table_names(statement.query)}
+        except duckdb.Error:
+            return None
+    return names
 
 
 @contextlib.contextmanager
@@ -140,8 +170,14 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _export(con: duckdb.DuckDBPyConnection, folder: str) -> list[tuple[str, str]]:
-    """Copy the journal's tables to Parquet files; weft_nb's fixed SQL only."""
+def _export(
+    con: duckdb.DuckDBPyConnection, folder: str, wanted: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """Copy the journal's tables to Parquet files; weft_nb's fixed SQL only.
+
+    With ``wanted``, the other tables are copied empty (their columns only): a query that names
+    one table does not pay for copying the rest.
+    """
     tables = [
         row[0]
         for row in con.execute(
@@ -153,7 +189,8 @@ def _export(con: duckdb.DuckDBPyConnection, folder: str) -> list[tuple[str, str]
     for index, table in enumerate(tables):
         target = f"{folder}/t{index}.parquet"
         quoted = '"' + table.replace('"', '""') + '"'
-        con.execute(f"COPY (SELECT * FROM {quoted}) TO {_literal(target)} (FORMAT parquet)")
+        limit = "" if wanted is None or table.lower() in wanted else " LIMIT 0"
+        con.execute(f"COPY (SELECT * FROM {quoted}{limit}) TO {_literal(target)} (FORMAT parquet)")
         files.append((quoted, target))
     return files
 
@@ -186,10 +223,10 @@ def query_journal(
     Raises:
         JournalError: Refused by the policy, or failed in the sandbox (message says which).
     """
-    check_user_sql(sql, path)
+    wanted = check_user_sql(sql, path)
     with _staging(path) as folder:
         with use() as con:
-            files = _export(con, folder)
+            files = _export(con, folder, wanted)
         box = _sandbox(folder, files)
         try:
             try:
