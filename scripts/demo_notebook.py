@@ -94,7 +94,7 @@ def text_of(outputs: list[Any]) -> str:
 
 def checkpoint_files(journal: Path) -> list[Path]:
     """Committed-or-about-to-be checkpoint files of the journal, oldest first (by sequence)."""
-    root = journal.with_suffix(".checkpoints")
+    root = Path(str(journal) + ".checkpoints")
     return sorted(root.glob("*/*/[0-9]*.pkl"), key=lambda p: p.name)
 
 
@@ -129,7 +129,7 @@ def read_journal(journal: Path) -> dict[str, Any]:
         db.close()
     checkpoint_epoch = None
     if checkpoint:
-        with open(journal.with_suffix(".checkpoints") / checkpoint[0][1], "rb") as handle:
+        with open(Path(str(journal) + ".checkpoints") / checkpoint[0][1], "rb") as handle:
             checkpoint_epoch = pickle.load(handle)["epoch"]
     model = None
     if train and train[0][2] == "completed":

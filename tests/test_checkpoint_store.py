@@ -1,6 +1,6 @@
 """``CheckpointStore``: checkpoint files beside a real DuckDB journal (``weft_nb/_checkpoints.py``).
 
-Files live under ``<journal without extension>.checkpoints/<run>/<position>/``; the journal keeps
+Files live under ``<journal file name>.checkpoints/<run>/<position>/``; the journal keeps
 one row per checkpoint (path relative to that root, size). Nothing here is mocked: the journal is
 a real ``DuckDBJournal`` in ``tmp_path`` and every check looks at the files on disk.
 """
@@ -38,10 +38,14 @@ def store(journal: DuckDBJournal) -> CheckpointStore:
 
 
 def files_under(folder: Path | str) -> list[str]:
-    """Every file below ``folder``, relative to it, sorted."""
+    """Every checkpoint file below ``folder`` (not its owner record), relative to it, sorted."""
     found = []
     for parent, _dirs, names in os.walk(folder):
-        found.extend(os.path.relpath(os.path.join(parent, n), folder) for n in names)
+        found.extend(
+            os.path.relpath(os.path.join(parent, n), folder)
+            for n in names
+            if n != ".weft-owner.json"
+        )
     return sorted(found)
 
 
@@ -50,7 +54,7 @@ def rows(journal: DuckDBJournal, run_id: str = RUN) -> int:
 
 
 def test_root_is_beside_the_journal(store: CheckpointStore, tmp_path: Path) -> None:
-    assert Path(store.root) == tmp_path / "j.checkpoints"
+    assert Path(store.root) == tmp_path / "j.duckdb.checkpoints"
     with pytest.raises(ValueError, match="checkpoint_keep"):
         CheckpointStore(store.journal, RealClock(), keep=0)
 

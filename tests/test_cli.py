@@ -265,7 +265,7 @@ def test_export_writes_the_whole_run_with_payloads_decoded_or_described(
 
 
 def checkpoint_files(journal: Path) -> list[Path]:
-    return sorted((journal.parent / "journal.checkpoints").rglob("*.pkl"))
+    return sorted((journal.parent / "journal.duckdb.checkpoints").rglob("*.pkl"))
 
 
 def test_check_reports_a_clean_journal(journal: Path) -> None:

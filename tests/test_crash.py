@@ -129,10 +129,14 @@ def inspect_journal(path: Path, run_id: str = RUN_ID) -> dict[str, Any]:
 
 
 def checkpoint_files(journal: Path) -> list[str]:
-    root = journal.with_suffix(".checkpoints")
+    root = str(journal) + ".checkpoints"  # named from the whole file name (issue 12.3)
     found = []
     for folder, _dirs, files in os.walk(root):
-        found.extend(os.path.relpath(os.path.join(folder, name), root) for name in files)
+        found.extend(
+            os.path.relpath(os.path.join(folder, name), root)
+            for name in files
+            if name != ".weft-owner.json"  # the folder's owner record, not a checkpoint
+        )
     return sorted(found)
 
 

@@ -357,7 +357,7 @@ def test_quickstart_survives_a_kernel_crash(tmp_path: Path) -> None:
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     # The crash-test run's second checkpoint on disk: the first one is journaled by then.
-    step = tmp_path / ".weft" / "journal.checkpoints" / "crash-test" / "1"
+    step = tmp_path / ".weft" / "journal.duckdb.checkpoints" / "crash-test" / "1"
     deadline = time.monotonic() + 120
     while not list(step.glob("00000002-*.pkl")):
         if crashed.poll() is not None or time.monotonic() > deadline:

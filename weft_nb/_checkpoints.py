@@ -33,6 +33,7 @@ from . import _evidence as evidence
 from ._clock import Clock
 from ._faults import fault_point
 from ._journal import CheckpointRecord, Journal
+from ._journal_paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
 from .errors import PayloadError
 
 _TMP_PREFIX = ".tmp-"
@@ -130,14 +131,15 @@ class CheckpointStore:
         self.journal = journal
         self.clock = clock
         self.keep = keep
-        root, _ = os.path.splitext(journal.path)
-        self.root = root + ".checkpoints"
+        # <journal file name>.checkpoints/, claimed by an owner file (weft_nb._journal_paths)
+        self.root, self.owned = prepare_checkpoint_root(journal.path)
+        self._claimed = False
         self._seq_lock = threading.Lock()
         self._cleaners: list[threading.Thread] = []
         self._issued: dict[tuple[str, int], int] = {}
 
     def _step_dir(self, run_id: str, position: int) -> str:
-        return os.path.join(self.root, run_id, str(position))
+        return os.path.join(self.root, run_folder(run_id), str(position))
 
     def save(self, run_id: str, position: int, attempt: int, state: Any) -> CheckpointRecord:
         """Write ``state`` durably and record it; see the module docstring for the protocol."""
@@ -170,6 +172,9 @@ class CheckpointStore:
         self, run_id: str, position: int, attempt: int, dump: Callable[[IO[bytes]], Any]
     ) -> CheckpointRecord:
         folder = self._step_dir(run_id, position)
+        if not self._claimed and self.owned:
+            claim_root(self.root, self.journal.path)
+            self._claimed = True
         os.makedirs(folder, exist_ok=True)
         with self._seq_lock:
             # Superseded rows count too: a rerun must never overwrite an audited file.
@@ -263,13 +268,15 @@ class CheckpointStore:
 
     def remove_orphans(self) -> int:
         """Delete temporary and unreferenced checkpoint files left by a crash; return the count."""
-        if not os.path.isdir(self.root):
-            return 0
+        if not self.owned or not os.path.isdir(self.root):
+            return 0  # never clean a folder another journal owns
         referenced = self.journal.all_checkpoint_paths()
         removed = 0
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 full = os.path.join(folder, name)
+                if folder == self.root and name == OWNER_FILE:
+                    continue
                 if (
                     name.startswith(_TMP_PREFIX)
                     or os.path.relpath(full, self.root) not in referenced

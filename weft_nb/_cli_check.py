@@ -20,6 +20,7 @@ from ._cli_common import (
     _describe,
     _lock_holder,
 )
+from ._journal_paths import OWNER_FILE, reading_checkpoint_root
 from ._journal_schema import SCHEMA_VERSION
 from .errors import JournalCorruptError, JournalError, JournalLockedError
 
@@ -117,7 +118,7 @@ def _check(reader: Reader) -> int:
         report.ok(f"every step, attempt, heartbeat, checkpoint and event belongs to a run "
                   f"({runs} run(s))")  # fmt: skip
 
-    root = os.path.splitext(path)[0] + ".checkpoints"  # as weft_nb._checkpoints names it
+    root = reading_checkpoint_root(reader.journal.path)  # as weft_nb._checkpoints finds it
     recorded = reader.query("SELECT path, size, run_id, position, seq FROM checkpoints")
     damaged = []
     for rel, size, run_id, position, seq in recorded:
@@ -141,6 +142,8 @@ def _check(reader: Reader) -> int:
         for folder, _dirs, files in os.walk(root):
             for name in sorted(files):
                 full = os.path.join(folder, name)
+                if folder == root and name == OWNER_FILE:
+                    continue
                 if name.startswith(_TMP_PREFIX):
                     strays.append(f"{full} (a checkpoint write that never finished)")
                 elif os.path.relpath(full, root) not in referenced:

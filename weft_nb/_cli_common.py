@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import duckdb
 
+from ._journal_paths import resolve_journal
 from ._server import endpoint_file, read_endpoint
 from .errors import JournalLockedError
 
@@ -43,7 +44,7 @@ def _error(message: str) -> None:
 def _lock_holder(path: str) -> dict[str, Any]:
     """What the sidecar ``<journal>.lock`` says about the last engine that took it."""
     try:
-        with open(path + ".lock", encoding="utf-8") as handle:
+        with open(resolve_journal(path) + ".lock", encoding="utf-8") as handle:
             loaded = json.loads(handle.read() or "{}")
     except (OSError, ValueError):
         return {}

@@ -32,6 +32,8 @@ from ._cli_common import (
     _when,
     payload,
 )
+from ._sql_sandbox import query_journal
+from .errors import JournalError, JournalLockedError
 
 # -- runs and show -------------------------------------------------------------------------------
 
@@ -254,24 +256,18 @@ def _json_cell(value: Any) -> Any:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    """``weft-nb sql QUERY``: the same read-only rule as ``%weft sql``."""
-    with _reading(args.journal) as reader, reader.connection() as con:
+    """``weft-nb sql QUERY``: run in the same sandbox as ``%weft sql`` (weft_nb._sql_sandbox)."""
+
+    def fetch(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    with _reading(args.journal) as reader:
         try:
-            statements = con.extract_statements(args.query)
-        except duckdb.Error as exc:
-            raise CliError(f"the query does not parse: {exc}") from None
-        kinds = {str(s.type).rsplit(".", 1)[-1] for s in statements}
-        if not statements or kinds - {"SELECT", "EXPLAIN"}:
-            raise CliError(
-                "only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the journal; "
-                f"this one holds {', '.join(sorted(kinds)) or 'nothing'}"
-            )
-        try:
-            cursor = con.execute(args.query)
-            names = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-        except duckdb.Error as exc:
-            raise CliError(f"the query failed: {exc}") from None
+            names, rows = query_journal(reader.connection, args.query, reader.path, fetch)
+        except JournalLockedError:
+            raise
+        except JournalError as exc:
+            raise CliError(str(exc)) from None
     out = sys.stdout
     if args.format == "json":
         records = [dict(zip(names, map(_json_cell, row), strict=True)) for row in rows]

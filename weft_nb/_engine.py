@@ -40,6 +40,7 @@ from ._journal import (
     RunRecord,
     StepRecord,
 )
+from ._journal_paths import check_run_id
 from ._parallel import StepPool
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
 from ._run_handle import RecoveryReport, RunHandle, RunState, WeftEvent
@@ -215,8 +216,13 @@ class Engine(EngineViews, ExternalInputs):
 
         With a ``run_id`` that exists, a finished run's handle returns its recorded outcome and an
         unfinished run resumes.
+
+        Raises:
+            InvalidRunIdError: ``run_id`` cannot name a run (empty, too long, control characters).
         """
         self._check_open()
+        if run_id is not None:
+            check_run_id(run_id)  # before anything is written (issue 12.7)
         definition = self._workflow_definition(workflow)
         policy = on_change or self.on_change
         if policy not in ON_CHANGE_POLICIES:

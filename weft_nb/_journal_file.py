@@ -32,7 +32,11 @@ from typing import Any
 import duckdb
 
 from ._faults import fault_point
+from ._journal_alias_lock import AliasLock, take_alias_lock
+from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
+from ._journal_version import journal_version_error
+from ._sql_sandbox import query_journal
 from ._step_log import (
     APPLY_BYTES,
     APPLY_ROWS,
@@ -46,6 +50,7 @@ from ._step_log import (
 from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
 
 _PID_RE = re.compile(r"PID (\d+)")
+_LOCK_RE = re.compile(r"\block\b", re.IGNORECASE)
 
 
 def _lock_holder_text(holder: dict[str, Any]) -> str:
@@ -69,8 +74,15 @@ class JournalFile:
     def __init__(
         self, path: str | os.PathLike[str], *, read_only: bool = False, program: str = ""
     ) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        # Keyed on the resolved file, so every name of it finds one lock, step log and checkpoint
+        # folder (weft_nb._journal_paths); a hard link is caught by the inode lock below.
+        self.path = resolve_journal(path)
         self.read_only = read_only
+        self._alias_lock: AliasLock | None = None
+        if not read_only:
+            self._alias_lock = take_alias_lock(self.path, program)
+            if self._alias_lock is not None:
+                self.path = self._alias_lock.home
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._users = 0
@@ -89,12 +101,21 @@ class JournalFile:
             self._recover_step_log_as_reader()
         else:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._take_sidecar_lock(program)
+            try:
+                self._take_sidecar_lock(program)
+            except BaseException:
+                self.close()
+                raise
         try:
             self._open()
+            if not read_only and self._alias_lock is None:  # the file was created just now
+                self._alias_lock = take_alias_lock(self.path, program)
             try:
                 self._check_schema()
             except duckdb.Error as exc:
+                version_error = journal_version_error(self.path, str(exc))
+                if version_error is not None:
+                    raise version_error from None
                 damage = "is truncated" if "read enough bytes" in str(exc) else "cannot be read"
                 raise JournalCorruptError(
                     f"journal {self.path} {damage} ({exc}). It is left untouched: move it "
@@ -241,7 +262,10 @@ class JournalFile:
                 return
             except duckdb.Error as exc:
                 text = str(exc)
-                if "lock" not in text.lower():
+                version_error = journal_version_error(self.path, text)
+                if version_error is not None:  # a healthy file of another DuckDB version
+                    raise version_error from None
+                if not _LOCK_RE.search(text):  # "lock", not "block" (a checksum failure)
                     raise JournalCorruptError(
                         f"journal {self.path} cannot be opened as a DuckDB database ({text}). "
                         "It is left untouched: move it aside (or restore a backup) to start a "
@@ -325,6 +349,9 @@ class JournalFile:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
                 self._lock_fd = None
+            if self._alias_lock is not None:
+                self._alias_lock.release()
+                self._alias_lock = None
 
     @contextlib.contextmanager
     def _use(self, *, apply_pending: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -375,27 +402,12 @@ class JournalFile:
             return result
 
     def select_frame(self, sql: str) -> Any:
-        """Run a user's query over the journal and return a pandas DataFrame.
+        """Run a user's query over a snapshot of the journal and return a pandas DataFrame.
 
-        Only ``SELECT`` (including ``WITH ...``) and ``EXPLAIN`` statements run: the journal is
-        the engine's record and a query must never change it.
+        The query runs in a sandbox that cannot change the journal or write any file
+        (:mod:`weft_nb._sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` are accepted.
 
         Raises:
-            JournalError: The text holds another kind of statement, or does not parse.
+            JournalError: Another kind of statement, a parse error, or a failed query.
         """
-        with self._use() as con:
-            try:
-                statements = con.extract_statements(sql)
-            except duckdb.Error as exc:
-                raise JournalError(f"the query does not parse: {exc}", path=self.path) from None
-            kinds = {str(s.type).rsplit(".", 1)[-1] for s in statements}
-            if not statements or kinds - {"SELECT", "EXPLAIN"}:
-                raise JournalError(
-                    f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
-                    f"journal; this one holds {sorted(kinds) or 'nothing'}",
-                    path=self.path,
-                )
-            try:
-                return con.execute(sql).df()
-            except duckdb.Error as exc:
-                raise JournalError(f"the query failed: {exc}", path=self.path) from None
+        return query_journal(self._use, sql, self.path, lambda cursor: cursor.df())

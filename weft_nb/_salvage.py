@@ -18,6 +18,8 @@ from typing import Any
 import duckdb
 
 from ._duckdb_journal import DuckDBJournal
+from ._journal_paths import checkpoint_root, reading_checkpoint_root
+from ._journal_version import journal_version_error
 from .errors import JournalCorruptError, JournalError
 
 # Per table: the columns copied (journal-assigned ids are left for the new journal to assign).
@@ -56,6 +58,9 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
     try:
         source = duckdb.connect(str(broken), read_only=True)
     except duckdb.Error as exc:
+        version_error = journal_version_error(str(broken), str(exc))
+        if version_error is not None:  # healthy, just another DuckDB's: nothing to salvage
+            raise version_error from None
         raise JournalCorruptError(
             f"{broken} cannot be opened at all ({exc}); nothing can be salvaged from it",
             path=str(broken),
@@ -82,7 +87,7 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
                     continue
                 assert row is not None
                 _write_run(journal, run_columns, row, rows)
-                _copy_checkpoints(broken, target, run_id)
+                _copy_checkpoints(broken, target, [r[5] for r in rows["checkpoints"]])
                 report.copied.append(run_id)
         finally:
             journal.close()
@@ -117,7 +122,14 @@ def _write_run(
                 )
 
 
-def _copy_checkpoints(broken: Path, target: Path, run_id: str) -> None:
-    source = broken.with_suffix(".checkpoints") / run_id
-    if source.is_dir():
-        shutil.copytree(source, target.with_suffix(".checkpoints") / run_id)
+def _copy_checkpoints(broken: Path, target: Path, paths: list[str]) -> None:
+    """Copy the checkpoint files a run's rows name (paths relative to the checkpoint folder)."""
+    source = Path(reading_checkpoint_root(str(broken)))
+    dest = Path(checkpoint_root(str(target)))
+    for rel in paths:
+        origin = (source / rel).resolve()
+        if not origin.is_relative_to(source.resolve()) or not origin.is_file():
+            continue  # missing, or outside the folder (a run id of an old weft_nb): not copied
+        copy = dest / rel
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin, copy)

@@ -37,6 +37,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from ._journal_paths import resolve_journal
 from .errors import (
     AsyncTokenNotFoundError,
     PayloadError,
@@ -111,7 +112,7 @@ class Server:
 
 def endpoint_file(journal_path: str) -> str:
     """Where a serving engine records its endpoint for the journal at ``journal_path``."""
-    return journal_path + ".endpoint.json"
+    return resolve_journal(journal_path) + ".endpoint.json"  # one file for every name of it
 
 
 def read_endpoint(path: str) -> dict[str, Any] | None:

@@ -186,7 +186,9 @@ class JournalVersionError(JournalError):
     """The journal file was written by a DuckDB version this one cannot read (or vice versa).
 
     The file is healthy: open it with a matching DuckDB. Attributes: ``path``, ``writer_version``
-    (the storage version recorded in the file, when known), ``reader_version`` (installed DuckDB).
+    (the DuckDB version string recorded in the file, e.g. ``"v2.0.1"``; None in files written
+    before DuckDB 1.2), ``storage_version`` (the file's storage version number),
+    ``reader_version`` (the installed DuckDB).
     """
 
 
@@ -264,6 +266,14 @@ class MissingExtraError(WeftError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class InvalidRunIdError(WeftError, ValueError):
+    """A run id that cannot name a run: empty, too long, or holding control characters (NUL...).
+
+    Raised by ``Engine.start``/``Engine.run`` before anything is written. It is also a
+    ``ValueError`` (a bad argument value). Attribute: ``run_id`` (the rejected id).
+    """
+
+
 __all__ = [
     "ActivityCrashLoopError",
     "ActivityFailedError",
@@ -279,6 +289,7 @@ __all__ = [
     "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",
+    "InvalidRunIdError",
     "JournalClosedError",
     "JournalCorruptError",
     "JournalDamageWarning",

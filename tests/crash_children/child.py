@@ -228,7 +228,11 @@ WORKFLOWS = {"pipeline": pipeline, "many": many}
 def checkpoint_files(root: str) -> list[str]:
     found = []
     for folder, _dirs, files in os.walk(root):
-        found.extend(os.path.relpath(os.path.join(folder, name), root) for name in files)
+        found.extend(
+            os.path.relpath(os.path.join(folder, name), root)
+            for name in files
+            if name != ".weft-owner.json"  # the folder's owner record, not a checkpoint
+        )
     return sorted(found)
 
 

@@ -1,0 +1,133 @@
+"""The single-writer lock on the journal *file*, whatever name (hard link included) it is opened by.
+
+The sidecar ``<journal>.lock`` goes by the resolved path, which covers symlinks, relative and
+``..`` paths, but not hard links: two names of one file resolve to two paths. So a writer also
+holds ``flock`` on a lock file named after the journal's ``(st_dev, st_ino)`` in a per-user folder
+of the system's temporary directory (``$TMPDIR/weft_nb-<uid>-locks/<dev>-<ino>.lock``). Every
+name of one file maps to the same lock file; the kernel drops the lock when its holder dies.
+
+The lock file also records the name the journal was opened by; a later engine that opens the
+same file by another name (a hard link) keeps using the first name's step log and checkpoint
+folder (:attr:`AliasLock.home`), so a crash's unapplied steps and the checkpoints are found.
+
+Assumptions (see docs/guarantees.md): engines that share a journal share the machine's temporary
+directory and user id (two users writing one journal by hard links are not detected), and lock
+files are never deleted while in use (they are a few hundred bytes each; removing one that a live
+engine holds would let a second engine in). Where the folder cannot be created, only the sidecar
+lock protects the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .errors import JournalLockedError
+
+
+def registry_folder() -> str:
+    """The per-user folder of inode-keyed lock files."""
+    return os.path.join(tempfile.gettempdir(), f"weft_nb-{os.getuid()}-locks")
+
+
+def _holder_text(holder: dict[str, Any]) -> str:
+    parts = [f"PID {holder.get('pid', '?')}"]
+    if holder.get("host"):
+        parts.append(f"on {holder['host']}")
+    if holder.get("program"):
+        parts.append(f"({holder['program']})")
+    return " ".join(parts)
+
+
+class AliasLock:
+    """A held lock on one journal file's device and inode."""
+
+    def __init__(self, fd: int, lock_path: str, home: str) -> None:
+        self._fd: int | None = fd
+        self.lock_path = lock_path
+        self.home = home  # the name whose sidecar files this journal uses
+
+    def release(self) -> None:
+        """Let go of the lock (the file stays, see the module docstring)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _same_file(path: str, info: os.stat_result) -> bool:
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino)
+
+
+def take_alias_lock(journal_path: str, program: str) -> AliasLock | None:
+    """Lock the file at ``journal_path`` by device and inode; None when it does not exist yet.
+
+    Raises:
+        JournalLockedError: Another engine holds the same file, by this name or another one.
+    """
+    try:
+        info = os.stat(journal_path)
+    except FileNotFoundError:
+        return None
+    folder = registry_folder()
+    lock_path = os.path.join(folder, f"{info.st_dev}-{info.st_ino}.lock")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None  # no usable temporary folder: the sidecar lock still guards this name
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _read(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            return None
+        other = holder.get("journal")
+        alias = f" (the same file, opened there as {other})" if other != journal_path else ""
+        raise JournalLockedError(
+            f"journal {journal_path} is in use by {_holder_text(holder)}{alias}. Only one "
+            "engine may write a journal, by any of its names (symlinks and hard links "
+            "included): close the other engine, or use another journal path.",
+            path=journal_path,
+            holder_pid=holder.get("pid"),
+        ) from None
+    previous = _read(fd).get("journal")
+    home = journal_path
+    if isinstance(previous, str) and previous != journal_path and _same_file(previous, info):
+        home = previous  # a hard link: keep the name whose step log and checkpoints exist
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "program": program or " ".join(sys.argv[:2])[:200],
+        "since": time.time(),
+        "journal": home,
+        "opened_as": journal_path,
+    }
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+    return AliasLock(fd, lock_path, home)
+
+
+def _read(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 65536, 0)
+        loaded = json.loads(data or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

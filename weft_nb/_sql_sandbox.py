@@ -1,0 +1,242 @@
+"""Users' SQL over a journal (``%weft sql``, ``weft-nb sql``), run where it cannot change anything.
+
+Checking the statement type is not enough: ``EXPLAIN ANALYZE DELETE FROM runs`` is an ``EXPLAIN``
+and deletes every run, and ``COPY ... TO`` inside it writes files. So a user's query never runs on
+a connection to the journal at all:
+
+1. **Policy** (for a clear message): only ``SELECT``/``WITH``/``EXPLAIN`` statements, and an
+   ``EXPLAIN`` only of a ``SELECT``; anything else is refused before any data is touched.
+2. **Sandbox** (the guarantee): the journal's tables are copied, through the journal's own
+   connection and by weft_nb's fixed SQL, to Parquet files in a fresh private temporary folder;
+   a new in-memory DuckDB loads them, then loses all file access (``enable_external_access =
+   false``: no ``COPY ... TO``, ``ATTACH``, ``INSTALL``/``LOAD``, ``EXPORT``, file readers) and
+   locks its configuration (``lock_configuration``: no ``SET``/``RESET``/``PRAGMA`` setting).
+   It has no spill folder either, so it cannot write a single file. The user's SQL runs there.
+   Whatever it does changes only that throwaway copy; the folder is deleted afterwards.
+   ``CHECKPOINT`` of an in-memory database writes nothing. ``LOAD`` of an extension built into
+   DuckDB succeeds and reads no file; any other ``LOAD``/``INSTALL`` is refused.
+
+The magic and the command line both call :func:`query_journal`; they differ only in how they
+show the result. Cost: every query copies the tables it reads (the others empty, so the catalog
+still lists them), about their size in memory and temporary disk for the length of the query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import duckdb
+
+from .errors import JournalError, JournalIOError
+
+T = TypeVar("T")
+Use = Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+READ_ONLY_KINDS = frozenset({"SELECT", "EXPLAIN"})
+# A table named inside a string (``query('SELECT ... FROM steps')``) is invisible to DuckDB's
+# table-name extraction: such a query gets every table.
+_TABLE_IN_TEXT = re.compile(r"\bquery\s*\(", re.IGNORECASE)
+_PARSER_LOCK = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None  # parses only; never sees a journal
+_SANDBOX_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    # No spill folder: DuckDB lets a database without external access write into its temp
+    # directory, and the sandbox must write nowhere (a query that outgrows memory fails).
+    "temp_directory": "",
+}
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    return str(statement.type).rsplit(".", 1)[-1]
+
+
+def _explained(query: str) -> str | None:
+    """The statement an ``EXPLAIN [ANALYZE | (options)]`` explains, or None if none is found."""
+    tokens = [
+        (pos, kind) for pos, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment
+    ]
+    words = [
+        (
+            pos,
+            query[pos]
+            if kind == duckdb.token_type.operator
+            else query[pos:].split(maxsplit=1)[0].upper(),
+        )
+        for pos, kind in tokens
+    ]
+    if not words or not words[0][1].startswith("EXPLAIN"):
+        return None
+    index = 1
+    if index < len(words) and words[index][1].startswith("ANALY"):
+        index += 1
+    elif index < len(words) and words[index][1] == "(":
+        depth = 0
+        while index < len(words):
+            depth += {"(": 1, ")": -1}.get(words[index][1], 0)
+            index += 1
+            if depth == 0:
+                break
+    return query[words[index][0] :] if index < len(words) else None
+
+
+def check_user_sql(sql: str, path: str) -> set[str] | None:
+    """Refuse (with a clear message) what is not a read-only query; see the module docstring.
+
+    Returns:
+        The lower-case names of the tables the query reads, or None when that cannot be told.
+
+    Raises:
+        JournalError: It does not parse, is empty, or holds another kind of statement.
+    """
+    global _parser  # one parser per process: a connection costs about 20 ms
+    with _PARSER_LOCK:
+        if _parser is None:
+            _parser = duckdb.connect(":memory:")
+        return _referenced(_parser, _check(_parser, sql, path))
+
+
+def _check(parser: duckdb.DuckDBPyConnection, sql: str, path: str) -> list[duckdb.Statement]:
+    try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise JournalError(f"the query does not parse: {exc}", path=path) from None
+    kinds = {_kind(s) for s in statements}
+    if not statements or kinds - READ_ONLY_KINDS:
+        raise JournalError(
+            f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
+            f"journal; this one holds {', '.join(sorted(kinds)) or 'nothing'}",
+            path=path,
+        )
+    for statement in statements:
+        if _kind(statement) != "EXPLAIN":
+            continue
+        inner = _explained(statement.query)
+        try:
+            inner_kinds = {_kind(s) for s in parser.extract_statements(inner or "")}
+        except duckdb.Error:
+            inner_kinds = set()
+        if inner_kinds != {"SELECT"}:
+            raise JournalError(
+                "only read-only queries run over the journal: EXPLAIN (and EXPLAIN ANALYZE, "
+                "which runs what it explains) is allowed for SELECT queries only; this one "
+                f"explains {', '.join(sorted(inner_kinds)) or 'something else'}",
+                path=path,
+            )
+    return statements
+
+
+def _referenced(
+    parser: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]
+) -> set[str] | None:
+    """The (lower-case) table names the statements read; None when that cannot be told."""
+    names: set[str] = set()
+    for statement in statements:
+        if _TABLE_IN_TEXT.search(statement.query):
+            return None
+        try:
+            names |= {name.lower() for name in parser.get_table_names(statement.query)}
+        except duckdb.Error:
+            return None
+    return names
+
+
+@contextlib.contextmanager
+def _staging(path: str) -> Iterator[str]:
+    try:
+        folder = tempfile.mkdtemp(prefix="weft-sql-")  # private (0700), in $TMPDIR
+    except OSError as exc:
+        raise JournalIOError(
+            f"cannot make a temporary folder to query journal {path} in ({exc}); set TMPDIR to a "
+            "writable folder with room for a copy of the journal",
+            path=path,
+            cause=exc.strerror,
+            errno=exc.errno,
+        ) from None
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _export(
+    con: duckdb.DuckDBPyConnection, folder: str, wanted: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """Copy the journal's tables to Parquet files; weft_nb's fixed SQL only.
+
+    With ``wanted``, the other tables are copied empty (their columns only): a query that names
+    one table does not pay for copying the rest.
+    """
+    tables = [
+        row[0]
+        for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' ORDER BY table_name"
+        ).fetchall()
+    ]
+    files = []
+    for index, table in enumerate(tables):
+        target = f"{folder}/t{index}.parquet"
+        quoted = '"' + table.replace('"', '""') + '"'
+        limit = "" if wanted is None or table.lower() in wanted else " LIMIT 0"
+        con.execute(f"COPY (SELECT * FROM {quoted}{limit}) TO {_literal(target)} (FORMAT parquet)")
+        files.append((quoted, target))
+    return files
+
+
+def _sandbox(folder: str, files: list[tuple[str, str]]) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB holding copies of the tables, with no file access left."""
+    box = duckdb.connect(":memory:", config=_SANDBOX_CONFIG)
+    try:
+        for quoted, target in files:
+            box.execute(f"CREATE TABLE {quoted} AS SELECT * FROM read_parquet({_literal(target)})")
+        box.execute("SET enable_external_access = false")
+        box.execute("SET lock_configuration = true")
+    except BaseException:
+        box.close()
+        raise
+    return box
+
+
+def query_journal(
+    use: Use, sql: str, path: str, fetch: Callable[[duckdb.DuckDBPyConnection], T]
+) -> T:
+    """Run a user's query over a snapshot of the journal; return ``fetch`` of its result.
+
+    Args:
+        use: Gives the journal's connection (as ``JournalFile._use``); held only for the copy.
+        sql: The user's text.
+        path: The journal, for messages.
+        fetch: Turns the executed sandbox cursor into the result (a DataFrame, rows...).
+
+    Raises:
+        JournalError: Refused by the policy, or failed in the sandbox (message says which).
+    """
+    wanted = check_user_sql(sql, path)
+    with _staging(path) as folder:
+        with use() as con:
+            files = _export(con, folder, wanted)
+        box = _sandbox(folder, files)
+        try:
+            try:
+                return fetch(box.execute(sql))
+            except duckdb.Error as exc:
+                hint = (
+                    " (queries run on a copy of the journal with no file access)"
+                    if "disabled by configuration" in str(exc) or "lock_configuration" in str(exc)
+                    else ""
+                )
+                raise JournalError(f"the query failed: {exc}{hint}", path=path) from None
+        finally:
+            box.close()
