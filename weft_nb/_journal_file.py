@@ -44,7 +44,13 @@ from ._step_log import (
     apply_rows,
     stage_rows,
 )
-from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
+from .errors import (
+    JournalClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalIOError,
+    JournalLockedError,
+)
 
 _PID_RE = re.compile(r"PID (\d+)")
 
@@ -139,9 +145,15 @@ class JournalFile:
         """Move the records a crashed writer left in the step log into DuckDB, then empty it."""
         con = self._con
         assert con is not None
-        self._next_lsn = step_log_recovery.recover(
-            con, self.path, self.step_log_path, self._previous_holder
-        )
+        try:
+            self._next_lsn = step_log_recovery.recover(
+                con, self.path, self.step_log_path, self._previous_holder
+            )
+        except duckdb.Error as exc:  # the log is untouched: the next open tries again
+            io_error = from_duckdb_error(exc, self.path, "moving the step log into the journal")
+            if io_error is None:
+                raise
+            raise io_error from exc
         try:
             self._step_log = StepLog(self.step_log_path)
             self._step_log.reset()
@@ -162,7 +174,7 @@ class JournalFile:
             writer = type(self)(self.path, program="weft_nb reader recovering the step log")
         except JournalLockedError:
             return
-        except OSError as exc:  # e.g. a read-only folder: read what DuckDB has, and say so
+        except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
             warnings.warn(
                 f"completed steps of journal {self.path} are still in its step log "
                 f"and could not be moved into it ({exc}); open the journal once with write "
