@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from test_crash import Child, executions, inspect_journal, precreate_journal
 
+from weft_nb import _step_log
 from weft_nb._duckdb_journal import DuckDBJournal
-from weft_nb._step_log import _HEADER, _MAGIC, encode_record, scan
+from weft_nb._step_log import _HEADER, _MAGIC, encode_record
 from weft_nb.errors import JournalDamageWarning
 
 pytestmark = pytest.mark.crash
@@ -111,17 +112,17 @@ def test_scanning_resynchronises_after_each_damaged_range() -> None:
     for index in (1, 4):  # records 2 and 5: one in the header, one in the payload
         start, _end = spans[index]
         data[start + (2 if index == 1 else _HEADER.size + 1)] ^= 0xFF
-    found = scan(bytes(data))
+    found = _step_log.scan(bytes(data))
     assert [lsn for lsn, _ in found.records] == [1, 3, 4, 6]
     assert found.damaged == [spans[1], spans[4]]
     assert found.missing == 2
 
     bad_magic = bytearray(_MAGIC + b"".join(records))
     bad_magic[0] ^= 0xFF
-    found = scan(bytes(bad_magic))
+    found = _step_log.scan(bytes(bad_magic))
     assert [lsn for lsn, _ in found.records] == [1, 2, 3, 4, 5, 6]
     assert found.damaged == [(0, len(_MAGIC))]
 
     torn = _MAGIC + b"".join(records) + records[0][:5]
-    assert scan(torn).damaged == [(len(torn) - 5, len(torn))]
-    assert scan(_MAGIC[:4]).damaged == []  # a crash before the magic was whole: nothing lost
+    assert _step_log.scan(torn).damaged == [(len(torn) - 5, len(torn))]
+    assert _step_log.scan(_MAGIC[:4]).damaged == []  # a crash before the magic was whole
