@@ -221,16 +221,10 @@ class Harness:
                 if wrong:
                     outcome.problems.append(f"a storage fault surfaced as {wrong}")
             if fault == "damage" and outcome.killed:
-                damage = storage.damage_step_log(folder, rng)
-                outcome.injected = damage.kind if damage.changed else f"{damage.kind} (empty log)"
-                _, outcome.damage_reported = storage.reported_damage(
-                    lambda: self._check_journal_opens(folder, outcome)
-                )
-                if damage.destroyed and not outcome.damage_reported:
-                    outcome.problems.append(f"damage destroyed {damage.destroyed}, unreported")
-                allowed = damage.destroyed if outcome.damage_reported else set()
+                allowed = self._damage(folder, rng, outcome)
             elif outcome.killed:
                 self._check_journal_opens(folder, outcome)
+            if outcome.killed:
                 kernel.close()
                 restart = time.time()
                 kernel = self._kernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
@@ -287,6 +281,17 @@ class Harness:
             return
         kernel.kill(signal.SIGKILL)
         outcome.killed = True
+
+    def _damage(self, folder: Path, rng: random.Random, outcome: Outcome) -> set[tuple[str, int]]:
+        """Damage the dead kernel's step log; the steps allowed to run again (see docs/chaos.md)."""
+        damage = storage.damage_step_log(folder, rng)
+        outcome.injected = damage.kind if damage.changed else f"{damage.kind} (empty log)"
+        _, outcome.damage_reported = storage.reported_damage(
+            lambda: self._check_journal_opens(folder, outcome)
+        )
+        if damage.destroyed and not outcome.damage_reported:
+            outcome.problems.append(f"damage destroyed {damage.destroyed}, unreported")
+        return damage.destroyed if outcome.damage_reported else set()
 
     @staticmethod
     def _finished(kernel: NotebookKernel, last_msg_id: str) -> bool:
