@@ -178,3 +178,41 @@ def test_a_really_full_disk_loses_no_acknowledged_step(tmp_path: Path) -> None:
         assert done == set(range(400))
         assert all(FULL_DISK_RAN[i] == 1 for i in acknowledged)  # none lost, none ran twice
         assert set(FULL_DISK_RAN.values()) <= {1, 2}
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` until only about ``leave`` bytes are free; the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(4096))
+    finally:
+        os.close(fd)
+    os.truncate(filler, os.path.getsize(filler) - leave)  # the disk was full: free ``leave``
+    return filler
+
+
+def test_creating_a_journal_on_a_really_full_disk_leaves_no_stub(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "disk", "2m") as disk:
+        filler = fill(disk, 8192)
+        journal = disk / "j.duckdb"
+        with pytest.raises(JournalIOError) as caught:  # on 8d3cf07: JournalCorruptError
+            DuckDBJournal(journal)
+        assert caught.value.cause == "disk full"
+        assert not journal.exists()
+        filler.unlink()
+        DuckDBJournal(journal).close()  # a new journal, not a "corrupt" stub
+
+
+def test_a_read_only_mount_says_how_to_read_the_journal(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "disk", "4m") as disk:
+        journal = disk / "j.duckdb"
+        DuckDBJournal(journal).close()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(JournalIOError) as caught:  # on 8d3cf07: a bare OSError
+            DuckDBJournal(journal)
+        assert caught.value.cause == "read-only file system"
+        assert "read_only=True" in str(caught.value)
+        DuckDBJournal(journal, read_only=True).close()  # what the message says works
