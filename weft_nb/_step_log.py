@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import marshal
 import os
 import struct
@@ -219,6 +220,7 @@ class StepLog:
         self._synced = 0  # highest lsn known to be on disk (in the log or in DuckDB)
         self._size = os.fstat(self._fd).st_size  # the end of the last whole record
         self._empty = self._size == 0
+        self._broken = False
 
     def append(self, lsn: int, row: StepRow) -> int:
         """Write one record (not yet synced); returns its size in bytes.
@@ -229,6 +231,8 @@ class StepLog:
         Raises:
             OSError: The write failed; the file is as it was before the call.
         """
+        if self._broken:  # a partial record may be at the end: never append after it
+            raise OSError(errno.EIO, "a failed write could not be cut back", self.path)
         record = encode_record(lsn, row)
         if self._empty:
             record = _MAGIC + record
@@ -240,7 +244,10 @@ class StepLog:
                 while view:
                     view = view[os.write(self._fd, view) :]
         except OSError:
-            os.ftruncate(self._fd, self._size)  # raises if even that fails: the caller stops
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._broken = True  # until the journal is reopened (recovery skips the tail)
             raise
         self._size += len(record)
         self._empty = False
