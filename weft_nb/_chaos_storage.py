@@ -30,11 +30,23 @@ STORAGE_FAULTS = ("enospc", "damage")
 DAMAGE_KINDS = ("flip", "truncate", "delete")
 
 
+def step_log_appends(reference: list[dict[str, Any]]) -> int:
+    """How many completed steps of the reference took the step log (those without heartbeats)."""
+    beating = {(e["run_id"], e["position"]) for e in reference if e["event"] == "first_heartbeat"}
+    return sum(
+        e["event"] == "step_completed" and (e["run_id"], e["position"]) not in beating
+        for e in reference
+    )
+
+
 def io_fault_spec(rng: random.Random, reference: list[dict[str, Any]]) -> str:
     """A ``WEFT_NB_IO_FAULT`` value for one trial, drawn from the sites the reference reached."""
     steps = sum(e["event"] == "step_completed" for e in reference)
+    appends = step_log_appends(reference)
     saves = sum(e["event"] == "checkpoint_saved" for e in reference)
-    sites = [("steplog.append", steps), ("steplog.sync", steps), ("journal.commit", 2 * steps)]
+    sites = [("journal.commit", 2 * steps)]
+    if appends:
+        sites += [("steplog.append", appends), ("steplog.sync", appends)]
     if saves:
         sites.append(("checkpoint.write", saves))
     site, visits = rng.choice(sites)

@@ -208,8 +208,8 @@ class Harness:
         elif fault == "enospc":
             env["WEFT_NB_IO_FAULT"] = outcome.injected = storage.io_fault_spec(rng, ref)
         elif fault == "damage":  # a step in the step log only, then the log damaged
-            steps = sum(e["event"] == "step_completed" for e in ref)
-            env["WEFT_NB_KILL_AT"] = f"steplog.appended:{rng.randint(1, max(1, steps))}"
+            appends = storage.step_log_appends(ref)
+            env["WEFT_NB_KILL_AT"] = f"steplog.appended:{rng.randint(1, max(1, appends))}"
         allowed: set[tuple[str, int]] = set()
         kernel = self._kernel(folder, env)
         first_pid = kernel.pid
