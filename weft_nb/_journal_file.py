@@ -266,7 +266,12 @@ class JournalFile:
             "program": program or " ".join(sys.argv[:2])[:200],
             "since": time.time(),
         }
-        self._write_lock_info()
+        try:
+            self._write_lock_info()
+        except JournalIOError:
+            os.close(fd)  # releases the lock too
+            self._lock_fd = None
+            raise
 
     def _write_lock_info(self, **changes: Any) -> None:
         """Rewrite the lock file's holder record (once per open and close: not on the hot path)."""
