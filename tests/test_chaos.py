@@ -51,3 +51,16 @@ def test_a_broken_invariant_fails_the_run_and_names_the_trial(
     assert status == 1
     assert "INVARIANT BROKEN in trial 0 (replay: --seed 2 --only-trial 0)" in err
     assert "final results differ" in err
+
+
+def test_storage_faults_keep_the_invariants(tmp_path: Path) -> None:
+    # Seed 5: one trial damages the step log, the other injects a disk fault at a write site.
+    figures_path = tmp_path / "figures.json"
+    status = chaos.main(
+        [str(HERE / "training.ipynb"), "--trials", "2", "--seed", "5",
+         "--faults", "enospc,damage", "--json", str(figures_path)]
+    )  # fmt: skip
+    figures = json.loads(figures_path.read_text())
+    assert status == 0, figures["failed_trials"]
+    assert {f["fault"] for f in figures["storage_faults_injected"]} == {"enospc", "damage"}
+    assert (figures["lost_steps"], figures["duplicated_steps"]) == (0, 0)

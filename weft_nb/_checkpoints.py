@@ -30,8 +30,10 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from . import _evidence as evidence
+from . import _io_faults as io_faults
 from ._clock import Clock
 from ._faults import fault_point
+from ._io_errors import from_os_error
 from ._journal import CheckpointRecord, Journal
 from ._journal_paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
 from .errors import PayloadError
@@ -149,6 +151,8 @@ class CheckpointStore:
         def dump(handle: IO[bytes]) -> None:
             try:
                 pickle.dump(state, handle, protocol=5)
+            except OSError:
+                raise  # the disk, not the state: reported as a JournalIOError by _write
             except Exception as exc:
                 raise _unpicklable(run_id, position, exc) from exc
 
@@ -191,6 +195,8 @@ class CheckpointStore:
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as handle:
+                if io_faults.ENABLED:
+                    io_faults.check("checkpoint.write", tmp)
                 dump(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -199,12 +205,14 @@ class CheckpointStore:
             os.replace(tmp, final)
             _fsync_dir(folder)
             fault_point("checkpoint.renamed")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             with self._seq_lock:
                 if self._issued.get(key) == seq:  # nothing was recorded under it: give it back
                     self._issued[key] = seq - 1
+            if isinstance(exc, OSError):  # retryable, like any I/O error; never "unpicklable"
+                raise from_os_error(exc, tmp, f"writing a checkpoint of step {position}") from exc
             raise
         record = CheckpointRecord(
             run_id=run_id,

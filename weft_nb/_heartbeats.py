@@ -116,16 +116,19 @@ class HeartbeatFlusher:
                 if n != ctx.heartbeat_count
             ]
         records = []
-        for ctx, count in pending:
+        for ctx, _count in pending:
             record = self._record(ctx)
             if record is not None:
                 records.append(record)
-            with self._lock:
-                if ctx in self._live:
-                    self._live[ctx] = count
         if records:
             with contextlib.suppress(JournalClosedError):
                 self.journal.record_heartbeats(records)
+        # Only now are they written: after a failed commit, finish() still returns the final
+        # details, to be committed with the attempt's outcome.
+        with self._lock:
+            for ctx, count in pending:
+                if ctx in self._live:
+                    self._live[ctx] = count
 
     def _loop(self) -> None:
         # One thread, two chores: flush every `interval`; release the journal file when idle.

@@ -31,7 +31,10 @@ from typing import Any
 
 import duckdb
 
+from . import _io_faults as io_faults
+from . import _step_log_recovery as step_log_recovery
 from ._faults import fault_point
+from ._io_errors import from_duckdb_error, from_os_error
 from ._journal_alias_lock import AliasLock, take_alias_lock
 from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
@@ -43,11 +46,15 @@ from ._step_log import (
     StepLog,
     StepRow,
     apply_rows,
-    read_records,
     stage_rows,
-    unapplied,
 )
-from .errors import JournalClosedError, JournalCorruptError, JournalError, JournalLockedError
+from .errors import (
+    JournalClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalIOError,
+    JournalLockedError,
+)
 
 _PID_RE = re.compile(r"PID (\d+)")
 _LOCK_RE = re.compile(r"\block\b", re.IGNORECASE)
@@ -95,12 +102,20 @@ class JournalFile:
         self._pending: list[StepRow] = []  # in the step log, not yet in DuckDB
         self._pending_bytes = 0
         self._next_lsn = 1
+        self._lock_info: dict[str, Any] = {}
+        self._previous_holder: dict[str, Any] = {}
+        creating = not read_only and not os.path.exists(self.path)
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
             self._recover_step_log_as_reader()
         else:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            except OSError as exc:
+                raise from_os_error(
+                    exc, os.path.dirname(self.path), "creating the folder"
+                ) from None
             try:
                 self._take_sidecar_lock(program)
             except BaseException:
@@ -116,6 +131,9 @@ class JournalFile:
                 version_error = journal_version_error(self.path, str(exc))
                 if version_error is not None:
                     raise version_error from None
+                io_error = from_duckdb_error(exc, self.path, "creating the journal")
+                if io_error is not None:
+                    raise io_error from None
                 damage = "is truncated" if "read enough bytes" in str(exc) else "cannot be read"
                 raise JournalCorruptError(
                     f"journal {self.path} {damage} ({exc}). It is left untouched: move it "
@@ -126,8 +144,16 @@ class JournalFile:
                 self._recover_step_log()
         except BaseException:
             self.close()
+            if creating:
+                self._remove_stub()
             raise
         self._close_connection()
+
+    def _remove_stub(self) -> None:
+        """Delete the partial file a failed creation left (a full disk), so a retry starts anew."""
+        for stub in (self.path, self.path + ".wal"):
+            with contextlib.suppress(OSError):
+                os.unlink(stub)
 
     # -- the step log (see weft_nb._step_log) ----------------------------------------------
 
@@ -140,13 +166,21 @@ class JournalFile:
         """Move the records a crashed writer left in the step log into DuckDB, then empty it."""
         con = self._con
         assert con is not None
-        records = list(read_records(self.step_log_path))
-        rows = unapplied(con, [row for _lsn, row in records])
-        if rows:
-            apply_rows(con, rows)
-        self._step_log = StepLog(self.step_log_path)
-        self._step_log.reset()
-        self._next_lsn = max((lsn for lsn, _row in records), default=0) + 1
+        try:
+            self._next_lsn = step_log_recovery.recover(
+                con, self.path, self.step_log_path, self._previous_holder
+            )
+        except duckdb.Error as exc:  # the log is untouched: the next open tries again
+            io_error = from_duckdb_error(exc, self.path, "moving the step log into the journal")
+            if io_error is None:
+                raise
+            raise io_error from exc
+        try:
+            self._step_log = StepLog(self.step_log_path)
+            self._step_log.reset()
+        except OSError as exc:
+            raise from_os_error(exc, self.step_log_path, "creating the step log") from None
+        self._write_lock_info(steplog=step_log_recovery.LOG_OPEN)
 
     def _recover_step_log_as_reader(self) -> None:
         """Apply a crashed writer's step log before reading, if no engine holds the journal.
@@ -155,16 +189,15 @@ class JournalFile:
         reader that finds records and a free lock recovers them, as SQLite readers roll back a
         hot journal. With the lock taken by a live engine, the reader sees DuckDB as it is.
         """
-        pending = sum(1 for _ in read_records(self.step_log_path))
-        if not pending:
+        if not step_log_recovery.needs_writer(self.step_log_path, self.read_lock_holder()):
             return
         try:
             writer = type(self)(self.path, program="weft_nb reader recovering the step log")
         except JournalLockedError:
             return
-        except OSError as exc:  # e.g. a read-only folder: read what DuckDB has, and say so
+        except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
             warnings.warn(
-                f"{pending} completed step(s) of journal {self.path} are still in its step log "
+                f"completed steps of journal {self.path} are still in its step log "
                 f"and could not be moved into it ({exc}); open the journal once with write "
                 "access (an Engine, or any weft-nb command run by its owner) to apply them",
                 RuntimeWarning,
@@ -181,11 +214,17 @@ class JournalFile:
             if self.read_only or self._step_log is None:
                 raise JournalError(f"journal {self.path} was opened read-only", path=self.path)
             lsn = self._next_lsn
+            try:
+                self._pending_bytes += self._step_log.append(lsn, row)
+            except OSError as exc:  # the log was cut back to its last whole record
+                raise from_os_error(exc, self.step_log_path, "recording a completed step") from None
             self._next_lsn += 1
-            self._pending_bytes += self._step_log.append(lsn, row)
             self._pending.append(row)
             log = self._step_log
-        log.sync(lsn)
+        try:
+            log.sync(lsn)
+        except OSError as exc:
+            raise from_os_error(exc, self.step_log_path, "syncing a completed step") from None
         fault_point("steplog.appended")
         if len(self._pending) >= APPLY_ROWS or self._pending_bytes >= APPLY_BYTES:
             with self._lock:
@@ -194,7 +233,13 @@ class JournalFile:
 
     def _apply_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Move the step log's rows into DuckDB (caller holds the lock), then empty the log."""
-        apply_rows(con, self._pending)
+        try:
+            apply_rows(con, self._pending)
+        except duckdb.Error as exc:  # the rows stay in the step log, which stays durable
+            io_error = from_duckdb_error(exc, self.path, "moving steps into the journal")
+            if io_error is None:
+                raise
+            raise io_error from exc
         self._pending_applied()
 
     def _pending_applied(self) -> None:
@@ -213,7 +258,12 @@ class JournalFile:
         return self.path + ".lock"
 
     def _take_sidecar_lock(self, program: str) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if io_faults.ENABLED:
+                io_faults.check("lock.write", self.lock_path)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise from_os_error(exc, self.lock_path, "creating the journal's lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -229,15 +279,30 @@ class JournalFile:
                 path=self.path,
                 holder_pid=holder.get("pid"),
             ) from None
-        info = {
+        self._previous_holder = self.read_lock_holder()  # did the last writer close cleanly?
+        self._lock_fd = fd
+        self._lock_info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "program": program or " ".join(sys.argv[:2])[:200],
             "since": time.time(),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._lock_fd = fd
+        try:
+            self._write_lock_info()
+        except JournalIOError:
+            os.close(fd)  # releases the lock too
+            self._lock_fd = None
+            raise
+
+    def _write_lock_info(self, **changes: Any) -> None:
+        """Rewrite the lock file's holder record (once per open and close: not on the hot path)."""
+        assert self._lock_fd is not None
+        self._lock_info.update(changes)
+        try:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, json.dumps(self._lock_info).encode(), 0)
+        except OSError as exc:
+            raise from_os_error(exc, self.lock_path, "writing the journal's lock file") from None
 
     def read_lock_holder(self) -> dict[str, Any]:
         """What the sidecar lock file says about its holder (empty when unreadable)."""
@@ -258,6 +323,8 @@ class JournalFile:
         deadline = time.monotonic() + (5.0 if self.read_only else 2.0)
         while True:
             try:
+                if io_faults.ENABLED and not os.path.exists(self.path):
+                    io_faults.duckdb_create_fault(self.path)
                 self._con = duckdb.connect(self.path, read_only=self.read_only)
                 return
             except duckdb.Error as exc:
@@ -265,7 +332,11 @@ class JournalFile:
                 version_error = journal_version_error(self.path, text)
                 if version_error is not None:  # a healthy file of another DuckDB version
                     raise version_error from None
-                if not _LOCK_RE.search(text):  # "lock", not "block" (a checksum failure)
+                is_lock = _LOCK_RE.search(text) is not None  # "lock", not "block" (a checksum)
+                io_error = from_duckdb_error(exc, self.path, "opening the journal")
+                if io_error is not None and not is_lock:
+                    raise io_error from None
+                if not is_lock:
                     raise JournalCorruptError(
                         f"journal {self.path} cannot be opened as a DuckDB database ({text}). "
                         "It is left untouched: move it aside (or restore a backup) to start a "
@@ -339,12 +410,16 @@ class JournalFile:
             if self._pending and not self._closed:
                 with contextlib.suppress(duckdb.Error, JournalError):  # the log keeps them
                     self._apply_pending(self._ensure_open())
+            clean = not self._pending  # everything the log held is in DuckDB
             self._closed = True
             self._close_connection()
             if self._step_log is not None:
                 self._step_log.close()
                 self._step_log = None
             if self._lock_fd is not None:
+                if self._lock_info.get("steplog") == step_log_recovery.LOG_OPEN and clean:
+                    with contextlib.suppress(JournalError):  # the next open reads the log anyway
+                        self._write_lock_info(steplog=step_log_recovery.LOG_CLOSED)
                 with contextlib.suppress(OSError):
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
@@ -378,7 +453,14 @@ class JournalFile:
                 con.execute("ROLLBACK")
             raise
         fault_point("journal.before_commit")
-        con.execute("COMMIT")
+        if io_faults.ENABLED:
+            io_faults.duckdb_commit_fault(con)
+        try:
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a failed commit must not stay half-open
+                con.execute("ROLLBACK")
+            raise
         fault_point("journal.after_commit")
 
     @contextlib.contextmanager
@@ -387,10 +469,16 @@ class JournalFile:
             raise JournalError(f"journal {self.path} was opened read-only", path=self.path)
         with self._use(apply_pending=False) as con:
             staged = bool(self._pending)
-            with self._transaction(con):
-                if staged:  # pending steps commit with this write: one commit, not two
-                    stage_rows(con, self._pending)
-                yield con
+            try:
+                with self._transaction(con):
+                    if staged:  # pending steps commit with this write: one commit, not two
+                        stage_rows(con, self._pending)
+                    yield con
+            except duckdb.Error as exc:
+                io_error = from_duckdb_error(exc, self.path, "writing the journal")
+                if io_error is None:
+                    raise
+                raise io_error from exc
             if staged:
                 fault_point("steplog.after_apply_commit")
                 self._pending_applied()

@@ -162,12 +162,21 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def exception_text(error: BaseException, *, with_type: bool = False) -> str:
+    """``str(error)``, or ``<unprintable T>`` when its ``__str__`` raises (never raises itself)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = f"<unprintable {type(error).__name__}>"
+    return f"{type(error).__name__}: {text}" if with_type else text
+
+
 def error_to_json(error: BaseException, traceback_text: str = "") -> str:
     """An exception as the JSON text kept in the journal (weft_nb errors keep their fields)."""
     data: dict[str, Any] = {
         "class": type(error).__name__,
         "module": type(error).__module__,
-        "message": error.message if isinstance(error, WeftError) else str(error),
+        "message": error.message if isinstance(error, WeftError) else exception_text(error),
         "traceback": traceback_text,
     }
     if isinstance(error, WeftError):

@@ -11,10 +11,16 @@ import contextlib
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._io_errors import is_storage_failure
 from ._journal import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL_STATUSES, RunRecord
-from ._payloads import decode, encode, error_from_json, error_to_json
+from ._payloads import decode, encode, error_from_json, error_to_json, exception_text
 from ._workflow_context import EngineStopped, WorkflowContext
-from .errors import JournalClosedError, WeftError, WorkflowCancelledError
+from .errors import (
+    JournalClosedError,
+    JournalError,
+    WeftError,
+    WorkflowCancelledError,
+)
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -24,16 +30,26 @@ Outcome = tuple[str, Any, BaseException | None]
 
 
 def drive(engine: Engine, state: RunState) -> None:
+    """The run thread: run the workflow, record its outcome, and always settle its handle."""
     engine.clock.bind_participant()
+    outcome: Outcome = (RUNNING, None, None)
     try:
-        status, value, error = _outcome(engine, state)
+        outcome = _outcome(engine, state)
+    except BaseException as exc:  # recording the outcome failed: the run stays resumable
+        outcome = RUNNING, None, unrecorded_error(state.run_id, exc)
+    status, value, error = outcome
+    try:
         state.handle._settle(status, value=value, error=error)
     finally:
-        with engine._lock:
-            engine._active.pop(state.run_id, None)
-        with contextlib.suppress(JournalClosedError):
-            engine.journal.release()
-        engine.clock.release_participant()
+        _release(engine, state)
+
+
+def _release(engine: Engine, state: RunState) -> None:
+    with engine._lock:
+        engine._active.pop(state.run_id, None)
+    with contextlib.suppress(JournalClosedError):
+        engine.journal.release()
+    engine.clock.release_participant()
 
 
 def _outcome(engine: Engine, state: RunState) -> Outcome:
@@ -63,6 +79,9 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
             return stopped
         if state.cancel_requested.is_set():
             return cancelled
+        io_error = is_storage_failure(exc)
+        if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
+            return RUNNING, None, io_error
         if _finish(engine, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
             return FAILED, None, exc
         return _outcome_on_record(engine, state, stopped)
@@ -109,6 +128,21 @@ def _finish(
             executed=state.executed,
         )
     return recorded
+
+
+def unrecorded_error(run_id: str, exc: BaseException) -> BaseException:
+    """The error a caller gets when a run's outcome could not be recorded (never a hang)."""
+    io_error = is_storage_failure(exc)
+    if io_error is not None:
+        return io_error
+    cause = exception_text(exc, with_type=True)
+    error = JournalError(
+        f"the outcome of run {run_id!r} could not be recorded ({cause}); the run is not "
+        "marked finished and stays resumable: fix the cause, then start it again",
+        run_id=run_id,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def cancelled_error(run_id: str) -> WorkflowCancelledError:

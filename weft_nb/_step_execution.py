@@ -15,8 +15,9 @@ from . import errors as _errors
 from ._activity_context import ActivityContext, CompleteAsync, EngineStopped
 from ._definitions import ActivityDefinition
 from ._faults import fault_point
+from ._io_errors import is_storage_failure
 from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, AttemptRecord, StepRecord
-from ._payloads import decode, encode, error_from_json, error_to_json, validate
+from ._payloads import decode, encode, error_from_json, error_to_json, exception_text, validate
 from ._reconciliation import check_result
 from ._retry import RetryPolicy, parse_duration
 from .errors import (
@@ -133,7 +134,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
             started,
             clock.now(),
             type(error).__name__,
-            str(error),
+            exception_text(error),
             outcome.traceback_text,
         )
         final = final_error(
@@ -146,15 +147,18 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
                 f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
                 cause_type=type(error).__name__,
-                cause_message=str(error),
+                cause_message=exception_text(error),
                 traceback_text=outcome.traceback_text,
                 attempts=attempt,
                 run_id=state.run_id,
                 position=position,
                 activity=definition.name,
             )
-        if final is None:
+        io_error = is_storage_failure(error) if final is not None else None
+        if final is None or io_error is not None:
             engine.journal.record_attempt_failure(failed_attempt, heartbeat)
+            if io_error is not None:  # our disk failed, not the step: the run stays resumable
+                raise io_error from error
         else:
             # The attempt and the step's failure commit together: a crash between them
             # would make a resume run a non-retryable (or last) attempt again.
@@ -256,7 +260,7 @@ def final_error(
         return error
     return ActivityFailedError(
         cause_type=type(error).__name__,
-        cause_message=str(error),
+        cause_message=exception_text(error),
         traceback_text=traceback_text,
         attempts=attempt,
         run_id=ctx._state.run_id,

@@ -16,8 +16,12 @@ activity, start and finish time, superseded or not) is skipped, so a crash betwe
 commit and the log's truncation applies nothing twice. That check runs only on recovery, so the
 hot path's commit carries no bookkeeping row. A record is framed as
 ``<length, crc32, lsn>`` and its payload is the step's row encoded with :mod:`marshal` (format 4,
-stable since Python 3.4; it builds plain values and never runs code). A torn record at the end (a
-crash mid-append) was never acknowledged, so reading stops there.
+stable since Python 3.4; it builds plain values and never runs code).
+
+Damage: a failed or short append is cut off at once (:meth:`StepLog.append`), so a record is
+never written after a partial one. Reading (:func:`scan`) skips a torn or damaged record and
+resynchronises on the next record whose header and CRC validate; recovery applies every intact
+record and reports what it skipped (see :mod:`weft_nb._step_log_recovery`).
 
 Concurrent appends (parallel steps) share their syncs: a thread whose record was written before
 another thread's ``fdatasync`` started needs no sync of its own (group commit).
@@ -26,6 +30,8 @@ another thread's ``fdatasync`` started needs no sync of its own (group commit).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import marshal
 import os
 import struct
@@ -36,6 +42,7 @@ from typing import Any
 
 import duckdb
 
+from . import _io_faults as io_faults
 from ._faults import fault_point
 
 STEP_COLUMNS = (
@@ -72,26 +79,86 @@ def encode_record(lsn: int, row: StepRow) -> bytes:
 
 
 def read_records(path: str) -> Iterator[tuple[int, StepRow]]:
-    """The intact records of a log file, in order; stops at the first torn or damaged one."""
+    """The intact records of a log file, in order, skipping damaged ones (see :func:`scan`)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
         return
-    if not data.startswith(_MAGIC):
-        return  # empty, or a crash before the magic reached the disk: nothing was acknowledged
-    offset = len(_MAGIC)
-    while offset + _HEADER.size <= len(data):
-        length, crc, lsn = _HEADER.unpack_from(data, offset)
-        payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
-        if len(payload) < length or zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn))) != crc:
-            return
-        try:
-            row = marshal.loads(payload)
-        except (ValueError, EOFError, TypeError):
-            return
-        yield lsn, tuple(row)
-        offset += _HEADER.size + length
+    yield from scan(data).records
+
+
+def _record_at(data: bytes, offset: int, after: int | None) -> tuple[int, StepRow, int] | None:
+    """The record starting at ``offset`` if its header and CRC hold: (lsn, row, end offset).
+
+    ``after`` is the previous intact record's lsn: lsns only grow, which rejects most random
+    positions before any CRC is computed while resynchronising.
+    """
+    if offset + _HEADER.size > len(data):
+        return None
+    length, crc, lsn = _HEADER.unpack_from(data, offset)
+    end = offset + _HEADER.size + length
+    if end > len(data) or lsn < 1 or (after is not None and lsn <= after):
+        return None
+    payload = data[offset + _HEADER.size : end]
+    if zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn))) != crc:
+        return None
+    try:
+        row = marshal.loads(payload)
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(row, tuple | list) or len(row) != len(STEP_TYPES):
+        return None
+    return lsn, tuple(row), end
+
+
+@dataclasses.dataclass
+class Scan:
+    """What a step log holds: its intact records, and the byte ranges that were not records.
+
+    Attributes:
+        records: ``(lsn, row)`` of every intact record, in file order.
+        damaged: ``(start, end)`` byte ranges skipped because they held no intact record.
+        missing: Records known to be lost: gaps in the lsns around a damaged range (a damaged
+            range at the very end hides how many records it held; it counts as at least one).
+    """
+
+    records: list[tuple[int, StepRow]] = dataclasses.field(default_factory=list)
+    damaged: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    missing: int = 0
+
+
+def scan(data: bytes) -> Scan:
+    """Read every intact record of a log's bytes; skip and note damaged ranges.
+
+    Records are self-delimiting and checksummed, so after a damaged range reading resumes at the
+    next offset where a whole record (header, CRC and payload) validates. An empty file, or a
+    crash before the magic reached the disk, holds nothing and is not damage.
+    """
+    found = Scan()
+    if not data or _MAGIC.startswith(data):
+        return found
+    offset = len(_MAGIC) if data.startswith(_MAGIC) else 0
+    bad_start: int | None = None if offset else 0
+    last: int | None = None
+    while offset < len(data):
+        record = _record_at(data, offset, last)
+        if record is None:
+            if bad_start is None:
+                bad_start = offset
+            offset += 1
+            continue
+        lsn, row, end = record
+        if bad_start is not None:
+            found.damaged.append((bad_start, offset))
+            found.missing += max(1, lsn - last - 1) if last is not None else 1
+            bad_start = None
+        found.records.append((lsn, row))
+        last, offset = lsn, end
+    if bad_start is not None:
+        found.damaged.append((bad_start, len(data)))
+        found.missing += 1
+    return found
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
@@ -151,17 +218,39 @@ class StepLog:
         self._sync_lock = threading.Lock()
         self._written = 0  # highest lsn written to the file
         self._synced = 0  # highest lsn known to be on disk (in the log or in DuckDB)
-        self._empty = os.fstat(self._fd).st_size == 0
+        self._size = os.fstat(self._fd).st_size  # the end of the last whole record
+        self._empty = self._size == 0
+        self._broken = False
 
     def append(self, lsn: int, row: StepRow) -> int:
-        """Write one record (not yet synced); returns its size in bytes."""
+        """Write one record (not yet synced); returns its size in bytes.
+
+        A failed or short write (a full disk) is cut off again, so the file ends at its last
+        whole record and a later append never lands after a partial one.
+
+        Raises:
+            OSError: The write failed; the file is as it was before the call.
+        """
+        if self._broken:  # a partial record may be at the end: never append after it
+            raise OSError(errno.EIO, "a failed write could not be cut back", self.path)
         record = encode_record(lsn, row)
         if self._empty:
             record = _MAGIC + record
-            self._empty = False
-        view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            if io_faults.ENABLED:
+                io_faults.write_all(self._fd, record, "steplog.append", self.path)
+            else:
+                view = memoryview(record)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._broken = True  # until the journal is reopened (recovery skips the tail)
+            raise
+        self._size += len(record)
+        self._empty = False
         self._written = lsn
         return len(record)
 
@@ -173,6 +262,8 @@ class StepLog:
             if self._synced >= lsn:
                 return
             target = self._written  # every record up to here was written before this sync
+            if io_faults.ENABLED:
+                io_faults.check("steplog.sync", self.path)
             os.fdatasync(self._fd)
             self._synced = max(self._synced, target)
 
@@ -183,6 +274,7 @@ class StepLog:
     def reset(self) -> None:
         """Empty the file once its records are committed to DuckDB."""
         os.ftruncate(self._fd, 0)
+        self._size = 0
         self._empty = True
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _chaos_storage as storage
 from ._duckdb_journal import DuckDBJournal
 from ._notebook_runner import NotebookKernel, code_cells
 from ._payloads import decode
@@ -76,6 +77,10 @@ class Outcome:
     lost: int = 0
     resumed_from_checkpoint: int = 0
     resume_seconds: float | None = None
+    injected: str = ""  # a storage fault: the WEFT_NB_IO_FAULT spec, or the damage done
+    cell_errors: list[str] = dataclasses.field(default_factory=list)
+    damage_reported: bool = False
+    rerun_after_reported_damage: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -125,7 +130,10 @@ def _wait_for(predicate: Any, kernel: NotebookKernel, what: str) -> bool:
 class Harness:
     """Runs the reference and the trials of one notebook."""
 
-    def __init__(self, notebook: Path, workdir: Path, seed: int) -> None:
+    def __init__(
+        self, notebook: Path, workdir: Path, seed: int, faults: tuple[str, ...] = ("kill",)
+    ) -> None:
+        self.faults = faults  # "kill" (every kind of FAULTS), "enospc", "damage"
         self.notebook = notebook.resolve()
         self.workdir = workdir
         self.seed = seed
@@ -170,11 +178,14 @@ class Harness:
     def applicable_faults(self) -> list[str]:
         """The fault kinds the reference run gives a chance to hit."""
         kinds = {e["event"] for e in self.reference_events}
-        faults = ["activity", "commit", "between-steps", "interrupt"]
-        if "checkpoint_saved" in kinds:
-            faults.append("checkpoint")
-        if "backoff" in kinds:
-            faults.append("backoff")
+        faults = []
+        if "kill" in self.faults:
+            faults = ["activity", "commit", "between-steps", "interrupt"]
+            if "checkpoint_saved" in kinds:
+                faults.append("checkpoint")
+            if "backoff" in kinds:
+                faults.append("backoff")
+        faults += [f for f in storage.STORAGE_FAULTS if f in self.faults]
         return faults
 
     def trial(self, number: int) -> Outcome:
@@ -194,17 +205,34 @@ class Harness:
             steps = sum(e["event"] == "step_completed" for e in ref)
             point = rng.choice(COMMIT_POINTS)
             env["WEFT_NB_KILL_AT"] = f"{point}:{rng.randint(1, max(2, steps))}"
+        elif fault == "enospc":
+            env["WEFT_NB_IO_FAULT"] = outcome.injected = storage.io_fault_spec(rng, ref)
+        elif fault == "damage":  # a step in the step log only, then the log damaged
+            appends = storage.step_log_appends(ref)
+            env["WEFT_NB_KILL_AT"] = f"steplog.appended:{rng.randint(1, max(1, appends))}"
+        allowed: set[tuple[str, int]] = set()
         kernel = self._kernel(folder, env)
         first_pid = kernel.pid
         try:
             self._disturb(kernel, evidence, fault, rng, outcome)
-            if outcome.killed:
+            if fault == "enospc":
+                outcome.cell_errors = storage.drain_errors(kernel.client)
+                wrong = [name for name in outcome.cell_errors if name != "JournalIOError"]
+                if wrong:
+                    outcome.problems.append(f"a storage fault surfaced as {wrong}")
+            if fault == "damage" and outcome.killed:
+                allowed = self._damage(folder, rng, outcome)
+            elif outcome.killed:
                 self._check_journal_opens(folder, outcome)
+            if outcome.killed:
                 kernel.close()
                 restart = time.time()
                 kernel = self._kernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
                 outcome.resumed = True
-            elif fault == "interrupt":
+            elif fault in ("interrupt", "enospc"):  # enospc: space freed, Restart & Run All
+                if fault == "enospc":
+                    kernel.close()
+                    kernel = self._kernel(folder, {"WEFT_NB_EVIDENCE_LOG": str(evidence.path)})
                 restart = time.time()
                 outcome.resumed = True
             else:
@@ -213,7 +241,7 @@ class Harness:
             second_pid = kernel.pid
         finally:
             kernel.close()
-        self._check(folder, evidence, first_pid, second_pid, restart, outcome)
+        self._check(folder, evidence, first_pid, second_pid, restart, outcome, allowed)
         return outcome
 
     def _disturb(self, kernel: NotebookKernel, evidence: Evidence, fault: str,
@@ -224,7 +252,7 @@ class Harness:
             last = kernel.start(source)  # queued; the kernel runs them in order
         ref = self.reference_events
         pid = kernel.pid
-        if fault in ("checkpoint", "commit"):
+        if fault in ("checkpoint", "commit", "enospc", "damage"):
             done = _wait_for(lambda: self._finished(kernel, last), kernel, "the notebook")
             outcome.killed = not done
             return
@@ -254,6 +282,17 @@ class Harness:
         kernel.kill(signal.SIGKILL)
         outcome.killed = True
 
+    def _damage(self, folder: Path, rng: random.Random, outcome: Outcome) -> set[tuple[str, int]]:
+        """Damage the dead kernel's step log; the steps allowed to run again (see docs/chaos.md)."""
+        damage = storage.damage_step_log(folder, rng)
+        outcome.injected = damage.kind if damage.changed else f"{damage.kind} (empty log)"
+        _, outcome.damage_reported = storage.reported_damage(
+            lambda: self._check_journal_opens(folder, outcome)
+        )
+        if damage.destroyed and not outcome.damage_reported:
+            outcome.problems.append(f"damage destroyed {damage.destroyed}, unreported")
+        return damage.destroyed if outcome.damage_reported else set()
+
     @staticmethod
     def _finished(kernel: NotebookKernel, last_msg_id: str) -> bool:
         """True once the last queued cell replied (drains replies without blocking)."""
@@ -280,7 +319,8 @@ class Harness:
             outcome.problems.append(f"journal did not open cleanly after the kill: {exc!r}")
 
     def _check(self, folder: Path, evidence: Evidence, first_pid: int, second_pid: int,
-               restart: float | None, outcome: Outcome) -> None:  # fmt: skip
+               restart: float | None, outcome: Outcome,
+               allowed: set[tuple[str, int]] | None = None) -> None:  # fmt: skip
         events = evidence.events()
         cut = restart if restart is not None else float("inf")
         before = [e for e in events if e["pid"] == first_pid and e["t"] < cut]
@@ -289,7 +329,9 @@ class Harness:
             (e["run_id"], e["position"]) for e in before if e["event"] == "step_completed"
         }
         for e in after:
-            if e["event"] == "attempt_start" and (e["run_id"], e["position"]) in done_before:
+            if e["event"] == "attempt_start" and (e["run_id"], e["position"]) in (allowed or ()):
+                outcome.rerun_after_reported_damage += 1  # its record was destroyed, and said so
+            elif e["event"] == "attempt_start" and (e["run_id"], e["position"]) in done_before:
                 outcome.duplicated += 1
                 outcome.problems.append(
                     f"completed step {e['position']} of {e['run_id']} ran again"
@@ -339,7 +381,15 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "resumed_from_checkpoint": sum(o.resumed_from_checkpoint for o in outcomes),
         "resume_seconds_median": statistics.median(times) if times else None,
         "resume_seconds_max": max(times) if times else None,
-        "faults": {f: sum(o.fault == f for o in outcomes) for f in FAULTS},
+        "faults": {f: sum(o.fault == f for o in outcomes) for f in FAULTS + storage.STORAGE_FAULTS},
+        "storage_faults_injected": [
+            {"trial": o.trial, "fault": o.fault, "injected": o.injected, "errors": o.cell_errors}
+            for o in outcomes
+            if o.fault in storage.STORAGE_FAULTS
+        ],
+        "journal_io_errors_seen": sum("JournalIOError" in o.cell_errors for o in outcomes),
+        "damage_reported": sum(o.damage_reported for o in outcomes),
+        "rerun_after_reported_damage": sum(o.rerun_after_reported_damage for o in outcomes),
         "failed_trials": [
             {"trial": o.trial, "seed": o.seed, "fault": o.fault, "problems": o.problems}
             for o in outcomes
@@ -359,11 +409,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-trial", type=int, help="replay one trial of this seed")
     parser.add_argument("--workdir", type=Path, help="keep trial folders here (default: temp)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument(
+        "--faults",
+        default="kill",
+        help="comma-separated fault families: kill (SIGKILL/SIGINT at every kind of point), "
+        "enospc (disk full, short writes, I/O errors at our write sites), damage (the step "
+        "log flipped, cut or deleted between the crash and the restart); default: kill",
+    )
     args = parser.parse_args(argv)
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = set(faults) - {"kill", *storage.STORAGE_FAULTS}
+    if unknown or not faults:
+        parser.error(f"--faults: unknown {sorted(unknown)}; use kill, enospc, damage")
     if not args.notebook.exists():
         parser.error(f"no notebook at {args.notebook}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="weft-chaos-"))
-    harness = Harness(args.notebook, workdir, args.seed)
+    harness = Harness(args.notebook, workdir, args.seed, faults)
     print(f"reference run of {args.notebook} ...", flush=True)
     harness.run_reference()
     numbers = [args.only_trial] if args.only_trial is not None else range(args.trials)
@@ -375,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = None if outcome.resume_seconds is None else round(outcome.resume_seconds, 2)
         print(
             f"trial {number:3d} seed {outcome.seed:>8} {outcome.fault:<13} "
-            f"killed={outcome.killed!s:<5} resume={resume} {state}",
+            f"killed={outcome.killed!s:<5} resume={resume} {outcome.injected} {state}",
             flush=True,
         )
     figures = summarise(outcomes)

@@ -1,0 +1,99 @@
+"""Recovering the step log on open: apply every intact record, report and keep any damage.
+
+A crashed writer leaves completed steps in ``<journal>.steplog`` that DuckDB does not hold yet
+(see :mod:`weft_nb._step_log`). On the next open they are moved into DuckDB. Damage does not stop
+that: a torn, flipped or overwritten range is skipped, reading resynchronises on the next intact
+record, and every intact record is applied. What was skipped is reported with
+:class:`~weft_nb.errors.JournalDamageWarning` (how many records, at which byte offsets), and the
+damaged file is kept aside as ``<journal>.steplog.damaged-<UTC time>`` instead of being emptied,
+so the evidence survives.
+
+A step log that is missing although the previous writer did not shut down cleanly is reported
+too. The sidecar lock file carries the marker (``"steplog": "open"`` while a writer holds the
+journal, ``"closed"`` once it closed with an empty log), written once per open and once per
+close, so the hot path (one append and one ``fdatasync`` per step) pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import duckdb
+
+from ._step_log import apply_rows, scan, unapplied
+from .errors import JournalDamageWarning
+
+LOG_OPEN = "open"
+LOG_CLOSED = "closed"
+
+
+def _ranges(damaged: list[tuple[int, int]]) -> str:
+    shown = ", ".join(f"{start}-{end}" for start, end in damaged[:10])
+    return shown + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
+
+
+def keep_aside(log_path: str) -> str:
+    """Rename a damaged log out of the way (never overwriting an older copy); its new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{log_path}.damaged-{stamp}"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{log_path}.damaged-{stamp}-{n}"
+    os.replace(log_path, target)
+    return target
+
+
+def recover(
+    con: duckdb.DuckDBPyConnection, journal_path: str, log_path: str, previous: dict[str, object]
+) -> int:
+    """Apply a crashed writer's step log to DuckDB; warn about damage. Returns the next lsn.
+
+    Args:
+        con: The journal's read-write connection.
+        journal_path: The journal, for the messages.
+        log_path: The step log.
+        previous: What the lock file said about the previous writer (see the module docstring).
+    """
+    try:
+        with open(log_path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        if previous.get("steplog") == LOG_OPEN:
+            warnings.warn(
+                f"the step log {log_path} of journal {journal_path} is missing, although the "
+                f"last writer (PID {previous.get('pid', '?')}) did not shut down cleanly: the "
+                "steps it had completed but not yet moved into the journal are lost and will "
+                "run again when their runs resume. Something deleted the file; do not delete "
+                "weft_nb's files beside a journal.",
+                JournalDamageWarning,
+                stacklevel=4,
+            )
+        return 1
+    found = scan(data)
+    rows = unapplied(con, [row for _lsn, row in found.records])
+    if rows:
+        apply_rows(con, rows)
+    if found.damaged:
+        kept = keep_aside(log_path)  # only after the intact records are committed
+        warnings.warn(
+            f"the step log {log_path} of journal {journal_path} is damaged: skipped "
+            f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
+            f"(byte offsets {_ranges(found.damaged)} of {len(data)}) and applied the "
+            f"{len(found.records)} intact record(s) ({len(rows)} new). Steps whose records "
+            f"were damaged will run again when their runs resume. The damaged file is kept at "
+            f"{kept}.",
+            JournalDamageWarning,
+            stacklevel=4,
+        )
+    return max((lsn for lsn, _row in found.records), default=0) + 1
+
+
+def needs_writer(log_path: str, holder: dict[str, object]) -> bool:
+    """Whether a reader should recover the log as a writer (when no engine holds the journal)."""
+    try:
+        return os.path.getsize(log_path) > 0
+    except FileNotFoundError:
+        return holder.get("steplog") == LOG_OPEN
