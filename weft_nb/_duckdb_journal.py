@@ -211,6 +211,13 @@ class DuckDBJournal(JournalFile):
             )
             if heartbeat is not None:
                 con.execute(_INSERT_HEARTBEAT, _heartbeat_row(heartbeat))
+            # The attempt's task token dies with it: a late completion must not settle the step
+            # while a retry runs (nor after the step failed).
+            con.execute(
+                "UPDATE async_tokens SET consumed_at = ? WHERE run_id = ? AND position = ? "
+                "AND attempt = ? AND consumed_at IS NULL",
+                [attempt.finished_at, attempt.run_id, attempt.position, attempt.attempt],
+            )
 
     def attempts_of(self, run_id: str, position: int) -> list[AttemptRecord]:
         """Current failed attempts of a step, oldest first."""
@@ -232,14 +239,17 @@ class DuckDBJournal(JournalFile):
         with self._write() as con:
             con.executemany(_INSERT_HEARTBEAT, [_heartbeat_row(hb) for hb in heartbeats])
 
-    def latest_heartbeat(self, run_id: str, position: int) -> HeartbeatRecord | None:
-        """The newest current heartbeat of a step."""
+    def latest_heartbeat(
+        self, run_id: str, position: int, before_attempt: int | None = None
+    ) -> HeartbeatRecord | None:
+        """The newest current heartbeat of a step (of an attempt before ``before_attempt``)."""
+        earlier = "" if before_attempt is None else " AND attempt < ?"
         with self._use() as con:
             row = con.execute(
                 "SELECT run_id, position, attempt, recorded_at, codec, details, beat "
-                "FROM heartbeats WHERE run_id = ? AND position = ? AND NOT superseded "
+                f"FROM heartbeats WHERE run_id = ? AND position = ? AND NOT superseded{earlier} "
                 "ORDER BY id DESC LIMIT 1",  # insertion order: attempt numbers repeat after a crash
-                [run_id, position],
+                [run_id, position] + ([] if before_attempt is None else [before_attempt]),
             ).fetchone()
         return HeartbeatRecord(*row) if row else None
 
@@ -382,12 +392,27 @@ class DuckDBJournal(JournalFile):
             ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def spend_async_token(self, token: str, at: float) -> bool:
+        """Spend an unconsumed token without an outcome; False if it was already consumed."""
+        with self._write() as con:
+            return _updated(
+                con,
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL",
+                [at, token],
+            )
+
     def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
-        """Consume the token and record the step's outcome together."""
+        """Consume the token and record the step's outcome together.
+
+        Refused (False, nothing written) when the token was consumed or spent, when its run has
+        finished (completed, failed, cancelled), or when the step already has an outcome: a step
+        never gets a second completed row this way.
+        """
         with self._write() as con:
             used = _updated(
                 con,
-                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL",
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL "
+                f"AND run_id IN (SELECT run_id FROM runs WHERE {_UNFINISHED})",
                 [outcome.finished_at, token],
             )
             if not used:
