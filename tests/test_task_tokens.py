@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 from helpers import wait_until
 
 import weft_nb
+from weft_nb._journal import HeartbeatRecord, StepRecord
 from weft_nb.errors import (
     AsyncTokenNotFoundError,
+    JournalError,
     RunFinishedError,
     WorkflowCancelledError,
 )
@@ -185,3 +188,17 @@ def test_a_timed_out_attempts_token_is_spent(engine: TestEngine) -> None:
     release.set()
     assert handle.result(20) == "attempt 2"
     assert completed_rows(engine, "slow") == [(0, 1)]
+
+
+def test_the_journal_refuses_a_second_outcome_for_a_step(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        return None
+
+    engine.run(wf, run_id="one")
+    step = StepRecord("one", 0, "a", "completed", "h", "s", 1, 1.0, 2.0, "json", b"1", None, "k")
+    beat = HeartbeatRecord("one", 0, 1, 1.5, "json", b"{}", 1, "a")
+    engine.journal.record_step(step, beat)  # the transactional path (a key and a heartbeat)
+    with pytest.raises(JournalError, match="already has an outcome"):
+        engine.journal.record_step(dataclasses.replace(step, result=b"2"), beat)
+    assert completed_rows(engine, "one") == [(0, 1)]

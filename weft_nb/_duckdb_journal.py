@@ -25,6 +25,7 @@ from ._journal import (
 from ._journal_file import JournalFile
 from ._step_log import INSERT_STEP as _INSERT_STEP
 from ._step_log import STEP_COLUMNS as _STEP_COLUMNS
+from .errors import JournalError
 
 _RUN_COLUMNS = (
     "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
@@ -52,6 +53,17 @@ def _updated(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> boo
     """
     row = con.execute(sql, params).fetchone()
     return bool(row and row[0])
+
+
+def _settled(con: duckdb.DuckDBPyConnection, run_id: str, position: int) -> bool:
+    """True when the step already has a current outcome (inside the caller's transaction)."""
+    return bool(
+        con.execute(
+            "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
+            "status IN ('completed', 'failed')",
+            [run_id, position],
+        ).fetchone()
+    )
 
 
 class DuckDBJournal(JournalFile):
@@ -161,6 +173,13 @@ class DuckDBJournal(JournalFile):
             self.append_step(self._step_row(step))  # the hot path: durable in the step log
             return
         with self._write() as con:
+            if _settled(con, step.run_id, step.position):
+                raise JournalError(
+                    f"step {step.position} of run {step.run_id!r} already has an outcome in "
+                    f"{self.path}; a second one is refused (nothing was written). This is a "
+                    "weft_nb bug: please report it with the run's timeline.",
+                    path=self.path,
+                )
             self._replace_marker(con, step)
             con.execute(_INSERT_STEP, self._step_row(step))
             if heartbeat is not None:
@@ -417,12 +436,8 @@ class DuckDBJournal(JournalFile):
             )
             if not used:
                 return False
-            settled = con.execute(
-                "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
-                "status IN ('completed', 'failed')",
-                [outcome.run_id, outcome.position],
-            ).fetchone()
-            if settled:  # the activity returned (or failed) by itself: the token is spent
+            if _settled(con, outcome.run_id, outcome.position):
+                # The activity returned (or failed) by itself: the token is spent.
                 return False
             self._replace_marker(con, outcome)
             con.execute(_INSERT_STEP, self._step_row(outcome))
