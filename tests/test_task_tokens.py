@@ -202,3 +202,29 @@ def test_the_journal_refuses_a_second_outcome_for_a_step(engine: TestEngine) -> 
     with pytest.raises(JournalError, match="already has an outcome"):
         engine.journal.record_step(dataclasses.replace(step, result=b"2"), beat)
     assert completed_rows(engine, "one") == [(0, 1)]
+
+
+def test_a_keyed_step_parked_on_its_token_waits_after_a_restart_instead_of_failing_closed(
+    engine: TestEngine,
+) -> None:
+    tokens: list[str] = []
+
+    @weft_nb.activity
+    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
+        tokens.append(activity.task_token)
+        activity.complete_async()
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(ask, idempotency_key="approval-1")
+
+    engine.start(wf, run_id="keyed")
+    wait_until(lambda: tokens)
+    restarted = engine.simulate_restart()
+    handle = restarted.resume("keyed")  # before the fix: ActivityReconciliationIndeterminateError
+    wait_until(lambda: restarted.clock._blocked == 1, what="the resumed run waits on its token")
+    restarted.complete_async_activity(tokens[0], "approved")
+    assert handle.result(20) == "approved"
+    assert len(tokens) == 1
+    assert completed_rows(restarted, "keyed") == [(0, 1)]
+    restarted.close()

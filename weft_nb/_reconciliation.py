@@ -127,6 +127,8 @@ def adopt_reconciled(
     Raises:
         ActivityReconciliationIndeterminateError: No verifier, or it cannot prove the outcome.
     """
+    if step.position in ctx._state.pending_tokens:
+        return False, None  # parked on its task token, not lost: execution waits for it
     adopt, result = reconcile(step.definition, marker, step.value, step.key)
     if not adopt:
         return False, None
