@@ -74,6 +74,9 @@ def test_an_activity_that_kills_its_process_fails_after_max_attempts(
             "SELECT attempt, error_type FROM attempts WHERE run_id = 'loop' ORDER BY attempt"
         )
         assert rows == [(1, CRASHED), (2, CRASHED), (3, CRASHED)]
+        crashed = [e for e in engine.journal.events_of("loop") if e.kind == "attempt_crashed"]
+        assert [e.position for e in crashed] == [1, 1, 1]
+        assert "the process died while attempt 3 of activity 'crasher'" in crashed[-1].message
         assert engine.journal.query(
             "SELECT position, status FROM steps WHERE run_id = 'loop' ORDER BY position"
         ) == [(0, "completed"), (1, "failed")]

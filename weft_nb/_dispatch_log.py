@@ -13,11 +13,12 @@ attempt is not counted (the engine behaves as before: it runs the attempt again 
 number). Nothing else depends on the log.
 
 When the next engine opens the journal, :func:`recover` turns every ``start`` without an ``end``
-into a failed attempt row (``ActivityCrashed``) of a run that has not finished, spends that
-attempt's task token (a completion of it would otherwise be accepted while the retry runs), and
-empties the log. A resume then continues the attempt numbering (attempt 2 after a crash in
-attempt 1), ``last_heartbeat_details`` shows the crashed attempt's last flushed details, and the
-step fails with ``ActivityCrashLoopError`` once it has started ``max_attempts`` times.
+into a failed attempt row (``ActivityCrashed``) of a run that has not finished, with an
+``attempt_crashed`` audit event and a logged warning; spends that attempt's task token (a
+completion of it would otherwise be accepted while the retry runs); and empties the log. A
+resume then continues the attempt numbering (attempt 2 after a crash in attempt 1),
+``last_heartbeat_details`` shows the crashed attempt's last flushed details, and the step fails
+with ``ActivityCrashLoopError`` once it has started ``max_attempts`` times.
 
 A clean ``Engine.close()`` empties the log: attempts it stopped were not crashes.
 """
@@ -25,6 +26,7 @@ A clean ``Engine.close()`` empties the log: attempts it stopped were not crashes
 from __future__ import annotations
 
 import contextlib
+import logging
 import marshal
 import os
 import struct
@@ -32,10 +34,12 @@ import threading
 import zlib
 from typing import TYPE_CHECKING
 
-from ._journal import TERMINAL_STATUSES, AttemptRecord
+from ._journal import TERMINAL_STATUSES, AttemptRecord, EventRecord
 
 if TYPE_CHECKING:
     from ._journal import Journal
+
+log = logging.getLogger("weft_nb.dispatch")
 
 CRASHED = "ActivityCrashed"  # error_type of an attempt interrupted by the death of its process
 _HEADER = struct.Struct("<II")  # payload length, crc32
@@ -175,21 +179,18 @@ def recover(journal: Journal, path: str, now: float) -> int:
             [run_id, position, attempt, run_id, position],
         ):
             continue  # its outcome was committed just before the process died
+        message = (
+            f"the process died while attempt {attempt} of activity {activity!r} (step "
+            f"{position}, run {run_id!r}) ran (killed, out of memory, a segfault, os._exit); "
+            "it counts as a failed attempt"
+        )
         journal.record_attempt_failure(
             AttemptRecord(
-                run_id,
-                position,
-                attempt,
-                activity,
-                started_at,
-                now,
-                CRASHED,
-                f"the process died while attempt {attempt} of activity {activity!r} (step "
-                f"{position}, run {run_id!r}) ran (killed, out of memory, a segfault, os._exit); "
-                "it counts as a failed attempt",
-                "",
+                run_id, position, attempt, activity, started_at, now, CRASHED, message, ""
             )
         )  # spends the attempt's task token in the same transaction
+        journal.add_event(EventRecord(run_id, position, "attempt_crashed", message, now))
+        log.warning("weft_nb: %s", message)
         counted += 1
     with contextlib.suppress(FileNotFoundError):
         os.truncate(path, 0)
