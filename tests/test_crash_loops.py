@@ -7,6 +7,7 @@ The children (``tests/crash_children/crashloop_child.py``) are real processes: t
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -148,3 +149,23 @@ def test_a_clean_close_is_not_a_crash(engine: TestEngine) -> None:
 
 def test_crash_loop_error_is_an_activity_failed_error() -> None:
     assert issubclass(ActivityCrashLoopError, weft_nb.errors.ActivityFailedError)
+
+
+def test_a_full_disk_under_the_dispatch_log_warns_once_and_never_fails_a_step(
+    engine: TestEngine,
+) -> None:
+    @weft_nb.activity
+    def inc(x: int) -> int:
+        return x + 1
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(inc, ctx.run(inc, 1))
+
+    log = engine.dispatches
+    assert log._fd is not None
+    os.close(log._fd)
+    log._fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC, as a full disk
+    with pytest.warns(RuntimeWarning, match="could not write its dispatch log") as caught:
+        assert engine.run(wf, run_id="full") == 3
+    assert len([w for w in caught if "dispatch log" in str(w.message)]) == 1

@@ -31,6 +31,7 @@ import marshal
 import os
 import struct
 import threading
+import warnings
 import zlib
 from typing import TYPE_CHECKING
 
@@ -122,14 +123,36 @@ class DispatchLog:
                 return
             self._open.pop(key, None)
             self._write(_frame(("E", *key)))
-            if self._size > _COMPACT_BYTES:
-                self._compact()
+            if self._fd is not None and self._size > _COMPACT_BYTES:
+                try:
+                    self._compact()
+                except OSError:  # keep appending to the long file; the next end tries again
+                    self._size = 0
 
     def _write(self, data: bytes) -> None:
+        """Append ``data``; on a write error (a full disk) stop recording, with one warning.
+
+        Best effort by design: the log only counts crashes, so a failed write must never fail
+        the attempt (or hide its outcome, when it happens as the attempt ends).
+        """
         assert self._fd is not None
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+            warnings.warn(
+                f"weft_nb could not write its dispatch log {self.path} ({exc}); until the "
+                "engine is opened again, attempts killed with their process are not counted "
+                "toward max_attempts (crash loops are not stopped). Free disk space, then "
+                "restart the kernel or reopen the engine.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
         self._size += len(data)
 
     def _compact(self) -> None:
@@ -139,9 +162,13 @@ class DispatchLog:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         data = b"".join(self._open.values())
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.replace(temporary, self.path)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+            os.replace(temporary, self.path)
+        except OSError:
+            os.close(fd)
+            raise
         os.close(self._fd)
         self._fd, self._size = fd, len(data)
 
