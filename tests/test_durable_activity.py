@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from helpers import wait_until
@@ -126,3 +132,47 @@ def test_complete_async_is_not_supported_from_durable_activity(engine: TestEngin
 
     with pytest.raises(DurableActivityScopeError, match="complete_async"):
         engine.run(wf)
+
+
+DURABLE_CHILD = Path(__file__).resolve().parent / "crash_children" / "durable_child.py"
+
+
+def run_durable_child(tmp_path: Path, verifier: str, kill_at: str | None) -> int:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "journal": str(tmp_path / "journal.duckdb"), "run_id": "pay",
+        "evidence": str(tmp_path / "evidence.jsonl"), "verifier": verifier,
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "WEFT_NB_KILL_AT"}
+    if kill_at is not None:
+        env["WEFT_NB_KILL_AT"] = kill_at
+    done = subprocess.run(
+        [sys.executable, str(DURABLE_CHILD), str(config)],
+        capture_output=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    if done.returncode not in (0, -signal.SIGKILL):
+        pytest.fail(f"child exited with {done.returncode}: {done.stderr.decode()[-3000:]}")
+    return done.returncode
+
+
+@pytest.mark.parametrize(
+    ("verifier", "outcome", "charges"),
+    [
+        ("none", {"error": "ActivityReconciliationIndeterminateError"}, 1),
+        ("not-completed", {"result": {"receipt": "charged 7"}}, 2),
+        ("completed", {"result": {"receipt": "from the provider"}}, 1),
+    ],
+)
+def test_a_keyed_call_killed_between_dispatch_and_record_is_reconciled_not_rerun(
+    tmp_path: Path, verifier: str, outcome: dict[str, object], charges: int
+) -> None:
+    # A real SIGKILL after `charge` returned and before its result was journaled: only the
+    # dispatch marker survives.
+    assert run_durable_child(tmp_path, verifier, "step.before_record") == -signal.SIGKILL
+    assert run_durable_child(tmp_path, verifier, None) == 0
+    lines = [json.loads(x) for x in (tmp_path / "evidence.jsonl").read_text().splitlines()]
+    assert len([x for x in lines if "charged" in x]) == charges  # before the fix: always 2
+    got = lines[-1]["outcome"]
+    assert {k: got[k] for k in outcome} == outcome
+    if verifier == "none":
+        assert "'charge'" in got["message"] and "fails closed" in got["message"]

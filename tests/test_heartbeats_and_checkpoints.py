@@ -53,6 +53,42 @@ def test_next_attempt_sees_previous_attempts_heartbeat_and_checkpoint(engine: Te
     assert seen == [(1, None, None), (2, {"i": 24}, {"done": 20})]
 
 
+def test_last_heartbeat_details_read_after_own_heartbeats_and_a_flush_is_the_previous_attempts(
+    engine: TestEngine,
+) -> None:
+    # The first read comes after this attempt's own heartbeats reached the journal: it must
+    # still show the previous attempt's details (None on attempt 1), never the attempt's own.
+    seen: list[tuple[int, object]] = []
+
+    @weft_nb.activity(retry={"max_attempts": 3, "initial_backoff": 0.01})
+    def resumable(_: object, activity: weft_nb.ActivityContext) -> str:
+        for i in range(3):
+            activity.heartbeat({"attempt": activity.attempt, "i": i})
+        engine.flusher.flush()
+        assert engine.journal.latest_heartbeat(activity.run_id, activity.position) is not None
+        seen.append((activity.attempt, activity.last_heartbeat_details))
+        activity.heartbeat({"attempt": activity.attempt, "i": 99})
+        engine.flusher.flush()
+        seen.append((activity.attempt, activity.last_heartbeat_details))  # fixed at the start
+        if activity.attempt < 3:
+            raise ConnectionError("flaky")
+        return "done"
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> str:
+        return ctx.run(resumable)
+
+    assert engine.run(wf) == "done"
+    assert seen == [
+        (1, None),
+        (1, None),
+        (2, {"attempt": 1, "i": 99}),
+        (2, {"attempt": 1, "i": 99}),
+        (3, {"attempt": 2, "i": 99}),
+        (3, {"attempt": 2, "i": 99}),
+    ]
+
+
 def test_checkpoints_keep_the_newest_n(journal_path: object) -> None:
     @weft_nb.activity
     def many(_: object, activity: weft_nb.ActivityContext) -> object:

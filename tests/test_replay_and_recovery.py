@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import (
@@ -132,7 +133,8 @@ def test_changed_activity_source_reruns_from_that_step_with_a_warning(
     assert result == {"value": 17, "seen": {"checkpoint": None, "hb": None}}
     assert pipe.calls == Counter({"a": 1, "b": 1, "b2": 1, "c": 2})
     events = engine.journal.events_of("run-1")
-    assert [(e.kind, e.position) for e in events] == [("step_changed", 1)]
+    # the crash in step c was counted as a failed attempt when the journal reopened
+    assert [(e.kind, e.position) for e in events] == [("attempt_crashed", 2), ("step_changed", 1)]
     superseded = engine.journal.query(
         "SELECT position FROM steps WHERE run_id = 'run-1' AND superseded ORDER BY position"
     )
@@ -230,6 +232,51 @@ def test_cancel_sets_cancelled_persists_and_is_never_resumed(engine: TestEngine)
     with pytest.raises(RunNotFoundError):
         restarted.cancel("nope")
     restarted.close()
+
+
+def test_cancel_with_several_activities_in_flight_in_ctx_all(engine: TestEngine) -> None:
+    # Three branches of ctx.all run when the run is cancelled: each sees `cancelled`, one of
+    # them returns a result anyway (ignoring it), and none of them completes a step afterwards.
+    running: list[int] = []
+    saw_cancel: dict[int, bool] = {}
+    lock = threading.Lock()
+    every_one_running = threading.Event()
+    finished = threading.Event()
+
+    @weft_nb.activity(retry={"max_attempts": 1})
+    def branch(i: int, activity: weft_nb.ActivityContext) -> int:
+        with lock:
+            running.append(i)
+            if len(running) == 3:
+                every_one_running.set()
+        saw_cancel[i] = activity.cancelled.wait()  # virtual clock: no timeout, or it advances
+        with lock:
+            if len(saw_cancel) == 3:
+                finished.set()
+        if i == 1:
+            return i * 10  # ignores the cancellation: a late result that must be discarded
+        activity.raise_if_cancelled()
+        return i
+
+    @weft_nb.workflow
+    def fan_out(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.all([ctx.submit(branch, i) for i in range(3)])
+
+    handle = engine.start(fan_out, run_id="fan")
+    assert every_one_running.wait(20)
+    assert handle.cancel() is True
+    with pytest.raises(WorkflowCancelledError):
+        handle.result(20)
+    assert finished.wait(20)
+    assert saw_cancel == {0: True, 1: True, 2: True}
+    assert handle.status == "cancelled"
+    state = handle._state
+    assert state is not None and state.thread is not None
+    state.thread.join(20)
+    assert not state.thread.is_alive()  # the run thread settled
+    wait_until(lambda: not state.live, what="every attempt left the run")
+    assert engine.journal.get_run("fan").status == "cancelled"  # type: ignore[union-attr]
+    assert engine.journal.query("SELECT count(*) FROM steps WHERE run_id = 'fan'") == [(0,)]
 
 
 def test_cancel_during_backoff_stops_retrying(engine: TestEngine) -> None:

@@ -206,3 +206,77 @@ def test_fuzz_no_5xx_and_no_token_consumed(
     code, _ = call(server, method, path, raw=raw if method == "POST" else None, token=token)
     assert code < 500
     assert not parked.review.done  # random requests never hold the real token
+
+
+COMPLETE, FAIL = "/api/v1/activities/complete", "/api/v1/activities/fail"
+
+
+@st.composite
+def malformed_with_the_real_token(draw: st.DrawFn, token: str) -> dict[str, Any]:
+    """A request that carries the real token but must be refused (so must not consume it)."""
+    valid = json.dumps({"token": token, "result": "ok"}).encode()
+    kind = draw(
+        st.sampled_from(
+            ["auth", "method", "truncated", "shape", "near_token", "fail_without_error",
+             "content_length"]
+        )
+    )  # fmt: skip
+    request: dict[str, Any] = {"method": "POST", "path": COMPLETE, "raw": valid}
+    if kind == "auth":
+        request["token"] = draw(st.sampled_from([None, "wrong", SECRET + " ", SECRET.upper()]))
+        request["path"] = draw(st.sampled_from([COMPLETE, FAIL]))
+    elif kind == "method":
+        request["method"] = draw(st.sampled_from(["GET", "PUT", "DELETE", "PATCH"]))
+        if request["method"] == "GET":
+            request["raw"] = None
+    elif kind == "truncated":
+        request["raw"] = valid[: draw(st.integers(1, len(valid) - 1))]
+    elif kind == "shape":
+        body = draw(
+            st.sampled_from(
+                [[token], token, {"token": [token]}, {"token": {"token": token}},
+                 {"Token": token, "result": 1}, {"tokens": token}]
+            )
+        )  # fmt: skip
+        request["raw"] = json.dumps(body).encode()
+        if draw(st.booleans()):
+            request["raw"] = draw(st.binary(max_size=8)) + request["raw"]
+    elif kind == "near_token":
+        near = draw(st.sampled_from([token + " ", " " + token, token.upper(), token[:-1],
+                                     token + "0", token.replace(":", "/")]))  # fmt: skip
+        request["raw"] = json.dumps({"token": near, "result": "ok"}).encode()
+        request["path"] = draw(st.sampled_from([COMPLETE, FAIL, COMPLETE + "/", "/api/v1/x"]))
+    elif kind == "fail_without_error":
+        request["path"] = FAIL
+        error = draw(st.sampled_from([None, "", 5, ["no"], {"e": "x"}]))
+        body = {"token": token} if error is None else {"token": token, "error": error}
+        request["raw"] = json.dumps(body).encode()
+    else:  # an oversized body is left out: the server answers 413 unread, the client's pipe breaks
+        request["headers"] = {
+            "Content-Length": draw(st.sampled_from(["abc", "-1", "1.5", str(len(valid) - 3)]))
+        }
+    return request
+
+
+def test_fuzz_with_the_real_token_never_consumes_it_and_a_valid_request_does_once(
+    served: tuple[TestEngine, Server, Parked],
+) -> None:
+    engine, server, parked = served
+    token = parked.tokens[0]
+
+    @settings(max_examples=80, deadline=None)
+    @given(request=malformed_with_the_real_token(token))
+    def fuzz(request: dict[str, Any]) -> None:
+        code, _ = call(server, **request)
+        assert 400 <= code < 500, request
+        assert engine.journal.async_token(token) is not None, request  # still unconsumed
+        assert not parked.review.done
+
+    fuzz()
+    assert call(server, "POST", COMPLETE, {"token": token, "result": "ok"}) == (200, {"ok": True})
+    assert parked.review.result(10) == "ok"
+    assert call(server, "POST", COMPLETE, {"token": token, "result": "again"})[0] == 404
+    assert call(server, "POST", FAIL, {"token": token, "error": "again"})[0] == 404
+    assert engine.journal.query(
+        "SELECT count(*) FROM steps WHERE run_id = 'review' AND status = 'completed'"
+    ) == [(1,)]

@@ -25,6 +25,7 @@ from ._journal import (
 from ._journal_file import JournalFile
 from ._step_log import INSERT_STEP as _INSERT_STEP
 from ._step_log import STEP_COLUMNS as _STEP_COLUMNS
+from .errors import JournalError
 
 _RUN_COLUMNS = (
     "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
@@ -52,6 +53,17 @@ def _updated(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> boo
     """
     row = con.execute(sql, params).fetchone()
     return bool(row and row[0])
+
+
+def _settled(con: duckdb.DuckDBPyConnection, run_id: str, position: int) -> bool:
+    """True when the step already has a current outcome (inside the caller's transaction)."""
+    return bool(
+        con.execute(
+            "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
+            "status IN ('completed', 'failed')",
+            [run_id, position],
+        ).fetchone()
+    )
 
 
 class DuckDBJournal(JournalFile):
@@ -161,6 +173,13 @@ class DuckDBJournal(JournalFile):
             self.append_step(self._step_row(step))  # the hot path: durable in the step log
             return
         with self._write() as con:
+            if _settled(con, step.run_id, step.position):
+                raise JournalError(
+                    f"step {step.position} of run {step.run_id!r} already has an outcome in "
+                    f"{self.path}; a second one is refused (nothing was written). This is a "
+                    "weft_nb bug: please report it with the run's timeline.",
+                    path=self.path,
+                )
             self._replace_marker(con, step)
             con.execute(_INSERT_STEP, self._step_row(step))
             if heartbeat is not None:
@@ -211,6 +230,13 @@ class DuckDBJournal(JournalFile):
             )
             if heartbeat is not None:
                 con.execute(_INSERT_HEARTBEAT, _heartbeat_row(heartbeat))
+            # The attempt's task token dies with it: a late completion must not settle the step
+            # while a retry runs (nor after the step failed).
+            con.execute(
+                "UPDATE async_tokens SET consumed_at = ? WHERE run_id = ? AND position = ? "
+                "AND attempt = ? AND consumed_at IS NULL",
+                [attempt.finished_at, attempt.run_id, attempt.position, attempt.attempt],
+            )
 
     def attempts_of(self, run_id: str, position: int) -> list[AttemptRecord]:
         """Current failed attempts of a step, oldest first."""
@@ -232,14 +258,17 @@ class DuckDBJournal(JournalFile):
         with self._write() as con:
             con.executemany(_INSERT_HEARTBEAT, [_heartbeat_row(hb) for hb in heartbeats])
 
-    def latest_heartbeat(self, run_id: str, position: int) -> HeartbeatRecord | None:
-        """The newest current heartbeat of a step."""
+    def latest_heartbeat(
+        self, run_id: str, position: int, before_attempt: int | None = None
+    ) -> HeartbeatRecord | None:
+        """The newest current heartbeat of a step (of an attempt before ``before_attempt``)."""
+        earlier = "" if before_attempt is None else " AND attempt < ?"
         with self._use() as con:
             row = con.execute(
                 "SELECT run_id, position, attempt, recorded_at, codec, details, beat "
-                "FROM heartbeats WHERE run_id = ? AND position = ? AND NOT superseded "
+                f"FROM heartbeats WHERE run_id = ? AND position = ? AND NOT superseded{earlier} "
                 "ORDER BY id DESC LIMIT 1",  # insertion order: attempt numbers repeat after a crash
-                [run_id, position],
+                [run_id, position] + ([] if before_attempt is None else [before_attempt]),
             ).fetchone()
         return HeartbeatRecord(*row) if row else None
 
@@ -382,22 +411,33 @@ class DuckDBJournal(JournalFile):
             ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def spend_async_token(self, token: str, at: float) -> bool:
+        """Spend an unconsumed token without an outcome; False if it was already consumed."""
+        with self._write() as con:
+            return _updated(
+                con,
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL",
+                [at, token],
+            )
+
     def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
-        """Consume the token and record the step's outcome together."""
+        """Consume the token and record the step's outcome together.
+
+        Refused (False, nothing written) when the token was consumed or spent, when its run has
+        finished (completed, failed, cancelled), or when the step already has an outcome: a step
+        never gets a second completed row this way.
+        """
         with self._write() as con:
             used = _updated(
                 con,
-                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL",
+                "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL "
+                f"AND run_id IN (SELECT run_id FROM runs WHERE {_UNFINISHED})",
                 [outcome.finished_at, token],
             )
             if not used:
                 return False
-            settled = con.execute(
-                "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
-                "status IN ('completed', 'failed')",
-                [outcome.run_id, outcome.position],
-            ).fetchone()
-            if settled:  # the activity returned (or failed) by itself: the token is spent
+            if _settled(con, outcome.run_id, outcome.position):
+                # The activity returned (or failed) by itself: the token is spent.
                 return False
             self._replace_marker(con, outcome)
             con.execute(_INSERT_STEP, self._step_row(outcome))

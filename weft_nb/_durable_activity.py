@@ -11,7 +11,10 @@ As in Weft:
 - each call's identity is derived from the memo step, the memo key and the call's ordinal;
 - a call with an idempotency key (on the call, or the activity's ``idempotency_key``) journals
   its result at once: if the process dies after the activity returned but before the memo's
-  result was recorded, recovery replays that result instead of dispatching again;
+  result was recorded, recovery replays that result instead of dispatching again; if it dies
+  between the dispatch and that record, the surviving dispatch marker is reconciled exactly as
+  ``ctx.run``'s is (the verifier's Tier-0 verdict, or ``ActivityReconciliationIndeterminateError``
+  without a verifier), never silently dispatched again;
 - a call without a key journals nothing: a crash before the memo records its result runs it again
   (at least once);
 - ``complete_async()`` is not supported there (use ``ctx.run``).
@@ -26,8 +29,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._journal import STEP_COMPLETED
-from ._payloads import decode, digest, encode, validate
+from ._journal import STEP_COMPLETED, STEP_FAILED
+from ._payloads import decode, digest, encode, error_from_json, validate
+from ._reconciliation import adopt_reconciled
 from .errors import DurableActivityScopeError
 
 if TYPE_CHECKING:
@@ -91,6 +95,10 @@ def durable_activity(
     key = call_options.get("idempotency_key")
     if key is None and definition.idempotency_key is not None:
         key = str(definition.idempotency_key(value))
+    from ._workflow_context import PreparedStep
+
+    step = PreparedStep(position, definition, value, input_hash, key, call_options,
+                        record=key is not None, sub_operation=True)  # fmt: skip
     if key is not None:
         recorded = ctx._recorded(position, definition.name, definition.source_hash, input_hash)
         if recorded is not None and recorded.status == STEP_COMPLETED:
@@ -99,12 +107,17 @@ def durable_activity(
             ctx._state.replayed += 1
             return decode(recorded.result_codec, recorded.result, hint=definition.result_hint,
                           what=f"the recorded result of {definition.name!r}")  # fmt: skip
+        if recorded is not None and recorded.status == STEP_FAILED:
+            assert recorded.error is not None
+            ctx._state.replayed += 1
+            raise error_from_json(recorded.error, run_id=ctx.run_id)
+        if recorded is not None:  # a dispatch marker without an outcome: as ctx.run does
+            adopted, result = adopt_reconciled(ctx, step, recorded)
+            if adopted:
+                ctx._state.replayed += 1
+                return result
     else:
         ctx._state.steps.pop(position, None)
-    from ._workflow_context import PreparedStep
-
-    step = PreparedStep(position, definition, value, input_hash, key, call_options,
-                        record=key is not None, sub_operation=True)  # fmt: skip
     scope.busy = True
     try:
         return ctx._execute(step)

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _dispatch_log as dispatch_log
 from ._activity_context import ActivityContext
 from ._checkpoints import CheckpointStore
 from ._clock import Clock, RealClock
@@ -105,6 +106,9 @@ class Engine(EngineViews, ExternalInputs):
         try:
             self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
             self.checkpoints.remove_orphans()
+            # Attempts a dead process left running count as failed before anything resumes.
+            dispatch_log.recover(self.journal, self.journal.path + ".dispatch", self.clock.now())
+            self.dispatches = dispatch_log.DispatchLog(self.journal.path + ".dispatch")
         except BaseException:
             self.journal.close()  # never keep the journal locked after a failed constructor
             raise
@@ -123,7 +127,9 @@ class Engine(EngineViews, ExternalInputs):
         self._closed = False
         self._servers: list[Server] = []
         # An engine left open is closed at interpreter exit: heartbeats flushed, journal released.
-        self._finalizer = weakref.finalize(self, _close_at_exit, self.flusher, self.journal)
+        self._finalizer = weakref.finalize(
+            self, _close_at_exit, self.flusher, self.journal, self.dispatches
+        )
 
     # -- context manager -------------------------------------------------------------------
 
@@ -147,6 +153,8 @@ class Engine(EngineViews, ExternalInputs):
             # Before the runs stop: a stopped attempt leaves the flusher, taking its details.
             with contextlib.suppress(Exception):
                 self.flusher.flush()
+        if not flush:  # a (simulated) crash: what the stopped attempts started stays open
+            self.dispatches.close(clean=False)
         for state in states:
             self._stop_state(state, "the engine was closed")
         for server in self._servers:
@@ -157,6 +165,7 @@ class Engine(EngineViews, ExternalInputs):
             self.attempts.close()
         self.checkpoints.drain()
         self.flusher.stop(flush=flush)
+        self.dispatches.close(clean=True)  # no-op after a simulated crash closed it
         self.journal.close()
 
     def _stop_state(self, state: RunState, reason: str) -> None:
@@ -471,7 +480,10 @@ class Engine(EngineViews, ExternalInputs):
         """Build the context of one attempt."""
 
         def last_heartbeat() -> Any:
-            record = self.journal.latest_heartbeat(state.run_id, position)
+            # Earlier attempts only (a crashed process's included): never this attempt's own.
+            if attempt == 1:
+                return None
+            record = self.journal.latest_heartbeat(state.run_id, position, before_attempt=attempt)
             if record is None:
                 return None
             return decode(
@@ -497,9 +509,13 @@ class Engine(EngineViews, ExternalInputs):
             )
 
 
-def _close_at_exit(flusher: HeartbeatFlusher, journal: Journal) -> None:
+def _close_at_exit(
+    flusher: HeartbeatFlusher, journal: Journal, dispatches: dispatch_log.DispatchLog
+) -> None:
     with contextlib.suppress(Exception):
         flusher.flush()
+    with contextlib.suppress(Exception):
+        dispatches.close(clean=True)  # an orderly exit, not a crash
     with contextlib.suppress(Exception):
         flusher.stop(flush=True)
     with contextlib.suppress(Exception):

@@ -10,12 +10,12 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
+from . import _task_tokens as task_tokens
 from ._journal import STEP_COMPLETED, STEP_FAILED, TERMINAL_STATUSES, StepRecord
 from ._payloads import encode, error_to_json
 from ._server import Server, serve
 from .errors import (
     ActivityFailedError,
-    AsyncTokenNotFoundError,
     RunFinishedError,
     RunNotFoundError,
 )
@@ -119,7 +119,9 @@ class ExternalInputs:
         and delivered when replay reaches the step.
 
         Raises:
-            AsyncTokenNotFoundError: Unknown token, or already used (tokens are single-use).
+            AsyncTokenNotFoundError: Unknown token, already used (tokens are single-use), or
+                spent: its attempt failed, timed out or died with its process.
+            RunFinishedError: The token's run has finished or was cancelled.
             PayloadError: ``result`` cannot be stored; the token is not consumed.
         """
         parked = self._parked(token)
@@ -136,7 +138,8 @@ class ExternalInputs:
         """Fail a parked activity; the workflow's ``ctx.run`` raises ``ActivityFailedError``.
 
         Raises:
-            AsyncTokenNotFoundError: Unknown token, or already used.
+            AsyncTokenNotFoundError: Unknown token, already used, or spent.
+            RunFinishedError: The token's run has finished or was cancelled.
         """
         parked = self._parked(token)
         failure = ActivityFailedError(
@@ -155,16 +158,15 @@ class ExternalInputs:
         self._check_open()
         parked = self.journal.async_token(token)
         if parked is None:
-            raise AsyncTokenNotFoundError(
-                f"no parked activity has token {token!r}: it is unknown or was already used "
-                "(tokens are single-use)",
-                token=token,
-            )
+            raise task_tokens.refusal(self.journal, token)
+        record = self.journal.get_run(parked.run_id)
+        if record is not None and record.status in TERMINAL_STATUSES:
+            raise task_tokens.refusal(self.journal, token)
         return parked
 
     def _settle_token(self, token: str, outcome: StepRecord) -> None:
         if not self.journal.complete_async_token(token, outcome):
-            raise AsyncTokenNotFoundError(f"token {token!r} was used meanwhile", token=token)
+            raise task_tokens.refusal(self.journal, token)  # used, spent or finished meanwhile
         with self._lock:
             state = self._active.get(outcome.run_id)
         if state is not None and state.signal_arrived is not None:

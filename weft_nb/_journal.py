@@ -171,7 +171,7 @@ class Journal(Protocol):
         heartbeat: HeartbeatRecord | None = None,
         final: StepRecord | None = None,
     ) -> None:
-        """Record a failed attempt with its last heartbeat, atomically.
+        """Record a failed attempt with its last heartbeat, atomically; spend its task token.
 
         When the failure ends the step, ``final`` is the step's failed record; it is written in
         the same transaction (replacing a dispatch marker).
@@ -183,8 +183,13 @@ class Journal(Protocol):
     def record_heartbeats(self, heartbeats: list[HeartbeatRecord]) -> None:
         """Append heartbeat rows in one transaction."""
 
-    def latest_heartbeat(self, run_id: str, position: int) -> HeartbeatRecord | None:
-        """The most recently written current heartbeat of one step, from any attempt or process."""
+    def latest_heartbeat(
+        self, run_id: str, position: int, before_attempt: int | None = None
+    ) -> HeartbeatRecord | None:
+        """The most recently written current heartbeat of one step, from any attempt or process.
+
+        With ``before_attempt``, only heartbeats of earlier attempts count.
+        """
 
     def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
         """Add a checkpoint and drop all but the newest ``keep``; return the dropped ones."""
@@ -222,8 +227,15 @@ class Journal(Protocol):
     def pending_async_tokens(self, run_id: str) -> dict[int, str]:
         """Unconsumed tokens of a run, by position."""
 
+    def spend_async_token(self, token: str, at: float) -> bool:
+        """Mark an unconsumed token used, recording nothing else; False if it was used already."""
+
     def complete_async_token(self, token: str, outcome: StepRecord) -> bool:
-        """Consume ``token`` and record ``outcome`` in one transaction; False if already used."""
+        """Consume ``token`` and record ``outcome`` in one transaction; False if already used.
+
+        Also False (nothing written) when the token's run has finished, or the step already has
+        an outcome.
+        """
 
     def add_event(self, event: EventRecord) -> None:
         """Append an audit event."""

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._definitions import ActivityDefinition
 from ._journal import StepRecord
 from .errors import ActivityReconciliationIndeterminateError, ActivityVerificationError
+
+if TYPE_CHECKING:
+    from ._workflow_context import PreparedStep, WorkflowContext
 
 NOT_COMPLETED = "not-completed"
 COMPLETED_WITH_RESULT = "completed-with-result"
@@ -110,3 +113,26 @@ def reconcile(
         position=position,
         activity=definition.name,
     )
+
+
+def adopt_reconciled(
+    ctx: WorkflowContext, step: PreparedStep, marker: StepRecord
+) -> tuple[bool, Any]:
+    """Reconcile a keyed step's dispatch marker that survived a crash.
+
+    ``ctx.run`` and ``durable_activity`` both take this one path. Returns ``(True, result)``
+    with the verifier's result journaled as the step's, or ``(False, None)`` when the step may
+    be dispatched again.
+
+    Raises:
+        ActivityReconciliationIndeterminateError: No verifier, or it cannot prove the outcome.
+    """
+    if step.position in ctx._state.pending_tokens:
+        return False, None  # parked on its task token, not lost: execution waits for it
+    adopt, result = reconcile(step.definition, marker, step.value, step.key)
+    if not adopt:
+        return False, None
+    return True, ctx._record_success(
+        step.definition, step.position, step.input_hash, step.key, result,
+        marker.attempts, marker.started_at, None,
+    )  # fmt: skip

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _crash_loops as crash_loops
 from . import _evidence as evidence
+from . import _task_tokens as task_tokens
 from . import errors as _errors
 from ._activity_context import ActivityContext, CompleteAsync, EngineStopped
 from ._definitions import ActivityDefinition
@@ -28,11 +30,24 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._crash_loops import DispatchTracker
     from ._workflow_context import PreparedStep, WorkflowContext
 
 
 def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
-    """Run a prepared step live, with retries, and journal its outcome (any thread)."""
+    """Run a prepared step live, with retries, and journal its outcome (any thread).
+
+    Each attempt is in the dispatch log from before it runs until its outcome is journaled, so
+    an attempt that dies with the process is counted (:mod:`weft_nb._crash_loops`).
+    """
+    dispatches = crash_loops.DispatchTracker(ctx, step)
+    try:
+        return _execute(ctx, step, dispatches)
+    finally:
+        dispatches.end()
+
+
+def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTracker) -> Any:
     definition, position, value = step.definition, step.position, step.value
     input_hash, key, options = step.input_hash, step.key, step.options
     engine, state, clock = ctx._engine, ctx._state, ctx._engine.clock
@@ -47,6 +62,8 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         return await_completion(ctx, position, definition)
     attempt = state.failed_attempts.get(position, 0) + 1
     first_start = state.first_started.get(position, clock.now())
+    if attempt > 1:  # earlier attempts died with their process: maybe a crash loop
+        crash_loops.check_before_dispatch(ctx, step, policy, attempt, first_start, s2c)
     if key is not None:
         engine.journal.record_marker(
             StepRecord(
@@ -80,6 +97,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         if state.cancel_requested.is_set():  # cancel() ran before this attempt was visible
             attempt_ctx._cancel("the run was cancelled")
         engine.flusher.track(attempt_ctx)
+        dispatches.start(attempt, started)
         try:
             outcome = engine.attempts.run(
                 definition,
@@ -102,6 +120,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                     f"activity {definition.name!r} called complete_async() from "
                     "durable_activity(); use ctx.run for activities completed out of band"
                 )
+            dispatches.end()  # parked: its token, not this process, settles it now
             return park(ctx, definition, position, attempt_ctx)
         if outcome.ok:
             error = check_result(
@@ -126,6 +145,8 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         assert error is not None
         if isinstance(error, EngineStopped):
             raise error
+        if attempt_ctx._token_registered and not task_tokens.spend(ctx, attempt_ctx.task_token):
+            return await_completion(ctx, position, definition)  # settled from outside first
         failed_attempt = AttemptRecord(
             state.run_id,
             position,

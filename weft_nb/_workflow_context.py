@@ -26,7 +26,7 @@ from ._journal import (
 )
 from ._parallel import StepFuture
 from ._payloads import decode, digest, encode, error_from_json, validate
-from ._reconciliation import reconcile
+from ._reconciliation import adopt_reconciled
 from ._retry import Duration
 from .errors import (
     ActivityNotRegisteredError,
@@ -148,13 +148,9 @@ class WorkflowContext:
             assert recorded.error is not None
             step.replayed, step.error = True, error_from_json(recorded.error, run_id=self.run_id)
         else:
-            adopt, result = reconcile(definition, recorded, value, key)
-            if not adopt:
+            step.replayed, step.result = adopt_reconciled(self, step, recorded)
+            if not step.replayed:
                 return step
-            step.replayed, step.result = True, self._record_success(
-                definition, position, input_hash, key, result,
-                recorded.attempts, recorded.started_at, None,
-            )  # fmt: skip
         self._state.replayed += 1
         if evidence.ENABLED:
             evidence.record("step_replayed", run_id=self.run_id, position=position)

@@ -1,0 +1,171 @@
+"""Crash loops end: an activity that kills its process is counted, and capped by its retry policy.
+
+The children (``tests/crash_children/crashloop_child.py``) are real processes: their activity calls
+``os._exit(1)`` or SIGKILLs itself, and the test resumes the run in a new process each time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+
+import weft_nb
+from weft_nb._dispatch_log import CRASHED
+from weft_nb.errors import ActivityCrashLoopError, ActivityScheduleToCloseTimeoutError
+from weft_nb.testing import TestEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "tests" / "crash_children" / "crashloop_child.py"
+
+
+def run_child(tmp_path: Path, **settings: Any) -> int:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "journal": str(tmp_path / "journal.duckdb"), "run_id": "loop",
+        "evidence": str(tmp_path / "evidence.jsonl"), **settings,
+    }))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(CHILD), str(config)], capture_output=True, timeout=120, check=False
+    )
+    if done.returncode not in (0, 1, -signal.SIGKILL):
+        pytest.fail(f"child exited with {done.returncode}: {done.stderr.decode()[-3000:]}")
+    return done.returncode
+
+
+def evidence(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "evidence.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(("how", "killed"), [("exit", 1), ("sigkill", -signal.SIGKILL)])
+def test_an_activity_that_kills_its_process_fails_after_max_attempts(
+    tmp_path: Path, how: str, killed: int
+) -> None:
+    for _ in range(3):
+        assert run_child(tmp_path, how=how, max_attempts=3, crashes=99) == killed
+    assert run_child(tmp_path, how=how, max_attempts=3, crashes=99) == 0  # the resume fails it
+    lines = evidence(tmp_path)
+    attempts = [line for line in lines if "attempt" in line]
+    # The attempt number continues across resumes; each attempt sees the one before it.
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert [a["last_heartbeat_details"] for a in attempts] == [
+        None,
+        {"attempt": 1, "progress": 0.5},
+        {"attempt": 2, "progress": 0.5},
+    ]
+    outcome = lines[-1]["outcome"]
+    assert outcome["error"] == "ActivityCrashLoopError"
+    for words in ("'crasher'", "step 1", "started 3 time(s)", "max_attempts"):
+        assert words in outcome["message"]
+    # Replayed, not run again: the failure is journaled.
+    assert run_child(tmp_path, how=how, max_attempts=3, crashes=99) == 0
+    assert evidence(tmp_path)[-1] == lines[-1]
+    assert len([line for line in evidence(tmp_path) if "attempt" in line]) == 3
+    with weft_nb.Engine(tmp_path / "journal.duckdb") as engine:
+        rows = engine.journal.query(
+            "SELECT attempt, error_type FROM attempts WHERE run_id = 'loop' ORDER BY attempt"
+        )
+        assert rows == [(1, CRASHED), (2, CRASHED), (3, CRASHED)]
+        crashed = [e for e in engine.journal.events_of("loop") if e.kind == "attempt_crashed"]
+        assert [e.position for e in crashed] == [1, 1, 1]
+        assert "the process died while attempt 3 of activity 'crasher'" in crashed[-1].message
+        assert engine.journal.query(
+            "SELECT position, status FROM steps WHERE run_id = 'loop' ORDER BY position"
+        ) == [(0, "completed"), (1, "failed")]
+        assert engine.journal.get_run("loop").status == "failed"  # type: ignore[union-attr]
+
+
+def test_a_crash_is_retried_as_the_next_attempt_until_it_succeeds(tmp_path: Path) -> None:
+    assert run_child(tmp_path, how="sigkill", max_attempts=3, crashes=1) == -signal.SIGKILL
+    assert run_child(tmp_path, how="sigkill", max_attempts=3, crashes=1) == 0
+    lines = evidence(tmp_path)
+    assert [line["attempt"] for line in lines if "attempt" in line] == [1, 2]
+    assert lines[-1]["outcome"] == {"result": 50}
+
+
+def test_schedule_to_close_timeout_caps_a_crash_loop(engine: TestEngine) -> None:
+    calls: list[int] = []
+    hold = threading.Event()
+
+    @weft_nb.activity(schedule_to_close_timeout=60, retry={"max_attempts": 100})
+    def hangs(_: object, activity: weft_nb.ActivityContext) -> str:
+        calls.append(activity.attempt)
+        assert hold.wait(20)
+        return "never adopted"
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(hangs)
+
+    engine.start(wf, run_id="budget")
+    wait_until(lambda: calls)
+    restarted = engine.simulate_restart()  # the process died in attempt 1
+    restarted.clock.advance(120)
+    hold.set()
+    with pytest.raises(ActivityScheduleToCloseTimeoutError, match="schedule_to_close_timeout"):
+        restarted.resume("budget").result(20)
+    assert calls == [1]
+    restarted.close()
+
+
+def test_a_clean_close_is_not_a_crash(engine: TestEngine) -> None:
+    calls: list[int] = []
+    hold = threading.Event()
+
+    @weft_nb.activity(retry={"max_attempts": 1})
+    def once(_: object, activity: weft_nb.ActivityContext) -> int:
+        calls.append(activity.attempt)
+        if len(calls) == 1:
+            activity.cancelled.wait(20)
+            hold.wait(20)
+        return activity.attempt
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(once)
+
+    engine.start(wf, run_id="closed")
+    wait_until(lambda: calls)
+    path = engine.journal.path
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    wait_until(lambda: engine._closed)
+    hold.set()
+    closer.join(20)
+    with TestEngine(path) as reopened:
+        reopened.register(once, wf)
+        assert reopened.resume("closed").result(20) == 1
+    assert calls == [1, 1]
+
+
+def test_crash_loop_error_is_an_activity_failed_error() -> None:
+    assert issubclass(ActivityCrashLoopError, weft_nb.errors.ActivityFailedError)
+
+
+def test_a_full_disk_under_the_dispatch_log_warns_once_and_never_fails_a_step(
+    engine: TestEngine,
+) -> None:
+    @weft_nb.activity
+    def inc(x: int) -> int:
+        return x + 1
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(inc, ctx.run(inc, 1))
+
+    log = engine.dispatches
+    assert log._fd is not None
+    os.close(log._fd)
+    log._fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC, as a full disk
+    with pytest.warns(RuntimeWarning, match="could not write its dispatch log") as caught:
+        assert engine.run(wf, run_id="full") == 3
+    assert len([w for w in caught if "dispatch log" in str(w.message)]) == 1
