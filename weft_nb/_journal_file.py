@@ -32,7 +32,7 @@ from typing import Any
 import duckdb
 
 from ._faults import fault_point
-from ._journal_alias_lock import AliasLock, take_alias_lock
+from ._journal_alias_lock import AliasLock, recorded_home, take_alias_lock
 from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
 from ._journal_version import journal_version_error
@@ -83,6 +83,8 @@ class JournalFile:
             self._alias_lock = take_alias_lock(self.path, program)
             if self._alias_lock is not None:
                 self.path = self._alias_lock.home
+        else:
+            self.path = recorded_home(self.path)
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._users = 0
