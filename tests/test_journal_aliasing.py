@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from test_journal_locking import Child, run_child
 
 import weft_nb
 from weft_nb import Engine
+from weft_nb._duckdb_journal import DuckDBJournal
 from weft_nb.errors import JournalLockedError
 
 OWNER_FILE = ".weft-owner.json"  # weft_nb._journal_paths.OWNER_FILE
@@ -186,3 +190,34 @@ def test_a_journal_without_checkpoints_gets_no_folder(tmp_path: Path) -> None:
     with Engine(tmp_path / "plain.duckdb") as eng:
         eng.run(counting, 1, run_id="p")
     assert not (tmp_path / "plain.duckdb.checkpoints").exists()
+
+
+_CRASHING_WRITER = """
+import os, signal, sys
+from weft_nb._duckdb_journal import DuckDBJournal
+from weft_nb._journal import RunRecord, StepRecord
+journal = DuckDBJournal(sys.argv[1])
+journal.create_run(RunRecord("c", "wf", "v", "running", "rerun", "json", b"1", 0.0, 0.0))
+journal.record_step(StepRecord("c", 0, "act", "completed", "h", "s", 1, 1.0, 2.0, "json", b"7"))
+assert os.path.getsize(journal.step_log_path) > 0  # acknowledged, only in the step log
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_reader_by_a_hard_link_finds_the_step_log_of_a_killed_writer(tmp_path: Path) -> None:
+    real = tmp_path / "exp.duckdb"
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASHING_WRITER, str(real)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    os.link(real, tmp_path / "hard.duckdb")
+    reader = DuckDBJournal(tmp_path / "hard.duckdb", read_only=True)
+    try:
+        assert list(reader.load_steps("c")) == [0]  # applied from exp.duckdb.steplog
+    finally:
+        reader.close()

@@ -205,3 +205,16 @@ def test_the_command_line_uses_the_same_sandbox(tmp_path: Path) -> None:
     assert not target.exists()
     with Engine(path) as eng:
         assert [r.run_id for r in eng.runs()] == ["cli"]
+
+
+def test_no_room_for_the_copy_is_a_named_error(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from weft_nb.errors import JournalIOError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with pytest.raises(JournalIOError, match="TMPDIR") as caught:
+        engine.journal.select_frame("SELECT * FROM runs")
+    assert caught.value.path == engine.journal.path

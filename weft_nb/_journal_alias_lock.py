@@ -124,6 +124,23 @@ def take_alias_lock(journal_path: str, program: str) -> AliasLock | None:
     return AliasLock(fd, lock_path, home)
 
 
+def recorded_home(journal_path: str) -> str:
+    """The name a reader should use: the one recorded for this file, if it still names it.
+
+    A reader takes no lock, but it must look at the same step log as the writers (a hard link
+    opened after a crash would otherwise miss the records a writer left under the first name).
+    """
+    try:
+        info = os.stat(journal_path)
+        with open(os.path.join(registry_folder(), f"{info.st_dev}-{info.st_ino}.lock"), "rb") as f:
+            home = json.loads(f.read() or b"{}").get("journal")
+    except (OSError, ValueError, AttributeError):
+        return journal_path
+    if isinstance(home, str) and home != journal_path and _same_file(home, info):
+        return home
+    return journal_path
+
+
 def _read(fd: int) -> dict[str, Any]:
     try:
         data = os.pread(fd, 65536, 0)

@@ -35,7 +35,7 @@ from . import _io_faults as io_faults
 from . import _step_log_recovery as step_log_recovery
 from ._faults import fault_point
 from ._io_errors import from_duckdb_error, from_os_error
-from ._journal_alias_lock import AliasLock, take_alias_lock
+from ._journal_alias_lock import AliasLock, recorded_home, take_alias_lock
 from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
 from ._journal_version import journal_version_error
@@ -90,6 +90,8 @@ class JournalFile:
             self._alias_lock = take_alias_lock(self.path, program)
             if self._alias_lock is not None:
                 self.path = self._alias_lock.home
+        else:
+            self.path = recorded_home(self.path)
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._users = 0

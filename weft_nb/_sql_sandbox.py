@@ -225,9 +225,19 @@ def query_journal(
     """
     wanted = check_user_sql(sql, path)
     with _staging(path) as folder:
-        with use() as con:
-            files = _export(con, folder, wanted)
-        box = _sandbox(folder, files)
+        try:
+            with use() as con:
+                files = _export(con, folder, wanted)
+            box = _sandbox(folder, files)
+        except duckdb.Error as exc:  # e.g. no room in the temporary folder for the copy
+            raise JournalIOError(
+                f"could not copy journal {path} to {folder} for the query ({exc}); nothing was "
+                "changed. Free space there, or set TMPDIR to a folder with room for a copy of "
+                "the tables the query reads.",
+                path=path,
+                cause=str(exc).splitlines()[0],
+                errno=None,
+            ) from None
         try:
             try:
                 return fetch(box.execute(sql))
