@@ -216,3 +216,24 @@ def test_a_read_only_mount_says_how_to_read_the_journal(tmp_path: Path) -> None:
         assert caught.value.cause == "read-only file system"
         assert "read_only=True" in str(caught.value)
         DuckDBJournal(journal, read_only=True).close()  # what the message says works
+
+
+def test_a_checkpoint_on_a_really_full_disk_is_retried(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "disk", "4m") as disk:
+
+        @weft_nb.activity(retry={"max_attempts": 2, "initial_backoff": 0.01})
+        def save(_: object, activity: weft_nb.ActivityContext) -> int:
+            # The first attempt's state does not fit on the disk; the retry's does.
+            activity.checkpoint(os.urandom(8 * 1024 * 1024 if activity.attempt == 1 else 1024))
+            return activity.attempt
+
+        @weft_nb.workflow
+        def wf(ctx: weft_nb.WorkflowContext) -> int:
+            return ctx.run(save)
+
+        with TestEngine(disk / "j.duckdb") as engine:
+            # On 8d3cf07: PayloadError "cannot be pickled", not retried, the run failed.
+            assert engine.run(wf, run_id="cp", timeout=HANG_GUARD) == 2
+            (failed,) = engine.journal.attempts_of("cp", 0)
+            assert failed.error_type == "JournalIOError"
+            assert "disk full" in (failed.error_message or "")
