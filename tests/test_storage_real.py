@@ -21,7 +21,7 @@ import weft_nb
 from weft_nb._duckdb_journal import DuckDBJournal
 from weft_nb._heartbeats import HeartbeatFlusher
 from weft_nb._journal import HeartbeatRecord
-from weft_nb.errors import JournalIOError, WorkflowFailedError
+from weft_nb.errors import ActivityFailedError, JournalIOError, WorkflowFailedError
 from weft_nb.testing import TestEngine
 
 HANG_GUARD = 60.0  # seconds; only stops a hang from blocking the suite
@@ -56,6 +56,22 @@ def test_an_exception_whose_str_raises_is_recorded_by_its_type(engine: TestEngin
     resumed = engine.resume("u")
     with pytest.raises(WorkflowFailedError, match=r"<unprintable Unprintable>"):
         resumed.result(timeout=HANG_GUARD)
+
+
+def test_an_activity_exception_whose_str_raises_keeps_its_type(engine: TestEngine) -> None:
+    @weft_nb.activity(retry={"max_attempts": 2, "initial_backoff": 0.01})
+    def bad(_: object) -> None:
+        raise Unprintable()
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        ctx.run(bad)
+
+    # On 8d3cf07: the RuntimeError raised by __str__ replaced the activity's error.
+    with pytest.raises(ActivityFailedError, match=r"Unprintable: <unprintable Unprintable>"):
+        engine.run(wf, run_id="a", timeout=HANG_GUARD)
+    first = engine.journal.attempts_of("a", 0)[0]
+    assert (first.error_type, first.error_message) == ("Unprintable", "<unprintable Unprintable>")
 
 
 class _Attempt:
@@ -216,3 +232,24 @@ def test_a_read_only_mount_says_how_to_read_the_journal(tmp_path: Path) -> None:
         assert caught.value.cause == "read-only file system"
         assert "read_only=True" in str(caught.value)
         DuckDBJournal(journal, read_only=True).close()  # what the message says works
+
+
+def test_a_checkpoint_on_a_really_full_disk_is_retried(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "disk", "4m") as disk:
+
+        @weft_nb.activity(retry={"max_attempts": 2, "initial_backoff": 0.01})
+        def save(_: object, activity: weft_nb.ActivityContext) -> int:
+            # The first attempt's state does not fit on the disk; the retry's does.
+            activity.checkpoint(os.urandom(8 * 1024 * 1024 if activity.attempt == 1 else 1024))
+            return activity.attempt
+
+        @weft_nb.workflow
+        def wf(ctx: weft_nb.WorkflowContext) -> int:
+            return ctx.run(save)
+
+        with TestEngine(disk / "j.duckdb") as engine:
+            # On 8d3cf07: PayloadError "cannot be pickled", not retried, the run failed.
+            assert engine.run(wf, run_id="cp", timeout=HANG_GUARD) == 2
+            (failed,) = engine.journal.attempts_of("cp", 0)
+            assert failed.error_type == "JournalIOError"
+            assert "disk full" in (failed.error_message or "")

@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._payloads import exception_text
+
 Duration = float | int | str
 """Seconds as a number, or a string: ``"250ms"``, ``"1s"``, ``"5m"``, ``"1.5h"``, ``"2d"``."""
 
@@ -58,7 +60,7 @@ def error_matches(error: BaseException, matchers: Iterable[ErrorMatcher]) -> boo
     names = {cls.__name__ for cls in type(error).__mro__} | {
         f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__
     }
-    message = str(error)
+    message = exception_text(error)
     for matcher in matchers:
         if isinstance(matcher, str):
             if matcher in names or matcher == message:

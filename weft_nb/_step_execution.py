@@ -166,7 +166,7 @@ def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTrack
             final = ActivityScheduleToCloseTimeoutError(
                 f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "
                 f"would retry after its schedule_to_close_timeout of {s2c:g}s; gave up "
-                f"after {attempt} attempt(s). Last error: {type(error).__name__}: {error}",
+                f"after {attempt} attempt(s). Last error: {exception_text(error, with_type=True)}",
                 cause_type=type(error).__name__,
                 cause_message=exception_text(error),
                 traceback_text=outcome.traceback_text,
