@@ -30,9 +30,16 @@ _PYDANTIC = "pydantic:"
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 
+# Python refuses to print or parse ints of more than 4,300 digits (sys.get_int_max_str_digits):
+# such an int is pickled instead, so it encodes and decodes whatever the limit is.
+_JSON_INT_BITS = 10_000
+
+
 def _is_json_exact(value: Any, depth: int = 0) -> bool:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None or kind is float:
+    if kind is int:
+        return value.bit_length() <= _JSON_INT_BITS
+    if kind is str or kind is bool or value is None or kind is float:
         return True
     if depth > 64:
         return False

@@ -233,7 +233,9 @@ def await_completion(ctx: WorkflowContext, position: int, definition: ActivityDe
             if status == STEP_FAILED:
                 raise error_from_json(error, run_id=ctx.run_id)
             what = f"the completion of step {position} ({definition.name!r})"
-            return decode(codec, data, hint=definition.result_hint, what=what)
+            value = decode(codec, data, hint=definition.result_hint, what=what)
+            ctx._digests.remember(value, codec, data)  # later inputs hash it by its record
+            return value
         engine.clock.wait(arrived, None)
 
 
@@ -308,6 +310,7 @@ def record_success(
     if evidence.ENABLED:
         evidence.record("step_completed", run_id=state.run_id, position=position,
                         activity=definition.name)  # fmt: skip
+    ctx._digests.remember(value, codec, data)  # later inputs hash it by its record
     return value
 
 
