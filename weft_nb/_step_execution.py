@@ -286,6 +286,7 @@ def record_success(
         value,
         what=f"result of activity {definition.name!r} (step {position}, run {state.run_id!r})",
         max_bytes=engine.max_payload_bytes,
+        hint=definition.result_hint,
     )
     step = StepRecord(
         state.run_id,
