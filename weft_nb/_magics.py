@@ -23,7 +23,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
 from ._activity_context import ActivityContext
 from ._cells import CellError, CellSignature, compile_body, parse_signature, split_magic_line
@@ -118,6 +118,9 @@ class WeftMagics(WeftCommands, Magics):
     on_change = Unicode("rerun", help="Replay policy for changed steps: rerun or error.").tag(
         config=True
     )
+    development = Bool(
+        False, help="Development mode (DevelopmentWarning); off follows WEFT_NB_DEV=1."
+    ).tag(config=True)
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
@@ -148,6 +151,7 @@ class WeftMagics(WeftCommands, Magics):
                 on_change=self.on_change,
                 program=_notebook_path(self.shell.user_ns) or "IPython kernel",
                 executor=self._take_executor(),
+                development=True if self.development else None,
             )
         return self._engine
 

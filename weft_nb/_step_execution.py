@@ -73,6 +73,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
                 activity=definition.name, attempt=attempt,
                 durable_checkpoint=latest[0].seq if latest else None,
             )  # fmt: skip
+        engine.dev_checks.watch_attempt(definition, attempt_ctx)
         wake = clock.new_event()
         started = clock.now()
         state.live.add((attempt_ctx, wake))
@@ -95,6 +96,7 @@ def execute(ctx: WorkflowContext, step: PreparedStep) -> Any:
         ctx._check_alive()  # cancelled or stopped while the attempt ran
         assert outcome is not None
         error = outcome.error
+        engine.dev_checks.after_attempt(definition, attempt_ctx, hb_timeout, outcome.ok, error)
         if isinstance(error, CompleteAsync):
             if step.sub_operation:
                 raise _errors.DurableActivityScopeError(

@@ -84,6 +84,7 @@ class WorkflowContext:
         self._digests = ResultDigests(state.input_value, lambda: _recorded_input(engine, state))
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
+        engine.dev_checks.watch_workflow_thread(self)  # built on the workflow's thread
 
     # -- public API ------------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class WorkflowContext:
             max_bytes=self._engine.max_payload_bytes,
         )
         signature = input_digest(value, codec, data, self._digests)
+        self._engine.dev_checks.check_input(self, position, definition.name, signature)
         key = call_options.get("idempotency_key")
         if key is None and definition.idempotency_key is not None:
             key = str(definition.idempotency_key(value))
