@@ -61,6 +61,18 @@ def test_equal_inputs_in_any_order_have_one_digest() -> None:
     assert _digest(np.arange(4.0)) != _digest(np.arange(4.0).reshape(2, 2))
 
 
+def test_a_result_is_hashed_by_its_recorded_digest_and_forgotten_when_it_dies() -> None:
+    refs = ResultDigests()
+    model = Restorable()
+    codec, data = encode(model, what="x")
+    refs.remember(model, codec, data)
+    assert refs.lookup(model) == digest(codec.encode() + data)
+    assert _digest({"m": model}, refs) != _digest({"m": model})  # by reference, not re-pickled
+    assert _digest([1, model], refs) == _digest([1, model], refs)
+    del model
+    assert not refs._refs  # weakly held: a discarded result is freed
+
+
 def _completed(engine: TestEngine, run_id: str) -> int:
     rows = engine.journal.query(
         "SELECT count(*) FROM steps WHERE run_id = ? AND status = 'completed' AND NOT superseded",
@@ -243,3 +255,42 @@ def test_a_journal_with_the_previous_hash_scheme_replays_without_superseding(
         engine.signal("r", "go", None)
         assert engine.resume("r").result(30) == 0.5
     assert calls == Counter({"train": 1})
+
+
+def test_the_demo_pipeline_does_not_rerun_evaluate_after_a_crash(engine: TestEngine) -> None:
+    """notebooks/train_resume.ipynb's shape with a real scikit-learn model, which pickles to
+    other bytes once unpickled: the chaos campaign's "completed step 2 ... ran again"."""
+    sklearn_nn = pytest.importorskip("sklearn.neural_network")
+    calls: Counter[str] = Counter()
+
+    @weft_nb.activity
+    def prepare(_: object) -> dict[str, Any]:
+        calls["prepare"] += 1
+        rng = np.random.default_rng(0)
+        return {"X": rng.normal(size=(60, 4)), "y": np.arange(60) % 3}
+
+    @weft_nb.activity
+    def train(inputs: dict[str, Any]) -> Any:
+        calls["train"] += 1
+        model = sklearn_nn.MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning
+            return model.fit(inputs["data"]["X"], inputs["data"]["y"])
+
+    @weft_nb.activity
+    def evaluate(inputs: dict[str, Any]) -> float:
+        calls["evaluate"] += 1
+        return float(inputs["model"].score(inputs["data"]["X"], inputs["data"]["y"]))
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> float:
+        data = ctx.run(prepare)
+        model = ctx.run(train, {"data": data, "epochs": 5, "lr": 0.001})
+        score = ctx.run(evaluate, {"model": model, "data": data})
+        ctx.wait_for_signal("go")
+        return score
+
+    result, seen = _crash_and_resume(engine, wf, None, completed=3)
+    assert 0.0 <= result <= 1.0
+    assert calls == Counter({"prepare": 1, "train": 1, "evaluate": 1})  # base: evaluate twice
+    assert not [w for w in seen if issubclass(w.category, StepChangedWarning)]

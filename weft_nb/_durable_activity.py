@@ -89,6 +89,7 @@ def durable_activity(
     codec, data = encode(value, what=f"input of activity {definition.name!r}",
                          max_bytes=ctx._engine.max_payload_bytes)  # fmt: skip
     signature = input_digest(value, codec, data, ctx._digests)
+    ctx._engine.dev_checks.check_input(ctx, position, definition.name, signature)
     key = call_options.get("idempotency_key")
     if key is None and definition.idempotency_key is not None:
         key = str(definition.idempotency_key(value))

@@ -14,7 +14,7 @@ supersedes the journaled step. So the digest must be the same live and on replay
   digest of its *recorded encoding*, not by pickling it again. Live, that encoding is the one
   just journaled; on replay it is the same journaled bytes. Re-pickling an unpickled object (a
   scikit-learn model, say) may give other bytes, which used to supersede, and re-run, completed
-  steps after every crash. The strong reference kept per value pins its ``id()``.
+  steps after every crash. A reference kept per value (weak where possible) pins its ``id()``.
 - **Exact or not.** Anything else (an arbitrary object) is hashed by pickling it, which is not
   guaranteed to give the same bytes in another process. Such a digest is marked inexact; a
   mismatch on an inexact digest does not supersede completed work (see ``matches`` callers in
@@ -32,6 +32,7 @@ import pickle
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -68,10 +69,12 @@ class InputDigest:
 class ResultDigests:
     """The recorded-encoding digests of the values one workflow execution received.
 
-    Keyed by ``id()``; each entry holds a strong reference to its value, so the id cannot be
-    reused by another object while the execution lives. Plain values (JSON-encoded) are not
-    kept: they hash canonically the same live and on replay, and small ints or interned strings
-    share ids with unrelated equal values.
+    Keyed by ``id()``. An object that supports weak references (class instances, numpy arrays,
+    models) is held weakly and its entry dropped when it dies, so a long loop does not keep every
+    result alive; a dict, list or tuple cannot be, and is held until the execution ends (so its
+    id cannot be reused meanwhile). Plain values (JSON-encoded) are not kept: they hash
+    canonically the same live and on replay, and small ints or interned strings share ids with
+    unrelated equal values.
     """
 
     def __init__(
@@ -80,7 +83,7 @@ class ResultDigests:
         input_loader: Callable[[], tuple[str, bytes] | None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._refs: dict[int, tuple[Any, str]] = {}
+        self._refs: dict[int, tuple[Callable[[], Any], str]] = {}
         self._input = input_value
         self._input_loader = input_loader
 
@@ -88,8 +91,19 @@ class ResultDigests:
         """Record that ``value`` came from a journaled encoding ``(codec, data)``."""
         if codec is None or data is None or codec == JSON or _is_plain(value):
             return
+        key = id(value)
+        try:
+            get: Callable[[], Any] = weakref.ref(value, lambda _: self._forget(key))
+        except TypeError:  # no weak references to dict, list, tuple, ...
+            get = _Strong(value)
         with self._lock:
-            self._refs[id(value)] = (value, digest(codec.encode() + data))
+            self._refs[key] = (get, digest(codec.encode() + data))
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            entry = self._refs.get(key)
+            if entry is not None and entry[0]() is None:
+                del self._refs[key]
 
     def lookup(self, value: Any) -> str | None:
         """The recorded digest of ``value``, if the workflow received exactly this object."""
@@ -99,7 +113,19 @@ class ResultDigests:
             if record is not None:
                 self.remember(self._input, record[0], record[1])
         entry = self._refs.get(id(value))
-        return entry[1] if entry is not None and entry[0] is value else None
+        return entry[1] if entry is not None and entry[0]() is value else None
+
+
+class _Strong:
+    """A strong reference with ``weakref.ref``'s call interface."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self) -> Any:
+        return self.value
 
 
 def _is_plain(value: Any) -> bool:
