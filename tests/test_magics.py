@@ -346,3 +346,11 @@ def test_weft_executor_moves_cell_activities_to_worker_processes(ip: Interactive
     assert ip.run_line_magic("weft", "run where x=3")[1] == os.getpid()
     for name in ("offset", "whoami", "where"):
         ip.user_ns.pop(name, None)
+
+
+def test_development_mode_is_a_magics_setting(ip: InteractiveShell) -> None:
+    assert not magics(ip).engine.development  # off by default (see docs/engine.md)
+    ip.run_line_magic("weft", "journal other.duckdb")  # a new journal: a new engine
+    ip.run_line_magic("config", "WeftMagics.development = True")
+    assert magics(ip).engine.development
+    ip.run_line_magic("config", "WeftMagics.development = False")
