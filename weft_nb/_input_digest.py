@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pickle
 import struct
 import sys
@@ -38,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ._payloads import JSON, digest
+from ._payloads import JSON, _is_json_exact, digest
 
 _SCHEME = b"weft-input-v2\0"
 _MAX_DEPTH = 64
@@ -137,7 +138,10 @@ def input_digest(value: Any, codec: str, data: bytes, refs: ResultDigests) -> In
     """Digest ``value`` (already encoded as ``(codec, data)``) canonically; see the module."""
     opaque: list[Any] = []
     hasher = hashlib.sha256(_SCHEME)
-    _feed(hasher, value, refs, opaque, 0)
+    if codec == JSON:
+        _feed_json(hasher, value)
+    else:
+        _feed(hasher, value, refs, opaque, 0)
     return InputDigest(
         hasher.hexdigest()[:32], digest(codec.encode() + data), not opaque, tuple(opaque)
     )
@@ -168,6 +172,8 @@ def _feed(h: Any, value: Any, refs: ResultDigests, opaque: list[Any], depth: int
         h.update(b"R" + ref.encode())
     elif depth > _MAX_DEPTH:
         _opaque(h, value, opaque)
+    elif kind in (list, dict) and _is_json_exact(value):  # never a result: those are not JSON
+        _feed_json(h, value)
     elif kind is list or kind is tuple:
         h.update(b"%s%d:" % (b"L" if kind is list else b"T", len(value)))
         for item in value:
@@ -198,6 +204,11 @@ def _feed(h: Any, value: Any, refs: ResultDigests, opaque: list[Any], depth: int
         h.update(value.tobytes(order="C"))
     else:
         _opaque(h, value, opaque)
+
+
+def _feed_json(h: Any, value: Any) -> None:
+    """Plain data: sorted-key JSON is canonical, and C-fast for big lists."""
+    h.update(b"J" + json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _opaque(h: Any, value: Any, opaque: list[Any]) -> None:
