@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from .errors import DevelopmentWarning
@@ -51,6 +51,18 @@ _STDLIB_DIR = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 _CLOCK_NAMES = {"time", "time_ns"}
 _DATE_NAMES = {"now", "utcnow", "today"}
 _RANDOM_NAMES = {"random", "getrandbits"}
+# Engine functions that run the user's code as their own body (the %%weft_workflow cell's
+# wrapper): the hook treats their frames as the user's.
+_TRANSPARENT: set[CodeType] = set()
+
+
+def transparent(fn: Callable[..., Any]) -> None:
+    """Treat ``fn``'s frames as workflow code (it only forwards to the user's cell)."""
+    _TRANSPARENT.add(fn.__code__)
+
+
+def _is_engine(code: CodeType) -> bool:
+    return code.co_filename.startswith(_ENGINE_DIR) and code not in _TRANSPARENT
 
 
 def enabled(flag: bool | None) -> bool:
@@ -179,9 +191,9 @@ def _profile_hook(checks: DevelopmentChecks, ctx: WorkflowContext) -> Callable[.
                 inside = None
             return
         if event == "call":
-            if frame.f_code.co_filename.startswith(_ENGINE_DIR):
+            if _is_engine(frame.f_code):
                 inside = frame
-        elif event == "c_call" and not frame.f_code.co_filename.startswith(_ENGINE_DIR):
+        elif event == "c_call" and not _is_engine(frame.f_code):
             what = _watched(arg)
             if what is not None:
                 _report(checks, ctx, what, frame)

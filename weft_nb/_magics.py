@@ -29,6 +29,7 @@ from ._activity_context import ActivityContext
 from ._cells import CellError, CellSignature, compile_body, parse_signature, split_magic_line
 from ._clock import RealClock
 from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
+from ._development import transparent
 from ._engine import Engine
 from ._executors import Executor, executor_from_spec
 from ._magic_commands import WeftCommands
@@ -243,6 +244,7 @@ class WeftMagics(WeftCommands, Magics):
         def run_cell(ctx: Any, value: Any) -> Any:
             return body(ctx, **signature.bind(value, what=what))
 
+        transparent(run_cell)  # development mode watches the cell's code, not this wrapper
         definition = make_workflow(
             run_cell, name=signature.name, version=options.version, source=f"{line}\n{cell}"
         )
