@@ -15,7 +15,8 @@ engine event (``check``, ``message``):
   ``datetime.now``/``utcnow``/``today``, ``date.today``) or random numbers (the ``random``
   module, ``os.urandom``, so ``uuid.uuid4`` too). Seen through a profile hook installed with
   ``sys.setprofile`` on the workflow's own thread only (other threads pay nothing); while engine
-  code runs (an inline activity, a memo callback) the hook returns at once. C extensions that
+  code runs (a memo callback) the hook returns at once, and while an activity attempt runs inline
+  on that thread the hook is lifted. C extensions that
   read the clock or their own generators (``numpy.random``) are not seen.
 - ``input_hash``: a step's input holds an object hashed by pickling it (see ``_input_digest``)
   whose pickle changes when it is stored and loaded again, so a replay in another process would
@@ -80,6 +81,7 @@ class DevelopmentChecks:
         self._emit = emit
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str, int | None, str]] = set()
+        self._paused: dict[int, Any] = {}  # thread id -> its clock watch, lifted for an attempt
 
     def warn(
         self, check: str, run_id: str, position: int | None, message: str, detail: str = ""
@@ -96,8 +98,18 @@ class DevelopmentChecks:
     # -- activities ------------------------------------------------------------------------
 
     def watch_attempt(self, definition: ActivityDefinition, ctx: ActivityContext) -> None:
-        """Before an attempt runs: watch its reads of ``last_heartbeat_details``."""
-        if not self.active or ctx.attempt < 2:
+        """Before an attempt runs: watch its reads of ``last_heartbeat_details``.
+
+        Also lifts the workflow thread's clock watch while the attempt runs (inline, on this
+        thread): activities may read the clock, and the hook would slow every call they make.
+        """
+        if not self.active:
+            return
+        hook = sys.getprofile()
+        if getattr(hook, "weft_development", False):
+            sys.setprofile(None)
+            self._paused[threading.get_ident()] = hook
+        if ctx.attempt < 2:
             return
 
         def on_read(details: Any) -> None:
@@ -124,7 +136,12 @@ class DevelopmentChecks:
         error: BaseException | None,
     ) -> None:
         """After an attempt: a ``heartbeat_timeout`` on an activity that never heartbeated."""
-        if not self.active or heartbeat_timeout is None or ctx.heartbeat_count:
+        if not self.active:
+            return
+        hook = self._paused.pop(threading.get_ident(), None)
+        if hook is not None:
+            sys.setprofile(hook)
+        if heartbeat_timeout is None or ctx.heartbeat_count:
             return
         from .errors import ActivityHeartbeatTimeoutError
 
@@ -198,6 +215,7 @@ def _profile_hook(checks: DevelopmentChecks, ctx: WorkflowContext) -> Callable[.
             if what is not None:
                 _report(checks, ctx, what, frame)
 
+    hook.weft_development = True  # type: ignore[attr-defined]  # marks it for watch_attempt
     return hook
 
 
