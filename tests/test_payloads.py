@@ -70,17 +70,9 @@ def test_replayed_results_keep_their_types_and_codecs_are_recorded(engine: TestE
     live = engine.run(wf, run_id="p")
     codecs = engine.journal.query("SELECT result_codec FROM steps ORDER BY position")
     assert [c for (c,) in codecs] == ["pickle", "pickle", "pydantic:test_payloads:Metrics"]
-    restarted = engine.simulate_restart()
-    # replay step by step through a second run id of the same steps: resume the recorded run
-    rows = restarted.journal.load_steps("p")
-    replayed = [
-        decode(rows[i].result_codec or "", rows[i].result or b"", hint=hint)
-        for i, hint in enumerate([None, None, Metrics])
-    ]
-    assert replayed[0] == (1, 2)
-    np.testing.assert_array_equal(replayed[1], live[1])
-    assert replayed[2] == Metrics(accuracy=0.75, epochs=3)
-    restarted.close()
+    assert live[0] == (1, 2) and isinstance(live[2], Metrics)
+    # Replay through the engine in a new process:
+    # test_pydantic_results_replay_intact_through_the_engine_in_a_new_process.
 
 
 def test_invalid_input_for_a_model_hint_is_a_payload_error(engine: TestEngine) -> None:
@@ -168,11 +160,12 @@ def test_pydantic_results_replay_intact_through_the_engine_in_a_new_process(
     tmp_path: Path,
 ) -> None:
     """NaN/inf, a subclass through a base-class hint, tuples and sets in Any fields, non-UTF-8
-    bytes and a 5,000-digit int: each comes back, in a new process, equal and of its class."""
+    bytes and a 5,000-digit int, a plain model, a tuple and a numpy array: each comes back, in a
+    new process, equal and of its class."""
     journal = tmp_path / "journal.duckdb"
     recorded = _child(journal, "record", tmp_path / "record.json")
     assert recorded["status"] == "running", recorded
-    assert len(recorded["executed"]) == 6
+    assert len(recorded["executed"]) == 8
     # Only what JSON cannot hold exactly is pickled; plain models and the subclass stay JSON.
     assert recorded["codecs"][1] == "pydantic:__main__:Sub"
     assert recorded["codecs"][5] == "pydantic:__main__:Plain"

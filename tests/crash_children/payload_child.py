@@ -15,11 +15,13 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 import weft_nb
 
 sys.set_int_max_str_digits(0)  # repr() of a 5,000-digit int, for the comparison only
+np.set_printoptions(floatmode="unique")  # repr() of an array shows every float exactly
 
 
 class Point(BaseModel):
@@ -91,7 +93,19 @@ def plain(_: object) -> Plain:
     return Plain(lr=0.5, tags=["a", "b"])
 
 
-ACTIVITIES = [nan_point, subclass, loose, blob, big, plain]
+@weft_nb.activity
+def pair(_: object) -> tuple[int, str]:
+    EXECUTED.append("pair")
+    return (1, "two")
+
+
+@weft_nb.activity
+def array(_: object) -> Any:
+    EXECUTED.append("array")
+    return np.arange(6, dtype=np.float32).reshape(2, 3)
+
+
+ACTIVITIES = [nan_point, subclass, loose, blob, big, plain, pair, array]
 
 
 @weft_nb.workflow
