@@ -34,6 +34,7 @@ import sysconfig
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
@@ -81,7 +82,10 @@ class DevelopmentChecks:
         self._emit = emit
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str, int | None, str]] = set()
-        self._paused: dict[int, Any] = {}  # thread id -> its clock watch, lifted for an attempt
+        # attempt -> (thread, its clock watch), lifted while the attempt runs on that thread
+        self._paused: weakref.WeakKeyDictionary[ActivityContext, tuple[int, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def warn(
         self, check: str, run_id: str, position: int | None, message: str, detail: str = ""
@@ -108,7 +112,7 @@ class DevelopmentChecks:
         hook = sys.getprofile()
         if getattr(hook, "weft_development", False):
             sys.setprofile(None)
-            self._paused[threading.get_ident()] = hook
+            self._paused[ctx] = (threading.get_ident(), hook)
         if ctx.attempt < 2:
             return
 
@@ -138,9 +142,9 @@ class DevelopmentChecks:
         """After an attempt: a ``heartbeat_timeout`` on an activity that never heartbeated."""
         if not self.active:
             return
-        hook = self._paused.pop(threading.get_ident(), None)
-        if hook is not None:
-            sys.setprofile(hook)
+        paused = self._paused.pop(ctx, None)
+        if paused is not None and paused[0] == threading.get_ident():
+            sys.setprofile(paused[1])
         if heartbeat_timeout is None or ctx.heartbeat_count:
             return
         from .errors import ActivityHeartbeatTimeoutError
