@@ -346,3 +346,23 @@ def test_weft_executor_moves_cell_activities_to_worker_processes(ip: Interactive
     assert ip.run_line_magic("weft", "run where x=3")[1] == os.getpid()
     for name in ("offset", "whoami", "where"):
         ip.user_ns.pop(name, None)
+
+
+def test_development_mode_is_a_magics_setting(ip: InteractiveShell) -> None:
+    assert not magics(ip).engine.development  # off by default (see docs/engine.md)
+    ip.run_line_magic("weft", "journal other.duckdb")  # a new journal: a new engine
+    ip.run_line_magic("config", "WeftMagics.development = True")
+    assert magics(ip).engine.development
+    ip.run_line_magic("config", "WeftMagics.development = False")
+
+
+def test_development_mode_watches_a_workflow_cell_for_clock_reads(ip: InteractiveShell) -> None:
+    ip.run_line_magic("config", "WeftMagics.development = True")
+    try:
+        cell(ip, "weft_activity prepare(n, scale)", PREPARE)
+        cell(ip, "weft_workflow stamped(n)", "import time\nstarted = time.time()\n" + PIPELINE)
+        with pytest.warns(weft_nb.DevelopmentWarning, match=r"time\.time\(\) in its own code"):
+            assert ip.run_line_magic("weft", "run stamped n=3") == 6
+        assert magics(ip).engine.development
+    finally:
+        ip.run_line_magic("config", "WeftMagics.development = False")

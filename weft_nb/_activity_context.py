@@ -81,6 +81,7 @@ class ActivityContext:
         self._background: BackgroundWriter | None = None
         self._on_cancel: Callable[[], None] | None = None
         self._register_token: Callable[[str], None] | None = None  # set by the engine
+        self._on_last_heartbeat_read: Callable[[Any], None] | None = None  # development mode
         self._token_registered = False  # set while a coroutine activity runs
         # Written by heartbeat() on the activity's thread and read by the flusher and watchdog.
         # Plain attribute stores are atomic under the GIL, so no lock sits on the hot path.
@@ -113,6 +114,8 @@ class ActivityContext:
         """
         if self._last_heartbeat is _NOT_LOADED:
             self._last_heartbeat = self._last_heartbeat_loader()
+        if self._on_last_heartbeat_read is not None:
+            self._on_last_heartbeat_read(self._last_heartbeat)
         return self._last_heartbeat
 
     def checkpoint(self, state: Any, *, background: bool = False) -> None:

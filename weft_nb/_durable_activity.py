@@ -29,8 +29,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._input_digest import input_digest
 from ._journal import STEP_COMPLETED, STEP_FAILED
-from ._payloads import decode, digest, encode, error_from_json, validate
+from ._payloads import decode, encode, error_from_json, validate
 from ._reconciliation import adopt_reconciled
 from .errors import DurableActivityScopeError
 
@@ -91,22 +92,25 @@ def durable_activity(
     value = validate(input, definition.input_hint, what=f"input of activity {definition.name!r}")
     codec, data = encode(value, what=f"input of activity {definition.name!r}",
                          max_bytes=ctx._engine.max_payload_bytes)  # fmt: skip
-    input_hash = digest(codec.encode() + data)
+    signature = input_digest(value, codec, data, ctx._digests)
+    ctx._engine.dev_checks.check_input(ctx, position, definition.name, signature)
     key = call_options.get("idempotency_key")
     if key is None and definition.idempotency_key is not None:
         key = str(definition.idempotency_key(value))
     from ._workflow_context import PreparedStep
 
-    step = PreparedStep(position, definition, value, input_hash, key, call_options,
+    step = PreparedStep(position, definition, value, signature.value, key, call_options,
                         record=key is not None, sub_operation=True)  # fmt: skip
     if key is not None:
-        recorded = ctx._recorded(position, definition.name, definition.source_hash, input_hash)
+        recorded = ctx._recorded(position, definition.name, definition.source_hash, signature)
         if recorded is not None and recorded.status == STEP_COMPLETED:
             assert recorded.result_codec is not None
             assert recorded.result is not None
             ctx._state.replayed += 1
-            return decode(recorded.result_codec, recorded.result, hint=definition.result_hint,
-                          what=f"the recorded result of {definition.name!r}")  # fmt: skip
+            result = decode(recorded.result_codec, recorded.result, hint=definition.result_hint,
+                            what=f"the recorded result of {definition.name!r}")  # fmt: skip
+            ctx._digests.remember(result, recorded.result_codec, recorded.result)
+            return result
         if recorded is not None and recorded.status == STEP_FAILED:
             assert recorded.error is not None
             ctx._state.replayed += 1

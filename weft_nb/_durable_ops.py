@@ -70,6 +70,7 @@ def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = M
         assert recorded.result_codec is not None
         assert recorded.result is not None
         value = decode(recorded.result_codec, recorded.result, what=f"memo {key!r}")
+        ctx._digests.remember(value, recorded.result_codec, recorded.result)
         ctx._state.replayed += 1
     else:
         with memo_scope(ctx, position, key):  # durable_activity() works inside
@@ -82,6 +83,7 @@ def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = M
             StepRecord(ctx.run_id, position, kind, STEP_COMPLETED, signature, "", 1, at, at,
                        codec, data)
         )  # fmt: skip
+        ctx._digests.remember(value, codec, data)
     if kind == MEMO:
         ctx._memo[key] = value
     return value
@@ -102,7 +104,9 @@ def wait_for_signal(ctx: WorkflowContext, name: str, timeout: Duration | None = 
             raise error_from_json(recorded.error, run_id=ctx.run_id)
         assert recorded.result_codec is not None
         assert recorded.result is not None
-        return decode(recorded.result_codec, recorded.result, what=f"the payload of {where}")
+        payload = decode(recorded.result_codec, recorded.result, what=f"the payload of {where}")
+        ctx._digests.remember(payload, recorded.result_codec, recorded.result)
+        return payload
     started = engine.clock.now()
     deadline = None
     if recorded is not None and recorded.result is not None:
@@ -124,7 +128,9 @@ def wait_for_signal(ctx: WorkflowContext, name: str, timeout: Duration | None = 
         if received is not None:
             assert received.result_codec is not None
             assert received.result is not None
-            return decode(received.result_codec, received.result, what=f"the payload of {where}")
+            payload = decode(received.result_codec, received.result, what=f"the payload of {where}")
+            ctx._digests.remember(payload, received.result_codec, received.result)
+            return payload
         remaining = None if deadline is None else deadline - engine.clock.now()
         if remaining is not None and remaining <= 0:
             error = SignalTimeoutError(

@@ -27,6 +27,7 @@ from ._definitions import (
     definition_of,
     make_workflow,
 )
+from ._development import DevelopmentChecks, enabled
 from ._duckdb_journal import DuckDBJournal
 from ._engine_views import EngineViews
 from ._executors import Executor, ThreadExecutor
@@ -76,6 +77,8 @@ class Engine(EngineViews, ExternalInputs):
         executor: Where activity attempts run: :class:`ThreadExecutor` (the default, in this
             process), :class:`ProcessExecutor` (worker processes) or :class:`DaskExecutor` (a
             Dask cluster). The journal stays here; the engine closes the executor when it closes.
+        development: Development mode: warn (``DevelopmentWarning``) about mistakes the engine
+            can see; see docs/engine.md. None (the default) follows ``WEFT_NB_DEV=1``.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Engine(EngineViews, ExternalInputs):
         queue_limits: Mapping[str, int] | None = None,
         program: str = "",
         executor: Executor | None = None,
+        development: bool | None = None,
     ) -> None:
         if on_change not in ON_CHANGE_POLICIES:
             raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {on_change!r}")
@@ -124,6 +128,8 @@ class Engine(EngineViews, ExternalInputs):
         self._launching = threading.RLock()  # serialises resume(); see there
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
+        self.development = enabled(development)
+        self.dev_checks = DevelopmentChecks(self.development, self.emit)
         self._closed = False
         self._servers: list[Server] = []
         # An engine left open is closed at interpreter exit: heartbeats flushed, journal released.

@@ -23,12 +23,13 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
 from ._activity_context import ActivityContext
 from ._cells import CellError, CellSignature, compile_body, parse_signature, split_magic_line
 from ._clock import RealClock
 from ._definitions import DEFINITION_ATTR, make_activity, make_workflow
+from ._development import transparent
 from ._engine import Engine
 from ._executors import Executor, executor_from_spec
 from ._magic_commands import WeftCommands
@@ -118,6 +119,9 @@ class WeftMagics(WeftCommands, Magics):
     on_change = Unicode("rerun", help="Replay policy for changed steps: rerun or error.").tag(
         config=True
     )
+    development = Bool(
+        False, help="Development mode (DevelopmentWarning); off follows WEFT_NB_DEV=1."
+    ).tag(config=True)
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
@@ -148,6 +152,7 @@ class WeftMagics(WeftCommands, Magics):
                 on_change=self.on_change,
                 program=_notebook_path(self.shell.user_ns) or "IPython kernel",
                 executor=self._take_executor(),
+                development=True if self.development else None,
             )
         return self._engine
 
@@ -239,6 +244,7 @@ class WeftMagics(WeftCommands, Magics):
         def run_cell(ctx: Any, value: Any) -> Any:
             return body(ctx, **signature.bind(value, what=what))
 
+        transparent(run_cell)  # development mode watches the cell's code, not this wrapper
         definition = make_workflow(
             run_cell, name=signature.name, version=options.version, source=f"{line}\n{cell}"
         )

@@ -30,9 +30,16 @@ _PYDANTIC = "pydantic:"
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 
+# Python refuses to print or parse ints of more than 4,300 digits (sys.get_int_max_str_digits):
+# such an int is pickled instead, so it encodes and decodes whatever the limit is.
+_JSON_INT_BITS = 10_000
+
+
 def _is_json_exact(value: Any, depth: int = 0) -> bool:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None or kind is float:
+    if kind is int:
+        return bool(value.bit_length() <= _JSON_INT_BITS)
+    if kind is str or kind is bool or value is None or kind is float:
         return True
     if depth > 64:
         return False
@@ -44,9 +51,14 @@ def _is_json_exact(value: Any, depth: int = 0) -> bool:
 
 
 def encode(
-    value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hint: Any = None
 ) -> tuple[str, bytes]:
     """Encode ``value``; raise :class:`PayloadError` naming ``what`` if it cannot be stored.
+
+    A pydantic model is stored as its JSON only when that JSON decodes (as a replay would, through
+    ``hint``) to an equal model of the same class; otherwise (NaN or inf, tuples or sets in
+    ``Any`` fields, bytes that are not UTF-8, ints too long for JSON, ...) it is pickled, and a
+    model that cannot be pickled either is refused here, not at replay.
 
     >>> encode({"a": [1, 2.5, None]}, what="x")
     ('json', b'{"a":[1,2.5,null]}')
@@ -55,10 +67,8 @@ def encode(
     """
     if _is_json_exact(value):
         codec, data = JSON, json.dumps(value, separators=(",", ":")).encode()
-    elif isinstance(value, BaseModel):
-        cls = type(value)
-        codec = f"{_PYDANTIC}{cls.__module__}:{cls.__qualname__}"
-        data = value.model_dump_json().encode()
+    elif isinstance(value, BaseModel) and (as_json := _model_json(value, hint)) is not None:
+        codec, data = as_json
     else:
         try:
             codec, data = PICKLE, pickle.dumps(value, protocol=5)
@@ -83,6 +93,20 @@ def encode(
     return codec, data
 
 
+def _model_json(value: BaseModel, hint: Any) -> tuple[str, bytes] | None:
+    """The model's JSON codec and text, if decoding them gives the model back exactly."""
+    cls = type(value)
+    codec = f"{_PYDANTIC}{cls.__module__}:{cls.__qualname__}"
+    try:
+        data = value.model_dump_json().encode()
+        back = _decode(codec, data, hint)  # exactly as a replay in a new process decodes it
+        if type(back) is cls and back == value:
+            return codec, data
+    except Exception:  # any failure to round-trip: pickle it instead
+        return None
+    return None
+
+
 def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored value") -> Any:
     """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models.
 
@@ -103,6 +127,12 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored v
             "model changed since it was recorded. Restore the old fields, or start a new run.",
             what=what,
         ) from exc
+    except ValueError as exc:
+        raise PayloadError(
+            f"{what} could not be decoded ({exc}); it was recorded by other code or is "
+            "damaged. Start a new run, or restore the code that recorded it.",
+            what=what,
+        ) from exc
 
 
 def _decode(codec: str, data: bytes, hint: Any) -> Any:
@@ -114,9 +144,11 @@ def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == PICKLE:
         return pickle.loads(data)
     if codec.startswith(_PYDANTIC):
-        if hint is not None and _wants_model(hint):
-            return TypeAdapter(hint).validate_json(data)
         cls = _find_class(codec[len(_PYDANTIC) :])
+        if hint is not None and _wants_model(hint):
+            if cls is not None and issubclass(cls, hint):  # a subclass keeps its own fields
+                return cls.model_validate_json(data)
+            return TypeAdapter(hint).validate_json(data)
         if cls is not None:
             return cls.model_validate_json(data)
         return json.loads(data)

@@ -91,6 +91,7 @@ def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTrack
                 activity=definition.name, attempt=attempt,
                 durable_checkpoint=latest[0].seq if latest else None,
             )  # fmt: skip
+        engine.dev_checks.watch_attempt(definition, attempt_ctx)
         wake = clock.new_event()
         started = clock.now()
         state.live.add((attempt_ctx, wake))
@@ -114,6 +115,7 @@ def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTrack
         ctx._check_alive()  # cancelled or stopped while the attempt ran
         assert outcome is not None
         error = outcome.error
+        engine.dev_checks.after_attempt(definition, attempt_ctx, hb_timeout, outcome.ok, error)
         if isinstance(error, CompleteAsync):
             if step.sub_operation:
                 raise _errors.DurableActivityScopeError(
@@ -258,7 +260,9 @@ def await_completion(ctx: WorkflowContext, position: int, definition: ActivityDe
             if status == STEP_FAILED:
                 raise error_from_json(error, run_id=ctx.run_id)
             what = f"the completion of step {position} ({definition.name!r})"
-            return decode(codec, data, hint=definition.result_hint, what=what)
+            value = decode(codec, data, hint=definition.result_hint, what=what)
+            ctx._digests.remember(value, codec, data)  # later inputs hash it by its record
+            return value
         engine.clock.wait(arrived, None)
 
 
@@ -309,6 +313,7 @@ def record_success(
         value,
         what=f"result of activity {definition.name!r} (step {position}, run {state.run_id!r})",
         max_bytes=engine.max_payload_bytes,
+        hint=definition.result_hint,
     )
     step = StepRecord(
         state.run_id,
@@ -333,6 +338,7 @@ def record_success(
     if evidence.ENABLED:
         evidence.record("step_completed", run_id=state.run_id, position=position,
                         activity=definition.name)  # fmt: skip
+    ctx._digests.remember(value, codec, data)  # later inputs hash it by its record
     return value
 
 

@@ -18,6 +18,7 @@ from . import _durable_ops, _parallel, _step_execution
 from . import _evidence as evidence
 from ._activity_context import EngineStopped
 from ._definitions import ActivityDefinition, definition_of, make_activity
+from ._input_digest import InputDigest, ResultDigests, input_digest
 from ._journal import (
     STEP_COMPLETED,
     STEP_FAILED,
@@ -25,7 +26,7 @@ from ._journal import (
     StepRecord,
 )
 from ._parallel import StepFuture
-from ._payloads import decode, digest, encode, error_from_json, validate
+from ._payloads import decode, encode, error_from_json, validate
 from ._reconciliation import adopt_reconciled
 from ._retry import Duration
 from .errors import (
@@ -79,8 +80,11 @@ class WorkflowContext:
         self._state = state
         self._position = 0
         self._memo: dict[str, Any] = {}
+        # What this execution received from the engine, by recorded digest (see _input_digest).
+        self._digests = ResultDigests(state.input_value, lambda: _recorded_input(engine, state))
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
+        engine.dev_checks.watch_workflow_thread(self)  # built on the workflow's thread
 
     # -- public API ------------------------------------------------------------------------
 
@@ -123,12 +127,13 @@ class WorkflowContext:
             what=f"input of activity {definition.name!r} (step {position})",
             max_bytes=self._engine.max_payload_bytes,
         )
-        input_hash = digest(codec.encode() + data)
+        signature = input_digest(value, codec, data, self._digests)
+        self._engine.dev_checks.check_input(self, position, definition.name, signature)
         key = call_options.get("idempotency_key")
         if key is None and definition.idempotency_key is not None:
             key = str(definition.idempotency_key(value))
-        step = PreparedStep(position, definition, value, input_hash, key, call_options)
-        recorded = self._recorded(position, definition.name, definition.source_hash, input_hash)
+        step = PreparedStep(position, definition, value, signature.value, key, call_options)
+        recorded = self._recorded(position, definition.name, definition.source_hash, signature)
         if recorded is None:
             return step
         if recorded.status == STEP_COMPLETED:
@@ -144,6 +149,7 @@ class WorkflowContext:
                     f"{self.run_id!r})",
                 ),
             )
+            self._digests.remember(step.result, recorded.result_codec, recorded.result)
         elif recorded.status == STEP_FAILED:
             assert recorded.error is not None
             step.replayed, step.error = True, error_from_json(recorded.error, run_id=self.run_id)
@@ -162,17 +168,30 @@ class WorkflowContext:
         return position
 
     def _recorded(
-        self, position: int, name: str, source_hash: str, input_hash: str
+        self, position: int, name: str, source_hash: str, input_hash: str | InputDigest
     ) -> StepRecord | None:
-        """The journaled record at ``position`` if its signature matches; else apply on_change."""
+        """The journaled record at ``position`` if its signature matches; else apply on_change.
+
+        An activity input's digest matches under either hash scheme (old journals). A mismatch
+        of an inexact digest (part of the input was hashed by re-pickling an object) is not
+        trusted: the journaled step is kept, with a :class:`StepChangedWarning`.
+        """
         recorded = self._state.steps.pop(position, None)  # each position is visited once
         if recorded is None:
             return None
-        if (recorded.activity, recorded.input_hash, recorded.source_hash) == (
-            name, input_hash, source_hash,
-        ):  # fmt: skip
-            return recorded
-        self._on_changed(position, recorded, name, source_hash, input_hash)
+        if isinstance(input_hash, InputDigest):
+            same_input = input_hash.matches(recorded.input_hash)
+            new_hash = input_hash.value
+        else:
+            same_input, new_hash = recorded.input_hash == input_hash, input_hash
+        if (recorded.activity, recorded.source_hash) == (name, source_hash):
+            if same_input:
+                return recorded
+            if isinstance(input_hash, InputDigest) and not input_hash.exact:
+                _warn_untrusted_change(self._state.run_id, position, name, input_hash)
+                return recorded
+        shown = recorded.input_hash if same_input else new_hash  # matched under the old scheme
+        self._on_changed(position, recorded, name, source_hash, shown or "")
         return None
 
     def submit(
@@ -312,6 +331,25 @@ class WorkflowContext:
 
     def _record_success(self, *args: Any) -> Any:
         return _step_execution.record_success(self, *args)
+
+
+def _recorded_input(engine: Engine, state: RunState) -> tuple[str, bytes] | None:
+    """The run's input as journaled: ``(codec, data)``."""
+    record = engine.journal.get_run(state.run_id)
+    return None if record is None else (record.input_codec, record.input)
+
+
+def _warn_untrusted_change(run_id: str, position: int, name: str, signature: InputDigest) -> None:
+    kinds = sorted({f"{type(v).__module__}.{type(v).__qualname__}" for v in signature.opaque})
+    warnings.warn(
+        f"step {position} ({name!r}) of run {run_id!r}: its input hashes differently from the "
+        f"journal, but the hash is not reliable: it pickles {', '.join(kinds)} objects, whose "
+        "bytes can differ between processes. The journaled step is kept, not run again. If the "
+        "input really changed, start a new run; to make the hash exact, pass plain data, "
+        "dataclasses, pydantic models, numpy arrays, or values returned by earlier steps.",
+        StepChangedWarning,
+        stacklevel=4,
+    )
 
 
 __all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]
