@@ -130,7 +130,9 @@ class RetryPolicy:
 
     def backoff(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
-        initial, cap = float(self.initial_backoff), float(self.max_backoff)
+        # Both are float seconds once __post_init__ ran; parse_duration keeps mypy informed.
+        initial = parse_duration(self.initial_backoff) or 0.0
+        cap = parse_duration(self.max_backoff) or 0.0
         try:
             delay = initial * self.backoff_multiplier ** (failed_attempt - 1)
         except OverflowError:  # thousands of attempts: the cap applies long before
