@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _durable_ops, _parallel, _step_execution
+from . import _durable_ops, _parallel, _step_execution, _step_scope
 from . import _evidence as evidence
 from ._activity_context import EngineStopped
 from ._definitions import ActivityDefinition, definition_of, make_activity
@@ -93,6 +93,7 @@ class WorkflowContext:
         a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
         A completed step is answered from the journal and never runs twice.
         """
+        _step_scope.check_scope(self, f"ctx.run({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
         if step.replayed:
             if step.error is not None:
@@ -187,6 +188,7 @@ class WorkflowContext:
         The step takes its position now (program order), runs on a worker thread, and is
         journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
         """
+        _step_scope.check_scope(self, f"ctx.submit({_name_of(activity)!r})")
         return _parallel.submit(self, self._prepare(activity, input, call_options))
 
     def all(self, futures: Sequence[StepFuture]) -> list[Any]:
@@ -194,6 +196,7 @@ class WorkflowContext:
 
         Every sibling that completed is already journaled, so a resume never runs it again.
         """
+        _step_scope.check_scope(self, "ctx.all")
         return _parallel.wait_all(futures)
 
     def race(self, futures: Sequence[StepFuture]) -> tuple[int, Any]:
@@ -203,6 +206,7 @@ class WorkflowContext:
         completion and their ``cancelled`` is not set: a race selects a result, it does not stop
         work (Weft's documented behaviour).
         """
+        _step_scope.check_scope(self, "ctx.race")
         return _parallel.race(self, futures)
 
     def run_all(self, branches: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,14 +215,17 @@ class WorkflowContext:
         Renaming or reordering the branches of a journaled group raises
         ``BranchTopologyChangedError`` instead of matching results to the wrong branches.
         """
+        _step_scope.check_scope(self, "ctx.run_all")
         return _parallel.run_all(self, branches, self.submit)
 
     def sleep(self, duration: Duration) -> None:
         """Sleep durably: after a restart it ends at the original deadline."""
+        _step_scope.check_scope(self, "ctx.sleep")
         _durable_ops.sleep(self, duration)
 
     def now(self) -> float:
         """The current time, recorded: a replay returns the same value."""
+        _step_scope.check_scope(self, "ctx.now")
         return _durable_ops.now(self)
 
     def wait_for_signal(self, name: str, timeout: Duration | None = None) -> Any:
@@ -229,10 +236,12 @@ class WorkflowContext:
         deadline is journaled (a restart keeps it) and ``SignalTimeoutError`` is raised when it
         passes, and raised again on every replay.
         """
+        _step_scope.check_scope(self, f"ctx.wait_for_signal({name!r})")
         return _durable_ops.wait_for_signal(self, name, timeout)
 
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
+        _step_scope.check_scope(self, f"ctx.memo({key!r})")
         return _durable_ops.memo(self, key, fn)
 
     # -- resolution and replay -------------------------------------------------------------
@@ -316,6 +325,11 @@ class WorkflowContext:
 
     def _record_success(self, *args: Any) -> Any:
         return _step_execution.record_success(self, *args)
+
+
+def _name_of(activity: str | Callable[..., Any]) -> str:
+    """An activity's name for a message: the string, or the function's name."""
+    return activity if isinstance(activity, str) else getattr(activity, "__name__", repr(activity))
 
 
 __all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]
