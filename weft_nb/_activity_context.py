@@ -108,6 +108,11 @@ class ActivityContext:
             self.details = details
         self.heartbeat_count += 1
 
+    def restart_watch(self) -> None:
+        """Start the attempt's clocks again (it waited for a queue slot before it could run)."""
+        self.started_at = self.last_heartbeat_at = self._now()
+        self.last_beat_monotonic = self._monotonic()
+
     @property
     def last_heartbeat_details(self) -> Any:
         """The latest heartbeat details recorded by an earlier attempt of this step, or None.
