@@ -266,8 +266,18 @@ class Engine(EngineViews, ExternalInputs):
         timeout: float | None = None,
         on_change: str | None = None,
     ) -> Any:
-        """Start (or resume) a run and wait for its result."""
-        return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
+        """Start (or resume) a run and wait for its result.
+
+        Ctrl-C (``KeyboardInterrupt``) while it waits interrupts the run, as ``%weft run`` does:
+        its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
+        ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
+        """
+        handle = self.start(workflow, input, run_id=run_id, on_change=on_change)
+        try:
+            return handle.result(timeout)
+        except KeyboardInterrupt:
+            self.interrupt(handle.run_id)
+            raise
 
     def resume(self, run_id: str) -> RunHandle:
         """Resume an unfinished run; a finished run's handle returns its recorded outcome."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._journal import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL_STATUSES, RunRecord
 from ._payloads import decode, encode, error_from_json, error_to_json
 from ._workflow_context import EngineStopped, WorkflowContext
-from .errors import JournalClosedError, WeftError, WorkflowCancelledError
+from .errors import JournalClosedError, RunInterruptedError, WeftError, WorkflowCancelledError
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -41,9 +41,10 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
     stopped = (
         RUNNING,
         None,
-        JournalClosedError(
+        RunInterruptedError(
             f"run {state.run_id!r} stopped before it finished "
-            f"({state.stop_reason or 'the engine stopped'}); starting it again resumes it"
+            f"({state.stop_reason or 'the engine stopped'}); starting it again resumes it",
+            run_id=state.run_id,
         ),
     )
     cancelled = (CANCELLED, None, cancelled_error(state.run_id))

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _durable_ops, _parallel, _step_execution, _step_scope
+from . import _durable_ops, _parallel, _run_definitions, _step_execution, _step_scope
 from . import _evidence as evidence
 from ._activity_context import EngineStopped
 from ._definitions import ActivityDefinition, definition_of, make_activity
@@ -79,6 +79,10 @@ class WorkflowContext:
         self._state = state
         self._position = 0
         self._memo: dict[str, Any] = {}
+        # The run keeps the activity definitions it started with: redefining one in a cell while
+        # the run is live affects runs started later, never the rest of this one (issue 13.12c).
+        self._definitions: dict[str, ActivityDefinition] = dict(engine.registry.activities)
+        self._definitions_warned: set[str] = set()
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
 
@@ -256,7 +260,7 @@ class WorkflowContext:
     def _resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
         registry = self._engine.registry
         if isinstance(activity, str):
-            found = registry.activity(activity)
+            found = self._definitions.get(activity) or registry.activity(activity)
             if found is None:
                 raise ActivityNotRegisteredError(
                     f"workflow {self.workflow_name!r} (run {self.run_id!r}) called activity "
@@ -266,7 +270,7 @@ class WorkflowContext:
                     activity=activity,
                     run_id=self.run_id,
                 )
-            return found
+            return self._definitions.setdefault(found.name, found)
         definition = definition_of(activity)
         if definition is None:
             if not callable(activity):
@@ -277,7 +281,7 @@ class WorkflowContext:
         current = registry.activity(definition.name)
         if current is None or current.fn is not definition.fn:
             registry.add(definition)
-        return definition
+        return _run_definitions.pin(self, definition)
 
     def _on_changed(
         self, position: int, recorded: StepRecord, name: str, source_hash: str, input_hash: str
