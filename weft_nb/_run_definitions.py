@@ -4,8 +4,11 @@ Re-running an ``%%weft_activity`` cell (or re-decorating a function) while a run
 otherwise mix versions in one run: steps before the redefinition ran the old code, steps after it
 the new. Each execution of a workflow takes a copy of the registry when it starts
 (``WorkflowContext._definitions``) and resolves activities, by name or by function, to that copy.
-A redefinition applies to runs started (or resumed) later; a resume takes a fresh copy, and its
-journaled steps whose source changed follow the run's ``on_change`` policy as always.
+A name (``ctx.run("train")``) resolves to the registry as it was when the execution started; a
+function (``ctx.run(train)``) resolves to the definition the execution first used under that name,
+so a function edited before the run started runs as edited. A redefinition applies to runs started
+(or resumed) later; a resume takes a fresh copy, and its journaled steps whose source changed
+follow the run's ``on_change`` policy as always.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def pin(ctx: WorkflowContext, definition: ActivityDefinition) -> ActivityDefinit
     redefinition of the same function; a different function that happens to share the name
     runs as itself, as before.
     """
-    pinned = ctx._definitions.setdefault(definition.name, definition)
+    pinned = ctx._used_definitions.setdefault(definition.name, definition)
     if pinned is definition or pinned.fn is definition.fn:
         return pinned
     if not _same_function(pinned, definition):

@@ -82,6 +82,7 @@ class WorkflowContext:
         # The run keeps the activity definitions it started with: redefining one in a cell while
         # the run is live affects runs started later, never the rest of this one (issue 13.12c).
         self._definitions: dict[str, ActivityDefinition] = dict(engine.registry.activities)
+        self._used_definitions: dict[str, ActivityDefinition] = {}  # see _run_definitions
         self._definitions_warned: set[str] = set()
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
@@ -270,7 +271,8 @@ class WorkflowContext:
                     activity=activity,
                     run_id=self.run_id,
                 )
-            return self._definitions.setdefault(found.name, found)
+            self._definitions.setdefault(found.name, found)
+            return self._used_definitions.setdefault(found.name, found)
         definition = definition_of(activity)
         if definition is None:
             if not callable(activity):
