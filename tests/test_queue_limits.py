@@ -215,3 +215,51 @@ def test_weft_queue_changes_a_live_engine_and_checks_its_input(ip: Any) -> None:
     assert engine.queue_limits.limits() == {}
     with pytest.raises(UsageError, match=">= 1 or none"):
         ip.run_line_magic("weft", "queue gpu 0")
+
+
+# -- another executor: the slot is taken in the kernel, around the worker's attempt ----------
+
+
+def test_ctx_run_on_worker_processes_never_overlaps_on_a_queue_of_one(tmp_path: Path) -> None:
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+
+    def train(args: dict[str, Any]) -> int:  # runs in a worker process: files are the evidence
+        import os as worker_os
+        import time as worker_time
+
+        log, go = worker_os.path.join(args["dir"], "log"), worker_os.path.join(args["dir"], "go")
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"enter {args['i']}\n")
+        deadline = worker_time.monotonic() + GUARD
+        while not worker_os.path.exists(go):  # the kernel saw the other attempt queued or inside
+            with open(log, encoding="utf-8") as handle:
+                if handle.read().count("enter") >= 2:
+                    break
+            if worker_time.monotonic() > deadline:
+                raise AssertionError("the other attempt neither ran nor queued")
+            worker_time.sleep(0.01)  # polling a file another process writes
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"exit {args['i']}\n")
+        return int(args["i"])
+
+    gpu_train = weft_nb.activity(name="gpu_train", queue="gpu")(train)
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> int:
+        return int(ctx.run(gpu_train, args))
+
+    executor = weft_nb.ProcessExecutor(max_workers=2)
+    with Engine(tmp_path / "j.duckdb", executor=executor, queue_limits={"gpu": 1}) as engine:
+        handles = [engine.start(wf, {"dir": str(folder), "i": i}) for i in (1, 2)]
+        log = folder / "log"
+
+        def someone_waits() -> bool:
+            entered = log.exists() and log.read_text(encoding="utf-8").count("enter") >= 2
+            return entered or queued(engine, "gpu")()
+
+        wait_until(someone_waits, GUARD * 2, "a second attempt queued or inside")
+        (folder / "go").touch()
+        assert sorted(h.result(timeout=GUARD * 2) for h in handles) == [1, 2]
+    events = [line.split()[0] for line in log.read_text(encoding="utf-8").splitlines()]
+    assert events == ["enter", "exit", "enter", "exit"], events
