@@ -74,6 +74,7 @@ class ActivityContext:
         self.cancel_reason = ""
         self._clock = clock
         self._now = clock.now  # bound once: heartbeat() is on the training loop's hot path
+        self._monotonic = clock.monotonic
         self._checkpoints = checkpoints
         self._last_heartbeat_loader = last_heartbeat_loader
         self._last_heartbeat: Any = _NOT_LOADED
@@ -88,6 +89,8 @@ class ActivityContext:
         self.details: Any = None
         self.heartbeat_count = 0
         self.started_at = self.last_heartbeat_at = clock.now()
+        # The heartbeat watchdog compares this one: a stepped system clock cannot fake silence.
+        self.last_beat_monotonic = clock.monotonic()
         self.first_heartbeat_at: float | None = None
         self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
 
@@ -99,11 +102,17 @@ class ActivityContext:
         now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
         """
         self.last_heartbeat_at = self._now()
+        self.last_beat_monotonic = self._monotonic()
         if not self.heartbeat_count:
             self.first_heartbeat_at = self.last_heartbeat_at
         if details is not None:
             self.details = details
         self.heartbeat_count += 1
+
+    def restart_watch(self) -> None:
+        """Start the attempt's clocks again (it waited for a queue slot before it could run)."""
+        self.started_at = self.last_heartbeat_at = self._now()
+        self.last_beat_monotonic = self._monotonic()
 
     @property
     def last_heartbeat_details(self) -> Any:

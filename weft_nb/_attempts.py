@@ -6,7 +6,8 @@ watch it, and it saves a thread hand-off per step. Otherwise it runs on its own 
 the workflow thread watches two deadlines (:class:`AttemptWatch`, which the process and Dask
 executors use too):
 
-- ``timeout``: wall-clock cap of the attempt. When it passes, the attempt's ``cancelled`` is set
+- ``timeout``: elapsed-time cap of the attempt (on the monotonic clock, so stepping the system
+  clock does not move it). When it passes, the attempt's ``cancelled`` is set
   and the workflow stops waiting. Cancellation is cooperative: code that ignores it runs on in the
   background and its late result is discarded.
 - ``heartbeat_timeout``: the longest silence allowed between heartbeats.
@@ -132,7 +133,8 @@ class AttemptWatch:
         self.clock = clock
         self.timeout = timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.attempt_deadline = None if timeout is None else clock.now() + timeout
+        # Monotonic: a system clock stepped back must not push these deadlines out (issue 13.8).
+        self.attempt_deadline = None if timeout is None else clock.monotonic() + timeout
         self._planned = 0.0
         self._grace_used = False
 
@@ -140,23 +142,23 @@ class AttemptWatch:
         """Seconds until the next deadline (0 when one passed); None when nothing is watched."""
         deadlines = [] if self.attempt_deadline is None else [self.attempt_deadline]
         if self.heartbeat_timeout is not None:
-            deadlines.append(self.ctx.last_heartbeat_at + self.heartbeat_timeout)
+            deadlines.append(self.ctx.last_beat_monotonic + self.heartbeat_timeout)
         if not deadlines:
             return None
         self._planned = min(deadlines)
-        return max(0.0, self._planned - self.clock.now())
+        return max(0.0, self._planned - self.clock.monotonic())
 
     def expired(self) -> AttemptOutcome | None:
         """The timeout outcome when a deadline passed (the attempt is cancelled), else None."""
-        ctx, now = self.ctx, self.clock.now()
+        ctx, now = self.ctx, self.clock.monotonic()
         if self.attempt_deadline is not None and now >= self.attempt_deadline:
             ctx._cancel(f"per-attempt timeout of {self.timeout:g}s passed")
             return timed_out(ctx, ActivityPerAttemptTimeoutError, self.timeout or 0.0, "timeout")
         limit = self.heartbeat_timeout
-        if limit is not None and now >= ctx.last_heartbeat_at + limit:
+        if limit is not None and now >= ctx.last_beat_monotonic + limit:
             if not self._grace_used and now - self._planned > max(_STARVATION_SLACK, limit / 2):
                 self._grace_used = True  # the watchdog itself was starved; see module docstring
-                ctx.last_heartbeat_at = now
+                ctx.last_beat_monotonic = now
                 return None
             ctx._cancel(f"no heartbeat for {limit:g}s")
             return timed_out(ctx, ActivityHeartbeatTimeoutError, limit, "heartbeat_timeout")

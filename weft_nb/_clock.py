@@ -1,5 +1,10 @@
 """Time for the engine: the real clock, and a virtual clock that tests drive without sleeping.
 
+Two readings: :meth:`Clock.now` (wall time, journaled, for deadlines that must survive a restart:
+``ctx.sleep``, a signal's deadline, the schedule-to-close budget) and :meth:`Clock.monotonic` (for
+deadlines inside one process: per-attempt and heartbeat timeouts, how long a wait has left). Only
+the monotonic one is safe when the system clock is stepped.
+
 Every wait inside the engine (backoff, per-attempt and heartbeat timeouts, ``cancelled.wait``)
 goes through :meth:`Clock.wait` on an event made by :meth:`Clock.new_event`, so a virtual clock
 can see every sleeper.
@@ -22,7 +27,10 @@ class Clock(Protocol):
     """What the engine needs from time."""
 
     def now(self) -> float:
-        """Seconds since the epoch (virtual for a virtual clock)."""
+        """Seconds since the epoch (virtual for a virtual clock); for what survives a restart."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps back: for deadlines inside this process."""
 
     def new_event(self) -> threading.Event:
         """An event whose ``wait`` follows this clock."""
@@ -46,6 +54,9 @@ class RealClock:
     # ``time.time`` itself, not a method wrapping it: heartbeat() calls it on every batch of a
     # training loop, and a Python-level frame would add about a third to its cost.
     now = staticmethod(time.time)
+    # In-process deadlines (per-attempt and heartbeat timeouts, the remaining time of a signal
+    # wait or a sleep) follow this one: stepping the system clock back must not disable them.
+    monotonic = staticmethod(time.monotonic)
 
     def new_event(self) -> threading.Event:
         """A plain event."""
@@ -99,6 +110,10 @@ class VirtualClock:
 
     def now(self) -> float:
         """The virtual time."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """The virtual time too: it never goes backwards (:meth:`advance` refuses that)."""
         return self._now
 
     def new_event(self) -> threading.Event:

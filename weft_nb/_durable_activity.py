@@ -70,6 +70,14 @@ def memo_scope(ctx: WorkflowContext, position: int, key: str) -> Iterator[None]:
         _scope.reset(token)
 
 
+def current_memo() -> tuple[int, str] | None:
+    """``(position, key)`` of the ``ctx.memo`` callback running in this context, if any."""
+    scope = _scope.get()
+    if scope is None or scope.closed:
+        return None
+    return scope.position, scope.key
+
+
 def durable_activity(
     activity: str | Callable[..., Any], input: Any = None, **call_options: Any
 ) -> Any:

@@ -119,6 +119,11 @@ def wait_for_signal(ctx: WorkflowContext, name: str, timeout: Duration | None = 
         )  # fmt: skip
     arrived = state.signal_arrived
     assert arrived is not None
+    # The journaled deadline is wall time (it must survive a restart); in this process the wait
+    # counts down on the monotonic clock, so stepping the system clock back cannot disable it.
+    local_deadline = (
+        None if deadline is None else engine.clock.monotonic() + deadline - engine.clock.now()
+    )
     while True:
         ctx._check_alive()
         arrived.clear()  # before looking: a signal sent from now on sets it again
@@ -131,7 +136,7 @@ def wait_for_signal(ctx: WorkflowContext, name: str, timeout: Duration | None = 
             payload = decode(received.result_codec, received.result, what=f"the payload of {where}")
             ctx._digests.remember(payload, received.result_codec, received.result)
             return payload
-        remaining = None if deadline is None else deadline - engine.clock.now()
+        remaining = None if local_deadline is None else local_deadline - engine.clock.monotonic()
         if remaining is not None and remaining <= 0:
             error = SignalTimeoutError(
                 f"{where} did not arrive within its timeout of {seconds or 0:g}s",

@@ -45,6 +45,7 @@ from ._journal import (
 from ._journal_paths import check_run_id
 from ._parallel import StepPool
 from ._payloads import DEFAULT_MAX_PAYLOAD_BYTES, decode, encode
+from ._queue_limits import QueueLimits
 from ._run_handle import RecoveryReport, RunHandle, RunState, WeftEvent
 from ._run_outcome import drive, recorded_outcome
 from ._server import Server
@@ -72,7 +73,9 @@ class Engine(EngineViews, ExternalInputs):
             processes can read it (the engine keeps its ownership lock).
         max_parallel: Steps of ``ctx.submit``/``ctx.all``/``ctx.race``/``ctx.run_all`` that run
             at once, across all runs.
-        queue_limits: Concurrency limits per activity queue, e.g. ``{"gpu": 1}``.
+        queue_limits: Concurrency limits per activity queue, e.g. ``{"gpu": 1}``: attempts of
+            that queue running at once, across all runs, whatever the executor. Change them
+            later with ``engine.queue_limits.set("gpu", 2)``.
         program: Shown to other processes that find the journal locked (a notebook name).
         executor: Where activity attempts run: :class:`ThreadExecutor` (the default, in this
             process), :class:`ProcessExecutor` (worker processes) or :class:`DaskExecutor` (a
@@ -122,9 +125,8 @@ class Engine(EngineViews, ExternalInputs):
             raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
         self.parallel_slots = threading.BoundedSemaphore(max_parallel)
         self.step_pool = StepPool(max_parallel)
-        self._queue_slots = {
-            q: threading.BoundedSemaphore(n) for q, n in (queue_limits or {}).items()
-        }
+        self.queue_limits = QueueLimits(self.clock, queue_limits)
+        self._queue_slots: dict[str, threading.BoundedSemaphore] = {}  # see queue_slot()
         self._launching = threading.RLock()  # serialises resume(); see there
         self._active: dict[str, RunState] = {}
         self._listeners: list[Callable[[WeftEvent], None]] = []
@@ -285,8 +287,18 @@ class Engine(EngineViews, ExternalInputs):
         timeout: float | None = None,
         on_change: str | None = None,
     ) -> Any:
-        """Start (or resume) a run and wait for its result."""
-        return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
+        """Start (or resume) a run and wait for its result.
+
+        Ctrl-C (``KeyboardInterrupt``) while it waits interrupts the run, as ``%weft run`` does:
+        its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
+        ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
+        """
+        handle = self.start(workflow, input, run_id=run_id, on_change=on_change)
+        try:
+            return handle.result(timeout)
+        except KeyboardInterrupt:
+            self.interrupt(handle.run_id)
+            raise
 
     def resume(self, run_id: str) -> RunHandle:
         """Resume an unfinished run; a finished run's handle returns its recorded outcome."""
@@ -474,7 +486,11 @@ class Engine(EngineViews, ExternalInputs):
         return True
 
     def queue_slot(self, queue: str) -> threading.BoundedSemaphore:
-        """The concurrency limit of ``queue`` (unlimited beyond ``max_parallel`` if not set)."""
+        """Deprecated, unused by the engine: a free-standing semaphore named after ``queue``.
+
+        Queue limits are :attr:`queue_limits` (a :class:`~weft_nb._queue_limits.QueueLimits`),
+        taken around every attempt.
+        """
         with self._lock:
             if queue not in self._queue_slots:
                 self._queue_slots[queue] = threading.BoundedSemaphore(1_000_000)

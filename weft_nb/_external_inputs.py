@@ -16,6 +16,7 @@ from ._payloads import encode, error_to_json
 from ._server import Server, serve
 from .errors import (
     ActivityFailedError,
+    PayloadError,
     RunFinishedError,
     RunNotFoundError,
 )
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._journal import Journal
     from ._run_handle import RunState
+
+
+def check_failure_size(recorded: str, limit: int, parked: StepRecord, token: str) -> None:
+    """Refuse an out-of-band failure too large to journal, before its token is consumed."""
+    size = len(recorded.encode())
+    if size > limit:
+        raise PayloadError(
+            f"the failure sent for activity {parked.activity!r} (step {parked.position}, run "
+            f"{parked.run_id!r}) is {size} bytes once recorded, over the journal's limit of "
+            f"{limit} bytes (max_payload_bytes). Token {token!r} was not used: fail it again "
+            "with a shorter error message.",
+            run_id=parked.run_id,
+            position=parked.position,
+            size=size,
+            limit=limit,
+        )
 
 
 class ExternalInputs:
@@ -140,6 +157,8 @@ class ExternalInputs:
         Raises:
             AsyncTokenNotFoundError: Unknown token, already used, or spent.
             RunFinishedError: The token's run has finished or was cancelled.
+            PayloadError: The recorded failure would exceed ``max_payload_bytes`` (a huge error
+                message); the token is not consumed, so a shorter failure can still be sent.
         """
         parked = self._parked(token)
         failure = ActivityFailedError(
@@ -150,8 +169,10 @@ class ExternalInputs:
             position=parked.position,
             activity=parked.activity,
         )
+        recorded = error_to_json(failure)
+        check_failure_size(recorded, self.max_payload_bytes, parked, token)
         self._settle_token(token, dataclasses.replace(
-            parked, status=STEP_FAILED, finished_at=self.clock.now(), error=error_to_json(failure),
+            parked, status=STEP_FAILED, finished_at=self.clock.now(), error=recorded,
         ))  # fmt: skip
 
     def _parked(self, token: str) -> StepRecord:

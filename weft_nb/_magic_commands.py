@@ -1,6 +1,6 @@
 """The ``%weft`` subcommands that look at or act on a journal's runs (mixed into the magics).
 
-``%weft journal``, ``executor``, ``runs``, ``show``, ``sql``, ``timeline``, ``complete``,
+``%weft journal``, ``executor``, ``queue``, ``runs``, ``show``, ``sql``, ``timeline``, ``complete``,
 ``fail`` and ``cancel``. Running and resuming workflows (``%weft run``, ``resume``) stay in
 :mod:`weft_nb._magics` with the cell magics they follow.
 """
@@ -28,6 +28,7 @@ class WeftCommands:
 
     shell: Any
     journal: Any  # the WeftMagics trait
+    queue_limits: Any  # the WeftMagics trait
     _engine: Engine | None
     _executor_spec: str
     _next_executor: Executor | None
@@ -74,6 +75,30 @@ class WeftCommands:
         if registry is not None:  # the next engine knows what this one knew
             self.engine.register(*registry.activities.values(), *registry.workflows.values())
         return spec
+
+    def _weft_queue(self, rest: str) -> dict[str, int]:
+        """Queue limits: ``%weft queue`` shows them, ``%weft queue gpu 1`` sets one.
+
+        ``%weft queue gpu none`` removes it; ``%config WeftMagics.queue_limits = {...}`` sets
+        them all. A live engine takes a change at once (for attempts not yet started).
+        """
+        words = rest.split()
+        usage = "usage: %weft queue [NAME [LIMIT | none]]"
+        if len(words) == 2:
+            name, text = words
+            if text.lower() != "none" and not (text.isdigit() and int(text) >= 1):
+                raise UsageError(f"the limit of queue {name!r} must be >= 1 or none\n{usage}")
+            limits = dict(self.queue_limits)
+            if text.lower() == "none":
+                limits.pop(name, None)
+            else:
+                limits[name] = int(text)
+            self.queue_limits = limits  # the trait's observer updates a live engine
+        elif len(words) == 1:
+            return {q: n for q, n in dict(self.queue_limits).items() if q == words[0]}
+        elif words:
+            raise UsageError(usage)
+        return dict(self.queue_limits)
 
     def _weft_runs(self, rest: str) -> list[Any]:
         return list(self.engine.runs(rest.strip() or None))

@@ -23,7 +23,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Dict, Float, Unicode, observe
 
 from ._activity_context import ActivityContext
 from ._cells import CellError, CellSignature, compile_body, parse_signature, split_magic_line
@@ -46,7 +46,7 @@ WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
 RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
 SUBCOMMANDS = (
     "run", "runs", "show", "sql", "timeline", "cancel", "resume", "complete", "fail", "journal",
-    "executor",
+    "executor", "queue",
 )  # fmt: skip
 
 
@@ -123,6 +123,15 @@ class WeftMagics(WeftCommands, Magics):
         False, help="Development mode (DevelopmentWarning); off follows WEFT_NB_DEV=1."
     ).tag(config=True)
 
+    queue_limits = Dict(
+        {}, help='Attempts of a queue running at once, e.g. {"gpu": 1}; see also %weft queue.'
+    ).tag(config=True)
+
+    @observe("queue_limits")
+    def _queue_limits_changed(self, change: dict[str, Any]) -> None:
+        if self._engine is not None:  # else the engine takes them when it opens
+            self._engine.queue_limits.replace(change["new"])
+
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.shell: Any = shell
@@ -150,6 +159,7 @@ class WeftMagics(WeftCommands, Magics):
                 self.journal_path(),
                 heartbeat_interval=self.heartbeat_interval,
                 on_change=self.on_change,
+                queue_limits=dict(self.queue_limits),
                 program=_notebook_path(self.shell.user_ns) or "IPython kernel",
                 executor=self._take_executor(),
                 development=True if self.development else None,

@@ -7,7 +7,8 @@ that completed, even when the workflow never reached another step (better than W
 completed siblings of a failed group).
 
 Parallelism is bounded by ``Engine(max_parallel=...)``, and a queue (``queue="gpu"``) can have
-its own limit (``Engine(queue_limits={"gpu": 1})``). Submitted steps wait in a
+its own limit (``Engine(queue_limits={"gpu": 1})``, taken around each attempt of every step: see
+:mod:`weft_nb._queue_limits`). Submitted steps wait in a
 :class:`StepPool` and run on at most ``max_parallel`` reused threads, so a 200-way ``ctx.all``
 starts a handful of threads, not 200.
 """
@@ -134,12 +135,11 @@ def submit(ctx: WorkflowContext, step: PreparedStep) -> StepFuture:
         future._settle(step.result, step.error)
         return future
     engine = ctx._engine
-    queue = step.options.get("queue", step.definition.queue)
-    limits = [engine.parallel_slots, *([engine.queue_slot(queue)] if queue else [])]
 
     def work() -> None:
-        for slot in limits:  # waiting for a slot is not a clock wait: time may move meanwhile
-            slot.acquire()
+        # Not a clock wait: time may move meanwhile. The step's queue slot, if it names a queue,
+        # is taken around each attempt by _step_execution (see _queue_limits).
+        engine.parallel_slots.acquire()
         engine.clock.reserve_participant()
         engine.clock.bind_participant()
         try:
@@ -148,8 +148,7 @@ def submit(ctx: WorkflowContext, step: PreparedStep) -> StepFuture:
             future._settle(error=exc)
         finally:
             engine.clock.release_participant()
-            for slot in reversed(limits):
-                slot.release()
+            engine.parallel_slots.release()
 
     context = contextvars.copy_context()  # output routing follows the cell; see Engine._launch
     engine.step_pool.run(lambda: context.run(work))

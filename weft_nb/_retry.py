@@ -3,43 +3,65 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._payloads import exception_text
 
-Duration = float | int | str
-"""Seconds as a number, or a string: ``"250ms"``, ``"1s"``, ``"5m"``, ``"1.5h"``, ``"2d"``."""
+Duration = float | int | str | datetime.timedelta
+"""Seconds as a number, a ``datetime.timedelta``, or a string: ``"250ms"``, ``"1s"``, ``"5m"``,
+``"1.5h"``, ``"2d"``."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+MAX_DURATION = 100 * 365.25 * 86400.0
+"""The longest duration accepted (100 years): anything longer is a mistake, and an infinite or
+astronomically long wait would fail later with ``OverflowError`` deep inside ``threading``."""
+_ACCEPTED = (
+    "use a finite number of seconds from 0 to 100 years, a datetime.timedelta, or a string like "
+    "'250ms', '1s', '5m', '1.5h', '2d'; for no limit, leave the option unset (None)"
+)
 
 
 def parse_duration(value: Duration | None, *, what: str = "duration") -> float | None:
-    """Return ``value`` in seconds.
+    """Return ``value`` in seconds; ``None`` stays ``None`` (no limit).
+
+    Refused at once with ``ValueError`` (the message shows the value and the accepted forms): a
+    negative, NaN or infinite value, one above :data:`MAX_DURATION`, or something that is not a
+    duration at all.
 
     >>> parse_duration("250ms"), parse_duration("1.5h"), parse_duration(2)
     (0.25, 5400.0, 2.0)
+    >>> parse_duration(datetime.timedelta(minutes=2))
+    120.0
     >>> parse_duration(None) is None
     True
     """
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be seconds or a string like '250ms', '5m'; got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value))
+        raise ValueError(f"{what} must be a duration; got {value!r}. {_ACCEPTED}")
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
         if match is None:
-            raise ValueError(
-                f"{what} {value!r} is not a duration; use seconds or a string like "
-                "'250ms', '1s', '5m', '1.5h', '2d'"
-            )
+            raise ValueError(f"{what} {value!r} is not a duration. {_ACCEPTED}")
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if not seconds >= 0:  # also rejects NaN
-        raise ValueError(f"{what} must be a non-negative number of seconds; got {value!r}")
+    else:
+        raise ValueError(
+            f"{what} must be a duration; got {type(value).__name__} {value!r}. {_ACCEPTED}"
+        )
+    if not 0 <= seconds <= MAX_DURATION:  # also rejects NaN and infinities
+        raise ValueError(f"{what} must be between 0 and 100 years; got {value!r}. {_ACCEPTED}")
     return seconds
 
 
@@ -96,8 +118,10 @@ class RetryPolicy:
             raise ValueError(f"max_attempts must be an int >= 1; got {self.max_attempts!r}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1; got {self.max_attempts}")
-        if self.backoff_multiplier < 1:
-            raise ValueError(f"backoff_multiplier must be >= 1; got {self.backoff_multiplier}")
+        if not 1 <= self.backoff_multiplier < math.inf:  # also rejects NaN
+            raise ValueError(
+                f"backoff_multiplier must be a finite number >= 1; got {self.backoff_multiplier}"
+            )
         object.__setattr__(
             self, "initial_backoff", parse_duration(self.initial_backoff, what="initial_backoff")
         )
@@ -108,9 +132,14 @@ class RetryPolicy:
 
     def backoff(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
-        initial = float(self.initial_backoff)
-        delay = initial * self.backoff_multiplier ** (failed_attempt - 1)
-        return min(delay, float(self.max_backoff))
+        # Both are float seconds once __post_init__ ran; parse_duration keeps mypy informed.
+        initial = parse_duration(self.initial_backoff) or 0.0
+        cap = parse_duration(self.max_backoff) or 0.0
+        try:
+            delay = initial * self.backoff_multiplier ** (failed_attempt - 1)
+        except OverflowError:  # thousands of attempts: the cap applies long before
+            return cap
+        return min(delay, cap)
 
     def is_retryable(self, error: BaseException) -> bool:
         """False when ``error`` is listed in ``non_retryable_errors``."""

@@ -18,6 +18,7 @@ from ._workflow_context import EngineStopped, WorkflowContext
 from .errors import (
     JournalClosedError,
     JournalError,
+    RunInterruptedError,
     WeftError,
     WorkflowCancelledError,
 )
@@ -57,9 +58,10 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
     stopped = (
         RUNNING,
         None,
-        JournalClosedError(
+        RunInterruptedError(
             f"run {state.run_id!r} stopped before it finished "
-            f"({state.stop_reason or 'the engine stopped'}); starting it again resumes it"
+            f"({state.stop_reason or 'the engine stopped'}); starting it again resumes it",
+            run_id=state.run_id,
         ),
     )
     cancelled = (CANCELLED, None, cancelled_error(state.run_id))

@@ -98,17 +98,25 @@ def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTrack
         if state.cancel_requested.is_set():  # cancel() ran before this attempt was visible
             attempt_ctx._cancel("the run was cancelled")
         engine.flusher.track(attempt_ctx)
-        dispatches.start(attempt, started)
+        queue = options.get("queue", definition.queue)
         try:
-            outcome = engine.attempts.run(
-                definition,
-                value,
-                attempt_ctx,
-                timeout=timeout,
-                heartbeat_timeout=hb_timeout,
-                wake=wake,
-                queue=options.get("queue", definition.queue),
-            )
+            outcome = None
+            if engine.queue_limits.acquire(queue, wake, attempt_ctx.cancelled):
+                try:
+                    if queue is not None:  # the attempt starts now, not when it began to wait
+                        attempt_ctx.restart_watch()
+                    dispatches.start(attempt, started)
+                    outcome = engine.attempts.run(
+                        definition,
+                        value,
+                        attempt_ctx,
+                        timeout=timeout,
+                        heartbeat_timeout=hb_timeout,
+                        wake=wake,
+                        queue=queue,
+                    )
+                finally:
+                    engine.queue_limits.release(queue)
         finally:
             state.live.discard((attempt_ctx, wake))
         heartbeat = engine.flusher.finish(attempt_ctx)

@@ -92,9 +92,9 @@ class WorkerActivityContext(ActivityContext):
         self.details = None
         self.heartbeat_count = 0
         self._sent_count = 0
-        self._now = time.monotonic  # what ActivityContext.heartbeat stamps beats with
+        self._now = self._monotonic = time.monotonic  # what ActivityContext.heartbeat stamps
         self._warned_unpicklable = False
-        self.started_at = self.last_heartbeat_at = time.monotonic()
+        self.started_at = self.last_heartbeat_at = self.last_beat_monotonic = time.monotonic()
         self.first_heartbeat_at = None
 
     def flush_heartbeat(self) -> None:

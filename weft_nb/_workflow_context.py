@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _durable_ops, _parallel, _step_execution
+from . import _durable_ops, _parallel, _run_definitions, _step_execution, _step_scope
 from . import _evidence as evidence
 from ._activity_context import EngineStopped
 from ._definitions import ActivityDefinition, definition_of, make_activity
@@ -82,6 +82,11 @@ class WorkflowContext:
         self._memo: dict[str, Any] = {}
         # What this execution received from the engine, by recorded digest (see _input_digest).
         self._digests = ResultDigests(state.input_value, lambda: _recorded_input(engine, state))
+        # The run keeps the activity definitions it started with: redefining one in a cell while
+        # the run is live affects runs started later, never the rest of this one (issue 13.12c).
+        self._definitions: dict[str, ActivityDefinition] = dict(engine.registry.activities)
+        self._used_definitions: dict[str, ActivityDefinition] = {}  # see _run_definitions
+        self._definitions_warned: set[str] = set()
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
         engine.dev_checks.watch_workflow_thread(self)  # built on the workflow's thread
@@ -97,6 +102,7 @@ class WorkflowContext:
         a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
         A completed step is answered from the journal and never runs twice.
         """
+        _step_scope.check_scope(self, f"ctx.run({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
         if step.replayed:
             if step.error is not None:
@@ -202,6 +208,7 @@ class WorkflowContext:
         The step takes its position now (program order), runs on a worker thread, and is
         journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
         """
+        _step_scope.check_scope(self, f"ctx.submit({_name_of(activity)!r})")
         return _parallel.submit(self, self._prepare(activity, input, call_options))
 
     def all(self, futures: Sequence[StepFuture]) -> list[Any]:
@@ -209,6 +216,7 @@ class WorkflowContext:
 
         Every sibling that completed is already journaled, so a resume never runs it again.
         """
+        _step_scope.check_scope(self, "ctx.all")
         return _parallel.wait_all(futures)
 
     def race(self, futures: Sequence[StepFuture]) -> tuple[int, Any]:
@@ -218,6 +226,7 @@ class WorkflowContext:
         completion and their ``cancelled`` is not set: a race selects a result, it does not stop
         work (Weft's documented behaviour).
         """
+        _step_scope.check_scope(self, "ctx.race")
         return _parallel.race(self, futures)
 
     def run_all(self, branches: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,14 +235,17 @@ class WorkflowContext:
         Renaming or reordering the branches of a journaled group raises
         ``BranchTopologyChangedError`` instead of matching results to the wrong branches.
         """
+        _step_scope.check_scope(self, "ctx.run_all")
         return _parallel.run_all(self, branches, self.submit)
 
     def sleep(self, duration: Duration) -> None:
         """Sleep durably: after a restart it ends at the original deadline."""
+        _step_scope.check_scope(self, "ctx.sleep")
         _durable_ops.sleep(self, duration)
 
     def now(self) -> float:
         """The current time, recorded: a replay returns the same value."""
+        _step_scope.check_scope(self, "ctx.now")
         return _durable_ops.now(self)
 
     def wait_for_signal(self, name: str, timeout: Duration | None = None) -> Any:
@@ -244,10 +256,12 @@ class WorkflowContext:
         deadline is journaled (a restart keeps it) and ``SignalTimeoutError`` is raised when it
         passes, and raised again on every replay.
         """
+        _step_scope.check_scope(self, f"ctx.wait_for_signal({name!r})")
         return _durable_ops.wait_for_signal(self, name, timeout)
 
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
+        _step_scope.check_scope(self, f"ctx.memo({key!r})")
         return _durable_ops.memo(self, key, fn)
 
     # -- resolution and replay -------------------------------------------------------------
@@ -262,7 +276,7 @@ class WorkflowContext:
     def _resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
         registry = self._engine.registry
         if isinstance(activity, str):
-            found = registry.activity(activity)
+            found = self._definitions.get(activity) or registry.activity(activity)
             if found is None:
                 raise ActivityNotRegisteredError(
                     f"workflow {self.workflow_name!r} (run {self.run_id!r}) called activity "
@@ -272,7 +286,8 @@ class WorkflowContext:
                     activity=activity,
                     run_id=self.run_id,
                 )
-            return found
+            self._definitions.setdefault(found.name, found)
+            return self._used_definitions.setdefault(found.name, found)
         definition = definition_of(activity)
         if definition is None:
             if not callable(activity):
@@ -283,7 +298,7 @@ class WorkflowContext:
         current = registry.activity(definition.name)
         if current is None or current.fn is not definition.fn:
             registry.add(definition)
-        return definition
+        return _run_definitions.pin(self, definition)
 
     def _on_changed(
         self, position: int, recorded: StepRecord, name: str, source_hash: str, input_hash: str
@@ -350,6 +365,11 @@ def _warn_untrusted_change(run_id: str, position: int, name: str, signature: Inp
         StepChangedWarning,
         stacklevel=4,
     )
+
+
+def _name_of(activity: str | Callable[..., Any]) -> str:
+    """An activity's name for a message: the string, or the function's name."""
+    return activity if isinstance(activity, str) else getattr(activity, "__name__", repr(activity))
 
 
 __all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]
