@@ -221,8 +221,11 @@ def _op(ctx: weft_nb.WorkflowContext, op: Any, prev: Any, gen: int) -> Any:
         def callback() -> Any:
             RECORDER.record(kind="memo", gen=gen, run=ctx.run_id, pos=position, attempt=1)
             RECORDER.point("start", gen, ctx.run_id, {"pos": position, "memo": op.key})
-            results = [weft_nb.durable_activity(*_call(a, prev)[:2], **a.options())
-                       for a in op.acts]  # fmt: skip
+            if op.run_inside:
+                ctx.run("model_act", act_input(Act("inside-memo"), prev))
+            results = [
+                weft_nb.durable_activity(*_call(a, prev)[:2], **a.options()) for a in op.acts
+            ]
             return ["memo", op.key, results]
 
         return ctx.memo(op.key, callback)
@@ -293,9 +296,10 @@ class Execution:
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def journal_state(query: Callable[[str, list[Any]], list[tuple[Any, ...]]], run_id: str) -> tuple[
-    set[int], set[int]
-]:  # fmt: skip
+Query = Callable[[str, list[Any]], list[tuple[Any, ...]]]
+
+
+def journal_state(query: Query, run_id: str) -> tuple[set[int], set[int]]:
     completed = {
         row[0]
         for row in query(
@@ -315,9 +319,7 @@ def journal_state(query: Callable[[str, list[Any]], list[tuple[Any, ...]]], run_
     return completed, markers
 
 
-def journal_violations(
-    query: Callable[[str, list[Any]], list[tuple[Any, ...]]], run_id: str, terminal: bool
-) -> list[str]:
+def journal_violations(query: Query, run_id: str, terminal: bool) -> list[str]:
     """At most one completed row per step; signals consumed once; no token outlives its run."""
     found = []
     for position, count in query(
@@ -420,7 +422,9 @@ class Driver:
         """Every engine thread waits without a deadline: deliver what the run waits for."""
         engine, run_id = self.engine, self.run_id
         tokens = {
-            p: t for p, t in engine.journal.pending_async_tokens(run_id).items() if t not in self.tried
+            p: t
+            for p, t in engine.journal.pending_async_tokens(run_id).items()
+            if t not in self.tried
         }
         late = None
         if not tokens and self.late:
@@ -435,7 +439,9 @@ class Driver:
         if not tokens and late is None:
             return handle
         RECORDER.counts["parked"] += 1
-        if RECORDER.crashes and RECORDER.crashes[0] == CrashPoint("parked", RECORDER.counts["parked"]):
+        if RECORDER.crashes and RECORDER.crashes[0] == CrashPoint(
+            "parked", RECORDER.counts["parked"]
+        ):
             RECORDER.hit = {"kind": "parked"}
             if RECORDER.kill_self:
                 os.kill(os.getpid(), signal.SIGKILL)

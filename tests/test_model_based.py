@@ -21,16 +21,51 @@ tests/test_model_based.py`` (the default is a few fixed-seed examples, for ``mak
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+from crash_process import DEADLINE, ChildProcess
 from hypothesis import HealthCheck, given, seed, settings
-from model_engine import check, execute
+from hypothesis import strategies as st
+from model_engine import (
+    CrashRecord,
+    Execution,
+    check,
+    execute,
+    journal_state,
+    journal_violations,
+    normalise,
+    overrides_for,
+)
 from model_programs import CrashPoint, Program, crash_points, model, programs
+
+from weft_nb._duckdb_journal import DuckDBJournal
 
 EXAMPLES = int(os.environ.get("WEFT_NB_MODEL_EXAMPLES", "0"))
 SEED = os.environ.get("WEFT_NB_MODEL_SEED")
+STATS = os.environ.get("WEFT_NB_MODEL_STATS")  # a file: one JSON line per program run
+
+
+def tally(test: str, program: Program, execution: Execution, problems: list[str]) -> None:
+    """Append what one example did to the campaign's statistics file (when one is set)."""
+    if STATS is None:
+        return
+    line = {
+        "test": test,
+        "ops": [type(op).__name__ for op in program.ops],
+        "outcome": execution.outcome[0],
+        "crashes": [c.hit for c in execution.crashes],
+        "executions": sum(e["kind"] == "attempt" for e in execution.events),
+        "violations": problems,
+    }
+    with open(STATS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def campaign(default: int) -> Callable[[Any], Any]:
@@ -64,6 +99,7 @@ def report(program: Program, crashes: tuple[CrashPoint, ...], problems: list[str
 def test_programs_match_the_model(program: Program) -> None:
     execution = execute(program)
     problems = check(program, execution, crash_free=True)
+    tally("model", program, execution, problems)
     assert not problems, report(program, (), problems)
 
 
@@ -74,6 +110,7 @@ def test_programs_survive_simulated_crashes(
 ) -> None:
     execution = execute(program, crashes)
     problems = check(program, execution, crash_free=False)
+    tally("crashes", program, execution, problems)
     assert not problems, report(program, crashes, problems)
 
 
@@ -96,3 +133,94 @@ def test_the_printed_program_is_the_program() -> None:
     exec(code, {"execute": lambda p, crashes: seen.append((p, crashes))}, namespace)
     assert seen == [(program, crashes)]
     assert Program.from_json(program.to_json()) == program
+
+
+CHILD = Path(__file__).resolve().parent / "crash_children" / "model_child.py"
+KILL_POINTS = ["step.before_record", "journal.after_commit", "journal.before_commit"]
+
+
+def _child(work: Path, name: str, config: dict[str, Any], kill_at: str | None) -> ChildProcess:
+    return ChildProcess(work, name, CHILD, config, work / "evidence", kill_at=kill_at)
+
+
+def _executions(work: Path) -> list[dict[str, Any]]:
+    path = work / "evidence" / "executions.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
+
+
+def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str]]:
+    journal = DuckDBJournal(path, read_only=True)
+    try:
+        run = journal.get_run(run_id)
+        terminal = run is not None and run.status in ("completed", "failed", "cancelled")
+        completed, markers = journal_state(journal.query, run_id)
+        return completed, markers, journal_violations(journal.query, run_id, terminal)
+    finally:
+        journal.close()
+
+
+kills = st.one_of(
+    crash_points(max_crashes=1).map(lambda points: ("hook", points)),
+    st.tuples(st.sampled_from(KILL_POINTS), st.integers(1, 40)).map(
+        lambda point: ("fault", f"{point[0]}:{point[1]}")
+    ),
+)
+
+
+@pytest.mark.crash
+@campaign(default=3)
+@given(programs(max_ops=4), kills)
+def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> None:
+    """A child runs the program and is SIGKILLed; a second child resumes it to the end."""
+    work = Path(tempfile.mkdtemp(prefix="weft-model-kill-"))
+    run_id = "model-run"
+    config = {
+        "journal": str(work / "journal.duckdb"),
+        "evidence": str(work / "evidence"),
+        "run_id": run_id,
+        "program": program.to_json(),
+        "crashes": [[p.kind, p.n] for p in kill[1]] if kill[0] == "hook" else [],
+        "resume": False,
+    }
+    shown = f"kill {kill}"
+    first = _child(work, "first", config, kill[1] if kill[0] == "fault" else None)
+    code = first.proc.wait(timeout=DEADLINE)
+    problems: list[str] = []
+    crashes: list[CrashRecord] = []
+    if code == -signal.SIGKILL:
+        completed, markers, _ = _read_journal(work / "journal.duckdb", run_id)
+        crashes.append(CrashRecord(0, {"kill": kill[1]}, completed, markers))
+        second = _child(work, "second", {**config, "crashes": [], "resume": True}, None)
+        assert second.proc.wait(timeout=DEADLINE) == 0, second.output()
+        last = second
+    else:
+        assert code == 0, first.output()
+        last = first
+    result = json.loads((work / "evidence" / f"result-{last.pid}.json").read_text())
+    problems += result["violations"]
+    problems += _read_journal(work / "journal.duckdb", run_id)[2]
+    expected = model(program, overrides_for(model(program), crashes))
+    if result["outcome"] != normalise(expected.outcome):
+        problems.append(f"outcome {result['outcome']} != model {expected.outcome}")
+    for crash in crashes:
+        again = sorted(
+            {
+                e["pos"]
+                for e in _executions(work)
+                if e["pid"] == last.pid and e["pos"] in crash.completed
+            }
+        )
+        if again:
+            problems.append(f"completed steps {again} executed again after the SIGKILL")
+    if STATS is not None:
+        with open(STATS, "a", encoding="utf-8") as handle:
+            line = {
+                "test": "sigkill",
+                "kill": kill,
+                "killed": bool(crashes),
+                "outcome": result["outcome"][0],
+                "violations": problems,
+            }
+            handle.write(json.dumps(line) + "\n")
+    assert not problems, report(program, (), [shown, *problems])
