@@ -24,8 +24,6 @@ from evidence_files import PID, EvidenceFiles
 from model_engine import RECORDER, Driver
 from model_programs import CrashPoint, Program
 
-from weft_nb.errors import RunFinishedError
-
 
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as handle:
@@ -36,15 +34,6 @@ def main() -> int:
     crashes = tuple(CrashPoint(kind, n) for kind, n in config["crashes"])
     driver = Driver(program, config["journal"], config["run_id"], crashes)
     handle = driver.start(resume=config["resume"])
-    if config["resume"]:  # the first child may have died before it buffered them
-        for op in driver.waits:
-            if op.delivery == "early":
-                try:
-                    driver.engine.signal(
-                        config["run_id"], op.name, f"payload-{op.name}", signal_id=op.name
-                    )
-                except RunFinishedError:
-                    break
     outcome = driver.drive(handle)
     execution = driver.finish(outcome)
     files.write_json(
