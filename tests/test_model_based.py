@@ -224,3 +224,31 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
             }
             handle.write(json.dumps(line) + "\n")
     assert not problems, report(program, (), [shown, *problems])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="new defect (notes/model-test.md, KNOWN_DEFECTS['memo_failure_replay']): a memo "
+    "callback that raised is not journaled, so a crash later re-runs it and its durable_activity "
+    "calls go on at attempt max_attempts + 1",
+)
+def test_a_caught_memo_failure_stays_a_failure_after_a_crash() -> None:
+    """Found by the generator: the memo's activity failed for good (2 of 2 attempts) and the
+    workflow caught it; a crash at the next step re-runs the memo callback on resume, the
+    activity runs as attempt 3 and succeeds, and the run's result differs from the crash-free
+    run's."""
+    from model_programs import Act, Memo, Run
+
+    program = Program(
+        (
+            Memo(catch=True, key="m0", acts=(Act("a0", fail_first=2, max_attempts=2),)),
+            Run(act=Act("a1")),
+        )
+    )
+    crashes = (CrashPoint("start", 3),)  # a1's first attempt, after the memo failed
+    execution = execute(program, crashes)
+    assert [c.hit for c in execution.crashes] == [
+        {"kind": "start", "pos": 1, "attempt": 1, "act": "a1"}
+    ]
+    problems = check(program, execution, crash_free=False)
+    assert not problems, report(program, crashes, problems)
