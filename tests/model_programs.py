@@ -471,6 +471,9 @@ def _race_settles(branches: list[Act]) -> list[Act]:
     for branch in branches:
         act = branch
         while plan_act(act, act_input(act, None)).settle in seen | {0}:
+            if act.timeout_first >= act.max_attempts or act.duration + 1 >= TIMEOUT:
+                # every attempt times out (duration has no say), or the next duration would
+                act = dataclasses.replace(act, timeout_first=0)
             act = dataclasses.replace(act, duration=act.duration + 1)
         seen.add(plan_act(act, act_input(act, None)).settle)
         fixed.append(act)
