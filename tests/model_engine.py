@@ -113,6 +113,17 @@ class Recorder:
             finally:
                 os.close(fd)
 
+    def returned(self, run_id: str, position: int) -> bool:
+        """Did an attempt of this step return its value (in any process)?"""
+        with self.lock:
+            events = list(self.events)
+        if self.evidence_file is not None and os.path.exists(self.evidence_file):
+            with open(self.evidence_file, encoding="utf-8") as handle:
+                events += [json.loads(line) for line in handle.read().split("\n")[:-1] if line]
+        return any(
+            e["kind"] == "returned" and e["run"] == run_id and e["pos"] == position for e in events
+        )
+
     def point(self, kind: str, gen: int, run_id: str, where: dict[str, Any]) -> None:
         """A crash point: crash here when the plan says so (blocks until the restart)."""
         with self.lock:
@@ -167,6 +178,7 @@ def _behave(inp: dict[str, Any], actx: weft_nb.ActivityContext) -> Any:
     if spec.async_mode is not None:
         assert actx.task_token
         actx.complete_async()
+    RECORDER.record(kind="returned", gen=gen, run=run_id, pos=position, attempt=attempt)
     return act_value(inp)
 
 
@@ -180,8 +192,10 @@ def _verify(result: Any, context: weft_nb.VerificationContext) -> Any:
     if context.phase != "pre-dispatch-reconciliation":
         return True
     verdict = context.input["spec"]["verifier"]
-    if verdict == "completed-with-result":
-        return {"status": verdict, "result": act_value(context.input)}
+    if verdict == "completed-with-result":  # a truthful verifier: it checks the side effect
+        if RECORDER.returned(context.run_id, context.position):
+            return {"status": verdict, "result": act_value(context.input)}
+        return "not-completed"
     return verdict
 
 
