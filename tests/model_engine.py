@@ -415,6 +415,8 @@ class Driver:
         resumed run gets them again (a repeated signal id is ignored): the process that started
         it may have died before it sent them.
         """
+        if resume and self.engine.journal.get_run(self.run_id) is None:
+            resume = False  # the first process died before the run was created
         self.engine.clock.reserve_participant()
         try:
             if resume:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ from crash_process import DEADLINE, ChildProcess
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from model_engine import (
+    HANG_GUARD,
     CrashRecord,
     Execution,
     check,
@@ -143,6 +145,15 @@ def _child(work: Path, name: str, config: dict[str, Any], kill_at: str | None) -
     return ChildProcess(work, name, CHILD, config, work / "evidence", kill_at=kill_at)
 
 
+def _exit_code(child: ChildProcess) -> int:
+    """Wait for the child (its own hang guard is HANG_GUARD); kill it and fail if it hangs."""
+    try:
+        return child.proc.wait(timeout=DEADLINE + HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        child.kill_quietly()
+        pytest.fail(f"{child.name} hung:\n{child.output()}")
+
+
 def _executions(work: Path) -> list[dict[str, Any]]:
     path = work / "evidence" / "executions.jsonl"
     text = path.read_text() if path.exists() else ""
@@ -185,14 +196,14 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
     }
     shown = f"kill {kill}"
     first = _child(work, "first", config, kill[1] if kill[0] == "fault" else None)
-    code = first.proc.wait(timeout=DEADLINE)
+    code = _exit_code(first)
     problems: list[str] = []
     crashes: list[CrashRecord] = []
     if code == -signal.SIGKILL:
         completed, markers, _ = _read_journal(work / "journal.duckdb", run_id)
         crashes.append(CrashRecord(0, {"kill": kill[1]}, completed, markers))
         second = _child(work, "second", {**config, "crashes": [], "resume": True}, None)
-        assert second.proc.wait(timeout=DEADLINE) == 0, second.output()
+        assert _exit_code(second) == 0, second.output()
         last = second
     else:
         assert code == 0, first.output()
