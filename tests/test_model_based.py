@@ -228,7 +228,7 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
         with open(STATS, "a", encoding="utf-8") as handle:
             line = {
                 "test": "sigkill",
-                "kill": kill,
+                "kill": [kill[0], repr(kill[1])],
                 "killed": bool(crashes),
                 "outcome": result["outcome"][0],
                 "violations": problems,
