@@ -173,7 +173,7 @@ def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str
 
 kills = st.one_of(
     crash_points(max_crashes=1).map(lambda points: ("hook", points)),
-    st.tuples(st.sampled_from(KILL_POINTS), st.integers(1, 40)).map(
+    st.tuples(st.sampled_from(KILL_POINTS), st.integers(1, 15)).map(
         lambda point: ("fault", f"{point[0]}:{point[1]}")
     ),
 )
