@@ -138,7 +138,13 @@ def test_the_printed_program_is_the_program() -> None:
 
 
 CHILD = Path(__file__).resolve().parent / "crash_children" / "model_child.py"
-KILL_POINTS = ["step.before_record", "journal.after_commit", "journal.before_commit"]
+KILL_POINTS = [
+    "step.before_record",
+    "journal.after_commit",
+    "journal.before_commit",
+    "steplog.appended",
+    "steplog.before_apply_commit",
+]
 
 
 def _child(work: Path, name: str, config: dict[str, Any], kill_at: str | None) -> ChildProcess:
@@ -173,7 +179,7 @@ def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str
 
 kills = st.one_of(
     crash_points(max_crashes=1).map(lambda points: ("hook", points)),
-    st.tuples(st.sampled_from(KILL_POINTS), st.integers(1, 15)).map(
+    st.tuples(st.sampled_from(KILL_POINTS), st.integers(1, 8)).map(
         lambda point: ("fault", f"{point[0]}:{point[1]}")
     ),
 )
