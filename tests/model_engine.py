@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -550,11 +551,16 @@ def execute(
 ) -> Execution:
     """Run ``program`` in this process on a fresh journal, crashing at ``crashes``."""
     RECORDER.reset()
+    own = folder is None
     folder = folder or tempfile.mkdtemp(prefix="weft-model-")
     run_id = f"p{os.getpid()}-{next(_RUNS)}"
-    driver = Driver(program, os.path.join(folder, "journal.duckdb"), run_id, crashes)
-    outcome = driver.drive(driver.start())
-    return driver.finish(outcome)
+    try:
+        driver = Driver(program, os.path.join(folder, "journal.duckdb"), run_id, crashes)
+        outcome = driver.drive(driver.start())
+        return driver.finish(outcome)
+    finally:
+        if own:  # a campaign runs thousands of programs
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def overrides_for(expected: Expected, crashes: list[CrashRecord]) -> dict[int, ErrSig]:

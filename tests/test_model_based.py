@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -240,7 +241,8 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
                 "violations": problems,
             }
             handle.write(json.dumps(line) + "\n")
-    assert not problems, report(program, (), [shown, *problems])
+    assert not problems, report(program, (), [shown, f"evidence kept in {work}", *problems])
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.xfail(
