@@ -5,10 +5,11 @@ Hypothesis generates programs (``tests/model_programs.py``) over ``ctx.run``, ``
 ``ctx.sleep``, ``ctx.wait_for_signal`` (signals buffered early, sent once parked, never sent, or a
 cancel instead), ``complete_async`` (completed, failed or cancelled by token), flaky, timing-out,
 non-retryable and cancelling activities, retries, and idempotency keys with and without
-verifiers. Each program runs on the engine (``tests/model_engine.py``) and is compared with the
-reference model; then again with crashes injected at points hypothesis chooses (an attempt
-starting, an attempt's work done, the run parked), in process with ``simulate_restart()``, and
-for a sample in child processes killed with SIGKILL.
+verifiers. Each program runs on the engine (``tests/model_engine.py``, driven by
+``tests/model_driver.py``) and is compared with the reference model; then again with crashes
+injected at points hypothesis chooses (an attempt starting, an attempt's work done, the run
+parked), in process with ``simulate_restart()``, and for a sample in child processes killed with
+SIGKILL.
 
 Invariants: the final result or error equals the model's (and so the crash-free run's); no step
 journaled as completed at a crash executes again after it; at most one completed row per step;
@@ -35,18 +36,18 @@ import pytest
 from crash_process import DEADLINE, ChildProcess
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from model_engine import (
-    HANG_GUARD,
+from model_driver import (
     CrashRecord,
     Execution,
     check,
     execute,
     journal_state,
     journal_violations,
-    normalise,
     overrides_for,
 )
-from model_programs import CrashPoint, Program, crash_points, model, programs
+from model_engine import HANG_GUARD, normalise
+from model_generator import crash_points, programs
+from model_programs import CrashPoint, Program, model
 
 from weft_nb._duckdb_journal import DuckDBJournal
 
@@ -132,7 +133,7 @@ def test_the_printed_program_is_the_program() -> None:
     crashes = (CrashPoint("end", 2), CrashPoint("parked", 1))
     seen: list[Any] = []
     namespace: dict[str, Any] = {}
-    code = program.snippet(crashes).replace("from model_engine import execute", "")
+    code = program.snippet(crashes).replace("from model_driver import execute", "")
     exec(code, {"execute": lambda p, crashes: seen.append((p, crashes))}, namespace)
     assert seen == [(program, crashes)]
     assert Program.from_json(program.to_json()) == program

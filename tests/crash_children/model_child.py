@@ -1,7 +1,7 @@
 """Child process for tests/test_model_based.py: run (or resume) one model program, then exit.
 
 Usage: ``python model_child.py CONFIG.json``. The program (``Program.to_json()``) runs on a
-``TestEngine`` (virtual clock) through ``model_engine.Driver``, which plays signals, completions
+``TestEngine`` (virtual clock) through ``model_driver.Driver``, which plays signals, completions
 and cancels. At the config's crash point this process SIGKILLs itself (or weft_nb does, at the
 ``WEFT_NB_KILL_AT`` fault point the parent put in the environment); the parent then resumes the
 run in a new child on the same journal. Every attempt and memo callback is appended and fsynced
@@ -21,7 +21,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evidence_files import PID, EvidenceFiles
-from model_engine import RECORDER, Driver
+from model_driver import Driver
+from model_engine import RECORDER
 from model_programs import CrashPoint, Program
 
 
