@@ -203,10 +203,10 @@ class Program:
         return found
 
     def snippet(self, crashes: tuple[CrashPoint, ...] = ()) -> str:
-        """Python that reproduces this program (and its crash points) with tests/model_engine."""
+        """Python that reproduces this program and its crash points (run it from tests/)."""
         lines = [
             "from model_programs import *",
-            "from model_driver import execute",
+            "from model_driver import check, execute",
             "",
             "P = Program((",
         ]
@@ -224,7 +224,8 @@ class Program:
                     parts.append(f"{field.name}={value!r}")
             lines.append(f"    {type(op).__name__}({', '.join(parts)}),")
         lines.append("))")
-        lines.append(f"execute(P, crashes={crashes!r})  # compare with model(P)")
+        lines.append(f"E = execute(P, crashes={crashes!r})")
+        lines.append(f"print(E.outcome, check(P, E, crash_free={not crashes}))  # [] = as model(P)")
         return "\n".join(lines)
 
 
