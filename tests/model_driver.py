@@ -90,8 +90,8 @@ def journal_state(query: Query, run_id: str) -> tuple[set[int], set[int]]:
     return completed, markers
 
 
-def journal_violations(query: Query, run_id: str, terminal: bool) -> list[str]:
-    """At most one completed row per step; signals consumed once; no token outlives its run."""
+def journal_violations(query: Query, run_id: str) -> list[str]:
+    """At most one completed row per step; signals consumed once."""
     found = []
     for position, count in query(
         "SELECT position, count(*) FROM steps WHERE run_id = ? AND status = 'completed' "
@@ -113,12 +113,6 @@ def journal_violations(query: Query, run_id: str, terminal: bool) -> list[str]:
         found.append(
             f"signals: {consumed} consumed at {distinct} positions, {received} signal steps"
         )
-    if terminal and "token_outlives_attempt" not in KNOWN_DEFECTS:
-        pending = query(
-            "SELECT token FROM async_tokens WHERE run_id = ? AND consumed_at IS NULL", [run_id]
-        )
-        if pending:
-            found.append(f"the finished run still has usable tokens {pending}")
     return found
 
 
@@ -259,6 +253,19 @@ class Driver:
                 engine.signal(run_id, late.name, f"payload-{late.name}", signal_id=late.name)
         return handle
 
+    def spent_tokens(self) -> None:
+        """A finished run accepts no completion, whatever tokens it handed out (issue 13.1)."""
+        if "token_outlives_attempt" in KNOWN_DEFECTS:
+            return
+        for (token,) in self.engine.journal.query(
+            "SELECT token FROM async_tokens WHERE run_id = ?", [self.run_id]
+        ):
+            try:
+                self.engine.complete_async_activity(token, "after the end")
+            except (AsyncTokenNotFoundError, RunFinishedError):
+                continue
+            self.execution.violations.append(f"the finished run accepted token {token}")
+
     def crash(self, handle: weft_nb.RunHandle) -> weft_nb.RunHandle:
         """simulate_restart() at the crash point, then resume the run in the new engine."""
         hit, old = RECORDER.hit, self.engine
@@ -279,11 +286,10 @@ class Driver:
         return self.engine.resume(self.run_id)
 
     def finish(self, outcome: list[Any]) -> Execution:
-        terminal = outcome[0] in ("completed", "failed", "cancelled")
         self.execution.outcome = outcome
-        self.execution.violations += journal_violations(
-            self.engine.journal.query, self.run_id, terminal
-        )
+        if outcome[0] in ("completed", "failed", "cancelled"):
+            self.spent_tokens()
+        self.execution.violations += journal_violations(self.engine.journal.query, self.run_id)
         self.engine.close()
         with RECORDER.lock:
             self.execution.events = [e for e in RECORDER.events if e["run"] == self.run_id]

@@ -175,10 +175,8 @@ def _executions(work: Path) -> list[dict[str, Any]]:
 def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str]]:
     journal = DuckDBJournal(path, read_only=True)
     try:
-        run = journal.get_run(run_id)
-        terminal = run is not None and run.status in ("completed", "failed", "cancelled")
         completed, markers = journal_state(journal.query, run_id)
-        return completed, markers, journal_violations(journal.query, run_id, terminal)
+        return completed, markers, journal_violations(journal.query, run_id)
     finally:
         journal.close()
 
