@@ -100,6 +100,8 @@ def _record_at(data: bytes, offset: int, after: int | None) -> tuple[int, StepRo
     end = offset + _HEADER.size + length
     if end > len(data) or lsn < 1 or (after is not None and lsn <= after):
         return None
+    if not _looks_like_row(data, offset + _HEADER.size, end):
+        return None
     payload = data[offset + _HEADER.size : end]
     if zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn))) != crc:
         return None
@@ -110,6 +112,22 @@ def _record_at(data: bytes, offset: int, after: int | None) -> tuple[int, StepRo
     if not isinstance(row, tuple | list) or len(row) != len(STEP_TYPES):
         return None
     return lsn, tuple(row), end
+
+
+def _looks_like_row(data: bytes, start: int, end: int) -> bool:
+    """Whether a payload starts as :mod:`marshal` writes a step row (a 13-field tuple or list).
+
+    Checked before the CRC: while resynchronising, most offsets inside a damaged record's payload
+    (a pickled index array, say) read as a plausible length and lsn, and a CRC over each of them
+    made the scan quadratic in the record's size.
+    """
+    if end - start < 5:
+        return False
+    code = data[start] & 0x7F  # without marshal's FLAG_REF bit
+    if code == 0x29:  # TYPE_SMALL_TUPLE: a one-byte count
+        return data[start + 1] == len(STEP_TYPES)
+    count = int.from_bytes(data[start + 1 : start + 5], "little")
+    return code in (0x28, 0x5B) and count == len(STEP_TYPES)  # TYPE_TUPLE, TYPE_LIST
 
 
 @dataclasses.dataclass
