@@ -44,7 +44,7 @@ def io_fault_spec(rng: random.Random, reference: list[dict[str, Any]]) -> str:
     steps = sum(e["event"] == "step_completed" for e in reference)
     appends = step_log_appends(reference)
     saves = sum(e["event"] == "checkpoint_saved" for e in reference)
-    sites = [("journal.commit", 2 * steps)]
+    sites = [("journal.commit", steps)]  # each step has a commit or more: a visit that comes
     if appends:
         sites += [("steplog.append", appends), ("steplog.sync", appends)]
     if saves:

@@ -16,7 +16,8 @@ process imports weft_nb, so child processes and kernels inherit it; tests in one
 Kinds: ``enospc`` (disk full), ``eio`` (I/O error), ``erofs`` (read-only file system),
 ``eacces`` (permission denied) and ``short`` (a short write: part of the bytes land, then the
 disk is full). When the variable is unset, :data:`ENABLED` is False and every call site checks
-that one global before anything else.
+that one global before anything else. A fault that fires is logged as an ``io_fault_fired``
+event when ``WEFT_NB_EVIDENCE_LOG`` is set (see :mod:`weft_nb._evidence`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import errno
 import os
 
 import duckdb
+
+from . import _evidence as evidence
 
 SITES = (
     "steplog.append",
@@ -84,6 +87,8 @@ def fires(site: str) -> str | None:
     _hits += 1
     if _hits < _first or (_times and _hits >= _first + _times):
         return None
+    if evidence.ENABLED:  # a harness must know the fault was reached, or its trial proves nothing
+        evidence.record("io_fault_fired", site=site, kind=_kind, visit=_hits)
     return _kind
 
 

@@ -78,6 +78,7 @@ class Outcome:
     resumed_from_checkpoint: int = 0
     resume_seconds: float | None = None
     injected: str = ""  # a storage fault: the WEFT_NB_IO_FAULT spec, or the damage done
+    fault_fired: bool = False  # a storage fault was reached (an armed visit may never come)
     cell_errors: list[str] = dataclasses.field(default_factory=list)
     damage_reported: bool = False
     rerun_after_reported_damage: int = 0
@@ -216,6 +217,7 @@ class Harness:
         try:
             self._disturb(kernel, evidence, fault, rng, outcome)
             if fault == "enospc":
+                outcome.fault_fired = bool(evidence.events("io_fault_fired", first_pid))
                 outcome.cell_errors = storage.drain_errors(kernel.client)
                 wrong = [name for name in outcome.cell_errors if name != "JournalIOError"]
                 if wrong:
@@ -286,6 +288,7 @@ class Harness:
         """Damage the dead kernel's step log; the steps allowed to run again (see docs/chaos.md)."""
         damage = storage.damage_step_log(folder, rng)
         outcome.injected = damage.kind if damage.changed else f"{damage.kind} (empty log)"
+        outcome.fault_fired = damage.changed
         _, outcome.damage_reported = storage.reported_damage(
             lambda: self._check_journal_opens(folder, outcome)
         )
@@ -383,7 +386,13 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "resume_seconds_max": max(times) if times else None,
         "faults": {f: sum(o.fault == f for o in outcomes) for f in FAULTS + storage.STORAGE_FAULTS},
         "storage_faults_injected": [
-            {"trial": o.trial, "fault": o.fault, "injected": o.injected, "errors": o.cell_errors}
+            {
+                "trial": o.trial,
+                "fault": o.fault,
+                "injected": o.injected,
+                "fired": o.fault_fired,
+                "errors": o.cell_errors,
+            }
             for o in outcomes
             if o.fault in storage.STORAGE_FAULTS
         ],
