@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_until
 
 import weft_nb
-from weft_nb._run_definitions import ActivityRedefinedWarning
+from weft_nb import ActivityRedefinedWarning
 from weft_nb.errors import ActivityFailedError, PayloadError, RunInterruptedError
 from weft_nb.testing import TestEngine
 

@@ -18,6 +18,7 @@ from ._executors import Executor, ThreadExecutor
 from ._process_executor import ProcessExecutor
 from ._reconciliation import VerificationContext
 from ._retry import RetryPolicy, parse_duration
+from ._run_definitions import ActivityRedefinedWarning
 from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
 from ._workflow_context import StepChangedWarning, WorkflowContext
 from .errors import DevelopmentWarning
@@ -42,6 +43,7 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [
     "ActivityContext",
     "ActivityDefinition",
+    "ActivityRedefinedWarning",
     "DaskExecutor",
     "DevelopmentWarning",
     "Engine",

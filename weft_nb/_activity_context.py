@@ -73,8 +73,7 @@ class ActivityContext:
         self.cancelled: threading.Event = clock.new_event()
         self.cancel_reason = ""
         self._clock = clock
-        self._now = clock.now  # bound once: heartbeat() is on the training loop's hot path
-        self._monotonic = clock.monotonic
+        self._monotonic = clock.monotonic  # bound once: heartbeat() is on a training loop's path
         self._checkpoints = checkpoints
         self._last_heartbeat_loader = last_heartbeat_loader
         self._last_heartbeat: Any = _NOT_LOADED
@@ -88,10 +87,8 @@ class ActivityContext:
         # Plain attribute stores are atomic under the GIL, so no lock sits on the hot path.
         self.details: Any = None
         self.heartbeat_count = 0
-        self.started_at = self.last_heartbeat_at = clock.now()
-        # The heartbeat watchdog compares this one: a stepped system clock cannot fake silence.
-        self.last_beat_monotonic = clock.monotonic()
         self.first_heartbeat_at: float | None = None
+        self.restart_watch()
         self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
 
     def heartbeat(self, details: Any = None) -> None:
@@ -101,18 +98,33 @@ class ActivityContext:
         once per heartbeat interval, and when the attempt ends. The object is serialised then, not
         now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
         """
-        self.last_heartbeat_at = self._now()
+        # One clock reading, monotonic: the watchdog compares it, so a system clock stepped back
+        # cannot fake silence (or liveness); the wall time is derived when someone asks.
         self.last_beat_monotonic = self._monotonic()
         if not self.heartbeat_count:
-            self.first_heartbeat_at = self.last_heartbeat_at
+            self.first_heartbeat_at = self.last_beat_monotonic + self._wall_offset
         if details is not None:
             self.details = details
         self.heartbeat_count += 1
 
     def restart_watch(self) -> None:
-        """Start the attempt's clocks again (it waited for a queue slot before it could run)."""
-        self.started_at = self.last_heartbeat_at = self._now()
+        """Start the attempt's clocks (again, when it waited for a queue slot before it ran)."""
+        self.started_at = self._clock.now()
         self.last_beat_monotonic = self._monotonic()
+        self._wall_offset = self.started_at - self.last_beat_monotonic
+
+    @property
+    def last_heartbeat_at(self) -> float:
+        """Wall time of the latest heartbeat (or of the attempt's start).
+
+        The attempt's wall-clock start plus the monotonic time elapsed since, so a stepped
+        system clock cannot move it.
+        """
+        return self.last_beat_monotonic + self._wall_offset
+
+    @last_heartbeat_at.setter
+    def last_heartbeat_at(self, value: float) -> None:
+        self.last_beat_monotonic = value - self._wall_offset
 
     @property
     def last_heartbeat_details(self) -> Any:

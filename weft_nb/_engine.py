@@ -293,11 +293,11 @@ class Engine(EngineViews, ExternalInputs):
         its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
         ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
         """
-        handle = self.start(workflow, input, run_id=run_id, on_change=on_change)
+        run_id = run_id or uuid.uuid4().hex[:16]  # known here: Ctrl-C may land inside start()
         try:
-            return handle.result(timeout)
+            return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
         except KeyboardInterrupt:
-            self.interrupt(handle.run_id)
+            self.interrupt(run_id)  # False (nothing to do) when the run was not launched
             raise
 
     def resume(self, run_id: str) -> RunHandle:
@@ -412,6 +412,11 @@ class Engine(EngineViews, ExternalInputs):
             state.thread = thread
             thread.start()
         except BaseException:  # e.g. Interrupt Kernel right here: leave no half-launched run
+            if state.thread is not None and state.thread.ident is not None:
+                # Interrupted inside thread.start(), once the run's thread was running: the run
+                # is live and its thread cleans up after itself; stop it as an interrupt does.
+                self.interrupt(run_id)
+                raise
             with self._lock:
                 self._active.pop(run_id, None)
             if reserved:

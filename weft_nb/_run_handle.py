@@ -136,7 +136,7 @@ class RunHandle:
             TimeoutError: The run did not finish within ``timeout`` (real) seconds.
             WorkflowCancelledError: The run was cancelled.
         """
-        if not self._done.wait(timeout):
+        if not _interruptible_wait(self._done, timeout):
             raise TimeoutError(
                 f"run {self.run_id!r} did not finish within {timeout}s; it keeps running"
             )
@@ -168,3 +168,22 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.workflow!r} run_id={self.run_id!r} status={self._status!r}>"
+
+
+_WAKE_EVERY = 0.1
+
+
+def _interruptible_wait(event: threading.Event, timeout: float | None) -> bool:
+    """``event.wait(timeout)`` in short slices, so Ctrl-C is seen at once.
+
+    A SIGINT may be delivered to any thread of the process (a Jupyter kernel has many); Python then
+    runs its handler only when the main thread next runs bytecode, which a single long wait on a
+    lock would postpone until the run ends.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _WAKE_EVERY if deadline is None else min(_WAKE_EVERY, deadline - time.monotonic())
+        if event.wait(max(left, 0.0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False

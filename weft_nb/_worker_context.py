@@ -92,9 +92,10 @@ class WorkerActivityContext(ActivityContext):
         self.details = None
         self.heartbeat_count = 0
         self._sent_count = 0
-        self._now = self._monotonic = time.monotonic  # what ActivityContext.heartbeat stamps
+        self._monotonic = time.monotonic  # what ActivityContext.heartbeat stamps beats with
+        self._wall_offset = 0.0  # worker times stay monotonic: only the kernel compares them
         self._warned_unpicklable = False
-        self.started_at = self.last_heartbeat_at = self.last_beat_monotonic = time.monotonic()
+        self.started_at = self.last_beat_monotonic = time.monotonic()
         self.first_heartbeat_at = None
 
     def flush_heartbeat(self) -> None:
