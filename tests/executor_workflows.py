@@ -97,7 +97,9 @@ def around_blocker(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> list[A
     return [before, middle, after]
 
 
-@weft_nb.activity(timeout=1.0, retry={"max_attempts": 1})
+# The timeout counts from dispatch, worker start-up included: 1 s was too short on a loaded
+# 2-core machine (the worker was killed before the activity wrote its note).
+@weft_nb.activity(timeout=8.0, retry={"max_attempts": 1})
 def runaway(args: dict[str, Any]) -> None:
     """Ignores ``cancelled``: only a hard kill stops it."""
     note(args["dir"], "runaway")
