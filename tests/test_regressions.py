@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 import weft_nb
 from weft_nb._checkpoints import CheckpointStore
+from weft_nb._duckdb_journal import DuckDBJournal
 from weft_nb.errors import (
     ActivityFailedError,
     PayloadError,
@@ -224,3 +227,23 @@ def test_schedule_to_close_counts_from_the_rerun_after_a_supersede(engine: TestE
         assert restarted.resume("s2c").result(10) == "done"
     assert attempts == [1, 2]  # the budget started at the rerun, not an hour ago
     restarted.close()
+
+
+def test_ctrl_c_during_a_journal_query_is_a_keyboard_interrupt(tmp_path: Path) -> None:
+    # DuckDB turns a SIGINT that lands inside a query into RuntimeError("Query interrupted"); a
+    # notebook's Interrupt Kernel during %weft run's panel refresh then failed with that bare
+    # error instead of interrupting the run (seen in the full suite under load).
+    journal = DuckDBJournal(tmp_path / "j.duckdb")
+    try:
+
+        def press_ctrl_c() -> None:
+            time.sleep(0.5)  # the query below runs for minutes; this lands inside it
+            os.kill(os.getpid(), signal.SIGINT)
+
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            journal.query("SELECT count(*) FROM range(100000000000) a, range(10) b")
+        presser.join()
+    finally:
+        journal.close()

@@ -69,6 +69,22 @@ def _lock_holder_text(holder: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+@contextlib.contextmanager
+def _ctrl_c_stays_keyboard_interrupt() -> Iterator[None]:
+    """Give back the ``KeyboardInterrupt`` DuckDB turns a Ctrl-C into (``Query interrupted``).
+
+    DuckDB catches SIGINT during a query and raises ``RuntimeError``; a notebook's Interrupt
+    Kernel that lands in a journal read must still interrupt the run (``%weft run``), not fail
+    with a bare library error.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from exc
+        raise
+
+
 class JournalFile:
     """One DuckDB journal file: who owns it, when it is open, how it is written.
 
@@ -432,7 +448,7 @@ class JournalFile:
 
     @contextlib.contextmanager
     def _use(self, *, apply_pending: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
+        with self._lock, _ctrl_c_stays_keyboard_interrupt():
             con = self._ensure_open()
             if self._pending and apply_pending:
                 self._apply_pending(con)
