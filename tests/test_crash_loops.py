@@ -147,6 +147,36 @@ def test_schedule_to_close_timeout_caps_a_crash_loop(engine: TestEngine) -> None
     restarted.close()
 
 
+def test_a_larger_schedule_to_close_timeout_resumes_the_step(engine: TestEngine) -> None:
+    """Review F6: the timeout verdict is re-evaluated on resume against the current definition."""
+    calls: list[int] = []
+    hold = threading.Event()
+
+    def body(_: object, activity: weft_nb.ActivityContext) -> int:
+        calls.append(activity.attempt)
+        if activity.attempt == 1:
+            assert hold.wait(20)
+        return activity.attempt
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run("slow")
+
+    engine.register(weft_nb.activity(name="slow", schedule_to_close_timeout=60)(body), wf)
+    engine.start(wf, run_id="budget")
+    wait_until(lambda: calls)
+    restarted = engine.simulate_restart()  # the process died in attempt 1
+    restarted.clock.advance(120)
+    hold.set()
+    with pytest.raises(ActivityScheduleToCloseTimeoutError, match="larger than 120s"):
+        restarted.resume("budget").result(20)
+    assert restarted.journal.get_run("budget").status == "interrupted"  # type: ignore[union-attr]
+    restarted.register(weft_nb.activity(name="slow", schedule_to_close_timeout=600)(body))
+    assert restarted.resume("budget").result(20) == 2
+    assert calls == [1, 2]
+    restarted.close()
+
+
 def test_a_clean_close_is_not_a_crash(engine: TestEngine) -> None:
     calls: list[int] = []
     hold = threading.Event()
