@@ -168,8 +168,10 @@ def test_a_larger_schedule_to_close_timeout_resumes_the_step(engine: TestEngine)
     restarted = engine.simulate_restart()  # the process died in attempt 1
     restarted.clock.advance(120)
     hold.set()
+    stopped = restarted.resume("budget")
     with pytest.raises(ActivityScheduleToCloseTimeoutError, match="larger than 120s"):
-        restarted.resume("budget").result(20)
+        stopped.result(20)
+    assert stopped.status == "interrupted"
     assert restarted.journal.get_run("budget").status == "interrupted"  # type: ignore[union-attr]
     restarted.register(weft_nb.activity(name="slow", schedule_to_close_timeout=600)(body))
     assert restarted.resume("budget").result(20) == 2

@@ -73,6 +73,7 @@ def test_restart_and_run_all_after_a_crash_loop_stops_then_allowing_more_resumes
     assert len(read(evidence, "train_start")) == 1  # not started again
     message = "".join(second.outputs)
     assert "resume run" in message and "continues from the journal" in message, message
+    assert "interrupted: replayed from journal: 1 steps, 0 executed" in message, message
 
     (evidence / "fixed").touch()  # the user fixes the cause and allows more attempts
     second.run(train_cell(2))

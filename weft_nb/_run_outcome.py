@@ -95,7 +95,7 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
             return RUNNING, None, io_error
         if crash_loops.is_verdict(exc):  # not a failure: resumable once more is allowed
             if engine.journal.set_run_status(state.run_id, INTERRUPTED, engine.clock.now()):
-                return RUNNING, None, exc
+                return INTERRUPTED, None, exc
             return _outcome_on_record(engine, state, stopped)
         if _finish(engine, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
             return FAILED, None, exc
