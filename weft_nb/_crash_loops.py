@@ -81,7 +81,7 @@ def check_before_dispatch(
         "activity": definition.name,
     }
     resume = (
-        f"re-run the cell that defines {definition.name!r}, then resume run {ctx.run_id!r} "
+        f"define {definition.name!r} again (re-run its cell), then resume run {ctx.run_id!r} "
         f"(engine.resume({ctx.run_id!r}), or %weft run / engine.run with the same run_id): it "
         "continues from the journal, its completed steps are not run again, and this step "
         "starts as attempt "
