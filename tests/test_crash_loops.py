@@ -66,7 +66,7 @@ def test_an_activity_that_kills_its_process_fails_after_max_attempts(
     assert outcome["error"] == "ActivityCrashLoopError"
     for words in ("'crasher'", "step 1", "started 3 time(s)", "max_attempts"):
         assert words in outcome["message"]
-    # Replayed, not run again: the failure is journaled.
+    # Not run again: the verdict is reached again, before any dispatch.
     assert run_child(tmp_path, how=how, max_attempts=3, crashes=99) == 0
     assert evidence(tmp_path)[-1] == lines[-1]
     assert len([line for line in evidence(tmp_path) if "attempt" in line]) == 3
@@ -78,10 +78,40 @@ def test_an_activity_that_kills_its_process_fails_after_max_attempts(
         crashed = [e for e in engine.journal.events_of("loop") if e.kind == "attempt_crashed"]
         assert [e.position for e in crashed] == [1, 1, 1]
         assert "the process died while attempt 3 of activity 'crasher'" in crashed[-1].message
+        # The verdict is not the step's outcome: the run stays resumable (see the next test).
         assert engine.journal.query(
             "SELECT position, status FROM steps WHERE run_id = 'loop' ORDER BY position"
-        ) == [(0, "completed"), (1, "failed")]
-        assert engine.journal.get_run("loop").status == "failed"  # type: ignore[union-attr]
+        ) == [(0, "completed")]
+        assert engine.journal.get_run("loop").status == "interrupted"  # type: ignore[union-attr]
+        assert engine.journal.crashed_attempts("loop", 1) == 3
+
+
+def test_allowing_more_attempts_resumes_a_crash_looped_run_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    """Review F6: raising max_attempts after the verdict continues the run; it is not final."""
+    assert run_child(tmp_path, how="sigkill", max_attempts=1, crashes=99) == -signal.SIGKILL
+    assert run_child(tmp_path, how="sigkill", max_attempts=1, crashes=99) == 0  # the verdict
+    verdict = evidence(tmp_path)[-1]["outcome"]
+    assert verdict["error"] == "ActivityCrashLoopError"
+    for words in ("allows 1 attempt(s)", "'max_attempts': n", "n > 1", "resume run 'loop'",
+                  "continues from the journal"):  # fmt: skip
+        assert words in verdict["message"]
+    # The user fixes the crash (it crashes on attempt 1 only now) and allows 5 attempts.
+    assert run_child(tmp_path, how="sigkill", max_attempts=5, crashes=1) == 0
+    lines = evidence(tmp_path)
+    assert lines[-1]["outcome"] == {"result": 50}
+    assert [line["attempt"] for line in lines if "attempt" in line] == [1, 2]
+    assert [line["prepare"] for line in lines if "prepare" in line] == [4]  # replayed, not re-run
+    with weft_nb.Engine(tmp_path / "journal.duckdb") as engine:
+        assert engine.journal.get_run("loop").status == "completed"  # type: ignore[union-attr]
+        assert engine.journal.query(
+            "SELECT position, status, attempts FROM steps WHERE run_id = 'loop' ORDER BY position"
+        ) == [(0, "completed", 1), (1, "completed", 2)]
+    # A finished run replays its result; nothing runs again.
+    assert run_child(tmp_path, how="sigkill", max_attempts=5, crashes=1) == 0
+    assert evidence(tmp_path)[-1]["outcome"] == {"result": 50}
+    assert len(evidence(tmp_path)) == len(lines) + 1
 
 
 def test_a_crash_is_retried_as_the_next_attempt_until_it_succeeds(tmp_path: Path) -> None:
@@ -114,6 +144,38 @@ def test_schedule_to_close_timeout_caps_a_crash_loop(engine: TestEngine) -> None
     with pytest.raises(ActivityScheduleToCloseTimeoutError, match="schedule_to_close_timeout"):
         restarted.resume("budget").result(20)
     assert calls == [1]
+    restarted.close()
+
+
+def test_a_larger_schedule_to_close_timeout_resumes_the_step(engine: TestEngine) -> None:
+    """Review F6: the timeout verdict is re-evaluated on resume against the current definition."""
+    calls: list[int] = []
+    hold = threading.Event()
+
+    def body(_: object, activity: weft_nb.ActivityContext) -> int:
+        calls.append(activity.attempt)
+        if activity.attempt == 1:
+            assert hold.wait(20)
+        return activity.attempt
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run("slow")
+
+    engine.register(weft_nb.activity(name="slow", schedule_to_close_timeout=60)(body), wf)
+    engine.start(wf, run_id="budget")
+    wait_until(lambda: calls)
+    restarted = engine.simulate_restart()  # the process died in attempt 1
+    restarted.clock.advance(120)
+    hold.set()
+    stopped = restarted.resume("budget")
+    with pytest.raises(ActivityScheduleToCloseTimeoutError, match="larger than 120s"):
+        stopped.result(20)
+    assert stopped.status == "interrupted"
+    assert restarted.journal.get_run("budget").status == "interrupted"  # type: ignore[union-attr]
+    restarted.register(weft_nb.activity(name="slow", schedule_to_close_timeout=600)(body))
+    assert restarted.resume("budget").result(20) == 2
+    assert calls == [1, 2]
     restarted.close()
 
 

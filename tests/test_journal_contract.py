@@ -858,3 +858,33 @@ class TestSignals:
         again = journal.consume_signal("run-1", "go", make_step(position=0, result=None))
         assert again is not None
         assert again.result == b"1"  # still deliverable after the failed consumption
+
+
+class TestAsyncTokens:
+    def test_completing_a_settled_step_is_refused_and_writes_nothing(
+        self, journal: Journal
+    ) -> None:
+        """Review F11: the refusal left the token consumed although nothing was to be written."""
+        journal.create_run(make_run())
+        journal.add_async_token("tok", make_step(position=0, status=STEP_STARTED))
+        journal.record_step(make_step(position=0))  # the activity returned by itself
+        assert not journal.complete_async_token("tok", make_step(position=0, result=b"2"))
+        assert journal.pending_async_tokens("run-1") == {0: "tok"}  # not consumed
+        assert journal.query("SELECT consumed_at FROM async_tokens WHERE token = 'tok'") == [
+            (None,)
+        ]
+        assert journal.load_steps("run-1")[0].result == b'{"ok":true}'
+
+
+class TestCrashedAttempts:
+    def test_counts_current_crashed_attempts_of_one_step(self, journal: Journal) -> None:
+        journal.create_run(make_run())
+        crashed = [dataclasses.replace(make_attempt(attempt=n), error_type="ActivityCrashed")
+                   for n in (1, 2)]  # fmt: skip
+        for attempt in [*crashed, make_attempt(attempt=3), make_attempt(position=1)]:
+            journal.record_attempt_failure(attempt)
+        assert journal.crashed_attempts("run-1", 0) == 2
+        assert journal.crashed_attempts("run-1", 1) == 0
+        assert journal.crashed_attempts("other", 0) == 0
+        journal.supersede_from("run-1", 0, make_event(kind="superseded"))
+        assert journal.crashed_attempts("run-1", 0) == 0

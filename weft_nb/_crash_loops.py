@@ -5,16 +5,17 @@ into a failed ``ActivityCrashed`` attempt when the next engine opens the journal
 knows how often the step started; before it dispatches again, :func:`check_before_dispatch`
 fails the step when its retry policy allows no more attempts (``ActivityCrashLoopError``) or its
 ``schedule_to_close_timeout`` has passed since the first attempt started, exactly as an attempt
-that raised would have. The failure is journaled, so later resumes replay it.
+that raised would have. The verdict is not journaled as the step's outcome: the run is left
+unfinished (``interrupted``) and every resume reaches the verdict again before it dispatches,
+against the retry policy registered then. So a resume after ``max_attempts`` (or the timeout) was
+raised continues the step, and one without that change fails at once instead of crashing again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._dispatch_log import CRASHED, Dispatch
-from ._journal import STEP_FAILED, StepRecord
-from ._payloads import error_to_json
 from .errors import ActivityCrashLoopError, ActivityScheduleToCloseTimeoutError, WeftError
 
 if TYPE_CHECKING:
@@ -53,10 +54,12 @@ def check_before_dispatch(
     first_start: float,
     schedule_to_close: float | None,
 ) -> None:
-    """Fail the step (journaled) when a resume must not start ``attempt``; else return.
+    """Raise the crash-loop verdict when a resume must not start ``attempt``; else return.
 
     Only a step that already started ``attempt - 1`` times without an outcome gets here with
-    ``attempt > max_attempts``: the earlier attempts died with their process.
+    ``attempt > max_attempts``: the earlier attempts died with their process. The verdict is not
+    journaled as the step's outcome: it is reached again, before any dispatch, on every resume,
+    against the policy registered then, so allowing more attempts continues the run.
     """
     engine, definition, position = ctx._engine, step.definition, step.position
     now = engine.clock.now()
@@ -64,59 +67,54 @@ def check_before_dispatch(
     over_budget = schedule_to_close is not None and now >= first_start + schedule_to_close
     if not (over_attempts or over_budget):
         return
-    crashed = engine.journal.query(
-        "SELECT count(*) FROM attempts WHERE run_id = ? AND position = ? AND error_type = ? "
-        "AND NOT superseded",
-        [ctx.run_id, position, CRASHED],
-    )[0][0]
+    crashed = engine.journal.crashed_attempts(ctx.run_id, position)
     if not crashed:
         return  # ordinary failures: the retry decision already happened where they were raised
     started = attempt - 1
     where = f"activity {definition.name!r} (step {position}, run {ctx.run_id!r})"
+    fields: dict[str, Any] = {
+        "cause_type": CRASHED,
+        "cause_message": f"the process died during {crashed} attempt(s)",
+        "attempts": started,
+        "run_id": ctx.run_id,
+        "position": position,
+        "activity": definition.name,
+    }
+    resume = (
+        f"define {definition.name!r} again (re-run its cell), then resume run {ctx.run_id!r} "
+        f"(engine.resume({ctx.run_id!r}), or %weft run / engine.run with the same run_id): it "
+        "continues from the journal, its completed steps are not run again, and this step "
+        "starts as attempt "
+        f"{attempt}. The run is left unfinished (status 'interrupted'); resuming it without "
+        "that change stops here again at once, without starting the activity."
+    )
     error: WeftError
     if over_attempts:
         error = ActivityCrashLoopError(
             f"{where} started {started} time(s) without finishing; in {crashed} of them the "
             "process died while it ran (killed, out of memory, a segfault, os._exit). weft_nb "
             f"stops here instead of crashing again: its retry policy allows {policy.max_attempts} "
-            "attempt(s). Fix the crash, or allow more attempts (retry={'max_attempts': n} on the "
-            "activity or the call) and start a new run.",
-            cause_type=CRASHED,
-            cause_message=f"the process died during {crashed} attempt(s)",
-            attempts=started,
-            run_id=ctx.run_id,
-            position=position,
-            activity=definition.name,
+            "attempt(s). Fix the crash, and to allow more attempts set retry={'max_attempts': n} "
+            f"with n > {started} on the activity (or on the ctx.run call), {resume}",
+            **fields,
         )
     else:
         assert schedule_to_close is not None
         error = ActivityScheduleToCloseTimeoutError(
             f"{where} started {started} time(s) without finishing (the process died during "
             f"{crashed}), and its schedule_to_close_timeout of {schedule_to_close:g}s since the "
-            "first attempt has passed; it is not started again. Raise the timeout and start a "
-            "new run.",
-            cause_type=CRASHED,
-            cause_message=f"the process died during {crashed} attempt(s)",
-            attempts=started,
-            run_id=ctx.run_id,
-            position=position,
-            activity=definition.name,
-        )
-    if step.record:
-        engine.journal.record_step(
-            StepRecord(
-                ctx.run_id,
-                position,
-                definition.name,
-                STEP_FAILED,
-                step.input_hash,
-                definition.source_hash,
-                started,
-                first_start,
-                now,
-                error=error_to_json(error),
-                idempotency_key=step.key,
-            )
+            f"first attempt has passed ({now - first_start:g}s ago); it is not started again. "
+            "Fix the crash, and to allow more time set a schedule_to_close_timeout larger than "
+            f"{now - first_start:g}s on the activity (or on the ctx.run call), {resume}",
+            **fields,
         )
     engine.emit("crash_loop", ctx.run_id, position, attempts=started, crashed=crashed)
     raise error
+
+
+def is_verdict(error: BaseException) -> bool:
+    """True for the error :func:`check_before_dispatch` raises: the run stays resumable."""
+    return (
+        isinstance(error, (ActivityCrashLoopError, ActivityScheduleToCloseTimeoutError))
+        and getattr(error, "cause_type", None) == CRASHED
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from ._dispatch_log import CRASHED as CRASHED_ERROR_TYPE
 from ._journal import (
     STEP_STARTED,
     AttemptRecord,
@@ -249,6 +250,16 @@ class DuckDBJournal(JournalFile):
             ).fetchall()
         return [AttemptRecord(*row) for row in rows]
 
+    def crashed_attempts(self, run_id: str, position: int) -> int:
+        """How many current attempts of one step died with their process (``ActivityCrashed``)."""
+        with self._use() as con:
+            row = con.execute(
+                "SELECT count(*) FROM attempts WHERE run_id = ? AND position = ? "
+                "AND error_type = ? AND NOT superseded",
+                [run_id, position, CRASHED_ERROR_TYPE],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     # -- heartbeats and checkpoints --------------------------------------------------------
 
     def record_heartbeats(self, heartbeats: list[HeartbeatRecord]) -> None:
@@ -428,6 +439,9 @@ class DuckDBJournal(JournalFile):
         never gets a second completed row this way.
         """
         with self._write() as con:
+            if _settled(con, outcome.run_id, outcome.position):
+                # The activity returned (or failed) by itself: refused before anything is written.
+                return False
             used = _updated(
                 con,
                 "UPDATE async_tokens SET consumed_at = ? WHERE token = ? AND consumed_at IS NULL "
@@ -435,9 +449,6 @@ class DuckDBJournal(JournalFile):
                 [outcome.finished_at, token],
             )
             if not used:
-                return False
-            if _settled(con, outcome.run_id, outcome.position):
-                # The activity returned (or failed) by itself: the token is spent.
                 return False
             self._replace_marker(con, outcome)
             con.execute(_INSERT_STEP, self._step_row(outcome))

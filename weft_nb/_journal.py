@@ -180,6 +180,12 @@ class Journal(Protocol):
     def attempts_of(self, run_id: str, position: int) -> list[AttemptRecord]:
         """The current failed attempts of one step, oldest first."""
 
+    def crashed_attempts(self, run_id: str, position: int) -> int:
+        """How many current attempts of one step died with their process (``ActivityCrashed``).
+
+        These are the attempts the dispatch log found open when an engine opened the journal.
+        """
+
     def record_heartbeats(self, heartbeats: list[HeartbeatRecord]) -> None:
         """Append heartbeat rows in one transaction."""
 

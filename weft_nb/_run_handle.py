@@ -111,7 +111,10 @@ class RunHandle:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed``, ``failed`` or ``cancelled``."""
+        """``running``, ``completed``, ``failed`` or ``cancelled``.
+
+        ``interrupted`` when a crash-loop verdict stopped the run (it stays resumable).
+        """
         return self._status
 
     @property

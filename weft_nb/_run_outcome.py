@@ -11,8 +11,17 @@ import contextlib
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from . import _crash_loops as crash_loops
 from ._io_errors import is_storage_failure
-from ._journal import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL_STATUSES, RunRecord
+from ._journal import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    TERMINAL_STATUSES,
+    RunRecord,
+)
 from ._payloads import decode, encode, error_from_json, error_to_json, exception_text
 from ._workflow_context import EngineStopped, WorkflowContext
 from .errors import (
@@ -84,6 +93,10 @@ def _outcome(engine: Engine, state: RunState) -> Outcome:
         io_error = is_storage_failure(exc)
         if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
             return RUNNING, None, io_error
+        if crash_loops.is_verdict(exc):  # not a failure: resumable once more is allowed
+            if engine.journal.set_run_status(state.run_id, INTERRUPTED, engine.clock.now()):
+                return INTERRUPTED, None, exc
+            return _outcome_on_record(engine, state, stopped)
         if _finish(engine, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
             return FAILED, None, exc
         return _outcome_on_record(engine, state, stopped)

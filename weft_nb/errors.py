@@ -219,8 +219,9 @@ class StepScopeError(WeftError):
 class ActivityCrashLoopError(ActivityFailedError):
     """A step's attempts kept killing their process: started ``max_attempts`` times, never ended.
 
-    The resume fails the step instead of crashing again; raise the activity's
-    ``retry=RetryPolicy(max_attempts=...)`` to allow more.
+    The resume stops instead of crashing again. The verdict is not the step's outcome: the run
+    stays resumable, so raising the activity's ``retry=RetryPolicy(max_attempts=...)`` and
+    resuming the same run continues the step from the journal.
     """
 
 

@@ -31,6 +31,7 @@ def note(line: dict[str, Any]) -> None:
 
 @weft_nb.activity
 def prepare(x: int) -> int:
+    note({"prepare": x})
     return x + 1
 
 

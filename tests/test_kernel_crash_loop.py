@@ -1,0 +1,111 @@
+"""Crash loops in a real Jupyter kernel (jupyter_client), as a notebook user meets them.
+
+A kernel that dies inside a ``--retry 1`` activity makes the next Restart & Run All stop with
+``ActivityCrashLoopError`` (the kernel stays alive, the activity is not started); allowing more
+attempts in the activity's cell and re-running the ``%weft run`` cell continues the same run from
+the journal (review F6). A kernel restart that lets the kernel exit is not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+from test_kernel_crash import DEADLINE, Kernel, kernels, read, wait_for
+
+__all__ = ["kernels"]  # the fixture, shared with test_kernel_crash
+
+pytestmark = pytest.mark.crash
+
+
+def train_cell(retries: int) -> str:
+    """The activity cell; without the ``fixed`` file it waits (to be killed or restarted)."""
+    return (
+        f"%%weft_activity train(data) --retry {retries}\n"
+        "note('train_start', pid=os.getpid(), attempt=activity.attempt)\n"
+        "while not os.path.exists(os.path.join(EVIDENCE, 'fixed')):\n"
+        "    activity.heartbeat(1)\n"
+        "    time.sleep(0.05)\n"
+        "sum(data)"
+    )
+
+
+def notebook_cells(journal: Path, evidence: Path) -> list[str]:
+    return [
+        "%load_ext weft_nb",
+        f"%weft journal {journal}",
+        f"import json, os, time\nEVIDENCE = {str(evidence)!r}\n"
+        "def note(kind, **fields):\n"
+        "    with open(os.path.join(EVIDENCE, kind + '.jsonl'), 'a') as f:\n"
+        "        f.write(json.dumps(fields) + '\\n'); f.flush(); os.fsync(f.fileno())",
+        "%%weft_activity prepare(n)\nnote('prepare', pid=os.getpid())\nlist(range(n))",
+        train_cell(1),
+        "%%weft_workflow pipeline(n)\ndata = ctx.run(prepare, n)\nctx.run(train, data)",
+        "result = %weft run pipeline n=4\nnote('result', pid=os.getpid(), value=result)",
+    ]
+
+
+def test_restart_and_run_all_after_a_crash_loop_stops_then_allowing_more_resumes(
+    tmp_path: Path, kernels: list[Kernel]
+) -> None:
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
+    first = Kernel(tmp_path)
+    kernels.append(first)
+    for code in cells[:-1]:
+        first.run(code)
+    first.send(cells[-1])
+    assert wait_for(evidence, "train_start") == {"pid": first.pid, "attempt": 1}
+    os.kill(first.pid, signal.SIGKILL)  # the kernel dies in the only attempt allowed
+    wait_until(lambda: not first.manager.is_alive(), timeout=DEADLINE, what="the kernel's death")
+
+    second = Kernel(tmp_path)  # Restart & Run All: the verdict, before any dispatch
+    kernels.append(second)
+    for code in cells[:-1]:
+        second.run(code)
+    reply = second.client.execute_interactive(cells[-1], timeout=DEADLINE, output_hook=second._hook)
+    assert reply["content"]["ename"] == "ActivityCrashLoopError"
+    assert second.manager.is_alive()
+    assert len(read(evidence, "train_start")) == 1  # not started again
+    message = "".join(second.outputs)
+    assert "resume run" in message and "continues from the journal" in message, message
+    assert "interrupted: replayed from journal: 1 steps, 0 executed" in message, message
+
+    (evidence / "fixed").touch()  # the user fixes the cause and allows more attempts
+    second.run(train_cell(2))
+    second.run(cells[-1])
+    assert [s["attempt"] for s in read(evidence, "train_start")] == [1, 2]
+    assert [p["pid"] for p in read(evidence, "prepare")] == [first.pid]  # replayed, not re-run
+    assert read(evidence, "result") == [{"pid": second.pid, "value": 6}]
+
+
+def test_a_kernel_restart_that_lets_the_kernel_exit_is_not_a_crash(
+    tmp_path: Path, kernels: list[Kernel]
+) -> None:
+    """Jupyter's Restart: the engine closes the dispatch log at exit; the attempt is not counted."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
+    first = Kernel(tmp_path)
+    kernels.append(first)
+    for code in cells[:-1]:
+        first.run(code)
+    first.send(cells[-1])
+    wait_for(evidence, "train_start")
+    first.manager.shutdown_wait_time = DEADLINE  # a hang guard; it exits on the request
+    first.manager.restart_kernel()
+    assert first.manager._shutdown_status.name == "ShutdownRequest"  # no SIGTERM, no SIGKILL
+    assert (tmp_path / "nb.duckdb.dispatch").stat().st_size == 0  # closed cleanly
+    first.close()
+
+    (evidence / "fixed").touch()
+    second = Kernel(tmp_path)
+    kernels.append(second)
+    for code in cells:
+        second.run(code)  # --retry 1 and no verdict: the restart was not a crash
+    assert [s["attempt"] for s in read(evidence, "train_start")] == [1, 1]
+    assert read(evidence, "result")[-1] == {"pid": second.pid, "value": 6}
