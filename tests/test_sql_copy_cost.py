@@ -145,3 +145,38 @@ def test_pivot_is_refused_with_a_word_the_user_knows(engine: Engine) -> None:
     with pytest.raises(JournalError, match="PIVOT is not supported here; use GROUP BY") as info:
         engine.journal.select_frame("PIVOT steps ON status USING count(*)")
     assert "MULTI" not in str(info.value)
+
+
+def test_an_idle_release_during_the_copy_does_not_lose_the_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle engine closes its connection (and so the copying cursor) between two tables."""
+    with Engine(tmp_path / "j.duckdb", idle_release=0.01) as eng:
+        assert eng.run(bigs, 3, run_id="bigs") == 3 * BLOB_BYTES
+        [(total,)] = eng.journal.query("SELECT sum(octet_length(result)) FROM steps")
+        released: list[bool] = []
+        release_if_idle = eng.journal.release_if_idle
+
+        def counting(min_idle: float) -> bool:
+            done = release_if_idle(min_idle)
+            if done:
+                released.append(done)
+            return done
+
+        monkeypatch.setattr(eng.journal, "release_if_idle", counting)
+        before_copy: list[int] = []
+
+        def after_the_first_table(table: str) -> None:
+            if not before_copy:  # the copy has begun: the cursor is open, the lock released
+                before_copy.append(len(released))
+            elif len(before_copy) == 1:  # the second table: let the engine release it first
+                wait_until(lambda: len(released) > before_copy[0], 60, "an idle release")
+                before_copy.append(len(released))
+
+        sizes = _observe(monkeypatch, after_the_first_table)
+        frame = eng.journal.select_frame(
+            "SELECT (SELECT count(*) FROM runs) AS r, sum(octet_length(result)) AS b FROM steps"
+        )
+        assert len(before_copy) == 2  # released during the copy, and the query still answered
+        assert frame.values.tolist() == [[1, total]]
+        assert sizes["steps"] > 3 * BLOB_BYTES // 2

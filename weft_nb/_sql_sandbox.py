@@ -266,8 +266,9 @@ def _copy(
     Under the lock (``use`` has moved pending steps into DuckDB by then) a second connection to
     the same database opens a transaction and reads the catalog, which fixes its snapshot; the
     copy itself runs on that connection after the lock is released, so live runs go on
-    recording steps. A reader's ``use`` closes its connection (and so the cursor) on leaving:
-    then the copy runs under ``use`` as a whole.
+    recording steps. Closing the journal's connection closes that cursor too: a reader's ``use``
+    does so on leaving, an idle engine may do so (``idle_release``) between two tables. Then the
+    copy starts again under ``use`` as a whole, which nothing can close.
     """
     with use() as con:
         cursor = con.cursor()
@@ -278,12 +279,10 @@ def _copy(
             cursor.close()
             raise
     try:
-        try:
-            cursor.execute("SELECT 1")
-        except duckdb.ConnectionException:  # closed with its parent: copy under the lock
-            with use() as con:
-                return _export(con, folder, wanted, columns)
         return _write(cursor, folder, plan)
+    except duckdb.ConnectionException:  # closed with its parent: copy under the lock
+        with use() as con:
+            return _export(con, folder, wanted, columns)
     finally:
         with contextlib.suppress(duckdb.Error):
             cursor.close()  # ends the read transaction
