@@ -180,3 +180,25 @@ def test_an_idle_release_during_the_copy_does_not_lose_the_query(
         assert len(before_copy) == 2  # released during the copy, and the query still answered
         assert frame.values.tolist() == [[1, total]]
         assert sizes["steps"] > 3 * BLOB_BYTES // 2
+
+
+def test_a_reader_that_closes_its_connection_after_each_use_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``weft-nb sql`` reads through a read-only journal, whose connection closes after each use."""
+    from weft_nb._duckdb_journal import DuckDBJournal
+
+    with Engine(tmp_path / "j.duckdb") as eng:
+        assert eng.run(bigs, 3, run_id="bigs") == 3 * BLOB_BYTES
+        [(total,)] = eng.journal.query("SELECT sum(octet_length(result)) FROM steps")
+    reader = DuckDBJournal(tmp_path / "j.duckdb", read_only=True)
+    try:
+        sizes = _observe(monkeypatch)
+        frame = reader.select_frame("SELECT count(*) AS n, sum(octet_length(result)) FROM steps")
+        assert frame.values.tolist() == [[3, total]]
+        assert sizes["steps"] > 3 * BLOB_BYTES // 2
+        assert reader.select_frame("SELECT count(*) AS n FROM steps")["n"].tolist() == [3]
+    finally:
+        reader.close()
+    with Engine(tmp_path / "j.duckdb") as eng:  # the reader left nothing open
+        assert eng.run(bigs, 3, run_id="bigs") == 3 * BLOB_BYTES
