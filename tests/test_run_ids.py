@@ -14,7 +14,7 @@ import pytest
 
 import weft_nb
 from weft_nb import Engine
-from weft_nb.errors import WeftError
+from weft_nb.errors import InvalidRunIdError, WeftError
 
 
 @weft_nb.activity
@@ -59,8 +59,28 @@ def test_hostile_run_ids_keep_checkpoints_inside_the_folder(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "run_id",
-    ["", "a\x00b", "line\nbreak", "tab\there", "bell\x07", "x" * 257, "\ud800"],
-    ids=["empty", "nul", "newline", "tab", "control", "too-long", "lone-surrogate"],
+    [
+        "",
+        "a\x00b",
+        "line\nbreak",
+        "tab\there",
+        "bell\x07",
+        "x" * 257,
+        "\ud800",
+        " ",
+        "\u00a0\u3000",
+    ],
+    ids=[
+        "empty",
+        "nul",
+        "newline",
+        "tab",
+        "control",
+        "too-long",
+        "lone-surrogate",
+        "space",
+        "unicode-spaces",
+    ],
 )
 def test_unusable_run_ids_are_refused_before_anything_is_written(
     tmp_path: Path, run_id: str
@@ -75,3 +95,10 @@ def test_unusable_run_ids_are_refused_before_anything_is_written(
             eng.run(fitting, 1, run_id=run_id)
         assert eng.runs() == []
         assert eng.run(fitting, 1, run_id="x" * 256) == 1  # the longest usable id
+
+
+def test_a_whitespace_only_run_id_is_refused_and_the_message_says_why(tmp_path: Path) -> None:
+    with Engine(tmp_path / "j.duckdb") as eng:
+        with pytest.raises(InvalidRunIdError, match=r"run id ' ' is not usable: it is only white"):
+            eng.start(fitting, 1, run_id=" ")
+        assert eng.run(fitting, 1, run_id=" a ") == 1  # spaces around a name are fine

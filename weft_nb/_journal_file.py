@@ -502,7 +502,13 @@ class JournalFile:
                 self._pending_applied()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a read query over the journal's tables (for tests, the CLI and ``%weft sql``)."""
+        """Internal: run weft_nb's own SQL on the journal's connection (read-write in an engine).
+
+        For weft_nb's code and tests only; it runs whatever it is given, writes included. User
+        SQL (``%weft sql``, ``weft-nb sql``) never comes here: it goes through
+        :meth:`select_frame` / :func:`weft_nb._sql_sandbox.query_journal`, which run it on a
+        sandboxed copy.
+        """
         with self._use() as con:
             result: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
             return result

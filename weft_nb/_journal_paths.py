@@ -58,9 +58,10 @@ def legacy_checkpoint_root(journal_path: str) -> str:
 def check_run_id(run_id: object) -> str:
     """Return ``run_id`` if it can name a run; raise :class:`InvalidRunIdError` if it cannot.
 
-    A run id is any non-empty string of at most :data:`MAX_RUN_ID_LENGTH` characters without
-    control characters (NUL, newline, tab, ...) and encodable as UTF-8. Slashes, dots, spaces and
-    non-ASCII letters are fine: :func:`run_folder` turns every id into a safe folder name.
+    A run id is any string of at most :data:`MAX_RUN_ID_LENGTH` characters, not empty or only
+    whitespace, without control characters (NUL, newline, tab, ...) and encodable as UTF-8.
+    Slashes, dots, spaces and non-ASCII letters are fine: :func:`run_folder` turns every id into
+    a safe folder name.
     """
     if not isinstance(run_id, str):
         raise InvalidRunIdError(
@@ -69,6 +70,8 @@ def check_run_id(run_id: object) -> str:
     problem = ""
     if not run_id:
         problem = "it is empty"
+    elif run_id.isspace():  # looks empty in every listing, and " " vs "  " cannot be told apart
+        problem = "it is only whitespace, which shows nothing to tell the run by"
     elif len(run_id) > MAX_RUN_ID_LENGTH:
         problem = f"it has {len(run_id)} characters (at most {MAX_RUN_ID_LENGTH})"
     else:

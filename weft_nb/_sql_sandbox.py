@@ -17,8 +17,16 @@ a connection to the journal at all:
    DuckDB succeeds and reads no file; any other ``LOAD``/``INSTALL`` is refused.
 
 The magic and the command line both call :func:`query_journal`; they differ only in how they
-show the result. Cost: every query copies the tables it reads (the others empty, so the catalog
-still lists them), about their size in memory and temporary disk for the length of the query.
+show the result.
+
+Cost, and what live runs see: every query copies the tables it reads (the others empty, so the
+catalog still lists them), about their size in memory and temporary disk for the length of the
+query. BLOB columns (step inputs and results, heartbeat details, async payloads: most of a
+journal's bytes) are copied as NULL unless the query names them or may read them unnamed
+(:mod:`weft_nb._sql_columns`). The engine's journal lock is held only to move pending steps from
+the step log into DuckDB and to open a read transaction on a second connection (``cursor()``);
+DuckDB's snapshot isolation then keeps that copy at that instant while live runs record steps.
+So a query sees every step acknowledged before it started, and none recorded during the copy.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import duckdb
 
+from ._sql_columns import named_columns
 from .errors import JournalError, JournalIOError
 
 T = TypeVar("T")
@@ -43,6 +52,9 @@ READ_ONLY_KINDS = frozenset({"SELECT", "EXPLAIN"})
 # table-name extraction: such a query gets every table.
 _TABLE_IN_TEXT = re.compile(r"\bquery\s*\(", re.IGNORECASE)
 _PARSER_LOCK = threading.Lock()
+# For tests: called as (event, table, parquet file) with "start" before and "done" after each
+# table's copy, in the copying thread.
+copy_observer: Callable[[str, str, str], None] | None = None
 _parser: duckdb.DuckDBPyConnection | None = None  # parses only; never sees a journal
 _SANDBOX_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
@@ -87,11 +99,19 @@ def _explained(query: str) -> str | None:
     return query[words[index][0] :] if index < len(words) else None
 
 
-def check_user_sql(sql: str, path: str) -> set[str] | None:
+class Reads(NamedTuple):
+    """What a query may read: which tables, and which columns by name (None: cannot be told)."""
+
+    tables: set[str] | None
+    columns: set[str] | None
+
+
+def check_user_sql(sql: str, path: str) -> Reads:
     """Refuse (with a clear message) what is not a read-only query; see the module docstring.
 
     Returns:
-        The lower-case names of the tables the query reads, or None when that cannot be told.
+        The lower-case names of the tables the query reads and of the columns it names, each
+        None when that cannot be told (then everything is copied).
 
     Raises:
         JournalError: It does not parse, is empty, or holds another kind of statement.
@@ -100,7 +120,11 @@ def check_user_sql(sql: str, path: str) -> set[str] | None:
     with _PARSER_LOCK:
         if _parser is None:
             _parser = duckdb.connect(":memory:")
-        return _referenced(_parser, _check(_parser, sql, path))
+        statements = _check(_parser, sql, path)
+        selects = [
+            _explained(s.query) or "" if _kind(s) == "EXPLAIN" else s.query for s in statements
+        ]
+        return Reads(_referenced(_parser, statements), named_columns(_parser, selects))
 
 
 def _check(parser: duckdb.DuckDBPyConnection, sql: str, path: str) -> list[duckdb.Statement]:
@@ -109,6 +133,12 @@ def _check(parser: duckdb.DuckDBPyConnection, sql: str, path: str) -> list[duckd
     except duckdb.Error as exc:
         raise JournalError(f"the query does not parse: {exc}", path=path) from None
     kinds = {_kind(s) for s in statements}
+    if "MULTI" in kinds:  # what DuckDB parses PIVOT (and UNPIVOT) into
+        raise JournalError(
+            "PIVOT is not supported here; use GROUP BY instead (for example SELECT status, "
+            "count(*) FROM steps GROUP BY status)",
+            path=path,
+        )
     if not statements or kinds - READ_ONLY_KINDS:
         raise JournalError(
             f"only read-only queries (SELECT, WITH ... SELECT, EXPLAIN) run over the "
@@ -170,29 +200,92 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _export(
-    con: duckdb.DuckDBPyConnection, folder: str, wanted: set[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    folder: str,
+    wanted: set[str] | None = None,
+    columns: set[str] | None = None,
 ) -> list[tuple[str, str]]:
     """Copy the journal's tables to Parquet files; weft_nb's fixed SQL only.
 
     With ``wanted``, the other tables are copied empty (their columns only): a query that names
-    one table does not pay for copying the rest.
+    one table does not pay for copying the rest. With ``columns``, BLOB columns not among them
+    are copied as NULL (see :mod:`weft_nb._sql_columns`).
     """
-    tables = [
-        row[0]
-        for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' ORDER BY table_name"
-        ).fetchall()
-    ]
-    files = []
-    for index, table in enumerate(tables):
-        target = f"{folder}/t{index}.parquet"
-        quoted = '"' + table.replace('"', '""') + '"'
+    return _write(con, folder, _plan(con, wanted, columns))
+
+
+def _plan(
+    con: duckdb.DuckDBPyConnection, wanted: set[str] | None, columns: set[str] | None
+) -> list[tuple[str, str]]:
+    """(table, SELECT that copies it) per journal table; reads the catalog (pins a snapshot)."""
+    rows = con.execute(
+        "SELECT t.table_name, coalesce(list(c.column_name) FILTER (c.data_type = 'BLOB'), []) "
+        "FROM duckdb_tables() t JOIN duckdb_columns() c USING (database_name, schema_name, "
+        "table_name) WHERE t.database_name = current_database() AND t.schema_name = 'main' "
+        "GROUP BY t.table_name ORDER BY t.table_name"
+    ).fetchall()
+    plan = []
+    for table, blobs in rows:
+        quoted = _identifier(table)
+        skipped = [
+            f"NULL::BLOB AS {_identifier(column)}"
+            for column in blobs
+            if columns is not None and column.lower() not in columns
+        ]
+        replace = f" REPLACE ({', '.join(skipped)})" if skipped else ""
         limit = "" if wanted is None or table.lower() in wanted else " LIMIT 0"
-        con.execute(f"COPY (SELECT * FROM {quoted}{limit}) TO {_literal(target)} (FORMAT parquet)")
-        files.append((quoted, target))
+        plan.append((table, f"SELECT *{replace} FROM {quoted}{limit}"))
+    return plan
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, folder: str, plan: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    files = []
+    for index, (table, select) in enumerate(plan):
+        target = f"{folder}/t{index}.parquet"
+        if copy_observer is not None:
+            copy_observer("start", table, target)
+        con.execute(f"COPY ({select}) TO {_literal(target)} (FORMAT parquet)")
+        if copy_observer is not None:
+            copy_observer("done", table, target)
+        files.append((_identifier(table), target))
     return files
+
+
+def _copy(
+    use: Use, folder: str, wanted: set[str] | None, columns: set[str] | None
+) -> list[tuple[str, str]]:
+    """Copy the journal to ``folder``, holding ``use``'s lock only to pin a snapshot.
+
+    Under the lock (``use`` has moved pending steps into DuckDB by then) a second connection to
+    the same database opens a transaction and reads the catalog, which fixes its snapshot; the
+    copy itself runs on that connection after the lock is released, so live runs go on
+    recording steps. Closing the journal's connection closes that cursor too: a reader's ``use``
+    does so on leaving, an idle engine may do so (``idle_release``) between two tables. Then the
+    copy starts again under ``use`` as a whole, which nothing can close.
+    """
+    with use() as con:
+        cursor = con.cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            plan = _plan(cursor, wanted, columns)
+        except BaseException:
+            cursor.close()
+            raise
+    try:
+        return _write(cursor, folder, plan)
+    except duckdb.ConnectionException:  # closed with its parent: copy under the lock
+        with use() as con:
+            return _export(con, folder, wanted, columns)
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            cursor.close()  # ends the read transaction
 
 
 def _sandbox(folder: str, files: list[tuple[str, str]]) -> duckdb.DuckDBPyConnection:
@@ -215,7 +308,8 @@ def query_journal(
     """Run a user's query over a snapshot of the journal; return ``fetch`` of its result.
 
     Args:
-        use: Gives the journal's connection (as ``JournalFile._use``); held only for the copy.
+        use: Gives the journal's connection (as ``JournalFile._use``); held only to pin the
+            snapshot that is copied (see :func:`_copy`).
         sql: The user's text.
         path: The journal, for messages.
         fetch: Turns the executed sandbox cursor into the result (a DataFrame, rows...).
@@ -223,12 +317,10 @@ def query_journal(
     Raises:
         JournalError: Refused by the policy, or failed in the sandbox (message says which).
     """
-    wanted = check_user_sql(sql, path)
+    reads = check_user_sql(sql, path)
     with _staging(path) as folder:
         try:
-            with use() as con:
-                files = _export(con, folder, wanted)
-            box = _sandbox(folder, files)
+            box = _sandbox(folder, _copy(use, folder, reads.tables, reads.columns))
         except duckdb.Error as exc:  # e.g. no room in the temporary folder for the copy
             raise JournalIOError(
                 f"could not copy journal {path} to {folder} for the query ({exc}); nothing was "
