@@ -293,7 +293,8 @@ class Engine(EngineViews, ExternalInputs):
         its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
         ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
         """
-        run_id = run_id or uuid.uuid4().hex[:16]  # known here: Ctrl-C may land inside start()
+        if run_id is None:  # known here: Ctrl-C may land inside start()
+            run_id = uuid.uuid4().hex[:16]
         try:
             return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
         except KeyboardInterrupt:
