@@ -39,6 +39,7 @@ from ._journal_alias_lock import AliasLock, recorded_home, take_alias_lock
 from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
 from ._journal_version import journal_version_error
+from ._legacy_sidecars import legacy_name, recover_legacy_log, take_legacy_lock
 from ._sql_sandbox import query_journal
 from ._step_log import (
     APPLY_BYTES,
@@ -84,6 +85,7 @@ class JournalFile:
         # Keyed on the resolved file, so every name of it finds one lock, step log and checkpoint
         # folder (weft_nb._journal_paths); a hard link is caught by the inode lock below.
         self.path = resolve_journal(path)
+        given = os.path.abspath(os.fspath(path))  # an older weft_nb's files may lie beside it
         self.read_only = read_only
         self._alias_lock: AliasLock | None = None
         if not read_only:
@@ -106,6 +108,8 @@ class JournalFile:
         self._next_lsn = 1
         self._lock_info: dict[str, Any] = {}
         self._previous_holder: dict[str, Any] = {}
+        self._legacy = None if read_only else legacy_name(given, self.path)
+        self._legacy_lock_fd: int | None = None
         creating = not read_only and not os.path.exists(self.path)
         if read_only:
             if not os.path.exists(self.path):
@@ -120,6 +124,8 @@ class JournalFile:
                 ) from None
             try:
                 self._take_sidecar_lock(program)
+                if self._legacy is not None:
+                    self._legacy_lock_fd = take_legacy_lock(self._legacy, self.path)
             except BaseException:
                 self.close()
                 raise
@@ -172,6 +178,9 @@ class JournalFile:
             self._next_lsn = step_log_recovery.recover(
                 con, self.path, self.step_log_path, self._previous_holder
             )
+            if self._legacy is not None:
+                legacy_next = recover_legacy_log(con, self.path, self._legacy)
+                self._next_lsn = max(self._next_lsn, legacy_next)
         except duckdb.Error as exc:  # the log is untouched: the next open tries again
             io_error = from_duckdb_error(exc, self.path, "moving the step log into the journal")
             if io_error is None:
@@ -426,6 +435,9 @@ class JournalFile:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
                 self._lock_fd = None
+            if self._legacy_lock_fd is not None:
+                os.close(self._legacy_lock_fd)  # releases its lock
+                self._legacy_lock_fd = None
             if self._alias_lock is not None:
                 self._alias_lock.release()
                 self._alias_lock = None

@@ -34,14 +34,14 @@ def _ranges(damaged: list[tuple[int, int]]) -> str:
     return shown + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
 
 
-def keep_aside(log_path: str) -> str:
-    """Rename a damaged log out of the way (never overwriting an older copy); its new path."""
+def keep_aside(log_path: str, label: str = "damaged") -> str:
+    """Rename a log out of the way (never overwriting an older copy); its new path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = f"{log_path}.damaged-{stamp}"
+    target = f"{log_path}.{label}-{stamp}"
     n = 1
     while os.path.exists(target):
         n += 1
-        target = f"{log_path}.damaged-{stamp}-{n}"
+        target = f"{log_path}.{label}-{stamp}-{n}"
     os.replace(log_path, target)
     return target
 
