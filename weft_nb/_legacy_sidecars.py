@@ -22,6 +22,7 @@ import os
 import duckdb
 
 from . import _step_log_recovery as step_log_recovery
+from ._framing import keep_aside
 from ._io_errors import from_os_error
 from .errors import JournalLockedError
 
@@ -76,5 +77,5 @@ def recover_legacy_log(con: duckdb.DuckDBPyConnection, journal_path: str, name: 
         return 1
     next_lsn = step_log_recovery.recover(con, journal_path, log_path, {})
     if os.path.exists(log_path):  # intact: applied; a damaged one was already kept aside
-        step_log_recovery.keep_aside(log_path, "applied")
+        keep_aside(log_path, "applied")
     return next_lsn

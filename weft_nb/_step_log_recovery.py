@@ -17,33 +17,16 @@ close, so the hot path (one append and one ``fdatasync`` per step) pays nothing 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import duckdb
 
+from ._framing import describe_ranges, keep_aside
 from ._step_log import apply_rows, scan, unapplied
 from .errors import JournalDamageWarning
 
 LOG_OPEN = "open"
 LOG_CLOSED = "closed"
-
-
-def _ranges(damaged: list[tuple[int, int]]) -> str:
-    shown = ", ".join(f"{start}-{end}" for start, end in damaged[:10])
-    return shown + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
-
-
-def keep_aside(log_path: str, label: str = "damaged") -> str:
-    """Rename a log out of the way (never overwriting an older copy); its new path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = f"{log_path}.{label}-{stamp}"
-    n = 1
-    while os.path.exists(target):
-        n += 1
-        target = f"{log_path}.{label}-{stamp}-{n}"
-    os.replace(log_path, target)
-    return target
 
 
 def recover(
@@ -81,7 +64,7 @@ def recover(
         warnings.warn(
             f"the step log {log_path} of journal {journal_path} is damaged: skipped "
             f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
-            f"(byte offsets {_ranges(found.damaged)} of {len(data)}) and applied the "
+            f"(byte offsets {describe_ranges(found.damaged)} of {len(data)}) and applied the "
             f"{len(found.records)} intact record(s) ({len(rows)} new). Steps whose records "
             f"were damaged will run again when their runs resume. The damaged file is kept at "
             f"{kept}.",
