@@ -36,7 +36,7 @@ from . import _step_log_recovery as step_log_recovery
 from ._faults import fault_point
 from ._io_errors import from_duckdb_error, from_os_error
 from ._journal_alias_lock import AliasLock, recorded_home, take_alias_lock
-from ._journal_paths import resolve_journal
+from ._journal_paths import creation_stub, resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
 from ._journal_version import journal_version_error
 from ._legacy_sidecars import legacy_name, recover_legacy_log, take_legacy_lock
@@ -114,6 +114,14 @@ class JournalFile:
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
+            stub = creation_stub(self.path)
+            if stub is not None:
+                raise JournalError(
+                    f"journal {self.path} holds no journal yet: it is {stub} zero byte(s), as an "
+                    "interrupted creation (a kill, a full disk) leaves. Nothing in it can be "
+                    "read; opening it with an Engine starts a new journal there.",
+                    path=self.path,
+                )
             self._recover_step_log_as_reader()
         else:
             try:
@@ -126,6 +134,7 @@ class JournalFile:
                 self._take_sidecar_lock(program)
                 if self._legacy is not None:
                     self._legacy_lock_fd = take_legacy_lock(self._legacy, self.path)
+                creating = creating or self._replace_creation_stub()
             except BaseException:
                 self.close()
                 raise
@@ -156,6 +165,32 @@ class JournalFile:
                 self._remove_stub()
             raise
         self._close_connection()
+
+    def _replace_creation_stub(self) -> bool:
+        """Remove what an interrupted creation left (under the sidecar lock); True if it did.
+
+        A kill (or power loss) while DuckDB creates the file leaves an empty or all-zero file that
+        never held a journal (:func:`weft_nb._journal_paths.creation_stub`); refusing it as
+        corrupt would need the user to delete it by hand. A file with any other byte is kept.
+        """
+        size = creation_stub(self.path)
+        if size is None:
+            return False
+        try:
+            os.unlink(self.path)
+        except OSError as exc:
+            raise from_os_error(exc, self.path, "removing an interrupted creation's file") from None
+        if self._alias_lock is not None:  # it locked the removed file's inode; relocked on open
+            self._alias_lock.release()
+            self._alias_lock = None
+        warnings.warn(
+            f"journal {self.path} was {size} zero byte(s), not a DuckDB database: a creation that "
+            "was interrupted (a kill, a full disk) left it, and it held no data. weft_nb starts a "
+            "new journal there.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return True
 
     def _remove_stub(self) -> None:
         """Delete the partial file a failed creation left (a full disk), so a retry starts anew."""
@@ -325,12 +360,6 @@ class JournalFile:
             return {}
 
     def _open(self) -> None:
-        if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
-            raise JournalCorruptError(
-                f"journal {self.path} is an empty file, not a DuckDB database. weft_nb will not "
-                "start a new journal over it: move it aside if it is not needed.",
-                path=self.path,
-            )
         deadline = time.monotonic() + (5.0 if self.read_only else 2.0)
         while True:
             try:

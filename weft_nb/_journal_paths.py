@@ -24,6 +24,7 @@ import unicodedata
 import warnings
 from typing import Any
 
+from ._io_errors import from_os_error
 from .errors import InvalidRunIdError
 
 CHECKPOINTS_SUFFIX = ".checkpoints"
@@ -50,6 +51,36 @@ def checkpoint_root(journal_path: str) -> str:
 def legacy_checkpoint_root(journal_path: str) -> str:
     """The folder weft_nb used before: the name without its extension (shared by ``exp.db``...)."""
     return os.path.splitext(journal_path)[0] + CHECKPOINTS_SUFFIX
+
+
+# DuckDB's default block size: a creation killed before DuckDB wrote its header leaves at most
+# this much, all zero (the space DuckDB reserved), or nothing at all.
+_STUB_LIMIT = 256 * 1024
+
+
+def creation_stub(journal_path: str) -> int | None:
+    """The size of an interrupted creation's leftover at ``journal_path``, None if it is not one.
+
+    A leftover is a file of only zero bytes, at most one DuckDB block long (0 bytes included),
+    with no DuckDB write-ahead log and no non-empty step log beside it: it never held a journal.
+    A file with any non-zero byte is never one (it may be a damaged journal; it is not touched).
+    """
+    try:
+        with open(journal_path, "rb") as handle:
+            data = handle.read(4096)  # a real journal's checksum is in its first 8 bytes
+            if data.count(0) != len(data):
+                return None
+            data += handle.read(_STUB_LIMIT + 1 - len(data))
+    except OSError:
+        return None
+    if len(data) > _STUB_LIMIT or data.count(0) != len(data):
+        return None
+    if os.path.exists(journal_path + ".wal"):
+        return None
+    with contextlib.suppress(OSError):
+        if os.path.getsize(journal_path + ".steplog"):
+            return None
+    return len(data)
 
 
 # -- run ids ---------------------------------------------------------------------------------------
@@ -189,7 +220,12 @@ def prepare_checkpoint_root(journal_path: str) -> tuple[str, bool]:
         owner = read_owner(legacy)
         sharing = [] if owner is not None else _other_journals_sharing(legacy, journal_path)
         if owned_by(owner, journal_path) or (owner is None and not sharing):
-            os.rename(legacy, root)
+            try:
+                os.rename(legacy, root)
+            except OSError as exc:
+                raise from_os_error(
+                    exc, legacy, f"renaming the checkpoint folder (the old naming) to {root}"
+                ) from None
         else:
             whose = (
                 f"its owner file names {owner.get('journal')!r}"
