@@ -53,36 +53,6 @@ def legacy_checkpoint_root(journal_path: str) -> str:
     return os.path.splitext(journal_path)[0] + CHECKPOINTS_SUFFIX
 
 
-# DuckDB's default block size: a creation killed before DuckDB wrote its header leaves at most
-# this much, all zero (the space DuckDB reserved), or nothing at all.
-_STUB_LIMIT = 256 * 1024
-
-
-def creation_stub(journal_path: str) -> int | None:
-    """The size of an interrupted creation's leftover at ``journal_path``, None if it is not one.
-
-    A leftover is a file of only zero bytes, at most one DuckDB block long (0 bytes included),
-    with no DuckDB write-ahead log and no non-empty step log beside it: it never held a journal.
-    A file with any non-zero byte is never one (it may be a damaged journal; it is not touched).
-    """
-    try:
-        with open(journal_path, "rb") as handle:
-            data = handle.read(4096)  # a real journal's checksum is in its first 8 bytes
-            if data.count(0) != len(data):
-                return None
-            data += handle.read(_STUB_LIMIT + 1 - len(data))
-    except OSError:
-        return None
-    if len(data) > _STUB_LIMIT or data.count(0) != len(data):
-        return None
-    if os.path.exists(journal_path + ".wal"):
-        return None
-    with contextlib.suppress(OSError):
-        if os.path.getsize(journal_path + ".steplog"):
-            return None
-    return len(data)
-
-
 # -- run ids ---------------------------------------------------------------------------------------
 
 

@@ -13,18 +13,14 @@ engine opened by a symlink (or a hard link) kept its lock and step log beside th
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import json
 import os
 
 import duckdb
 
 from . import _step_log_recovery as step_log_recovery
 from ._framing import keep_aside
-from ._io_errors import from_os_error
-from .errors import JournalLockedError
+from ._journal_lock import holder_text, try_flock
+from .errors import JournalIOError, JournalLockedError
 
 
 def legacy_name(given: str, journal_path: str) -> str | None:
@@ -46,24 +42,19 @@ def take_legacy_lock(name: str, journal_path: str) -> int | None:
     except OSError:
         return None  # none (or unusable): no older engine can be holding it
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder: object = {}
-        with contextlib.suppress(OSError, ValueError):
-            holder = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        holder = try_flock(fd, name + ".lock")
+    except JournalIOError:
         os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):  # ENOLCK (NFS), EINTR
-            raise from_os_error(
-                exc, name + ".lock", "locking an older weft_nb's lock file"
-            ) from None
-        pid = holder.get("pid") if isinstance(holder, dict) else None
+        raise
+    if holder is not None:
+        os.close(fd)
         raise JournalLockedError(
-            f"journal {journal_path} is in use by PID {pid or '?'}, an older weft_nb that "
+            f"journal {journal_path} is in use by {holder_text(holder)}, an older weft_nb that "
             f"opened it as {name}. Only one engine may write a journal: close that engine (or "
             "shut its kernel down), then open the journal again.",
             path=journal_path,
-            holder_pid=pid,
-        ) from None
+            holder_pid=holder.get("pid"),
+        )
     return fd
 
 

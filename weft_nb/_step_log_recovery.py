@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import duckdb
 
 from ._framing import describe_ranges, keep_aside
 from ._step_log import apply_rows, scan, unapplied
-from .errors import JournalDamageWarning
+from .errors import JournalDamageWarning, JournalIOError, JournalLockedError
 
 LOG_OPEN = "open"
 LOG_CLOSED = "closed"
@@ -80,3 +82,31 @@ def needs_writer(log_path: str, holder: dict[str, object]) -> bool:
         return os.path.getsize(log_path) > 0
     except FileNotFoundError:
         return holder.get("steplog") == LOG_OPEN
+
+
+def recover_as_reader(
+    journal_path: str, holder: dict[str, object], writer: Callable[[], Any]
+) -> None:
+    """Apply a crashed writer's step log before reading, if no engine holds the journal.
+
+    A live engine applies its own log before it lets readers in; a dead one cannot, so a reader
+    that finds records and a free lock recovers them by opening the journal as a writer once
+    (``writer()``, closed at once), as SQLite readers roll back a hot journal. With the lock
+    taken by a live engine, the reader sees DuckDB as it is.
+    """
+    if not needs_writer(journal_path + ".steplog", holder):
+        return
+    try:
+        opened = writer()
+    except JournalLockedError:
+        return
+    except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
+        warnings.warn(
+            f"completed steps of journal {journal_path} are still in its step log "
+            f"and could not be moved into it ({exc}); open the journal once with write "
+            "access (an Engine, or any weft-nb command run by its owner) to apply them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    opened.close()
