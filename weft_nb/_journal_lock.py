@@ -72,6 +72,27 @@ def try_flock(fd: int, path: str) -> dict[str, Any] | None:
     return None
 
 
+def lock_or_refuse(fd: int, lock_path: str, journal_path: str, suffix: str, advice: str) -> None:
+    """Take ``flock`` on ``fd``; if another process holds it, close ``fd`` and say who.
+
+    Raises:
+        JournalLockedError: ``journal <path> is in use by <holder><suffix>. <advice>``.
+        JournalIOError: The file system cannot lock (``fd`` is closed).
+    """
+    try:
+        holder = try_flock(fd, lock_path)
+    except JournalIOError:
+        os.close(fd)
+        raise
+    if holder is not None:
+        os.close(fd)
+        raise JournalLockedError(
+            f"journal {journal_path} is in use by {holder_text(holder)}{suffix}. {advice}",
+            path=journal_path,
+            holder_pid=holder.get("pid"),
+        )
+
+
 class SidecarLock:
     """``<journal>.lock``: taken once per engine, its holder record rewritten on open and close."""
 
@@ -99,21 +120,15 @@ class SidecarLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise from_os_error(exc, self.path, "creating the journal's lock file") from None
-        try:
-            holder = try_flock(fd, self.path)
-        except JournalIOError:
-            os.close(fd)
-            raise
-        if holder is not None:
-            os.close(fd)
-            raise JournalLockedError(
-                f"journal {self.journal_path} is in use by {holder_text(holder)}. Only one engine "
-                "may write a journal: close the other notebook's engine (or shut its kernel "
-                "down), or use another journal path. Read-only inspection works while that "
-                "engine is idle.",
-                path=self.journal_path,
-                holder_pid=holder.get("pid"),
-            )
+        lock_or_refuse(
+            fd,
+            self.path,
+            self.journal_path,
+            "",
+            "Only one engine may write a journal: close the other notebook's engine (or shut its "
+            "kernel down), or use another journal path. Read-only inspection works while that "
+            "engine is idle.",
+        )
         previous = read_holder_at(fd)  # did the last writer close cleanly?
         self._fd = fd
         self.info = {

@@ -19,8 +19,7 @@ import duckdb
 
 from . import _step_log_recovery as step_log_recovery
 from ._framing import keep_aside
-from ._journal_lock import holder_text, try_flock
-from .errors import JournalIOError, JournalLockedError
+from ._journal_lock import lock_or_refuse
 
 
 def legacy_name(given: str, journal_path: str) -> str | None:
@@ -41,20 +40,14 @@ def take_legacy_lock(name: str, journal_path: str) -> int | None:
         fd = os.open(name + ".lock", os.O_RDWR)
     except OSError:
         return None  # none (or unusable): no older engine can be holding it
-    try:
-        holder = try_flock(fd, name + ".lock")
-    except JournalIOError:
-        os.close(fd)
-        raise
-    if holder is not None:
-        os.close(fd)
-        raise JournalLockedError(
-            f"journal {journal_path} is in use by {holder_text(holder)}, an older weft_nb that "
-            f"opened it as {name}. Only one engine may write a journal: close that engine (or "
-            "shut its kernel down), then open the journal again.",
-            path=journal_path,
-            holder_pid=holder.get("pid"),
-        )
+    lock_or_refuse(
+        fd,
+        name + ".lock",
+        journal_path,
+        f", an older weft_nb that opened it as {name}",
+        "Only one engine may write a journal: close that engine (or shut its kernel down), "
+        "then open the journal again.",
+    )
     return fd
 
 
