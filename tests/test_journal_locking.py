@@ -408,8 +408,12 @@ def _random_bytes(path: Path) -> None:
     path.write_bytes(os.urandom(64 * 1024))
 
 
-def _empty_file(path: Path) -> None:
-    path.write_bytes(b"")
+def _zeros_and_one_byte(path: Path) -> None:
+    path.write_bytes(bytes(2048) + b"\x01" + bytes(2047))  # not an interrupted creation's stub
+
+
+def _zeros_beyond_a_block(path: Path) -> None:
+    path.write_bytes(bytes(256 * 1024 + 1))  # longer than any stub DuckDB leaves
 
 
 def _foreign_duckdb(path: Path) -> None:
@@ -431,7 +435,8 @@ def _truncated(runs: int, input_size: int) -> Any:
 
 CORRUPT_FILES = [
     pytest.param(_random_bytes, id="random-bytes"),
-    pytest.param(_empty_file, id="empty-file"),
+    pytest.param(_zeros_and_one_byte, id="zeros-and-one-byte"),
+    pytest.param(_zeros_beyond_a_block, id="zeros-beyond-a-block"),
     pytest.param(_foreign_duckdb, id="foreign-duckdb"),
     pytest.param(_truncated(3, 10), id="truncated-small-journal"),
     pytest.param(_truncated(50, 20_000), id="truncated-large-journal"),

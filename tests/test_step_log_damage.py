@@ -122,6 +122,11 @@ def test_scanning_resynchronises_after_each_damaged_range() -> None:
     found = _step_log.scan(bytes(bad_magic))
     assert [lsn for lsn, _ in found.records] == [1, 2, 3, 4, 5, 6]
     assert found.damaged == [(0, len(_MAGIC))]
+    assert found.missing == 0  # a flipped byte in the magic alone lost no record
+    bad_magic[len(_MAGIC) + 2] ^= 0xFF  # and the first record's header too: one record lost
+    found = _step_log.scan(bytes(bad_magic))
+    assert found.damaged == [(0, spans[1][0])]
+    assert found.missing == 1
 
     torn = _MAGIC + b"".join(records) + records[0][:5]
     assert _step_log.scan(torn).damaged == [(len(torn) - 5, len(torn))]

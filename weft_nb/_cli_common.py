@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import duckdb
 
+from ._journal_lock import names_a_lock
 from ._journal_paths import resolve_journal
 from ._server import endpoint_file, read_endpoint
 from .errors import JournalLockedError
@@ -204,7 +205,7 @@ def _held_now(path: str) -> bool:
     try:
         duckdb.connect(path, read_only=True).close()
     except duckdb.Error as exc:
-        return "lock" in str(exc).lower()
+        return names_a_lock(str(exc))  # "lock", never "block" (a damaged block's checksum)
     return False
 
 

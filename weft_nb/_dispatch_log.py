@@ -20,6 +20,11 @@ resume then continues the attempt numbering (attempt 2 after a crash in attempt 
 ``last_heartbeat_details`` shows the crashed attempt's last flushed details, and the step fails
 with ``ActivityCrashLoopError`` once it has started ``max_attempts`` times.
 
+Reading skips a damaged range and resynchronises on the next intact record; damage is reported
+and the damaged file kept aside. The log is best effort: when it cannot be created, read or
+written (a full disk, a read-only folder), a one-time ``RuntimeWarning`` says crash loops are not
+counted until the engine is reopened, and the engine works on.
+
 A clean ``Engine.close()`` empties the log: attempts it stopped were not crashes.
 """
 
@@ -33,9 +38,12 @@ import struct
 import threading
 import warnings
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import _io_faults as io_faults
+from ._framing import describe_ranges, keep_aside, walk
 from ._journal import TERMINAL_STATUSES, AttemptRecord, EventRecord
+from .errors import JournalDamageWarning
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -47,6 +55,7 @@ _HEADER = struct.Struct("<II")  # payload length, crc32
 _COMPACT_BYTES = 1024 * 1024  # rewrite the file with only the open attempts beyond this size
 
 Key = tuple[str, int, int]  # run_id, position, attempt
+OpenRecord = tuple[str, int, int, str, float]  # run_id, position, attempt, activity, started_at
 
 
 def _frame(record: tuple[str | int | float, ...]) -> bytes:
@@ -54,31 +63,71 @@ def _frame(record: tuple[str | int | float, ...]) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_open(path: str) -> list[tuple[str, int, int, str, float]]:
-    """The ``start`` records without an ``end`` in a log file (stops at a torn record)."""
+def _record_at(data: bytes, offset: int) -> tuple[tuple[Any, ...], int] | None:
+    """The record starting at ``offset`` if its header, shape and CRC hold; and its end."""
+    if offset + _HEADER.size > len(data):
+        return None
+    length, crc = _HEADER.unpack_from(data, offset)
+    start, end = offset + _HEADER.size, offset + _HEADER.size + length
+    # marshal's small tuple (FLAG_REF cleared) of 6 fields (start) or 4 (end), before the CRC
+    if end > len(data) or length < 2 or data[start] & 0x7F != 0x29 or data[start + 1] not in (4, 6):
+        return None
+    payload = data[start:end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        record = marshal.loads(payload)
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(record, tuple) or (record[0], len(record)) not in (("S", 6), ("E", 4)):
+        return None
+    return record, end
+
+
+def read_log(path: str) -> tuple[list[OpenRecord], list[tuple[int, int]], int]:
+    """The ``start`` records without an ``end``, the damaged byte ranges, and the file's size.
+
+    A damaged range is skipped and reading resynchronises on the next intact record
+    (:func:`weft_nb._framing.walk`, shared with the step log), so one flipped byte does not hide
+    the crashed attempts recorded after it.
+
+    Raises:
+        OSError: The file exists but cannot be read.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
-        return []
-    started: dict[Key, tuple[str, int, int, str, float]] = {}
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, offset)
-        payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
-        if len(payload) < length or zlib.crc32(payload) != crc:
-            break
-        try:
-            record = marshal.loads(payload)
-        except (ValueError, EOFError, TypeError):
-            break
-        offset += _HEADER.size + length
+        return [], [], 0
+    started: dict[Key, OpenRecord] = {}
+    damaged: list[tuple[int, int]] = []
+    for start, end, record in walk(data, 0, lambda offset: _record_at(data, offset)):
+        if record is None:
+            damaged.append((start, end))
+            continue
         kind, run_id, position, attempt = record[:4]
         if kind == "S":
             started[(run_id, position, attempt)] = (run_id, position, attempt, record[4], record[5])
         else:
             started.pop((run_id, position, attempt), None)
-    return list(started.values())
+    return list(started.values()), damaged, len(data)
+
+
+def read_open(path: str) -> list[OpenRecord]:
+    """The ``start`` records without an ``end`` in a log file (damaged ranges skipped)."""
+    return read_log(path)[0]
+
+
+def _unusable(path: str, exc: OSError, stacklevel: int, doing: str = "write") -> None:
+    """Say once that crashes are not counted while the dispatch log cannot be used."""
+    warnings.warn(
+        f"weft_nb could not {doing} its dispatch log {path} ({exc}); until the engine is opened "
+        "again, attempts killed with their process are not counted toward max_attempts (crash "
+        "loops are not stopped). Free disk space (or make the journal's folder writable), then "
+        "restart the kernel or reopen the engine.",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 class Dispatch:
@@ -103,9 +152,19 @@ class DispatchLog:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._open: dict[Key, bytes] = {}
-        self._size = os.fstat(self._fd).st_size
+        self._fd: int | None = None
+        self._size = 0
+        try:  # best effort: an unusable log must never fail Engine()
+            if io_faults.ENABLED:
+                io_faults.check("dispatch.write", path)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            _unusable(path, exc, stacklevel=3)
 
     def start(self, run_id: str, position: int, attempt: int, activity: str, at: float) -> Dispatch:
         """Record that an attempt is about to run; returns the handle that ends it."""
@@ -136,22 +195,13 @@ class DispatchLog:
         the attempt (or hide its outcome, when it happens as the attempt ends).
         """
         assert self._fd is not None
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            io_faults.write_all(self._fd, data, "dispatch.write", self.path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
-            warnings.warn(
-                f"weft_nb could not write its dispatch log {self.path} ({exc}); until the "
-                "engine is opened again, attempts killed with their process are not counted "
-                "toward max_attempts (crash loops are not stopped). Free disk space, then "
-                "restart the kernel or reopen the engine.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            _unusable(self.path, exc, stacklevel=4)
             return
         self._size += len(data)
 
@@ -191,9 +241,16 @@ class DispatchLog:
 def recover(journal: Journal, path: str, now: float) -> int:
     """Record the attempts a dead process left open as crashed; empty the log. Returns the count.
 
-    Runs when an engine opens the journal, before any run resumes.
+    Runs when an engine opens the journal, before any run resumes. Best effort, as the log
+    itself: a log that cannot be read or emptied is reported with a warning, never raised.
+    A damaged log is reported with :class:`~weft_nb.errors.JournalDamageWarning` and kept aside
+    as ``<journal>.dispatch.damaged-<UTC time>``; its intact records still count.
     """
-    open_records = read_open(path)
+    try:
+        open_records, damaged, size = read_log(path)
+    except OSError as exc:
+        _unusable(path, exc, stacklevel=3, doing="read")
+        return 0
     counted = 0
     for run_id, position, attempt, activity, started_at in open_records:
         run = journal.get_run(run_id)
@@ -219,6 +276,21 @@ def recover(journal: Journal, path: str, now: float) -> int:
         journal.add_event(EventRecord(run_id, position, "attempt_crashed", message, now))
         log.warning("weft_nb: %s", message)
         counted += 1
-    with contextlib.suppress(FileNotFoundError):
-        os.truncate(path, 0)
+    try:
+        if damaged:
+            kept = keep_aside(path)
+            warnings.warn(
+                f"the dispatch log {path} is damaged: skipped {len(damaged)} damaged range(s) "
+                f"(byte offsets {describe_ranges(damaged)} of {size}) and read the intact "
+                f"records around them ({counted} crashed attempt(s) counted). An attempt whose "
+                "record was damaged may run again without counting toward max_attempts. The "
+                f"damaged file is kept at {kept}.",
+                JournalDamageWarning,
+                stacklevel=3,
+            )
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(path, 0)
+    except OSError as exc:  # the records stay; a later recover skips the attempts counted now
+        _unusable(path, exc, stacklevel=3, doing="empty")
     return counted

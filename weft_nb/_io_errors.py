@@ -22,6 +22,7 @@ _CAUSES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EIO: "I/O error",
+    errno.ENOLCK: "no file locking",
 }
 # DuckDB reports the OS error as text; map the strerror back to its errno.
 _DUCKDB_TEXTS = {
@@ -46,6 +47,9 @@ _ADVICE = {
     "permission denied": "Give this user write access to the file and its folder (or open the "
     "journal read-only: DuckDBJournal(path, read_only=True), `weft-nb --journal PATH runs`)",
     "I/O error": "The disk reported an I/O error: check it (dmesg, SMART), then resume the run",
+    "no file locking": "This file system cannot lock files (an NFS mount without its lock "
+    "service, some network or FUSE mounts), so weft_nb cannot keep a second engine out: put the "
+    "journal on a local disk, or enable locking on the mount",
 }
 
 

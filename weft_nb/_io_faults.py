@@ -11,7 +11,8 @@ process imports weft_nb, so child processes and kernels inherit it; tests in one
 - ``lock.write``: creating and writing the sidecar lock file;
 - ``journal.create``: creating a new DuckDB journal file (leaves a 4 KiB stub, as a full disk
   does);
-- ``journal.commit``: a DuckDB commit (raised as DuckDB raises a full disk).
+- ``journal.commit``: a DuckDB commit (raised as DuckDB raises a full disk);
+- ``dispatch.write``: creating the dispatch log and each append to it (best effort: a warning).
 
 Kinds: ``enospc`` (disk full), ``eio`` (I/O error), ``erofs`` (read-only file system),
 ``eacces`` (permission denied) and ``short`` (a short write: part of the bytes land, then the
@@ -36,6 +37,7 @@ SITES = (
     "lock.write",
     "journal.create",
     "journal.commit",
+    "dispatch.write",
 )
 KINDS = {
     "enospc": errno.ENOSPC,

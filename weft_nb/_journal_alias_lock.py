@@ -20,17 +20,18 @@ lock protects the journal.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
-from typing import Any
+import warnings
 
-from .errors import JournalLockedError
+from ._journal_lock import holder_text, read_holder_at, try_flock
+from .errors import JournalIOError, JournalLockedError
 
 
 def registry_folder() -> str:
@@ -38,13 +39,34 @@ def registry_folder() -> str:
     return os.path.join(tempfile.gettempdir(), f"weft_nb-{os.getuid()}-locks")
 
 
-def _holder_text(holder: dict[str, Any]) -> str:
-    parts = [f"PID {holder.get('pid', '?')}"]
-    if holder.get("host"):
-        parts.append(f"on {holder['host']}")
-    if holder.get("program"):
-        parts.append(f"({holder['program']})")
-    return " ".join(parts)
+def _private_folder() -> str | None:
+    """The lock folder, created if needed; None (with a warning) when it is not ours alone.
+
+    On a shared machine another user could create it first, or plant a lock file as a symlink
+    to a file we can write (it would be truncated), or hold our locks to keep every journal out.
+    So it must be a real folder (not a symlink), owned by us, with mode 0700.
+    """
+    folder = registry_folder()
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None  # no usable temporary folder: the sidecar lock still guards this name
+    if (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and stat.S_IMODE(info.st_mode) == 0o700
+    ):
+        return folder
+    warnings.warn(
+        f"weft_nb's lock folder {folder} is not a private folder of this user (a symlink, "
+        f"another owner, or mode {stat.S_IMODE(info.st_mode):o} instead of 700); journals opened "
+        "by hard links are not detected while it is so (the sidecar lock still keeps a second "
+        "engine off each name). Remove it, or set TMPDIR to a private folder.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return None
 
 
 class AliasLock:
@@ -83,30 +105,31 @@ def take_alias_lock(journal_path: str, program: str) -> AliasLock | None:
         info = os.stat(journal_path)
     except FileNotFoundError:
         return None
-    folder = registry_folder()
+    folder = _private_folder()
+    if folder is None:
+        return None
     lock_path = os.path.join(folder, f"{info.st_dev}-{info.st_ino}.lock")
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError:
-        return None  # no usable temporary folder: the sidecar lock still guards this name
+        return None  # a symlink planted there, or no room: the sidecar lock still guards the name
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = _read(fd)
+        holder = try_flock(fd, lock_path)
+    except JournalIOError:  # no locking there: the sidecar lock still guards this name
         os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            return None
+        return None
+    if holder is not None:
+        os.close(fd)
         other = holder.get("journal")
         alias = f" (the same file, opened there as {other})" if other != journal_path else ""
         raise JournalLockedError(
-            f"journal {journal_path} is in use by {_holder_text(holder)}{alias}. Only one "
+            f"journal {journal_path} is in use by {holder_text(holder)}{alias}. Only one "
             "engine may write a journal, by any of its names (symlinks and hard links "
             "included): close the other engine, or use another journal path.",
             path=journal_path,
             holder_pid=holder.get("pid"),
-        ) from None
-    previous = _read(fd).get("journal")
+        )
+    previous = read_holder_at(fd).get("journal")
     home = journal_path
     if isinstance(previous, str) and previous != journal_path and _same_file(previous, info):
         home = previous  # a hard link: keep the name whose step log and checkpoints exist
@@ -132,19 +155,14 @@ def recorded_home(journal_path: str) -> str:
     """
     try:
         info = os.stat(journal_path)
-        with open(os.path.join(registry_folder(), f"{info.st_dev}-{info.st_ino}.lock"), "rb") as f:
-            home = json.loads(f.read() or b"{}").get("journal")
-    except (OSError, ValueError, AttributeError):
+        lock_path = os.path.join(registry_folder(), f"{info.st_dev}-{info.st_ino}.lock")
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return journal_path
+    try:
+        home = read_holder_at(fd).get("journal")
+    finally:
+        os.close(fd)
     if isinstance(home, str) and home != journal_path and _same_file(home, info):
         return home
     return journal_path
-
-
-def _read(fd: int) -> dict[str, Any]:
-    try:
-        data = os.pread(fd, 65536, 0)
-        loaded = json.loads(data or b"{}")
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}

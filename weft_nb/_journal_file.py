@@ -2,10 +2,10 @@
 
 Ownership has two layers:
 
-1. A sidecar ``<journal>.lock`` file held with ``flock`` for the engine's whole life. It records
-   the holder's PID, host and program, so a second engine gets :class:`JournalLockedError` naming
-   them at once. The kernel releases ``flock`` when a process dies, even by SIGKILL, so a crash
-   never leaves a stale lock behind.
+1. A sidecar ``<journal>.lock`` file held with ``flock`` for the engine's whole life
+   (:mod:`weft_nb._journal_lock`). It records the holder's PID, host and program, so a second
+   engine gets :class:`JournalLockedError` naming them at once. The kernel releases ``flock``
+   when a process dies, even by SIGKILL, so a crash never leaves a stale lock behind.
 2. The DuckDB file itself is open only while runs are active (see :meth:`acquire`) and for a
    short grace after the last use (``Engine(idle_release=...)``, default 1 s; the engine's
    background thread calls :meth:`release_if_idle`). When the engine is idle, other processes can
@@ -16,16 +16,10 @@ Ownership has two layers:
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
 import re
-import socket
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,9 +30,12 @@ from . import _step_log_recovery as step_log_recovery
 from ._faults import fault_point
 from ._io_errors import from_duckdb_error, from_os_error
 from ._journal_alias_lock import AliasLock, recorded_home, take_alias_lock
+from ._journal_lock import SidecarLock, names_a_lock
 from ._journal_paths import resolve_journal
 from ._journal_schema import SCHEMA, check_length, ensure_schema
+from ._journal_stub import creation_stub, no_journal_yet, remove_stub, replace_creation_stub
 from ._journal_version import journal_version_error
+from ._legacy_sidecars import legacy_name, recover_legacy_log, take_legacy_lock
 from ._sql_sandbox import query_journal
 from ._step_log import (
     APPLY_BYTES,
@@ -52,21 +49,10 @@ from .errors import (
     JournalClosedError,
     JournalCorruptError,
     JournalError,
-    JournalIOError,
     JournalLockedError,
 )
 
 _PID_RE = re.compile(r"PID (\d+)")
-_LOCK_RE = re.compile(r"\block\b", re.IGNORECASE)
-
-
-def _lock_holder_text(holder: dict[str, Any]) -> str:
-    parts = [f"PID {holder.get('pid', '?')}"]
-    if holder.get("host"):
-        parts.append(f"on {holder['host']}")
-    if holder.get("program"):
-        parts.append(f"({holder['program']})")
-    return " ".join(parts)
 
 
 @contextlib.contextmanager
@@ -100,6 +86,7 @@ class JournalFile:
         # Keyed on the resolved file, so every name of it finds one lock, step log and checkpoint
         # folder (weft_nb._journal_paths); a hard link is caught by the inode lock below.
         self.path = resolve_journal(path)
+        given = os.path.abspath(os.fspath(path))  # an older weft_nb's files may lie beside it
         self.read_only = read_only
         self._alias_lock: AliasLock | None = None
         if not read_only:
@@ -112,7 +99,7 @@ class JournalFile:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._users = 0
         self._closed = False
-        self._lock_fd: int | None = None
+        self._sidecar = SidecarLock(self.path)
         self._last_used = time.monotonic()
         self.had_wal = os.path.exists(self.path + ".wal")
         self._empty = False  # read-only view of a file with no schema yet
@@ -120,13 +107,21 @@ class JournalFile:
         self._pending: list[StepRow] = []  # in the step log, not yet in DuckDB
         self._pending_bytes = 0
         self._next_lsn = 1
-        self._lock_info: dict[str, Any] = {}
         self._previous_holder: dict[str, Any] = {}
+        self._legacy = None if read_only else legacy_name(given, self.path)
+        self._legacy_lock_fd: int | None = None
         creating = not read_only and not os.path.exists(self.path)
         if read_only:
             if not os.path.exists(self.path):
                 raise JournalError(f"no journal at {self.path}", path=self.path)
-            self._recover_step_log_as_reader()
+            stub = creation_stub(self.path)
+            if stub is not None:
+                raise no_journal_yet(self.path, stub)
+            step_log_recovery.recover_as_reader(
+                self.path,
+                self.read_lock_holder(),
+                lambda: type(self)(self.path, program="weft_nb reader recovering the step log"),
+            )
         else:
             try:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -135,7 +130,10 @@ class JournalFile:
                     exc, os.path.dirname(self.path), "creating the folder"
                 ) from None
             try:
-                self._take_sidecar_lock(program)
+                self._previous_holder = self._sidecar.take(program)
+                if self._legacy is not None:
+                    self._legacy_lock_fd = take_legacy_lock(self._legacy, self.path)
+                creating = creating or self._replace_creation_stub()
             except BaseException:
                 self.close()
                 raise
@@ -163,15 +161,18 @@ class JournalFile:
         except BaseException:
             self.close()
             if creating:
-                self._remove_stub()
+                remove_stub(self.path)
             raise
         self._close_connection()
 
-    def _remove_stub(self) -> None:
-        """Delete the partial file a failed creation left (a full disk), so a retry starts anew."""
-        for stub in (self.path, self.path + ".wal"):
-            with contextlib.suppress(OSError):
-                os.unlink(stub)
+    def _replace_creation_stub(self) -> bool:
+        """Take the place of an interrupted creation's leftover (see weft_nb._journal_stub)."""
+        if not replace_creation_stub(self.path):
+            return False
+        if self._alias_lock is not None:  # it locked the removed file's inode; relocked on open
+            self._alias_lock.release()
+            self._alias_lock = None
+        return True
 
     # -- the step log (see weft_nb._step_log) ----------------------------------------------
 
@@ -188,6 +189,9 @@ class JournalFile:
             self._next_lsn = step_log_recovery.recover(
                 con, self.path, self.step_log_path, self._previous_holder
             )
+            if self._legacy is not None:
+                legacy_next = recover_legacy_log(con, self.path, self._legacy)
+                self._next_lsn = max(self._next_lsn, legacy_next)
         except duckdb.Error as exc:  # the log is untouched: the next open tries again
             io_error = from_duckdb_error(exc, self.path, "moving the step log into the journal")
             if io_error is None:
@@ -199,30 +203,6 @@ class JournalFile:
         except OSError as exc:
             raise from_os_error(exc, self.step_log_path, "creating the step log") from None
         self._write_lock_info(steplog=step_log_recovery.LOG_OPEN)
-
-    def _recover_step_log_as_reader(self) -> None:
-        """Apply a crashed writer's step log before reading, if no engine holds the journal.
-
-        A live engine applies its own log before it lets readers in; a dead one cannot, so a
-        reader that finds records and a free lock recovers them, as SQLite readers roll back a
-        hot journal. With the lock taken by a live engine, the reader sees DuckDB as it is.
-        """
-        if not step_log_recovery.needs_writer(self.step_log_path, self.read_lock_holder()):
-            return
-        try:
-            writer = type(self)(self.path, program="weft_nb reader recovering the step log")
-        except JournalLockedError:
-            return
-        except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
-            warnings.warn(
-                f"completed steps of journal {self.path} are still in its step log "
-                f"and could not be moved into it ({exc}); open the journal once with write "
-                "access (an Engine, or any weft-nb command run by its owner) to apply them",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return
-        writer.close()
 
     def append_step(self, row: StepRow) -> None:
         """Make a completed step durable in the step log; it reaches DuckDB in a later batch."""
@@ -273,71 +253,17 @@ class JournalFile:
     @property
     def lock_path(self) -> str:
         """The sidecar lock file."""
-        return self.path + ".lock"
-
-    def _take_sidecar_lock(self, program: str) -> None:
-        try:
-            if io_faults.ENABLED:
-                io_faults.check("lock.write", self.lock_path)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise from_os_error(exc, self.lock_path, "creating the journal's lock file") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            holder = self.read_lock_holder()
-            raise JournalLockedError(
-                f"journal {self.path} is in use by {_lock_holder_text(holder)}. Only one engine "
-                "may write a journal: close the other notebook's engine (or shut its kernel "
-                "down), or use another journal path. Read-only inspection works while that "
-                "engine is idle.",
-                path=self.path,
-                holder_pid=holder.get("pid"),
-            ) from None
-        self._previous_holder = self.read_lock_holder()  # did the last writer close cleanly?
-        self._lock_fd = fd
-        self._lock_info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "program": program or " ".join(sys.argv[:2])[:200],
-            "since": time.time(),
-        }
-        try:
-            self._write_lock_info()
-        except JournalIOError:
-            os.close(fd)  # releases the lock too
-            self._lock_fd = None
-            raise
+        return self._sidecar.path
 
     def _write_lock_info(self, **changes: Any) -> None:
         """Rewrite the lock file's holder record (once per open and close: not on the hot path)."""
-        assert self._lock_fd is not None
-        self._lock_info.update(changes)
-        try:
-            os.ftruncate(self._lock_fd, 0)
-            os.pwrite(self._lock_fd, json.dumps(self._lock_info).encode(), 0)
-        except OSError as exc:
-            raise from_os_error(exc, self.lock_path, "writing the journal's lock file") from None
+        self._sidecar.write_info(**changes)
 
     def read_lock_holder(self) -> dict[str, Any]:
         """What the sidecar lock file says about its holder (empty when unreadable)."""
-        try:
-            with open(self.lock_path, encoding="utf-8") as handle:
-                loaded: dict[str, Any] = json.loads(handle.read() or "{}")
-                return loaded
-        except (OSError, ValueError):
-            return {}
+        return self._sidecar.read_holder()
 
     def _open(self) -> None:
-        if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
-            raise JournalCorruptError(
-                f"journal {self.path} is an empty file, not a DuckDB database. weft_nb will not "
-                "start a new journal over it: move it aside if it is not needed.",
-                path=self.path,
-            )
         deadline = time.monotonic() + (5.0 if self.read_only else 2.0)
         while True:
             try:
@@ -350,7 +276,7 @@ class JournalFile:
                 version_error = journal_version_error(self.path, text)
                 if version_error is not None:  # a healthy file of another DuckDB version
                     raise version_error from None
-                is_lock = _LOCK_RE.search(text) is not None  # "lock", not "block" (a checksum)
+                is_lock = names_a_lock(text)
                 io_error = from_duckdb_error(exc, self.path, "opening the journal")
                 if io_error is not None and not is_lock:
                     raise io_error from None
@@ -434,14 +360,14 @@ class JournalFile:
             if self._step_log is not None:
                 self._step_log.close()
                 self._step_log = None
-            if self._lock_fd is not None:
-                if self._lock_info.get("steplog") == step_log_recovery.LOG_OPEN and clean:
+            if self._sidecar.held:
+                if self._sidecar.info.get("steplog") == step_log_recovery.LOG_OPEN and clean:
                     with contextlib.suppress(JournalError):  # the next open reads the log anyway
                         self._write_lock_info(steplog=step_log_recovery.LOG_CLOSED)
-                with contextlib.suppress(OSError):
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-                self._lock_fd = None
+                self._sidecar.release()
+            if self._legacy_lock_fd is not None:
+                os.close(self._legacy_lock_fd)  # releases its lock
+                self._legacy_lock_fd = None
             if self._alias_lock is not None:
                 self._alias_lock.release()
                 self._alias_lock = None

@@ -24,6 +24,7 @@ import unicodedata
 import warnings
 from typing import Any
 
+from ._io_errors import from_os_error
 from .errors import InvalidRunIdError
 
 CHECKPOINTS_SUFFIX = ".checkpoints"
@@ -192,7 +193,12 @@ def prepare_checkpoint_root(journal_path: str) -> tuple[str, bool]:
         owner = read_owner(legacy)
         sharing = [] if owner is not None else _other_journals_sharing(legacy, journal_path)
         if owned_by(owner, journal_path) or (owner is None and not sharing):
-            os.rename(legacy, root)
+            try:
+                os.rename(legacy, root)
+            except OSError as exc:
+                raise from_os_error(
+                    exc, legacy, f"renaming the checkpoint folder (the old naming) to {root}"
+                ) from None
         else:
             whose = (
                 f"its owner file names {owner.get('journal')!r}"

@@ -44,6 +44,7 @@ import duckdb
 
 from . import _io_faults as io_faults
 from ._faults import fault_point
+from ._framing import walk
 
 STEP_COLUMNS = (
     "run_id, position, activity, status, input_hash, source_hash, attempts, started_at, "
@@ -156,27 +157,33 @@ def scan(data: bytes) -> Scan:
     found = Scan()
     if not data or _MAGIC.startswith(data):
         return found
-    offset = len(_MAGIC) if data.startswith(_MAGIC) else 0
-    bad_start: int | None = None if offset else 0
-    last: int | None = None
-    while offset < len(data):
-        record = _record_at(data, offset, last)
+    intact_magic = data.startswith(_MAGIC)
+    latest: list[int] = []  # the last intact record's lsn, read by the lazy walk
+    for start, end, record in walk(
+        data,
+        len(_MAGIC) if intact_magic else 0,
+        lambda offset: _record_from(data, offset, latest[-1] if latest else None),
+        damaged_from=None if intact_magic else 0,
+    ):
         if record is None:
-            if bad_start is None:
-                bad_start = offset
-            offset += 1
+            found.damaged.append((start, end))
+            if start > 0 or end > len(_MAGIC):  # a flipped magic alone holds no record
+                found.missing += 1  # refined below when the next record's lsn shows the gap
             continue
-        lsn, row, end = record
-        if bad_start is not None:
-            found.damaged.append((bad_start, offset))
-            found.missing += max(1, lsn - last - 1) if last is not None else 1
-            bad_start = None
-        found.records.append((lsn, row))
-        last, offset = lsn, end
-    if bad_start is not None:
-        found.damaged.append((bad_start, len(data)))
-        found.missing += 1
+        lsn = record[0]
+        if found.damaged and found.damaged[-1][1] == start and latest:
+            found.missing += max(1, lsn - latest[-1] - 1) - 1
+        found.records.append(record)
+        latest[:] = [lsn]
     return found
+
+
+def _record_from(
+    data: bytes, offset: int, after: int | None
+) -> tuple[tuple[int, StepRow], int] | None:
+    """:func:`_record_at` in the shape :func:`weft_nb._framing.walk` takes."""
+    found = _record_at(data, offset, after)
+    return None if found is None else ((found[0], found[1]), found[2])
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:

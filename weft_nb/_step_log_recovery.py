@@ -17,33 +17,18 @@ close, so the hot path (one append and one ``fdatasync`` per step) pays nothing 
 from __future__ import annotations
 
 import os
-import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import duckdb
 
+from ._framing import describe_ranges, keep_aside
 from ._step_log import apply_rows, scan, unapplied
-from .errors import JournalDamageWarning
+from .errors import JournalDamageWarning, JournalIOError, JournalLockedError
 
 LOG_OPEN = "open"
 LOG_CLOSED = "closed"
-
-
-def _ranges(damaged: list[tuple[int, int]]) -> str:
-    shown = ", ".join(f"{start}-{end}" for start, end in damaged[:10])
-    return shown + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
-
-
-def keep_aside(log_path: str) -> str:
-    """Rename a damaged log out of the way (never overwriting an older copy); its new path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = f"{log_path}.damaged-{stamp}"
-    n = 1
-    while os.path.exists(target):
-        n += 1
-        target = f"{log_path}.damaged-{stamp}-{n}"
-    os.replace(log_path, target)
-    return target
 
 
 def recover(
@@ -81,7 +66,7 @@ def recover(
         warnings.warn(
             f"the step log {log_path} of journal {journal_path} is damaged: skipped "
             f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
-            f"(byte offsets {_ranges(found.damaged)} of {len(data)}) and applied the "
+            f"(byte offsets {describe_ranges(found.damaged)} of {len(data)}) and applied the "
             f"{len(found.records)} intact record(s) ({len(rows)} new). Steps whose records "
             f"were damaged will run again when their runs resume. The damaged file is kept at "
             f"{kept}.",
@@ -97,3 +82,31 @@ def needs_writer(log_path: str, holder: dict[str, object]) -> bool:
         return os.path.getsize(log_path) > 0
     except FileNotFoundError:
         return holder.get("steplog") == LOG_OPEN
+
+
+def recover_as_reader(
+    journal_path: str, holder: dict[str, object], writer: Callable[[], Any]
+) -> None:
+    """Apply a crashed writer's step log before reading, if no engine holds the journal.
+
+    A live engine applies its own log before it lets readers in; a dead one cannot, so a reader
+    that finds records and a free lock recovers them by opening the journal as a writer once
+    (``writer()``, closed at once), as SQLite readers roll back a hot journal. With the lock
+    taken by a live engine, the reader sees DuckDB as it is.
+    """
+    if not needs_writer(journal_path + ".steplog", holder):
+        return
+    try:
+        opened = writer()
+    except JournalLockedError:
+        return
+    except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
+        warnings.warn(
+            f"completed steps of journal {journal_path} are still in its step log "
+            f"and could not be moved into it ({exc}); open the journal once with write "
+            "access (an Engine, or any weft-nb command run by its owner) to apply them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    opened.close()
