@@ -6,7 +6,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import weft_nb
 
 T = TypeVar("T")
 
@@ -35,3 +37,27 @@ def process_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         return handle.read().split()[2] != "Z"
+
+
+def parked_run(
+    engine: weft_nb.Engine, run_id: str | None = None, **call_options: Any
+) -> tuple[weft_nb.RunHandle, list[str]]:
+    """Start a run whose one activity hands out its task token and calls ``complete_async``.
+
+    Returns once the token is out: the run's handle and the list holding that token.
+    ``call_options`` go to the workflow's ``ctx.run`` (e.g. ``idempotency_key``).
+    """
+    tokens: list[str] = []
+
+    @weft_nb.activity
+    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
+        tokens.append(activity.task_token)
+        activity.complete_async()
+
+    @weft_nb.workflow
+    def review(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(ask, **call_options)
+
+    handle = engine.start(review, run_id=run_id)
+    wait_until(lambda: tokens, what="the parked activity's task token")
+    return handle, tokens

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import parked_run
 
 import weft_nb
 from weft_nb import ActivityRedefinedWarning
@@ -19,23 +19,6 @@ from weft_nb.errors import ActivityFailedError, PayloadError, RunInterruptedErro
 from weft_nb.testing import TestEngine
 
 GUARD = 30.0
-
-
-def parked_run(engine: TestEngine) -> tuple[weft_nb.RunHandle, list[str]]:
-    tokens: list[str] = []
-
-    @weft_nb.activity
-    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
-        tokens.append(activity.task_token)
-        activity.complete_async()
-
-    @weft_nb.workflow
-    def review(ctx: weft_nb.WorkflowContext) -> object:
-        return ctx.run(ask)
-
-    handle = engine.start(review)
-    wait_until(lambda: tokens)
-    return handle, tokens
 
 
 # -- (a) an oversized failure is refused before its token is consumed --------------------------
