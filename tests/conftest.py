@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from weft_nb.testing import TestEngine
+
+if TYPE_CHECKING:  # a real kernel's client is imported only by the tests that start one
+    from jupyter_kernels import Kernel
 
 
 @pytest.fixture
@@ -40,3 +44,12 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveS
     for name in set(shell.user_ns) - before:
         if not name.startswith("_"):
             del shell.user_ns[name]
+
+
+@pytest.fixture
+def kernels() -> Iterator[list[Kernel]]:
+    """The Jupyter kernels a test starts (``jupyter_kernels.start_kernel``); closed at the end."""
+    started: list[Kernel] = []
+    yield started
+    for kernel in started:
+        kernel.close()
