@@ -6,9 +6,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import weft_nb
+from weft_nb._duckdb_journal import DuckDBJournal
 
 T = TypeVar("T")
 
@@ -37,6 +39,17 @@ def process_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         return handle.read().split()[2] != "Z"
+
+
+def run_status(journal: Path, run_id: str) -> str:
+    """The status of ``run_id`` in the journal file, read through a read-only connection."""
+    reader = DuckDBJournal(journal, read_only=True)
+    try:
+        record = reader.get_run(run_id)
+        assert record is not None
+        return record.status
+    finally:
+        reader.close()
 
 
 def parked_run(
