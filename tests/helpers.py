@@ -74,3 +74,27 @@ def parked_run(
     handle = engine.start(review, run_id=run_id)
     wait_until(lambda: tokens, what="the parked activity's task token")
     return handle, tokens
+
+
+def cancellable_run(
+    engine: weft_nb.Engine, run_id: str, timeout: float = 30.0
+) -> weft_nb.RunHandle:
+    """Start a run whose one activity waits until it is cancelled (interrupt, cancel, shutdown).
+
+    Returns the run's handle once the activity runs.
+    """
+    started = threading.Event()
+
+    @weft_nb.activity
+    def wait_forever(_: object, activity: weft_nb.ActivityContext) -> None:
+        started.set()
+        activity.cancelled.wait()
+        activity.raise_if_cancelled()
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        ctx.run(wait_forever)
+
+    handle = engine.start(wf, run_id=run_id)
+    assert started.wait(timeout), "the activity did not start"
+    return handle

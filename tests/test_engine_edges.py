@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import parked_run
+from helpers import cancellable_run, parked_run
 
 import weft_nb
 from weft_nb import ActivityRedefinedWarning
@@ -169,20 +169,7 @@ def test_different_functions_sharing_a_name_still_run_as_themselves(engine: Test
 
 
 def test_result_of_an_interrupted_run_raises_run_interrupted_error(engine: TestEngine) -> None:
-    started = threading.Event()
-
-    @weft_nb.activity
-    def wait_forever(_: object, activity: weft_nb.ActivityContext) -> None:
-        started.set()
-        activity.cancelled.wait()
-        activity.raise_if_cancelled()
-
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> None:
-        ctx.run(wait_forever)
-
-    handle = engine.start(wf, run_id="i")
-    assert started.wait(GUARD)
+    handle = cancellable_run(engine, "i", GUARD)
     assert engine.interrupt("i")
     with pytest.raises(RunInterruptedError, match="run 'i' stopped before it finished") as caught:
         handle.result(GUARD)
