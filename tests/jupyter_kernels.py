@@ -17,6 +17,13 @@ from jupyter_client.manager import KernelManager
 DEADLINE = 120.0
 
 
+def evidence_folder(tmp_path: Path) -> Path:
+    """A new, empty folder for a notebook's evidence files."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    return evidence
+
+
 def evidence_cell(evidence: Path) -> str:
     """The cell that defines ``note(kind, **fields)``: one fsynced JSON line in ``kind``.jsonl."""
     return (

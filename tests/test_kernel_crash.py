@@ -15,6 +15,7 @@ from jupyter_kernels import (
     DEADLINE,
     Kernel,
     evidence_cell,
+    evidence_folder,
     read,
     start_kernel,
     start_notebook,
@@ -54,8 +55,7 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
 def test_sigkilled_kernel_resumes_on_restart_and_run_all(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
 
     first = start_notebook(tmp_path, kernels, cells)  # the kernel dies in the last cell

@@ -18,6 +18,7 @@ from jupyter_kernels import (
     DEADLINE,
     Kernel,
     evidence_cell,
+    evidence_folder,
     read,
     start_kernel,
     start_notebook,
@@ -54,8 +55,7 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
 def test_restart_and_run_all_after_a_crash_loop_stops_then_allowing_more_resumes(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
     first = start_notebook(tmp_path, kernels, cells)
     assert wait_for(evidence, "train_start") == {"pid": first.pid, "attempt": 1}
@@ -85,8 +85,7 @@ def test_a_kernel_restart_that_lets_the_kernel_exit_is_not_a_crash(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
     """Jupyter's Restart: the engine closes the dispatch log at exit; the attempt is not counted."""
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
     first = start_notebook(tmp_path, kernels, cells)
     wait_for(evidence, "train_start")
