@@ -6,7 +6,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+import weft_nb
+from weft_nb._duckdb_journal import DuckDBJournal
 
 T = TypeVar("T")
 
@@ -35,3 +39,62 @@ def process_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         return handle.read().split()[2] != "Z"
+
+
+def run_status(journal: Path, run_id: str) -> str:
+    """The status of ``run_id`` in the journal file, read through a read-only connection."""
+    reader = DuckDBJournal(journal, read_only=True)
+    try:
+        record = reader.get_run(run_id)
+        assert record is not None
+        return record.status
+    finally:
+        reader.close()
+
+
+def parked_run(
+    engine: weft_nb.Engine, run_id: str | None = None, **call_options: Any
+) -> tuple[weft_nb.RunHandle, list[str]]:
+    """Start a run whose one activity hands out its task token and calls ``complete_async``.
+
+    Returns once the token is out: the run's handle and the list holding that token.
+    ``call_options`` go to the workflow's ``ctx.run`` (e.g. ``idempotency_key``).
+    """
+    tokens: list[str] = []
+
+    @weft_nb.activity
+    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
+        tokens.append(activity.task_token)
+        activity.complete_async()
+
+    @weft_nb.workflow
+    def review(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.run(ask, **call_options)
+
+    handle = engine.start(review, run_id=run_id)
+    wait_until(lambda: tokens, what="the parked activity's task token")
+    return handle, tokens
+
+
+def cancellable_run(
+    engine: weft_nb.Engine, run_id: str, timeout: float = 30.0
+) -> weft_nb.RunHandle:
+    """Start a run whose one activity waits until it is cancelled (interrupt, cancel, shutdown).
+
+    Returns the run's handle once the activity runs.
+    """
+    started = threading.Event()
+
+    @weft_nb.activity
+    def wait_forever(_: object, activity: weft_nb.ActivityContext) -> None:
+        started.set()
+        activity.cancelled.wait()
+        activity.raise_if_cancelled()
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        ctx.run(wait_forever)
+
+    handle = engine.start(wf, run_id=run_id)
+    assert started.wait(timeout), "the activity did not start"
+    return handle

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -58,6 +59,21 @@ def clock() -> SteppedClock:
     return SteppedClock()
 
 
+def assert_run_fails(
+    tmp_path: Path, clock: SteppedClock, step: Any, error: type[BaseException]
+) -> None:
+    """Run a workflow of the one activity ``step`` on ``clock``: its result must raise ``error``."""
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> str:
+        return str(ctx.run(step))
+
+    with weft_nb.Engine(tmp_path / "j.duckdb", clock=clock) as engine:
+        handle = engine.start(wf)
+        with pytest.raises(error):
+            handle.result(timeout=HANG_GUARD)
+
+
 def test_per_attempt_timeout_fires_after_the_wall_clock_steps_back(
     tmp_path: Path, clock: SteppedClock
 ) -> None:
@@ -67,14 +83,7 @@ def test_per_attempt_timeout_fires_after_the_wall_clock_steps_back(
         activity.cancelled.wait(HANG_GUARD * 2)
         return "ran on"
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> str:
-        return str(ctx.run(stuck))
-
-    with weft_nb.Engine(tmp_path / "j.duckdb", clock=clock) as engine:
-        handle = engine.start(wf)
-        with pytest.raises(ActivityPerAttemptTimeoutError):
-            handle.result(timeout=HANG_GUARD)
+    assert_run_fails(tmp_path, clock, stuck, ActivityPerAttemptTimeoutError)
 
 
 def test_heartbeat_timeout_fires_after_the_wall_clock_steps_back(
@@ -87,14 +96,7 @@ def test_heartbeat_timeout_fires_after_the_wall_clock_steps_back(
         activity.cancelled.wait(HANG_GUARD * 2)
         return "ran on"
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> str:
-        return str(ctx.run(silent))
-
-    with weft_nb.Engine(tmp_path / "j.duckdb", clock=clock) as engine:
-        handle = engine.start(wf)
-        with pytest.raises(ActivityHeartbeatTimeoutError):
-            handle.result(timeout=HANG_GUARD)
+    assert_run_fails(tmp_path, clock, silent, ActivityHeartbeatTimeoutError)
 
 
 def test_signal_timeout_fires_after_the_wall_clock_steps_back(

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import cancellable_run, parked_run
 
 import weft_nb
 from weft_nb import ActivityRedefinedWarning
@@ -19,23 +19,6 @@ from weft_nb.errors import ActivityFailedError, PayloadError, RunInterruptedErro
 from weft_nb.testing import TestEngine
 
 GUARD = 30.0
-
-
-def parked_run(engine: TestEngine) -> tuple[weft_nb.RunHandle, list[str]]:
-    tokens: list[str] = []
-
-    @weft_nb.activity
-    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
-        tokens.append(activity.task_token)
-        activity.complete_async()
-
-    @weft_nb.workflow
-    def review(ctx: weft_nb.WorkflowContext) -> object:
-        return ctx.run(ask)
-
-    handle = engine.start(review)
-    wait_until(lambda: tokens)
-    return handle, tokens
 
 
 # -- (a) an oversized failure is refused before its token is consumed --------------------------
@@ -186,20 +169,7 @@ def test_different_functions_sharing_a_name_still_run_as_themselves(engine: Test
 
 
 def test_result_of_an_interrupted_run_raises_run_interrupted_error(engine: TestEngine) -> None:
-    started = threading.Event()
-
-    @weft_nb.activity
-    def wait_forever(_: object, activity: weft_nb.ActivityContext) -> None:
-        started.set()
-        activity.cancelled.wait()
-        activity.raise_if_cancelled()
-
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> None:
-        ctx.run(wait_forever)
-
-    handle = engine.start(wf, run_id="i")
-    assert started.wait(GUARD)
+    handle = cancellable_run(engine, "i", GUARD)
     assert engine.interrupt("i")
     with pytest.raises(RunInterruptedError, match="run 'i' stopped before it finished") as caught:
         handle.result(GUARD)

@@ -68,18 +68,6 @@ def helper(x):
 """
 
 
-@pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "weft_nb")
-    shell.run_line_magic("weft", f"journal {tmp_path / 'notebook.duckdb'}")
-    yield shell
-    shell.run_line_magic("unload_ext", "weft_nb")
-    for name in ("math", "OFFSET", "helper", "scaled", "locked", "guard"):
-        shell.user_ns.pop(name, None)
-
-
 def test_cell_activities_and_notebook_functions_travel_by_value(
     ip: InteractiveShell, engine: weft_nb.Engine
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,30 @@ def _completed(engine: TestEngine, run_id: str) -> int:
     return int(rows[0][0])
 
 
+def _start_until_journaled(engine: TestEngine, wf: Any, value: Any, completed: int) -> None:
+    """Start ``wf`` as run "r" and return once ``completed`` of its steps are journaled."""
+    engine.start(wf, value, run_id="r")
+    wait_until(lambda: _completed(engine, "r") >= completed, what="steps journaled")
+
+
+def _run_then_wait(act: Any, make_input: Callable[[], Any]) -> Any:
+    """A workflow that runs ``act`` on ``make_input()`` (built as it runs, on replay too), then
+    waits for the signal "go": the point where a test restarts the engine."""
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> Any:
+        out = ctx.run(act, make_input())
+        ctx.wait_for_signal("go")
+        return out
+
+    return wf
+
+
 def _crash_and_resume(
     engine: TestEngine, wf: Any, value: Any, completed: int
 ) -> tuple[Any, list[warnings.WarningMessage]]:
     """Run ``wf`` until ``completed`` steps are journaled and it waits; crash; resume to the end."""
-    engine.start(wf, value, run_id="r")
-    wait_until(lambda: _completed(engine, "r") >= completed, what="steps journaled")
+    _start_until_journaled(engine, wf, value, completed)
     restarted = engine.simulate_restart()
     try:
         with warnings.catch_warnings(record=True) as seen:
@@ -154,16 +173,12 @@ def test_dict_order_does_not_change_a_step_signature(engine: TestEngine) -> None
         calls["train"] += 1
         return float(params["lr"] * params["epochs"])
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> float:
-        # e.g. params assembled from a widget, whose order changed between kernels
-        params = {"epochs": 3, "lr": 0.5} if order["flip"] else {"lr": 0.5, "epochs": 3}
-        loss = ctx.run(train, params)
-        ctx.wait_for_signal("go")
-        return loss
+    # e.g. params assembled from a widget, whose order changed between kernels
+    wf = _run_then_wait(
+        train, lambda: {"epochs": 3, "lr": 0.5} if order["flip"] else {"lr": 0.5, "epochs": 3}
+    )
 
-    engine.start(wf, run_id="r")
-    wait_until(lambda: _completed(engine, "r") >= 1, what="train journaled")
+    _start_until_journaled(engine, wf, None, completed=1)
     restarted = engine.simulate_restart()
     order["flip"] = True
     with warnings.catch_warnings():
@@ -184,11 +199,7 @@ def test_an_untrustworthy_input_hash_keeps_the_journaled_step_with_a_warning(
         calls["use"] += 1
         return 1
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> int:
-        out = ctx.run(use, {"thing": Drifting()})
-        ctx.wait_for_signal("go")
-        return out
+    wf = _run_then_wait(use, lambda: {"thing": Drifting()})
 
     result, seen = _crash_and_resume(engine, wf, None, completed=1)
     assert result == 1
@@ -208,14 +219,9 @@ def test_a_changed_plain_input_still_supersedes(engine: TestEngine) -> None:
         calls["train"] += 1
         return float(params["lr"])
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> float:
-        out = ctx.run(train, {"lr": lr["value"], "data": np.ones(3)})
-        ctx.wait_for_signal("go")
-        return out
+    wf = _run_then_wait(train, lambda: {"lr": lr["value"], "data": np.ones(3)})
 
-    engine.start(wf, run_id="r")
-    wait_until(lambda: _completed(engine, "r") >= 1, what="train journaled")
+    _start_until_journaled(engine, wf, None, completed=1)
     restarted = engine.simulate_restart()
     lr["value"] = 0.2
     restarted.signal("r", "go", None)
@@ -235,15 +241,10 @@ def test_a_journal_with_the_previous_hash_scheme_replays_without_superseding(
         calls["train"] += 1
         return float(params["lr"])
 
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> float:
-        out = ctx.run(train, {"lr": 0.5, "pair": (1, 2)})
-        ctx.wait_for_signal("go")
-        return out
+    wf = _run_then_wait(train, lambda: {"lr": 0.5, "pair": (1, 2)})
 
     engine = TestEngine(journal_path)
-    engine.start(wf, run_id="r")
-    wait_until(lambda: _completed(engine, "r") >= 1, what="train journaled")
+    _start_until_journaled(engine, wf, None, completed=1)
     engine.close()
     # What the previous version wrote: digest(codec + encoding) of the input.
     codec, data = encode({"lr": 0.5, "pair": (1, 2)}, what="x")

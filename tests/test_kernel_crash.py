@@ -5,20 +5,24 @@ the interrupted one resumes from its checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import wait_until
-from jupyter_client.manager import KernelManager
+from jupyter_kernels import (
+    DEADLINE,
+    Kernel,
+    evidence_cell,
+    evidence_folder,
+    read,
+    start_kernel,
+    start_notebook,
+    wait_for,
+)
 
 pytestmark = pytest.mark.crash
-
-DEADLINE = 120.0
 
 
 def notebook_cells(journal: Path, evidence: Path) -> list[str]:
@@ -26,10 +30,7 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
     return [
         "%load_ext weft_nb",
         f"%weft journal {journal}",
-        f"import json, os, time\nEVIDENCE = {str(evidence)!r}\n"
-        "def note(kind, **fields):\n"
-        "    with open(os.path.join(EVIDENCE, kind + '.jsonl'), 'a') as f:\n"
-        "        f.write(json.dumps(fields) + '\\n'); f.flush(); os.fsync(f.fileno())",
+        evidence_cell(evidence),
         "%%weft_activity prepare(n)\nnote('prepare', pid=os.getpid())\nlist(range(n))",
         "%%weft_activity train(data, epochs)\n"
         "state = activity.last_checkpoint or {'epoch': 0, 'total': 0}\n"
@@ -51,86 +52,20 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
     ]
 
 
-class Kernel:
-    """One kernel process and a blocking client."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel(cwd=str(cwd), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.client = self.manager.blocking_client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=DEADLINE)
-        self.outputs: list[str] = []
-
-    @property
-    def pid(self) -> int:
-        pid: int = self.manager.provisioner.process.pid  # type: ignore[union-attr]
-        return pid
-
-    def _hook(self, message: dict[str, Any]) -> None:
-        content = message.get("content", {})
-        if message.get("msg_type") == "error":
-            self.outputs.append("ERROR " + "\n".join(content.get("traceback", [])))
-        elif "text" in content:
-            self.outputs.append(content["text"])
-
-    def run(self, code: str) -> dict[str, Any]:
-        reply: dict[str, Any] = self.client.execute_interactive(
-            code, timeout=DEADLINE, output_hook=self._hook
-        )
-        assert reply["content"]["status"] == "ok", (code, self.outputs)
-        return reply
-
-    def send(self, code: str) -> None:
-        self.client.execute(code)
-
-    def close(self) -> None:
-        self.client.stop_channels()
-        if self.manager.is_alive():
-            self.manager.shutdown_kernel(now=True)
-
-
-def read(evidence: Path, kind: str) -> list[dict[str, Any]]:
-    path = evidence / f"{kind}.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def wait_for(evidence: Path, kind: str) -> dict[str, Any]:
-    """The newest evidence row of ``kind``, once there is one."""
-    rows = wait_until(lambda: read(evidence, kind), timeout=DEADLINE, what=f"{kind!r} evidence")
-    return rows[-1]
-
-
-@pytest.fixture
-def kernels(tmp_path: Path) -> Iterator[list[Kernel]]:
-    started: list[Kernel] = []
-    yield started
-    for kernel in started:
-        kernel.close()
-
-
 def test_sigkilled_kernel_resumes_on_restart_and_run_all(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
 
-    first = Kernel(tmp_path)
-    kernels.append(first)
-    for code in cells[:-1]:
-        first.run(code)
-    first.send(cells[-1])  # the blocking %weft run; the kernel dies inside it
+    first = start_notebook(tmp_path, kernels, cells)  # the kernel dies in the last cell
     dying = wait_for(evidence, "ready_to_die")
     assert dying["pid"] == first.pid
     (evidence / "killed-once").touch()
     os.kill(first.pid, signal.SIGKILL)
     wait_until(lambda: not first.manager.is_alive(), timeout=DEADLINE, what="the kernel's death")
 
-    second = Kernel(tmp_path)  # Restart & Run All
-    kernels.append(second)
+    second = start_kernel(tmp_path, kernels)  # Restart & Run All
     for code in cells:
         second.run(code)
 

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
-from test_kernel_crash import DEADLINE, Kernel, kernels, read, wait_for
-
-__all__ = ["kernels"]  # the fixture, shared with test_kernel_crash
+from jupyter_kernels import (
+    DEADLINE,
+    Kernel,
+    evidence_cell,
+    evidence_folder,
+    read,
+    start_kernel,
+    start_notebook,
+    wait_for,
+)
 
 pytestmark = pytest.mark.crash
 
@@ -37,10 +44,7 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
     return [
         "%load_ext weft_nb",
         f"%weft journal {journal}",
-        f"import json, os, time\nEVIDENCE = {str(evidence)!r}\n"
-        "def note(kind, **fields):\n"
-        "    with open(os.path.join(EVIDENCE, kind + '.jsonl'), 'a') as f:\n"
-        "        f.write(json.dumps(fields) + '\\n'); f.flush(); os.fsync(f.fileno())",
+        evidence_cell(evidence),
         "%%weft_activity prepare(n)\nnote('prepare', pid=os.getpid())\nlist(range(n))",
         train_cell(1),
         "%%weft_workflow pipeline(n)\ndata = ctx.run(prepare, n)\nctx.run(train, data)",
@@ -51,20 +55,14 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
 def test_restart_and_run_all_after_a_crash_loop_stops_then_allowing_more_resumes(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
-    first = Kernel(tmp_path)
-    kernels.append(first)
-    for code in cells[:-1]:
-        first.run(code)
-    first.send(cells[-1])
+    first = start_notebook(tmp_path, kernels, cells)
     assert wait_for(evidence, "train_start") == {"pid": first.pid, "attempt": 1}
     os.kill(first.pid, signal.SIGKILL)  # the kernel dies in the only attempt allowed
     wait_until(lambda: not first.manager.is_alive(), timeout=DEADLINE, what="the kernel's death")
 
-    second = Kernel(tmp_path)  # Restart & Run All: the verdict, before any dispatch
-    kernels.append(second)
+    second = start_kernel(tmp_path, kernels)  # Restart & Run All: the verdict, before any dispatch
     for code in cells[:-1]:
         second.run(code)
     reply = second.client.execute_interactive(cells[-1], timeout=DEADLINE, output_hook=second._hook)
@@ -87,14 +85,9 @@ def test_a_kernel_restart_that_lets_the_kernel_exit_is_not_a_crash(
     tmp_path: Path, kernels: list[Kernel]
 ) -> None:
     """Jupyter's Restart: the engine closes the dispatch log at exit; the attempt is not counted."""
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
+    evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
-    first = Kernel(tmp_path)
-    kernels.append(first)
-    for code in cells[:-1]:
-        first.run(code)
-    first.send(cells[-1])
+    first = start_notebook(tmp_path, kernels, cells)
     wait_for(evidence, "train_start")
     first.manager.shutdown_wait_time = DEADLINE  # a hang guard; it exits on the request
     first.manager.restart_kernel()
@@ -103,8 +96,7 @@ def test_a_kernel_restart_that_lets_the_kernel_exit_is_not_a_crash(
     first.close()
 
     (evidence / "fixed").touch()
-    second = Kernel(tmp_path)
-    kernels.append(second)
+    second = start_kernel(tmp_path, kernels)
     for code in cells:
         second.run(code)  # --retry 1 and no verdict: the restart was not a crash
     assert [s["attempt"] for s in read(evidence, "train_start")] == [1, 1]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import wait_until
-from test_kernel_crash import DEADLINE, Kernel
+from jupyter_kernels import DEADLINE, Kernel
 
 from weft_nb._duckdb_journal import DuckDBJournal
 from weft_nb._payloads import decode

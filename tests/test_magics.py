@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,10 @@ from weft_nb._magics import WeftMagics
 
 
 @pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "weft_nb")
-    shell.run_line_magic("weft", f"journal {tmp_path / 'notebook.duckdb'}")
-    shell.user_ns["calls"] = []
-    yield shell
-    shell.run_line_magic("unload_ext", "weft_nb")
-    for name in ("calls", "train", "pipeline", "prepare", "result", "epochs"):
-        shell.user_ns.pop(name, None)
+def ip(ip: InteractiveShell) -> InteractiveShell:
+    """The shared shell (conftest.py), with a ``calls`` list the cells append to."""
+    ip.user_ns["calls"] = []
+    return ip
 
 
 def magics(shell: InteractiveShell) -> WeftMagics:

@@ -171,18 +171,6 @@ def test_bad_limits_are_refused(tmp_path: Path) -> None:
 # -- the notebook ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "weft_nb")
-    shell.run_line_magic("weft", f"journal {tmp_path / 'notebook.duckdb'}")
-    yield shell
-    shell.run_line_magic("unload_ext", "weft_nb")
-    for name in ("overlap", "train", "pipeline"):
-        shell.user_ns.pop(name, None)
-
-
 def _magics(shell: InteractiveShell) -> Any:
     from weft_nb._magics import WeftMagics
 

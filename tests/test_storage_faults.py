@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_status
 
 import weft_nb
 from weft_nb import _io_faults as io_faults
@@ -50,16 +51,6 @@ def make_workflow(steps: int, ran: collections.Counter[int]) -> Any:
         return sum(ctx.run(act, i) for i in range(steps))
 
     return wf
-
-
-def run_status(journal: Path, run_id: str) -> str:
-    reader = DuckDBJournal(journal, read_only=True)
-    try:
-        record = reader.get_run(run_id)
-        assert record is not None
-        return record.status
-    finally:
-        reader.close()
 
 
 @pytest.mark.parametrize("kind", ["short", "enospc", "eio"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_status
 
 import weft_nb
 from weft_nb._duckdb_journal import DuckDBJournal
@@ -25,16 +26,6 @@ from weft_nb.errors import ActivityFailedError, JournalIOError, WorkflowFailedEr
 from weft_nb.testing import TestEngine
 
 HANG_GUARD = 60.0  # seconds; only stops a hang from blocking the suite
-
-
-def run_status(journal: Path, run_id: str) -> str:
-    reader = DuckDBJournal(journal, read_only=True)
-    try:
-        record = reader.get_run(run_id)
-        assert record is not None
-        return record.status
-    finally:
-        reader.close()
 
 
 class Unprintable(ValueError):

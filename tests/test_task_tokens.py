@@ -6,7 +6,7 @@ import dataclasses
 import threading
 
 import pytest
-from helpers import wait_until
+from helpers import parked_run, wait_until
 
 import weft_nb
 from weft_nb._journal import HeartbeatRecord, StepRecord
@@ -112,19 +112,7 @@ def test_a_token_read_but_not_parked_before_a_crash_is_spent_and_the_step_retrie
 
 
 def test_a_cancelled_runs_token_is_refused_and_nothing_is_written(engine: TestEngine) -> None:
-    tokens: list[str] = []
-
-    @weft_nb.activity
-    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
-        tokens.append(activity.task_token)
-        activity.complete_async()
-
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> object:
-        return ctx.run(ask)
-
-    handle = engine.start(wf, run_id="gone")
-    wait_until(lambda: tokens)
+    handle, tokens = parked_run(engine, "gone")
     assert handle.cancel()
     with pytest.raises(WorkflowCancelledError):
         handle.result(20)
@@ -207,19 +195,7 @@ def test_the_journal_refuses_a_second_outcome_for_a_step(engine: TestEngine) -> 
 def test_a_keyed_step_parked_on_its_token_waits_after_a_restart_instead_of_failing_closed(
     engine: TestEngine,
 ) -> None:
-    tokens: list[str] = []
-
-    @weft_nb.activity
-    def ask(_: object, activity: weft_nb.ActivityContext) -> None:
-        tokens.append(activity.task_token)
-        activity.complete_async()
-
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> object:
-        return ctx.run(ask, idempotency_key="approval-1")
-
-    engine.start(wf, run_id="keyed")
-    wait_until(lambda: tokens)
+    _, tokens = parked_run(engine, "keyed", idempotency_key="approval-1")
     restarted = engine.simulate_restart()
     handle = restarted.resume("keyed")  # before the fix: ActivityReconciliationIndeterminateError
     wait_until(lambda: restarted.clock._blocked == 1, what="the resumed run waits on its token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import cancellable_run
 
 import weft_nb
 from weft_nb._widgets import RunPanel
@@ -125,20 +126,7 @@ def test_failed_steps_show_the_error_and_a_danger_bar(engine: TestEngine) -> Non
 
 
 def test_cancel_button_cancels_a_background_run(engine: TestEngine) -> None:
-    started = threading.Event()
-
-    @weft_nb.activity
-    def wait(_: object, activity: weft_nb.ActivityContext) -> None:
-        started.set()
-        activity.cancelled.wait()
-        activity.raise_if_cancelled()
-
-    @weft_nb.workflow
-    def wf(ctx: weft_nb.WorkflowContext) -> None:
-        ctx.run(wait)
-
-    handle = engine.start(wf, run_id="w4")
-    assert started.wait(10)
+    handle = cancellable_run(engine, "w4", 10)
     panel = RunPanel(engine, "w4", cancel_button=True)
     assert panel.cancel_button is not None
     assert panel.cancel_button.disabled is False

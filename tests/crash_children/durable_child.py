@@ -9,22 +9,17 @@ appends ``{"charged": x}`` (fsynced); a run that ends appends ``{"outcome": ...}
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from typing import Any
+
+from evidence_files import append_json_line, read_config
 
 import weft_nb
 
-with open(sys.argv[1], encoding="utf-8") as _handle:
-    CONFIG: dict[str, Any] = json.load(_handle)
+CONFIG = read_config()
 
 
 def note(line: dict[str, Any]) -> None:
-    with open(CONFIG["evidence"], "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(line) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_json_line(CONFIG["evidence"], line)
 
 
 def verify(result: Any, context: weft_nb.VerificationContext) -> Any:

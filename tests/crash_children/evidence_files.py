@@ -9,9 +9,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 PID = os.getpid()
+
+
+def read_config() -> dict[str, Any]:
+    """The child's JSON config, from the file named by its first argument."""
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        config: dict[str, Any] = json.load(handle)
+    return config
+
+
+def append_json_line(path: str, record: dict[str, Any], sort_keys: bool = False) -> None:
+    """Append one JSON line to ``path`` durably: it survives a SIGKILL that follows."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=sort_keys) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class EvidenceFiles:
@@ -23,11 +39,7 @@ class EvidenceFiles:
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Append one JSON line durably: it survives a SIGKILL that follows."""
-        record = {"pid": PID, **record}
-        with open(os.path.join(self.folder, name), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_json_line(os.path.join(self.folder, name), {"pid": PID, **record}, sort_keys=True)
 
     def write_json(self, path: str, value: Any) -> None:
         """Write a file atomically and durably (readers see nothing or all of it)."""
