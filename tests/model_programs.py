@@ -25,12 +25,6 @@ from typing import Any
 # Known defects of issue 13 that the generator steers around until their fixes merge. The lead
 # switches an entry off (deletes it) once its fix is in; the generator then covers the pattern.
 KNOWN_DEFECTS: dict[str, str] = {
-    # A keyed durable_activity interrupted by a crash is dispatched again instead of reconciled.
-    "keyed_durable_activity_crash": "issue 13.2",
-    # A task token read by a failed attempt stays valid; a finished run keeps pending tokens.
-    "token_outlives_attempt": "issue 13.1",
-    # ctx.run inside a ctx.memo callback is accepted (wanted: StepScopeError).
-    "memo_with_run": "issue 13.3",
     # NEW (notes/model-test.md): a memo callback that raised is not journaled; after a crash
     # its durable_activity calls run again with attempt numbers continuing past max_attempts,
     # so a caught failure can become a value. Memos that can fail are then never caught.
