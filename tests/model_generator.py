@@ -124,10 +124,6 @@ def programs(draw: st.DrawFn, max_ops: int = 6) -> Program:
             width = draw(st.integers(0, 2))
             calls = tuple(draw(acts(next(names), in_memo=True)) for _ in range(width))
             run_inside = "memo_with_run" not in KNOWN_DEFECTS and draw(st.booleans())
-            if "memo_failure_replay" in KNOWN_DEFECTS and any(
-                plan_act(a, act_input(a, None)).error for a in calls
-            ):
-                catch = False
             op = Memo(catch=catch, key=key, acts=calls, run_inside=run_inside)
         elif kind == "Sleep":
             op = Sleep(seconds=draw(st.integers(1, 100)))

@@ -24,12 +24,7 @@ from typing import Any
 
 # Known defects of issue 13 that the generator steers around until their fixes merge. The lead
 # switches an entry off (deletes it) once its fix is in; the generator then covers the pattern.
-KNOWN_DEFECTS: dict[str, str] = {
-    # NEW (notes/model-test.md): a memo callback that raised is not journaled; after a crash
-    # its durable_activity calls run again with attempt numbers continuing past max_attempts,
-    # so a caught failure can become a value. Memos that can fail are then never caught.
-    "memo_failure_replay": "new: model-test note",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 # ``WEFT_NB_MODEL_KNOWN_OFF=memo_with_run,...`` (or ``all``) switches entries off for a campaign.
 _OFF = {name for name in os.environ.get("WEFT_NB_MODEL_KNOWN_OFF", "").split(",") if name}
 for _name in list(KNOWN_DEFECTS):
@@ -349,6 +344,19 @@ def model(program: Program, overrides: dict[int, ErrSig] | None = None) -> Expec
             raise ModelError(plan.error)
         return plan.value
 
+    def memo_answer(op: Memo, pos: int, prev: Any) -> Any:
+        """The memo callback's value, or the ModelError it raised."""
+        exp.memo_positions.add(pos)
+        try:
+            if op.run_inside:
+                raise ModelError(("StepScopeError", None))
+            results = []
+            for ordinal, act in enumerate(op.acts, start=1):
+                results.append(settle(call(act, SUB_BASE * (pos + 1) + ordinal, prev)))
+        except ModelError as err:
+            return err
+        return ["memo", op.key, results]
+
     for op in program.ops:
         prev = trace[-1] if trace else None
         try:
@@ -380,18 +388,12 @@ def model(program: Program, overrides: dict[int, ErrSig] | None = None) -> Expec
                 exp.executions[positions[winner]] = (plans[winner].attempts,) * 2
                 value = [winner, settle(plans[winner])]
             elif isinstance(op, Memo):
-                if op.key in memo_cache:
-                    value = memo_cache[op.key]
-                else:
-                    pos = take()
-                    exp.memo_positions.add(pos)
-                    if op.run_inside:
-                        raise ModelError(("StepScopeError", None))
-                    results = []
-                    for ordinal, act in enumerate(op.acts, start=1):
-                        results.append(settle(call(act, SUB_BASE * (pos + 1) + ordinal, prev)))
-                    value = ["memo", op.key, results]
-                    memo_cache[op.key] = value
+                # A memo remembers its answer, a failure included: a repeated key gives it again.
+                if op.key not in memo_cache:
+                    memo_cache[op.key] = memo_answer(op, take(), prev)
+                value = memo_cache[op.key]
+                if isinstance(value, ModelError):
+                    raise value
             elif isinstance(op, Sleep):
                 take()
                 value = ["slept", op.seconds]

@@ -248,17 +248,10 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
     shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new defect (notes/model-test.md, KNOWN_DEFECTS['memo_failure_replay']): a memo "
-    "callback that raised is not journaled, so a crash later re-runs it and its durable_activity "
-    "calls go on at attempt max_attempts + 1",
-)
 def test_a_caught_memo_failure_stays_a_failure_after_a_crash() -> None:
-    """Found by the generator: the memo's activity failed for good (2 of 2 attempts) and the
-    workflow caught it; a crash at the next step re-runs the memo callback on resume, the
-    activity runs as attempt 3 and succeeds, and the run's result differs from the crash-free
-    run's."""
+    """The memo's activity failed for good (2 of 2 attempts) and the workflow caught it; a crash
+    at the next step must not re-run the memo callback on resume (it used to: the activity ran
+    as attempt 3, succeeded, and the run's result differed from the crash-free run's)."""
     from model_programs import Act, Memo, Run
 
     program = Program(
