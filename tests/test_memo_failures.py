@@ -140,3 +140,35 @@ def test_an_exception_pickle_cannot_store_replays_as_workflow_failed_error(
     assert result == [replayed, replayed, 1]  # documented in docs/engine.md (memo)
     assert calls["callback"] == 1
     restarted.close()
+
+
+def _falls_back() -> list[Any]:
+    calls["callback"] += 1
+    try:
+        first: Any = weft_nb.durable_activity("flaky", 4)
+    except ActivityFailedError as error:
+        first = ["fell back", error.cause_type, error.attempts]
+    return [first, weft_nb.durable_activity("blocker", 1)]  # the process dies in here
+
+
+@weft_nb.workflow
+def falls_back(ctx: weft_nb.WorkflowContext, _: None) -> Any:
+    return ctx.memo("m", _falls_back)
+
+
+def test_an_unkeyed_call_that_failed_for_good_is_not_run_again_when_its_memo_is(
+    engine: TestEngine,
+) -> None:
+    """A crash inside the callback runs it again; a call whose retries were spent stays failed."""
+    engine.register(flaky)
+    engine.register(blocker)
+    engine.start(falls_back, None, run_id="r")
+    wait_until(lambda: calls["blocker"] == 1)
+    restarted = engine.simulate_restart()
+    gate.set()
+    # Before the fix: `flaky` ran again as attempt 3 of 2, succeeded, and the memo's value
+    # became [40, 1] instead of the crash-free run's.
+    assert restarted.resume("r").result(10) == [["fell back", "RuntimeError", 2], 1]
+    assert calls["callback"] == 2  # the callback itself runs again: it had not finished
+    assert calls["flaky"] == 2
+    restarted.close()
