@@ -32,7 +32,6 @@ from model_engine import (
     outcome_of,
 )
 from model_programs import (
-    KNOWN_DEFECTS,
     CrashPoint,
     ErrSig,
     Expected,
@@ -255,8 +254,6 @@ class Driver:
 
     def spent_tokens(self) -> None:
         """A finished run accepts no completion, whatever tokens it handed out (issue 13.1)."""
-        if "token_outlives_attempt" in KNOWN_DEFECTS:
-            return
         for (token,) in self.engine.journal.query(
             "SELECT token FROM async_tokens WHERE run_id = ?", [self.run_id]
         ):
