@@ -40,6 +40,7 @@ from model_driver import (
     CrashRecord,
     Execution,
     check,
+    crashed_attempts,
     execute,
     journal_state,
     journal_violations,
@@ -172,11 +173,12 @@ def _executions(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
 
-def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str]]:
+def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str], dict[int, int]]:
     journal = DuckDBJournal(path, read_only=True)
     try:
         completed, markers = journal_state(journal.query, run_id)
-        return completed, markers, journal_violations(journal.query, run_id)
+        violations = journal_violations(journal.query, run_id)
+        return completed, markers, violations, crashed_attempts(journal.query, run_id)
     finally:
         journal.close()
 
@@ -210,7 +212,7 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
     problems: list[str] = []
     crashes: list[CrashRecord] = []
     if code == -signal.SIGKILL:
-        completed, markers, _ = _read_journal(work / "journal.duckdb", run_id)
+        completed, markers, _, _ = _read_journal(work / "journal.duckdb", run_id)
         crashes.append(CrashRecord(0, {"kill": kill[1]}, completed, markers))
         second = _child(work, "second", {**config, "crashes": [], "resume": True}, None)
         assert _exit_code(second) == 0, second.output()
@@ -220,8 +222,9 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
         last = first
     result = json.loads((work / "evidence" / f"result-{last.pid}.json").read_text())
     problems += result["violations"]
-    problems += _read_journal(work / "journal.duckdb", run_id)[2]
-    expected = model(program, overrides_for(model(program), crashes))
+    _, _, violations, crashed = _read_journal(work / "journal.duckdb", run_id)
+    problems += violations
+    expected = model(program, overrides_for(model(program), crashes, crashed))
     if result["outcome"] != normalise(expected.outcome):
         problems.append(f"outcome {result['outcome']} != model {expected.outcome}")
     for crash in crashes:
