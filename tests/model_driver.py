@@ -32,7 +32,6 @@ from model_engine import (
     outcome_of,
 )
 from model_programs import (
-    KNOWN_DEFECTS,
     CrashPoint,
     ErrSig,
     Expected,
@@ -65,6 +64,8 @@ class Execution:
     crashes: list[CrashRecord] = dataclasses.field(default_factory=list)
     violations: list[str] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # position -> the highest attempt a crash interrupted (from the journal after the run)
+    crashed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 Query = Callable[[str, list[Any]], list[tuple[Any, ...]]]
@@ -88,6 +89,16 @@ def journal_state(query: Query, run_id: str) -> tuple[set[int], set[int]]:
         )
     }
     return completed, markers
+
+
+def crashed_attempts(query: Query, run_id: str) -> dict[int, int]:
+    """Position -> the highest attempt that was in flight when its process died."""
+    rows = query(
+        "SELECT position, max(attempt) FROM attempts WHERE run_id = ? "
+        "AND error_type = 'ActivityCrashed' AND NOT superseded GROUP BY position",
+        [run_id],
+    )
+    return {position: attempt for position, attempt in rows}
 
 
 def journal_violations(query: Query, run_id: str) -> list[str]:
@@ -255,8 +266,6 @@ class Driver:
 
     def spent_tokens(self) -> None:
         """A finished run accepts no completion, whatever tokens it handed out (issue 13.1)."""
-        if "token_outlives_attempt" in KNOWN_DEFECTS:
-            return
         for (token,) in self.engine.journal.query(
             "SELECT token FROM async_tokens WHERE run_id = ?", [self.run_id]
         ):
@@ -290,6 +299,7 @@ class Driver:
         if outcome[0] in ("completed", "failed", "cancelled"):
             self.spent_tokens()
         self.execution.violations += journal_violations(self.engine.journal.query, self.run_id)
+        self.execution.crashed_attempts = crashed_attempts(self.engine.journal.query, self.run_id)
         self.engine.close()
         with RECORDER.lock:
             self.execution.events = [e for e in RECORDER.events if e["run"] == self.run_id]
@@ -316,20 +326,40 @@ def execute(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def overrides_for(expected: Expected, crashes: list[CrashRecord]) -> dict[int, ErrSig]:
-    """Keyed steps a crash left ambiguous fail closed unless their verifier proves an outcome."""
+def overrides_for(
+    expected: Expected, crashes: list[CrashRecord], crashed: dict[int, int] | None = None
+) -> dict[int, ErrSig]:
+    """The steps whose outcome a crash legitimately changed, read from the journal.
+
+    Keyed steps a crash left ambiguous fail closed unless their verifier proves an outcome. A
+    step whose last allowed attempt was in flight when the process died ends as a crash loop
+    (docs/engine.md): crash points never interrupt a last attempt themselves, but a crash stops
+    every attempt in flight (an ``all`` sibling, or any step at a SIGKILL fault point).
+    """
     found: dict[int, ErrSig] = {}
-    for crash in crashes:
-        for position in crash.markers:
-            act = expected.acts.get(position)
-            if act is not None and act.verifier in (None, "indeterminate"):
-                found[position] = ("ActivityReconciliationIndeterminateError", None)
+    markers = {position for crash in crashes for position in crash.markers}
+    for position, attempt in (crashed or {}).items():
+        act = expected.acts.get(position)
+        # A keyed step whose truthful verifier may adopt a result the attempt returned: the
+        # model cannot tell whether it did, so that rare case keeps the model's outcome.
+        adoptable = (
+            position in markers and act is not None and act.verifier == "completed-with-result"
+        )
+        if act is not None and attempt >= act.max_attempts and not adoptable:
+            found[position] = ("ActivityCrashLoopError", "ActivityCrashed")
+    for position in markers:
+        act = expected.acts.get(position)
+        if act is not None and act.verifier in (None, "indeterminate"):
+            found[position] = ("ActivityReconciliationIndeterminateError", None)
     return found
 
 
 def check(program: Program, execution: Execution, *, crash_free: bool) -> list[str]:
     """Every violation of the model and of the invariants, one line each (empty: all good)."""
-    expected = model(program, overrides_for(model(program), execution.crashes))
+    expected = model(
+        program,
+        overrides_for(model(program), execution.crashes, execution.crashed_attempts),
+    )
     problems = list(execution.violations)
     if normalise(execution.outcome) != normalise(expected.outcome):
         problems.append(f"outcome {execution.outcome} != model {expected.outcome}")

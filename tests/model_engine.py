@@ -24,8 +24,6 @@ import time
 from typing import Any
 
 from model_programs import (
-    KNOWN_DEFECTS,
-    SUB_BASE,
     Act,
     All,
     CrashPoint,
@@ -132,12 +130,9 @@ RECORDER = Recorder()
 
 
 def _crashable(spec: Act, attempt: int, position: int) -> bool:
-    # A crash in a step's last attempt would end it as a crash loop once issue 13.6 is fixed
-    # (the model does not predict ActivityCrashLoopError), so last attempts are never crashed.
-    keyed_sub = spec.key and position >= SUB_BASE
-    return attempt < spec.max_attempts and not (
-        keyed_sub and "keyed_durable_activity_crash" in KNOWN_DEFECTS
-    )
+    # A crash in a step's last attempt ends it as a crash loop (issue 13.6; the model does not
+    # predict ActivityCrashLoopError), so last attempts are never crashed.
+    return attempt < spec.max_attempts
 
 
 def _behave(inp: dict[str, Any], actx: weft_nb.ActivityContext) -> Any:
@@ -235,9 +230,14 @@ def _op(ctx: weft_nb.WorkflowContext, op: Any, prev: Any, gen: int) -> Any:
             RECORDER.point("start", gen, ctx.run_id, {"pos": position, "memo": op.key})
             if op.run_inside:
                 ctx.run("model_act", act_input(Act("inside-memo"), prev))
-            results = [
-                weft_nb.durable_activity(*_call(a, prev)[:2], **a.options()) for a in op.acts
-            ]
+            results = []
+            for a in op.acts:
+                try:
+                    results.append(weft_nb.durable_activity(*_call(a, prev)[:2], **a.options()))
+                except WeftError as exc:
+                    if not op.inner_catch or isinstance(exc, WorkflowCancelledError):
+                        raise
+                    results.append(["error", *error_sig(exc)])
             return ["memo", op.key, results]
 
         return ctx.memo(op.key, callback)

@@ -3,8 +3,9 @@
 Each behaviour is drawn where the engine supports it: parallel branches take no idempotency keys,
 async completion or token reads; ``durable_activity`` calls inside a memo take no async
 completion; ``run_all`` branches run with the default retry policy (it takes no call options).
-Race branches get distinct settle times, so each race has one winner. Patterns of
-``KNOWN_DEFECTS`` are not generated while their switch is on.
+Race branches get distinct settle times, so each race has one winner. A memo callback may catch
+its calls' errors and go on. Patterns of ``KNOWN_DEFECTS`` (none open) would not be generated
+while their switch is on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from hypothesis import strategies as st
 from model_programs import (
-    KNOWN_DEFECTS,
     SIGNAL_TIMEOUT,
     TIMEOUT,
     Act,
@@ -39,13 +39,11 @@ def acts(draw: st.DrawFn, name: str, *, parallel: bool = False, in_memo: bool = 
     max_attempts = draw(st.integers(1, 4))
     choices = ["ok", "ok", "ok", "flaky", "flaky", "flaky", "timeout", "permanent"]
     if not parallel and not in_memo:
-        choices += ["async", "async", "cancel"]
-        if "token_outlives_attempt" not in KNOWN_DEFECTS:
-            choices.append("token_then_fail")
+        choices += ["async", "async", "cancel", "token_then_fail"]
     elif parallel:
         choices.append("cancel")
     behaviour = draw(st.sampled_from(choices))
-    keyable = not parallel and not (in_memo and "keyed_durable_activity_crash" in KNOWN_DEFECTS)
+    keyable = not parallel
     kwargs: dict[str, Any] = {"name": name, "max_attempts": max_attempts}
     kwargs["duration"] = draw(st.integers(0, 3))
     if behaviour == "flaky":
@@ -123,12 +121,11 @@ def programs(draw: st.DrawFn, max_ops: int = 6) -> Program:
                 memo_keys.append(key)
             width = draw(st.integers(0, 2))
             calls = tuple(draw(acts(next(names), in_memo=True)) for _ in range(width))
-            run_inside = "memo_with_run" not in KNOWN_DEFECTS and draw(st.booleans())
-            if "memo_failure_replay" in KNOWN_DEFECTS and any(
-                plan_act(a, act_input(a, None)).error for a in calls
-            ):
-                catch = False
-            op = Memo(catch=catch, key=key, acts=calls, run_inside=run_inside)
+            run_inside = draw(st.booleans())
+            inner_catch = bool(calls) and draw(st.booleans())
+            op = Memo(
+                catch=catch, key=key, acts=calls, run_inside=run_inside, inner_catch=inner_catch
+            )
         elif kind == "Sleep":
             op = Sleep(seconds=draw(st.integers(1, 100)))
         else:

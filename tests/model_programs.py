@@ -22,20 +22,10 @@ import json
 import os
 from typing import Any
 
-# Known defects of issue 13 that the generator steers around until their fixes merge. The lead
-# switches an entry off (deletes it) once its fix is in; the generator then covers the pattern.
-KNOWN_DEFECTS: dict[str, str] = {
-    # A keyed durable_activity interrupted by a crash is dispatched again instead of reconciled.
-    "keyed_durable_activity_crash": "issue 13.2",
-    # A task token read by a failed attempt stays valid; a finished run keeps pending tokens.
-    "token_outlives_attempt": "issue 13.1",
-    # ctx.run inside a ctx.memo callback is accepted (wanted: StepScopeError).
-    "memo_with_run": "issue 13.3",
-    # NEW (notes/model-test.md): a memo callback that raised is not journaled; after a crash
-    # its durable_activity calls run again with attempt numbers continuing past max_attempts,
-    # so a caught failure can become a value. Memos that can fail are then never caught.
-    "memo_failure_replay": "new: model-test note",
-}
+# Known defects the generator steers around until their fixes merge (an entry here, and a check
+# of it where the generator draws the pattern); delete the entry once its fix is in. None is open:
+# issue 13.1-13.3 and memo_failure_replay (notes/model-fix.md) are fixed.
+KNOWN_DEFECTS: dict[str, str] = {}
 # ``WEFT_NB_MODEL_KNOWN_OFF=memo_with_run,...`` (or ``all``) switches entries off for a campaign.
 _OFF = {name for name in os.environ.get("WEFT_NB_MODEL_KNOWN_OFF", "").split(",") if name}
 for _name in list(KNOWN_DEFECTS):
@@ -133,6 +123,7 @@ class Memo(Op):
     key: str = ""
     acts: tuple[Act, ...] = ()  # called with weft_nb.durable_activity inside the callback
     run_inside: bool = False  # the callback first calls ctx.run: refused with StepScopeError
+    inner_catch: bool = False  # the callback catches each call's error and goes on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,6 +346,24 @@ def model(program: Program, overrides: dict[int, ErrSig] | None = None) -> Expec
             raise ModelError(plan.error)
         return plan.value
 
+    def memo_answer(op: Memo, pos: int, prev: Any) -> Any:
+        """The memo callback's value, or the ModelError it raised."""
+        exp.memo_positions.add(pos)
+        try:
+            if op.run_inside:
+                raise ModelError(("StepScopeError", None))
+            results = []
+            for ordinal, act in enumerate(op.acts, start=1):
+                try:
+                    results.append(settle(call(act, SUB_BASE * (pos + 1) + ordinal, prev)))
+                except ModelError as err:
+                    if not op.inner_catch:
+                        raise
+                    results.append(["error", *err.sig])
+        except ModelError as err:
+            return err
+        return ["memo", op.key, results]
+
     for op in program.ops:
         prev = trace[-1] if trace else None
         try:
@@ -386,18 +395,12 @@ def model(program: Program, overrides: dict[int, ErrSig] | None = None) -> Expec
                 exp.executions[positions[winner]] = (plans[winner].attempts,) * 2
                 value = [winner, settle(plans[winner])]
             elif isinstance(op, Memo):
-                if op.key in memo_cache:
-                    value = memo_cache[op.key]
-                else:
-                    pos = take()
-                    exp.memo_positions.add(pos)
-                    if op.run_inside:
-                        raise ModelError(("StepScopeError", None))
-                    results = []
-                    for ordinal, act in enumerate(op.acts, start=1):
-                        results.append(settle(call(act, SUB_BASE * (pos + 1) + ordinal, prev)))
-                    value = ["memo", op.key, results]
-                    memo_cache[op.key] = value
+                # A memo remembers its answer, a failure included: a repeated key gives it again.
+                if op.key not in memo_cache:
+                    memo_cache[op.key] = memo_answer(op, take(), prev)
+                value = memo_cache[op.key]
+                if isinstance(value, ModelError):
+                    raise value
             elif isinstance(op, Sleep):
                 take()
                 value = ["slept", op.seconds]

@@ -40,6 +40,7 @@ from model_driver import (
     CrashRecord,
     Execution,
     check,
+    crashed_attempts,
     execute,
     journal_state,
     journal_violations,
@@ -172,11 +173,12 @@ def _executions(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
 
-def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str]]:
+def _read_journal(path: Path, run_id: str) -> tuple[set[int], set[int], list[str], dict[int, int]]:
     journal = DuckDBJournal(path, read_only=True)
     try:
         completed, markers = journal_state(journal.query, run_id)
-        return completed, markers, journal_violations(journal.query, run_id)
+        violations = journal_violations(journal.query, run_id)
+        return completed, markers, violations, crashed_attempts(journal.query, run_id)
     finally:
         journal.close()
 
@@ -210,7 +212,7 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
     problems: list[str] = []
     crashes: list[CrashRecord] = []
     if code == -signal.SIGKILL:
-        completed, markers, _ = _read_journal(work / "journal.duckdb", run_id)
+        completed, markers, _, _ = _read_journal(work / "journal.duckdb", run_id)
         crashes.append(CrashRecord(0, {"kill": kill[1]}, completed, markers))
         second = _child(work, "second", {**config, "crashes": [], "resume": True}, None)
         assert _exit_code(second) == 0, second.output()
@@ -220,8 +222,9 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
         last = first
     result = json.loads((work / "evidence" / f"result-{last.pid}.json").read_text())
     problems += result["violations"]
-    problems += _read_journal(work / "journal.duckdb", run_id)[2]
-    expected = model(program, overrides_for(model(program), crashes))
+    _, _, violations, crashed = _read_journal(work / "journal.duckdb", run_id)
+    problems += violations
+    expected = model(program, overrides_for(model(program), crashes, crashed))
     if result["outcome"] != normalise(expected.outcome):
         problems.append(f"outcome {result['outcome']} != model {expected.outcome}")
     for crash in crashes:
@@ -248,17 +251,10 @@ def test_programs_survive_sigkill(program: Program, kill: tuple[str, Any]) -> No
     shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new defect (notes/model-test.md, KNOWN_DEFECTS['memo_failure_replay']): a memo "
-    "callback that raised is not journaled, so a crash later re-runs it and its durable_activity "
-    "calls go on at attempt max_attempts + 1",
-)
 def test_a_caught_memo_failure_stays_a_failure_after_a_crash() -> None:
-    """Found by the generator: the memo's activity failed for good (2 of 2 attempts) and the
-    workflow caught it; a crash at the next step re-runs the memo callback on resume, the
-    activity runs as attempt 3 and succeeds, and the run's result differs from the crash-free
-    run's."""
+    """The memo's activity failed for good (2 of 2 attempts) and the workflow caught it; a crash
+    at the next step must not re-run the memo callback on resume (it used to: the activity ran
+    as attempt 3, succeeded, and the run's result differed from the crash-free run's)."""
     from model_programs import Act, Memo, Run
 
     program = Program(

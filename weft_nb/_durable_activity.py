@@ -15,8 +15,9 @@ As in Weft:
   between the dispatch and that record, the surviving dispatch marker is reconciled exactly as
   ``ctx.run``'s is (the verifier's Tier-0 verdict, or ``ActivityReconciliationIndeterminateError``
   without a verifier), never silently dispatched again;
-- a call without a key journals nothing: a crash before the memo records its result runs it again
-  (at least once);
+- a call without a key journals no result: a crash before the memo records its result runs it
+  again (at least once); only its failure for good (retries spent, or a non-retryable error) is
+  journaled, so a callback run again gets that failure, not one more attempt;
 - ``complete_async()`` is not supported there (use ``ctx.run``).
 """
 
@@ -109,8 +110,12 @@ def durable_activity(
 
     step = PreparedStep(position, definition, value, signature.value, key, call_options,
                         record=key is not None, sub_operation=True)  # fmt: skip
+    recorded = ctx._recorded(position, definition.name, definition.source_hash, signature)
+    if recorded is not None and recorded.status == STEP_FAILED:  # failed for good, keyed or not
+        assert recorded.error is not None
+        ctx._state.replayed += 1
+        raise error_from_json(recorded.error, run_id=ctx.run_id)
     if key is not None:
-        recorded = ctx._recorded(position, definition.name, definition.source_hash, signature)
         if recorded is not None and recorded.status == STEP_COMPLETED:
             assert recorded.result_codec is not None
             assert recorded.result is not None
@@ -119,17 +124,11 @@ def durable_activity(
                             what=f"the recorded result of {definition.name!r}")  # fmt: skip
             ctx._digests.remember(result, recorded.result_codec, recorded.result)
             return result
-        if recorded is not None and recorded.status == STEP_FAILED:
-            assert recorded.error is not None
-            ctx._state.replayed += 1
-            raise error_from_json(recorded.error, run_id=ctx.run_id)
         if recorded is not None:  # a dispatch marker without an outcome: as ctx.run does
             adopted, result = adopt_reconciled(ctx, step, recorded)
             if adopted:
                 ctx._state.replayed += 1
                 return result
-    else:
-        ctx._state.steps.pop(position, None)
     scope.busy = True
     try:
         return ctx._execute(step)

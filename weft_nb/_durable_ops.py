@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _memo_failures as memo_failures
 from ._durable_activity import memo_scope
 from ._journal import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
 from ._payloads import decode, digest, encode, error_from_json, error_to_json
@@ -60,12 +61,25 @@ def now(ctx: WorkflowContext) -> float:
 
 
 def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = MEMO) -> Any:
-    """Run ``fn`` once per ``key`` in this run; later calls and resumes get the recorded value."""
+    """Run ``fn`` once per ``key`` in this run; later calls and resumes get the recorded value.
+
+    A failure of ``fn`` is an answer too: it is journaled, and later calls and resumes raise it
+    again (:mod:`weft_nb._memo_failures`).
+    """
     if kind == MEMO and key in ctx._memo:
-        return ctx._memo[key]
+        remembered = ctx._memo[key]
+        if isinstance(remembered, memo_failures.MemoFailure):
+            raise remembered.error
+        return remembered
     position = ctx._take_position()
     signature = digest(f"{kind}\0{key}".encode())
     recorded = ctx._recorded(position, kind, "", signature)
+    if recorded is not None and recorded.status == STEP_FAILED:
+        ctx._state.replayed += 1
+        error = memo_failures.replay(ctx, recorded)
+        if kind == MEMO:
+            ctx._memo[key] = memo_failures.MemoFailure(error)
+        raise error
     if recorded is not None and recorded.status == STEP_COMPLETED:
         assert recorded.result_codec is not None
         assert recorded.result is not None
@@ -73,8 +87,16 @@ def memo(ctx: WorkflowContext, key: str, fn: Callable[[], Any], *, kind: str = M
         ctx._digests.remember(value, recorded.result_codec, recorded.result)
         ctx._state.replayed += 1
     else:
-        with memo_scope(ctx, position, key):  # durable_activity() works inside
-            value = fn()
+        try:
+            with memo_scope(ctx, position, key):  # durable_activity() works inside
+                value = fn()
+        except Exception as error:
+            ctx._check_alive()  # stopped or cancelled meanwhile: that, not the error, is the news
+            if memo_failures.is_answer(error):
+                memo_failures.record(ctx, position, kind, signature, error)
+                if kind == MEMO:
+                    ctx._memo[key] = memo_failures.MemoFailure(error)
+            raise
         codec, data = encode(value, what=f"the value of ctx.memo({key!r})",
                              max_bytes=ctx._engine.max_payload_bytes)  # fmt: skip
         ctx._check_alive()

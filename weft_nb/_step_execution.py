@@ -206,9 +206,9 @@ def _execute(ctx: WorkflowContext, step: PreparedStep, dispatches: DispatchTrack
                 error=error_to_json(final, outcome.traceback_text),
                 idempotency_key=key,
             )
-            engine.journal.record_attempt_failure(
-                failed_attempt, heartbeat, failed_step if step.record else None
-            )
+            # Also an unkeyed durable_activity call's: its retries are spent, and a memo callback
+            # run again after a crash must get this failure, not an attempt past the policy.
+            engine.journal.record_attempt_failure(failed_attempt, heartbeat, failed_step)
             raise final from error
         engine.emit("retry_scheduled", state.run_id, position, attempt=attempt, delay=delay)
         state.backoff = (position, clock.now() + delay)
