@@ -23,6 +23,7 @@ $(E2E_STAMP): $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check weft_nb tests benchmarks scripts
 	$(BIN)/ruff check weft_nb tests benchmarks scripts
+	$(BIN)/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

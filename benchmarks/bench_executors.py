@@ -130,7 +130,7 @@ def main() -> int:
 
     rows = ["| executor | per activity (median of rounds) | min | max | vs a plain call |",
             "| --- | ---: | ---: | ---: | ---: |",
-            f"| plain Python call | {plain * 1e6:.2f} µs | | | 1x |"]  # fmt: skip
+            f"| plain Python call | {plain * 1e6:.2f} us | | | 1x |"]  # fmt: skip
     for name, make in made.items():
         times = per_step(make, args.steps, args.rounds, folder)
         med = statistics.median(times)

@@ -37,9 +37,9 @@ from typing import Any
 import nbformat
 import numpy as np
 
-from weft_nb._duckdb_journal import DuckDBJournal
-from weft_nb._notebook_runner import NotebookKernel, run_notebook
-from weft_nb._payloads import decode
+from weft_nb.base.payloads import decode
+from weft_nb.chaos.kernel import NotebookKernel, run_notebook
+from weft_nb.journal.duckdb_journal import DuckDBJournal
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "train_resume.ipynb"

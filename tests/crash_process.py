@@ -1,9 +1,9 @@
 """A crash-test child process: started on a JSON config, awaited, killed, its evidence read.
 
-``tests/test_crash.py`` and ``tests/test_crash_seed.py`` each run their own child script
-(``tests/crash_children/``); this is what their child handles share. The child reports through
-files in its evidence folder (``markers/<name>``, ``markers/error``, ``result.json``), which
-survive its SIGKILL.
+``tests/crash/test_crash.py`` and ``tests/crash/test_crash_seed.py`` each run their own child
+script (``tests/crash_children/``); this is what their child handles share. The child reports
+through files in its evidence folder (``markers/<name>``, ``markers/error``, ``result.json``,
+JSON-lines logs read with :func:`read_jsonl`), which survive its SIGKILL.
 """
 
 from __future__ import annotations
@@ -128,3 +128,51 @@ class ChildProcess:
         assert code == 0, f"{self.name} exited with {code}:\n{self.output()}"
         outcome: dict[str, Any] = json.loads((self.evidence / "result.json").read_text())
         return outcome
+
+
+class WorkflowChild(ChildProcess):
+    """A child that runs (or, with ``api="resume"``, resumes) one workflow run of its script.
+
+    The settings every workflow child reads: its journal (``<work>/journal.duckdb`` unless
+    given), evidence folder (``<work>/evidence`` unless given), run id, workflow and input;
+    ``config`` adds the script's own keys and may override ``api``.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        name: str,
+        script: Path,
+        *,
+        run_id: str,
+        workflow: str,
+        input: Any,
+        journal: Path | None = None,
+        evidence: Path | None = None,
+        kill_at: str | None = None,
+        env: Mapping[str, str] | None = None,
+        **config: Any,
+    ) -> None:
+        self.journal = journal or work / "journal.duckdb"
+        evidence = evidence or work / "evidence"
+        settings = {
+            "journal": str(self.journal),
+            "evidence": str(evidence),
+            "run_id": run_id,
+            "workflow": workflow,
+            "input": input,
+            "api": "start",
+            **config,
+        }
+        super().__init__(work, name, script, settings, evidence, kill_at=kill_at, env=env)
+
+
+def read_jsonl(evidence: Path, name: str) -> list[dict[str, Any]]:
+    """The whole JSON lines of ``evidence/name`` (none while it does not exist).
+
+    A line without its newline is left out: a child may be appending it while the parent reads.
+    """
+    path = evidence / name
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]

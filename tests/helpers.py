@@ -7,10 +7,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import weft_nb
-from weft_nb._duckdb_journal import DuckDBJournal
+from weft_nb.journal.duckdb_journal import DuckDBJournal
+
+if TYPE_CHECKING:  # the magics are imported only by the tests that use them
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from weft_nb.notebook.magics import WeftMagics
 
 T = TypeVar("T")
 
@@ -50,6 +55,15 @@ def run_status(journal: Path, run_id: str) -> str:
         return record.status
     finally:
         reader.close()
+
+
+def weft_magics(shell: InteractiveShell) -> WeftMagics:
+    """The shell's one ``WeftMagics`` (``%load_ext weft_nb`` registers it once)."""
+    from weft_nb.notebook.magics import WeftMagics
+
+    found = [m for m in shell.magics_manager.registry.values() if isinstance(m, WeftMagics)]
+    assert len(found) == 1
+    return found[0]
 
 
 def parked_run(
@@ -98,3 +112,18 @@ def cancellable_run(
     handle = engine.start(wf, run_id=run_id)
     assert started.wait(timeout), "the activity did not start"
     return handle
+
+
+@weft_nb.activity
+def checkpoint_epochs(epochs: int, activity: weft_nb.ActivityContext) -> int:
+    """Checkpoint ``{"epoch": e}`` for each epoch up to ``epochs`` after the last checkpoint."""
+    state = activity.last_checkpoint or {"epoch": 0}
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        activity.checkpoint({"epoch": epoch})
+    return epochs
+
+
+@weft_nb.workflow
+def training(ctx: weft_nb.WorkflowContext, epochs: int) -> int:
+    """One step, :func:`checkpoint_epochs`: a run that leaves checkpoint files behind."""
+    return ctx.run(checkpoint_epochs, epochs)

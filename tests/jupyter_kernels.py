@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ def evidence_cell(evidence: Path) -> str:
         "    with open(os.path.join(EVIDENCE, kind + '.jsonl'), 'a') as f:\n"
         "        f.write(json.dumps(fields) + '\\n'); f.flush(); os.fsync(f.fileno())"
     )
+
+
+PREPARE_CELL = "%%weft_activity prepare(n)\nnote('prepare', pid=os.getpid())\nlist(range(n))"
+"""An activity cell: ``prepare(n)`` notes its kernel's PID and returns ``list(range(n))``."""
+
+
+def opening_cells(journal: Path, evidence: Path) -> list[str]:
+    """A notebook's first cells: load weft_nb on ``journal``, define ``note`` on ``evidence``."""
+    return ["%load_ext weft_nb", f"%weft journal {journal}", evidence_cell(evidence)]
 
 
 class Kernel:
@@ -66,6 +76,11 @@ class Kernel:
 
     def send(self, code: str) -> None:
         self.client.execute(code)
+
+    def kill(self) -> None:
+        """SIGKILL the kernel process and wait until its manager sees it dead."""
+        os.kill(self.pid, signal.SIGKILL)
+        wait_until(lambda: not self.manager.is_alive(), timeout=DEADLINE, what="the kernel's death")
 
     def close(self) -> None:
         self.client.stop_channels()

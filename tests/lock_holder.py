@@ -32,9 +32,9 @@ import duckdb
 
 import weft_nb
 from weft_nb import Engine
-from weft_nb._duckdb_journal import DuckDBJournal
-from weft_nb._journal import RunRecord
 from weft_nb.errors import JournalError, JournalLockedError, WeftError
+from weft_nb.journal.duckdb_journal import DuckDBJournal
+from weft_nb.journal.protocol import RunRecord
 
 _BLOCK = threading.Event()  # never set: the held run's second step waits for the process to die
 
@@ -124,7 +124,19 @@ def read(path: str, wait: bool) -> None:
             return
     outcome: dict[str, Any] = {"ok": True, "runs": runs, "elapsed": time.monotonic() - started}
     try:
-        journal.create_run(RunRecord("intruder", "wf", "v", "running", "rerun", "json", b"1", 0, 0))
+        journal.create_run(
+            RunRecord(
+                run_id="intruder",
+                workflow="wf",
+                version="v",
+                status="running",
+                on_change="rerun",
+                input_codec="json",
+                input=b"1",
+                created_at=0,
+                updated_at=0,
+            )
+        )
     except WeftError as exc:
         outcome["write_error"] = type(exc).__name__
     else:

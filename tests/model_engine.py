@@ -199,7 +199,7 @@ def _wait_started(ctx: weft_nb.WorkflowContext, gen: int, positions: list[int]) 
     deadline = time.monotonic() + HANG_GUARD
     pause = threading.Event()
     while not set(positions) <= RECORDER.started[(gen, ctx.run_id)]:
-        if ctx._state.stopped or time.monotonic() > deadline:
+        if ctx.cursor.state.stopped or time.monotonic() > deadline:
             return
         pause.wait(0.002)
 
@@ -223,7 +223,8 @@ def _op(ctx: weft_nb.WorkflowContext, op: Any, prev: Any, gen: int) -> Any:
             RECORDER.racing[(gen, ctx.run_id)] -= 1
         return [index, value]
     if isinstance(op, Memo):
-        position = ctx._position  # the memo's, unless its key is cached in this execution
+        # The memo's position, unless its key is cached in this execution.
+        position = ctx.cursor.positions_taken
 
         def callback() -> Any:
             RECORDER.record(kind="memo", gen=gen, run=ctx.run_id, pos=position, attempt=1)
@@ -257,7 +258,7 @@ def error_sig(exc: BaseException) -> ErrSig:
 def model_workflow(ctx: weft_nb.WorkflowContext, data: dict[str, Any]) -> list[Any]:
     """Interpret a program (``Program.to_json()``) step by step."""
     program = Program.from_json(data)
-    gen = RECORDER.gen_of(ctx._engine.checkpoints)
+    gen = RECORDER.gen_of(ctx.runtime.checkpoints)
     trace: list[Any] = []
     for op in program.ops:
         prev = trace[-1] if trace else None

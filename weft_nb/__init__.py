@@ -4,38 +4,44 @@ Activities (``@weft_nb.activity`` or ``%%weft_activity``) are units of work with
 heartbeats and checkpoints. Workflows (``@weft_nb.workflow``) call them through ``ctx.run``. The
 :class:`Engine` records every step in a DuckDB journal before the workflow moves on, so a crashed
 kernel resumes where it stopped.
+
+The public API is what this module exports, plus :mod:`weft_nb.errors`, :mod:`weft_nb.testing` and
+``python -m weft_nb.chaos``. The subpackages (``base``, ``journal``, ``activity``, ``executors``,
+``engine``, ``endpoint``, ``notebook``, ``cli``, ``chaos``) are the layers of the implementation
+(docs/architecture.md): each subpackage is the private boundary, so the modules inside it carry no
+leading underscore, and their names may change between releases.
 """
 
 from __future__ import annotations
 
-from . import errors
-from ._activity_context import ActivityContext, current_activity
-from ._dask_executor import DaskExecutor
-from ._definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
-from ._durable_activity import durable_activity
-from ._engine import Engine
-from ._executors import Executor, ThreadExecutor
-from ._process_executor import ProcessExecutor
-from ._reconciliation import VerificationContext
-from ._retry import RetryPolicy, parse_duration
-from ._run_definitions import ActivityRedefinedWarning
-from ._run_handle import RecoveryReport, RunHandle, RunInfo, WeftEvent
-from ._workflow_context import StepChangedWarning, WorkflowContext
-from .errors import DevelopmentWarning
+from weft_nb import errors
+from weft_nb.activity.context import ActivityContext, current_activity
+from weft_nb.base.definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
+from weft_nb.base.retry import RetryPolicy, parse_duration
+from weft_nb.engine.durable_activity import durable_activity
+from weft_nb.engine.engine import Engine
+from weft_nb.engine.events import WeftEvent
+from weft_nb.engine.reconciliation import VerificationContext
+from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
+from weft_nb.engine.workflow_context import WorkflowContext
+from weft_nb.errors import ActivityRedefinedWarning, DevelopmentWarning, StepChangedWarning
+from weft_nb.executors.base import Executor, ThreadExecutor
+from weft_nb.executors.dask import DaskExecutor
+from weft_nb.executors.process import ProcessExecutor
 
 __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext weft_nb``; imports the IPython layer only when a notebook asks for it."""
-    from ._magics import load_ipython_extension as load
+    from weft_nb.notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext weft_nb``: close the notebook's engine."""
-    from ._magics import unload_ipython_extension as unload
+    from weft_nb.notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 

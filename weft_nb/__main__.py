@@ -1,8 +1,8 @@
-"""``python -m weft_nb``: the ``weft-nb`` command line (see :mod:`weft_nb._cli`)."""
+"""``python -m weft_nb``: the ``weft-nb`` command line (see :mod:`weft_nb.cli.main`)."""
 
 from __future__ import annotations
 
-from ._cli import main
+from weft_nb.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,6 +7,7 @@ pickle (``__reduce__``) so they survive a trip through a process pool or the jou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -52,7 +53,9 @@ class ActivityFailedError(WeftError):
         run_id, position, activity: Where it happened.
     """
 
-    def __init__(
+    # PLR0913: a public error takes its structured fields as keywords (they are its attributes
+    # and what it pickles with). RUF100 only while pyproject.toml still ignores PLR0913.
+    def __init__(  # noqa: PLR0913
         self,
         message: str | None = None,
         *,
@@ -86,12 +89,48 @@ class ActivityTimeoutError(ActivityFailedError):
     """Base of the activity timeout errors (failure category ``timeout``)."""
 
 
-class ActivityPerAttemptTimeoutError(ActivityTimeoutError):
+class _AttemptTimeoutError(ActivityTimeoutError):
+    """An attempt passed one of its limits; the error is built from the attempt's coordinates.
+
+    Attributes: ``seconds`` (the limit), ``attempts`` (the attempt that passed it), ``run_id``,
+    ``position``, ``activity``; ``cause_type`` is the class name.
+    """
+
+    limit_option = ""  # the activity option that set the limit
+    passed = ""  # what the attempt did
+    remedy = ""  # what to do about it
+
+    def __init__(
+        self, *, seconds: float, attempts: int, run_id: str, position: int, activity: str
+    ) -> None:
+        super().__init__(
+            f"activity {activity!r} (step {position}, run {run_id!r}) attempt {attempts} "
+            f"{self.passed} its {self.limit_option} of {seconds:g}s, so its `cancelled` event "
+            f"was set; {self.remedy}.",
+            cause_type=type(self).__name__,
+            cause_message=f"{self.limit_option} of {seconds:g}s passed",
+            attempts=attempts,
+            run_id=run_id,
+            position=position,
+            activity=activity,
+        )
+        self.fields["seconds"] = self.seconds = seconds
+
+
+class ActivityPerAttemptTimeoutError(_AttemptTimeoutError):
     """An attempt ran longer than its per-attempt ``timeout``; a retry gets a fresh cap."""
 
+    limit_option = "timeout"
+    passed = "ran longer than"
+    remedy = "raise the timeout or make the activity faster"
 
-class ActivityHeartbeatTimeoutError(ActivityTimeoutError):
+
+class ActivityHeartbeatTimeoutError(_AttemptTimeoutError):
     """An attempt sent no heartbeat for longer than its ``heartbeat_timeout``."""
+
+    limit_option = "heartbeat_timeout"
+    passed = "sent no heartbeat for"
+    remedy = "heartbeat more often or raise the limit"
 
 
 class ActivityScheduleToCloseTimeoutError(ActivityTimeoutError):
@@ -99,19 +138,75 @@ class ActivityScheduleToCloseTimeoutError(ActivityTimeoutError):
 
 
 class ActivityVerificationError(WeftError):
-    """An activity's ``verify`` function rejected its result (the attempt fails and may retry)."""
+    """An activity's ``verify`` function rejected its result (the attempt fails and may retry).
+
+    Attributes: ``activity``, ``position``, ``run_id``, ``attempt``.
+    """
+
+    def __init__(self, activity: str, position: int, run_id: str, attempt: int) -> None:
+        super().__init__(
+            f"verify rejected the result of activity {activity!r} (step {position}, run "
+            f"{run_id!r}, attempt {attempt}); the attempt fails and may retry",
+            activity=activity,
+            position=position,
+            run_id=run_id,
+            attempt=attempt,
+        )
 
 
 class ActivityNotRegisteredError(WeftError):
-    """A workflow called an activity name that no registered definition has."""
+    """A workflow called an activity name that no registered definition has.
+
+    Attributes: ``activity`` (the name called), ``workflow``, ``run_id``. The message also lists
+    the ``registered`` activity names.
+    """
+
+    def __init__(
+        self, activity: str, *, workflow: str, run_id: str, registered: Iterable[str]
+    ) -> None:
+        super().__init__(
+            f"workflow {workflow!r} (run {run_id!r}) called activity {activity!r}, which is not "
+            f"registered. Registered: {sorted(registered) or 'none'}. Run the cell that defines "
+            "it, or engine.register() it, then re-run.",
+            activity=activity,
+            workflow=workflow,
+            run_id=run_id,
+        )
 
 
 class WorkflowNotRegisteredError(WeftError):
-    """A run was started or resumed for a workflow name that is not registered."""
+    """A run was started or resumed for a workflow name that is not registered.
+
+    Attributes: ``workflow``, and ``run_id`` when a recorded run needs it (a resume). Starting a
+    run names the ``registered`` workflows in the message instead.
+    """
+
+    def __init__(
+        self, workflow: str, *, run_id: str | None = None, registered: Iterable[str] = ()
+    ) -> None:
+        if run_id is None:
+            message = (
+                f"workflow {workflow!r} is not registered; registered: "
+                f"{sorted(registered) or 'none'}. Run its cell or engine.register() it first."
+            )
+        else:
+            message = (
+                f"run {run_id!r} needs workflow {workflow!r}, which is not registered; run the "
+                "cells that define it (and its activities), then resume"
+            )
+        super().__init__(message, workflow=workflow, run_id=run_id)
 
 
 class RunNotFoundError(WeftError):
-    """No run with that id exists in the journal."""
+    """No run with that id exists in the journal. Attributes: ``run_id``, ``journal_path``."""
+
+    def __init__(self, run_id: str, journal_path: str) -> None:
+        super().__init__(
+            f"no run {run_id!r} in journal {journal_path}: check the run id, and that this is the "
+            "journal it was started in",
+            run_id=run_id,
+            journal_path=journal_path,
+        )
 
 
 class WorkflowFailedError(WeftError):
@@ -121,13 +216,59 @@ class WorkflowFailedError(WeftError):
     Attributes: ``cause_type``, ``cause_message``, ``traceback_text``, ``run_id``.
     """
 
+    def __init__(
+        self, run_id: str | None, cause_type: str, cause_message: str, traceback_text: str = ""
+    ) -> None:
+        super().__init__(
+            f"run {run_id!r} failed: {cause_type}: {cause_message}",
+            run_id=run_id,
+            cause_type=cause_type,
+            cause_message=cause_message,
+            traceback_text=traceback_text,
+        )
+
 
 class WorkflowCancelledError(WeftError):
-    """The run was cancelled; a cancelled run is never resumed."""
+    """The run was cancelled; a cancelled run is never resumed.
+
+    Raised to the workflow and by ``handle.result()`` (built from ``run_id``), and inside an
+    activity asked to stop (``activity.raise_if_cancelled()``: built with ``activity``,
+    ``position`` and the ``reason`` it was asked to stop, which may be a timeout).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        activity: str | None = None,
+        position: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if activity is None:
+            message = (
+                f"run {run_id!r} was cancelled; a cancelled run is not resumed (start a new run)"
+            )
+        else:
+            message = (
+                f"activity {activity!r} (step {position}, run {run_id!r}) was asked to stop: "
+                f"{reason or 'cancelled'}"
+            )
+        super().__init__(message, run_id=run_id, activity=activity, position=position)
 
 
 class AsyncTokenNotFoundError(WeftError):
-    """No parked activity has that task token: it is unknown, or it was already used."""
+    """No parked activity has that task token: it is unknown, or it was already used.
+
+    Attribute: ``token``.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"no parked activity has token {token!r}: it is unknown, already used (tokens are "
+            "single-use), or spent because its attempt failed, timed out or died with its "
+            "process (a token belongs to one attempt)",
+            token=token,
+        )
 
 
 class DurableActivityScopeError(WeftError):
@@ -135,19 +276,110 @@ class DurableActivityScopeError(WeftError):
 
 
 class RunFinishedError(WeftError):
-    """The run already finished: it takes no more signals (or completions)."""
+    """The run already finished: it takes no more signals (or completions).
+
+    Attributes: ``run_id``, ``status`` (how it finished), and what was refused: a ``signal``
+    name, or a task ``token`` with the ``position`` of the step it belonged to.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        signal: str | None = None,
+        token: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        if token is not None:
+            message = (
+                f"token {token!r} belongs to step {position} of run {run_id!r}, which is "
+                f"{status}; nothing can be completed in a finished run"
+            )
+        else:
+            message = (
+                f"run {run_id!r} is {status}; signal {signal!r} cannot be delivered to a "
+                "finished run"
+            )
+        super().__init__(
+            message, run_id=run_id, status=status, signal=signal, token=token, position=position
+        )
 
 
 class SignalTimeoutError(WeftError):
-    """``ctx.wait_for_signal`` reached its timeout before the signal arrived."""
+    """``ctx.wait_for_signal`` reached its timeout before the signal arrived.
+
+    Attributes: ``signal``, ``seconds`` (the timeout), ``run_id``, ``position``.
+    """
+
+    def __init__(self, signal: str, seconds: float, *, run_id: str, position: int) -> None:
+        super().__init__(
+            f"signal {signal!r} (step {position}, run {run_id!r}) did not arrive within its "
+            f"timeout of {seconds:g}s",
+            signal=signal,
+            seconds=seconds,
+            run_id=run_id,
+            position=position,
+        )
 
 
 class NonDeterminismError(WeftError):
-    """Replay reached a step whose signature differs from the journal (``on_change="error"``)."""
+    """Replay reached a step whose signature differs from the journal (``on_change="error"``).
+
+    Attributes: ``run_id``, ``position``, ``reason`` (what changed).
+    """
+
+    def __init__(self, run_id: str, position: int, reason: str) -> None:
+        super().__init__(
+            f"step {position} of run {run_id!r} no longer matches the journal: {reason}. "
+            "Restore the original code, start a new run, or use on_change='rerun'.",
+            run_id=run_id,
+            position=position,
+            reason=reason,
+        )
 
 
 class WorkflowVersionMismatchError(NonDeterminismError):
-    """A run recorded under one workflow version was resumed with another version registered."""
+    """A run recorded under one workflow version was resumed with another version registered.
+
+    Attributes: ``run_id``, ``workflow``, ``recorded_version``, ``registered_version``.
+    """
+
+    def __init__(
+        self, run_id: str, workflow: str, *, recorded_version: str, registered_version: str
+    ) -> None:
+        WeftError.__init__(
+            self,
+            f"run {run_id!r} was recorded by version {recorded_version!r} of workflow "
+            f"{workflow!r}, but version {registered_version!r} is registered. Register the old "
+            "version to finish it, or start a new run.",
+            run_id=run_id,
+            workflow=workflow,
+            recorded_version=recorded_version,
+            registered_version=registered_version,
+        )
+
+
+class BranchTopologyChangedError(NonDeterminismError):
+    """``ctx.run_all`` was replayed with other branch names, or another order, than recorded.
+
+    Attributes: ``run_id``, ``position`` (the ``run_all`` step), ``recorded`` and ``current``
+    (the branch names, in order).
+    """
+
+    def __init__(
+        self, run_id: str, position: int, *, recorded: list[str], current: list[str]
+    ) -> None:
+        WeftError.__init__(
+            self,
+            f"ctx.run_all at step {position} of run {run_id!r} was recorded with branches "
+            f"{recorded} and now has {current}; results would be matched to the wrong branches. "
+            "Restore the branches, or start a new run.",
+            run_id=run_id,
+            position=position,
+            recorded=recorded,
+            current=current,
+        )
 
 
 class ActivityReconciliationIndeterminateError(WeftError):
@@ -162,15 +394,62 @@ class JournalError(WeftError):
 
 
 class JournalLockedError(JournalError):
-    """Another process holds the journal for writing."""
+    """Another process holds the journal for writing.
+
+    Built from the journal's ``path``, the ``holder`` in words (``"PID 123 on host (program)"``),
+    ``holder_pid``, a ``detail`` appended to the holder (``" (the same file, opened there as
+    ...)"``) and the ``advice``; ``path`` and ``holder_pid`` are kept as attributes.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        holder: str,
+        *,
+        holder_pid: int | None,
+        detail: str = "",
+        advice: str = "",
+    ) -> None:
+        message = f"journal {path} is in use by {holder}{detail}."
+        super().__init__(
+            f"{message} {advice}" if advice else message, path=path, holder_pid=holder_pid
+        )
+
+
+class JournalReadOnlyError(JournalError):
+    """A write reached a journal opened read-only. Attribute: ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"journal {path} was opened read-only; write through an engine (or a journal opened "
+            "without read_only=True) instead",
+            path=path,
+        )
+
+
+_MOVE_ASIDE = "It is left untouched: move it aside (or restore a backup) to start a new journal."
 
 
 class JournalCorruptError(JournalError):
-    """The journal file cannot be read as a weft_nb journal; it is never overwritten."""
+    """The journal file cannot be read as a weft_nb journal; it is never overwritten.
+
+    Built from the file's ``path`` (kept as an attribute), the ``problem`` (``"is truncated:
+    ..."``) and the ``advice``, by default to move the file aside.
+    """
+
+    def __init__(self, path: str, problem: str, *, advice: str = _MOVE_ASIDE) -> None:
+        message = f"journal {path} {problem}."
+        super().__init__(f"{message} {advice}" if advice else message, path=path)
 
 
 class JournalClosedError(JournalError):
-    """The engine (or its journal) was closed; nothing more can be written."""
+    """The engine (or its journal) was closed; nothing more can be written. Attribute: ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"journal {path} is closed (as is its engine); create a new Engine to go on",
+            path=path,
+        )
 
 
 class JournalIOError(JournalError):
@@ -192,7 +471,19 @@ class JournalVersionError(JournalError):
     """
 
 
-class JournalDamageWarning(UserWarning):
+class WeftWarning(UserWarning):
+    """Base class of every weft_nb warning (each is also a ``UserWarning``)."""
+
+
+class StepChangedWarning(WeftWarning):
+    """A journaled step no longer matches the workflow's code or input; it is run again."""
+
+
+class ActivityRedefinedWarning(WeftWarning):
+    """An activity was redefined while a run used it; that run keeps its original definition."""
+
+
+class JournalDamageWarning(WeftWarning):
     """Damaged journal data was found, reported and skipped; the intact data was still applied.
 
     The message names the file, what was skipped (count and byte offsets) and where the damaged
@@ -203,8 +494,17 @@ class JournalDamageWarning(UserWarning):
 class RunInterruptedError(WeftError):
     """The run was interrupted (``engine.interrupt()``, Ctrl-C, a closed engine) before it ended.
 
-    Nothing was marked failed: the run stays resumable from its journal.
+    Nothing was marked failed: the run stays resumable from its journal. Attributes: ``run_id``,
+    ``reason`` (what stopped it).
     """
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        super().__init__(
+            f"run {run_id!r} stopped before it finished ({reason or 'the engine stopped'}); "
+            "starting it again resumes it",
+            run_id=run_id,
+            reason=reason,
+        )
 
 
 class StepScopeError(WeftError):
@@ -225,7 +525,7 @@ class ActivityCrashLoopError(ActivityFailedError):
     """
 
 
-class DevelopmentWarning(UserWarning):
+class DevelopmentWarning(WeftWarning):
     """A likely mistake the engine can see while running with ``development=True``.
 
     Emitted (never raised) only in development mode: ``Engine(development=True)``, or
@@ -251,8 +551,34 @@ class WorkerLostError(WeftError):
     """The worker running an attempt died (killed, out of memory, crashed, or lost by Dask).
 
     The attempt fails with this error and is retried per the activity's retry policy, on a fresh
-    worker.
+    worker. Built from ``which`` worker (``"worker process (pid 12)"``), ``what_happened`` to it,
+    and the attempt's ``run_id``, ``position``, ``activity`` and ``attempt`` (attributes, as are
+    the executor's ``details``: ``pid`` and ``exitcode``, or the Dask ``worker``).
     """
+
+    # PLR0913: the attempt's coordinates are keyword-only attributes of a public error.
+    # RUF100 only while pyproject.toml still ignores PLR0913.
+    def __init__(  # noqa: PLR0913
+        self,
+        which: str,
+        what_happened: str,
+        *,
+        run_id: str,
+        position: int,
+        activity: str,
+        attempt: int,
+        **details: Any,
+    ) -> None:
+        super().__init__(
+            f"the {which} running activity {activity!r} (step {position}, run {run_id!r}, "
+            f"attempt {attempt}) {what_happened}. The attempt failed; it is retried on a fresh "
+            "worker per the activity's retry policy.",
+            run_id=run_id,
+            position=position,
+            activity=activity,
+            attempt=attempt,
+            **details,
+        )
 
 
 class ExecutorUnavailableError(WeftError):
@@ -275,6 +601,47 @@ class InvalidRunIdError(WeftError, ValueError):
     """
 
 
+class CellDefinitionError(WeftError, ValueError):
+    """A ``%%weft_activity``/``%%weft_workflow`` cell or its magic line is malformed.
+
+    The message shows the offending part. It is also a ``ValueError`` (a bad argument value).
+    """
+
+
+class CellExecutionError(WeftError, RuntimeError):
+    """A notebook cell executed in a Jupyter kernel raised (the chaos harness, ``make demo``).
+
+    Attributes: ``ename``, ``evalue`` and ``traceback`` (the kernel's error reply), ``source``
+    (the cell).
+    """
+
+    ename: str
+    evalue: str
+    traceback: str
+    source: str
+
+    def __init__(self, source: str, content: dict[str, Any]) -> None:
+        ename, evalue = content.get("ename", ""), content.get("evalue", "")
+        super().__init__(
+            f"cell failed with {ename}: {evalue}\n--- cell ---\n{source}",
+            ename=ename,
+            evalue=evalue,
+            traceback="\n".join(content.get("traceback", [])),
+            source=source,
+        )
+
+
+class CliError(WeftError):
+    """The ``weft-nb`` command cannot do what was asked; reported as one line, exit status 1."""
+
+
+class JournalNotFoundError(CliError):
+    """The ``weft-nb`` command found no journal file at its ``--journal`` path (``path``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no journal at {path} (pass --journal PATH)", path=path)
+
+
 __all__ = [
     "ActivityCrashLoopError",
     "ActivityFailedError",
@@ -283,10 +650,15 @@ __all__ = [
     "ActivityNotShippableError",
     "ActivityPerAttemptTimeoutError",
     "ActivityReconciliationIndeterminateError",
+    "ActivityRedefinedWarning",
     "ActivityScheduleToCloseTimeoutError",
     "ActivityTimeoutError",
     "ActivityVerificationError",
     "AsyncTokenNotFoundError",
+    "BranchTopologyChangedError",
+    "CellDefinitionError",
+    "CellExecutionError",
+    "CliError",
     "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",
@@ -297,6 +669,8 @@ __all__ = [
     "JournalError",
     "JournalIOError",
     "JournalLockedError",
+    "JournalNotFoundError",
+    "JournalReadOnlyError",
     "JournalVersionError",
     "MissingExtraError",
     "NonDeterminismError",
@@ -306,8 +680,10 @@ __all__ = [
     "RunNotFoundError",
     "SchedulerUnreachableError",
     "SignalTimeoutError",
+    "StepChangedWarning",
     "StepScopeError",
     "WeftError",
+    "WeftWarning",
     "WorkerLostError",
     "WorkflowCancelledError",
     "WorkflowFailedError",

@@ -1,14 +1,14 @@
-"""Testing helpers: an engine on a virtual clock, and a simulated process restart.
+"""Testing helpers: an engine on a virtual clock, an in-memory journal, a simulated restart.
 
->>> import tempfile, weft_nb
->>> from weft_nb.testing import TestEngine
+>>> import weft_nb
+>>> from weft_nb.testing import MemoryJournal, TestEngine
 >>> @weft_nb.activity
 ... def double(x):
 ...     return 2 * x
 >>> @weft_nb.workflow
 ... def pipeline(ctx, x):
 ...     return ctx.run(double, x) + 1
->>> with TestEngine(tempfile.mkdtemp() + "/j.duckdb") as engine:
+>>> with TestEngine(MemoryJournal()) as engine:
 ...     engine.run(pipeline, 20)
 41
 """
@@ -19,10 +19,12 @@ import os
 import tempfile
 from typing import Any
 
-from ._clock import VirtualClock
-from ._engine import Engine
+from weft_nb.base.clock import VirtualClock
+from weft_nb.engine.engine import Engine
+from weft_nb.journal.memory_journal import MemoryJournal
+from weft_nb.journal.protocol import Journal
 
-__all__ = ["TestEngine", "VirtualClock"]
+__all__ = ["MemoryJournal", "TestEngine", "VirtualClock"]
 
 
 class TestEngine(Engine):
@@ -32,8 +34,15 @@ class TestEngine(Engine):
     thread waits on the clock, it jumps to the earliest deadline. ``clock.advance()`` moves it by
     hand (pass ``VirtualClock(auto_advance=False)`` for full control).
 
+    ``TestEngine(MemoryJournal())`` keeps the journal in memory: no database file, and a fresh
+    journal per test. It behaves as a file journal does (the same contract suite checks both),
+    :meth:`simulate_restart` included; only ``%weft sql`` and the ``weft-nb`` command line, which
+    read journal files, cannot see it. Checkpoint files and the dispatch log go to a temporary
+    folder of the memory journal's own.
+
     Args:
-        journal: Journal path; a fresh temporary file when omitted.
+        journal: A journal path, or an open journal such as :class:`MemoryJournal` (the engine
+            owns and closes it); a fresh temporary journal file when omitted.
         clock: The virtual clock to use.
         **options: Passed to :class:`Engine`.
     """
@@ -42,7 +51,7 @@ class TestEngine(Engine):
 
     def __init__(
         self,
-        journal: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
         *,
         clock: VirtualClock | None = None,
         **options: Any,
@@ -58,10 +67,13 @@ class TestEngine(Engine):
 
         Unflushed heartbeat details are lost (as in a real crash); live runs stop where they are,
         and their threads can no longer write. Returns the new engine, on the same virtual clock;
-        this one is closed. Registrations carry over unless ``keep_registrations`` is false.
+        this one is closed. Registrations carry over unless ``keep_registrations`` is false. A
+        :class:`MemoryJournal` is reopened on the same records, as a process reopens its file.
         """
         self._shutdown(flush=False)
-        fresh = TestEngine(self.journal.path, clock=self.clock, **self._options)
+        journal = self.journal
+        reopened = MemoryJournal(journal.store) if isinstance(journal, MemoryJournal) else None
+        fresh = TestEngine(reopened or journal.path, clock=self.clock, **self._options)
         if keep_registrations:
             fresh.registry.activities.update(self.registry.activities)
             fresh.registry.workflows.update(self.registry.workflows)

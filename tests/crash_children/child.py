@@ -1,4 +1,4 @@
-"""Child process for tests/test_crash.py: runs (or resumes) one weft_nb workflow, then exits.
+"""Child process for tests/crash/test_crash.py: runs (or resumes) one weft_nb workflow, then exits.
 
 Usage: ``python child.py CONFIG.json``. The parent kills this process with SIGKILL at chosen
 points, or sets ``WEFT_NB_KILL_AT`` so weft_nb kills it, then starts a new child on the same
@@ -31,10 +31,10 @@ import threading
 import time
 from typing import Any
 
-from evidence_files import PID, EvidenceFiles
+from evidence_files import PID, EvidenceFiles, checkpoint_files
 
 import weft_nb  # reads WEFT_NB_KILL_AT, which the parent put in our environment
-from weft_nb._payloads import decode
+from weft_nb.base.payloads import decode
 
 with open(sys.argv[1], encoding="utf-8") as _handle:
     CONFIG: dict[str, Any] = json.load(_handle)
@@ -223,17 +223,6 @@ def many(ctx: weft_nb.WorkflowContext, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKFLOWS = {"pipeline": pipeline, "many": many}
-
-
-def checkpoint_files(root: str) -> list[str]:
-    found = []
-    for folder, _dirs, files in os.walk(root):
-        found.extend(
-            os.path.relpath(os.path.join(folder, name), root)
-            for name in files
-            if name != ".weft-owner.json"  # the folder's owner record, not a checkpoint
-        )
-    return sorted(found)
 
 
 def main() -> int:

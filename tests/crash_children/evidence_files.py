@@ -2,7 +2,8 @@
 
 Everything is flushed and fsynced before the call returns, so a kill right after it cannot lose
 it: JSON lines appended to a file, whole files replaced atomically, and markers (small files the
-parent polls for, ``markers/<name>``, holding the child's PID and a payload).
+parent polls for, ``markers/<name>``, holding the child's PID and a payload). Also what the
+checkpoint files under a folder are, which a child and its parent both list.
 """
 
 from __future__ import annotations
@@ -54,3 +55,15 @@ class EvidenceFiles:
         """Tell the parent we reached a point."""
         os.makedirs(self.markers, exist_ok=True)
         self.write_json(os.path.join(self.markers, name), {"pid": PID, "payload": payload})
+
+
+def checkpoint_files(root: str) -> list[str]:
+    """The files under a checkpoint folder ``root``, relative to it, sorted."""
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        found.extend(
+            os.path.relpath(os.path.join(folder, name), root)
+            for name in files
+            if name != ".weft-owner.json"  # the folder's owner record, not a checkpoint
+        )
+    return sorted(found)

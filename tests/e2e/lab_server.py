@@ -119,17 +119,28 @@ def running_lab(home: Path, root: Path) -> Iterator[Lab]:
     url = f"http://127.0.0.1:{port}/"
     log = home / "server.log"
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
         f"--ServerApp.root_dir={root}",
-    ]  # fmt: skip
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     with log.open("wb") as out:
         server = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=_isolated_environment(home),
-            cwd=root, start_new_session=True,
-        )  # fmt: skip
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_isolated_environment(home),
+            cwd=root,
+            start_new_session=True,
+        )
     lab = Lab(url, root, log)
     try:
         try:

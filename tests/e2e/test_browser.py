@@ -110,9 +110,12 @@ def _panel(page: Any, run_id: str) -> Any:
 def _journal(*args: str) -> str:
     """``weft-nb ARGS``; empty while the kernel's engine still has the journal file open."""
     done = subprocess.run(
-        [sys.executable, "-m", "weft_nb", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "weft_nb", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
-    )  # fmt: skip
+    )
     return done.stdout if done.returncode == 0 else ""
 
 
@@ -161,8 +164,10 @@ def test_cancel_and_approve_buttons_drive_background_runs(page: Any, lab: Lab) -
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CONTROLS]
     notebook.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python",
-    }  # fmt: skip
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
     nbformat.write(notebook, lab.root / "controls.ipynb")
     _open_and_run_all(page, lab, "controls.ipynb")
 

@@ -1,0 +1,136 @@
+"""ProcessExecutor: the engine's semantics with attempts in real worker processes.
+
+Worker crashes are real SIGKILLs; the hard timeout kills a real runaway process. Each test gets
+its own journal and executor (worker processes start on demand and are killed at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from executor_cases import CASES, engine_for
+from executor_workflows import lines, runaway_then_square
+from helpers import process_alive, wait_until
+from IPython.core.interactiveshell import InteractiveShell
+
+import weft_nb
+from weft_nb.base.definitions import definition_of
+from weft_nb.errors import ActivityNotShippableError, PayloadError
+
+
+@pytest.fixture
+def executor() -> Iterator[weft_nb.ProcessExecutor]:
+    pool = weft_nb.ProcessExecutor(max_workers=2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, executor: weft_nb.ProcessExecutor) -> Iterator[weft_nb.Engine]:
+    with engine_for(tmp_path / "journal.duckdb", executor) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_engine_semantics_on_worker_processes(
+    case: str, engine: weft_nb.Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    CASES[case](engine, folder)
+
+
+def test_a_hard_timeout_kills_the_runaway_worker_and_the_next_step_runs(
+    engine: weft_nb.Engine, executor: weft_nb.ProcessExecutor, tmp_path: Path
+) -> None:
+    result = engine.run(runaway_then_square, {"dir": str(tmp_path)}, run_id="h", timeout=120)
+    assert result == {"error": "ActivityPerAttemptTimeoutError", "next": 49}
+    runaway_pid = int(lines(tmp_path, "runaway")[0].split()[0])
+    assert runaway_pid not in executor.worker_pids()
+    wait_until(lambda: not process_alive(runaway_pid))
+    rows = engine.journal.query(
+        "SELECT activity, status FROM steps WHERE run_id = 'h' ORDER BY position"
+    )
+    assert rows == [("runaway", "failed"), ("square", "completed")]
+
+
+NOTEBOOK_HELPERS = """
+import math
+OFFSET = 10
+
+def helper(x):
+    return math.isqrt(x) + OFFSET
+"""
+
+
+def test_cell_activities_and_notebook_functions_travel_by_value(
+    ip: InteractiveShell, engine: weft_nb.Engine
+) -> None:
+    ip.run_cell(NOTEBOOK_HELPERS, store_history=False).raise_error()
+    ip.run_cell_magic("weft_activity", "scaled(x)", "(helper(x), __import__('os').getpid())")
+    definition = definition_of(ip.user_ns["scaled"])
+    assert definition is not None
+    engine.register(definition)
+
+    @weft_nb.workflow
+    def uses_cell(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run("scaled", x)
+
+    value, pid = engine.run(uses_cell, 49, timeout=120)
+    assert value == 17  # helper and OFFSET came from the notebook's namespace
+    assert pid != os.getpid()
+
+
+def test_an_unshippable_global_is_named(ip: InteractiveShell, engine: weft_nb.Engine) -> None:
+    ip.user_ns["guard"] = threading.Lock()
+    ip.run_cell_magic("weft_activity", "locked(x)", "with guard:\n    x + 1")
+    definition = definition_of(ip.user_ns["locked"])
+    assert definition is not None
+    engine.register(definition)
+
+    @weft_nb.workflow
+    def uses_lock(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run("locked", x)
+
+    with pytest.raises(ActivityNotShippableError) as info:
+        engine.run(uses_lock, 1, timeout=120)
+    assert info.value.name == "guard"
+    assert "'guard'" in str(info.value)
+
+
+@weft_nb.activity(retry={"max_attempts": 2})
+def beats_a_lock(n: int, activity: weft_nb.ActivityContext) -> int:
+    activity.heartbeat({"lock": threading.Lock()})  # cannot travel to the kernel
+    return n + 1
+
+
+@weft_nb.activity(retry={"max_attempts": 3})
+def checkpoints_a_lock(n: int, activity: weft_nb.ActivityContext) -> int:
+    activity.checkpoint({"lock": threading.Lock()})
+    return n
+
+
+@weft_nb.workflow
+def worker_payloads(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+    return ctx.run(beats_a_lock, n)
+
+
+@weft_nb.workflow
+def worker_checkpoint(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+    return ctx.run(checkpoints_a_lock, n)
+
+
+def test_unsendable_worker_payloads_fail_as_they_do_inline(engine: weft_nb.Engine) -> None:
+    # A heartbeat that cannot be pickled is dropped (with a warning on the worker), as inline;
+    # it must not take the worker down and turn a success into a lost worker.
+    assert engine.run(worker_payloads, 1, run_id="beat", timeout=120) == 2
+    assert engine.journal.query("SELECT attempts FROM steps WHERE run_id = 'beat'") == [(1,)]
+    # An unpicklable checkpoint is the same non-retryable PayloadError as inline.
+    with pytest.raises(PayloadError, match="cannot be pickled"):
+        engine.run(worker_checkpoint, 1, run_id="ckpt", timeout=120)
+    assert engine.journal.query("SELECT count(*) FROM attempts WHERE run_id = 'ckpt'")[0][0] <= 1

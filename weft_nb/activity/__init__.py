@@ -1,0 +1,1 @@
+"""weft_nb.activity: internal; the public names are re-exported by ``weft_nb``."""

@@ -1,0 +1,230 @@
+"""Payload codecs: how inputs, results, heartbeat details and errors are stored.
+
+Three codecs, the name stored beside every payload so old rows stay readable:
+
+- ``json``: values made only of dict (str keys), list, str, int, float, bool and None. Checked
+  exactly, so a tuple or a subclass never comes back as a different type on replay.
+- ``pydantic:<module>:<qualname>``: pydantic models, as their JSON; rehydrated on replay through
+  the activity's return type hint, or the class found by its path.
+- ``pickle``: everything else (numpy arrays, pandas frames, ...), protocol 5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pickle
+import sys
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from weft_nb import errors
+from weft_nb.errors import PayloadError, WeftError
+
+JSON = "json"
+PICKLE = "pickle"
+_PYDANTIC = "pydantic:"
+
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
+# Python refuses to print or parse ints of more than 4,300 digits (sys.get_int_max_str_digits):
+# such an int is pickled instead, so it encodes and decodes whatever the limit is.
+_JSON_INT_BITS = 10_000
+
+
+def is_json_exact(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` survives a JSON round trip unchanged (exact types, str keys, sane ints)."""
+    kind = type(value)
+    if kind is int:
+        return bool(value.bit_length() <= _JSON_INT_BITS)
+    if kind is str or kind is bool or value is None or kind is float:
+        return True
+    if depth > 64:
+        return False
+    if kind is list:
+        return all(is_json_exact(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(k) is str and is_json_exact(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def encode(
+    value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hint: Any = None
+) -> tuple[str, bytes]:
+    """Encode ``value``; raise :class:`PayloadError` naming ``what`` if it cannot be stored.
+
+    A pydantic model is stored as its JSON only when that JSON decodes (as a replay would, through
+    ``hint``) to an equal model of the same class; otherwise (NaN or inf, tuples or sets in
+    ``Any`` fields, bytes that are not UTF-8, ints too long for JSON, ...) it is pickled, and a
+    model that cannot be pickled either is refused here, not at replay.
+
+    >>> encode({"a": [1, 2.5, None]}, what="x")
+    ('json', b'{"a":[1,2.5,null]}')
+    >>> encode((1, 2), what="x")[0]
+    'pickle'
+    """
+    if is_json_exact(value):
+        codec, data = JSON, json.dumps(value, separators=(",", ":")).encode()
+    elif isinstance(value, BaseModel) and (as_json := _model_json(value, hint)) is not None:
+        codec, data = as_json
+    else:
+        try:
+            codec, data = PICKLE, pickle.dumps(value, protocol=5)
+        except Exception as exc:
+            raise PayloadError(
+                f"{what} cannot be stored: a {type(value).__module__}.{type(value).__qualname__} "
+                f"is not serialisable ({type(exc).__name__}: {exc}). Return plain data "
+                "(JSON values, numpy arrays, dataclasses, pydantic models) instead of live "
+                "objects such as open files, locks, generators or clients.",
+                what=what,
+                type_name=type(value).__qualname__,
+            ) from exc
+    if len(data) > max_bytes:
+        raise PayloadError(
+            f"{what} is {len(data):,} bytes, over the {max_bytes:,}-byte payload limit. Save "
+            "large data to a file (or an activity checkpoint) and return its path, or raise "
+            "Engine(max_payload_bytes=...).",
+            what=what,
+            size=len(data),
+            limit=max_bytes,
+        )
+    return codec, data
+
+
+def _model_json(value: BaseModel, hint: Any) -> tuple[str, bytes] | None:
+    """The model's JSON codec and text, if decoding them gives the model back exactly."""
+    cls = type(value)
+    codec = f"{_PYDANTIC}{cls.__module__}:{cls.__qualname__}"
+    try:
+        data = value.model_dump_json().encode()
+        back = _decode(codec, data, hint)  # exactly as a replay in a new process decodes it
+        if type(back) is cls and back == value:
+            return codec, data
+    except Exception:  # any failure to round-trip: pickle it instead
+        return None
+    return None
+
+
+def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored value") -> Any:
+    """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models.
+
+    Raises:
+        PayloadError: The value needs code that is not loaded, or no longer fits its model.
+    """
+    try:
+        return _decode(codec, data, hint)
+    except (AttributeError, ImportError) as exc:
+        raise PayloadError(
+            f"{what} needs code that is not loaded ({exc}). Run the cell or import that defines "
+            "it, then retry.",
+            what=what,
+        ) from exc
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{what} no longer fits its model ({exc.title}: {exc.error_count()} error(s)); the "
+            "model changed since it was recorded. Restore the old fields, or start a new run.",
+            what=what,
+        ) from exc
+    except ValueError as exc:
+        raise PayloadError(
+            f"{what} could not be decoded ({exc}); it was recorded by other code or is "
+            "damaged. Start a new run, or restore the code that recorded it.",
+            what=what,
+        ) from exc
+
+
+def _decode(codec: str, data: bytes, hint: Any) -> Any:
+    if codec == JSON:
+        value = json.loads(data)
+        if hint is not None and _wants_model(hint) and value is not None:
+            return TypeAdapter(hint).validate_python(value)
+        return value
+    if codec == PICKLE:
+        return pickle.loads(data)
+    if codec.startswith(_PYDANTIC):
+        cls = _find_class(codec[len(_PYDANTIC) :])
+        if hint is not None and _wants_model(hint):
+            if cls is not None and issubclass(cls, hint):  # a subclass keeps its own fields
+                return cls.model_validate_json(data)
+            return TypeAdapter(hint).validate_json(data)
+        if cls is not None:
+            return cls.model_validate_json(data)
+        return json.loads(data)
+    raise PayloadError(
+        f"unknown payload codec {codec!r}; was the journal written by a newer weft_nb?"
+    )
+
+
+def _find_class(path: str) -> type[BaseModel] | None:
+    module_name, _, qualname = path.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return None
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
+
+
+def _wants_model(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def validate(value: Any, hint: Any, *, what: str) -> Any:
+    """Validate ``value`` against a pydantic-model ``hint``; other hints are left alone."""
+    if hint is None or not _wants_model(hint) or isinstance(value, hint):
+        return value
+    try:
+        return TypeAdapter(hint).validate_python(value)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{what} does not match its type hint {hint.__qualname__}: {exc}",
+            what=what,
+            type_name=type(value).__qualname__,
+        ) from exc
+
+
+def digest(data: bytes) -> str:
+    """The hash stored in a step's signature."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def exception_text(error: BaseException, *, with_type: bool = False) -> str:
+    """``str(error)``, or ``<unprintable T>`` when its ``__str__`` raises (never raises itself)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = f"<unprintable {type(error).__name__}>"
+    return f"{type(error).__name__}: {text}" if with_type else text
+
+
+def error_to_json(error: BaseException, traceback_text: str = "") -> str:
+    """An exception as the JSON text kept in the journal (weft_nb errors keep their fields)."""
+    data: dict[str, Any] = {
+        "class": type(error).__name__,
+        "module": type(error).__module__,
+        "message": error.message if isinstance(error, WeftError) else exception_text(error),
+        "traceback": traceback_text,
+    }
+    if isinstance(error, WeftError):
+        data["fields"] = error.fields
+    return json.dumps(data, default=repr)
+
+
+def error_from_json(text: str, *, run_id: str | None = None) -> BaseException:
+    """Rebuild a recorded error: weft_nb errors as themselves, others as ``WorkflowFailedError``."""
+    data = json.loads(text)
+    cls = getattr(errors, data["class"], None) if data.get("module") == errors.__name__ else None
+    if isinstance(cls, type) and issubclass(cls, WeftError):
+        rebuilt = cls.__new__(cls)
+        WeftError.__init__(rebuilt, data["message"], **data.get("fields", {}))
+        return rebuilt
+    return errors.WorkflowFailedError(
+        run_id, data["class"], data["message"], data.get("traceback", "")
+    )

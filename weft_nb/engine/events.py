@@ -1,0 +1,52 @@
+"""The engine's events: what happened to runs and steps, sent to listeners (widgets, logs, tests).
+
+Run code emits through :meth:`EventBus.emit` (reached as ``rt.emit``); a failing listener is
+reported as a warning and never stops the run that emitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from weft_nb.base.clock import Clock
+
+
+@dataclasses.dataclass(frozen=True)
+class WeftEvent:
+    """Something that happened in the engine, for listeners (widgets, logs, tests)."""
+
+    kind: str
+    run_id: str | None
+    position: int | None
+    at: float
+    data: dict[str, Any]
+
+
+class EventBus:
+    """The listeners of one engine, and the clock that stamps their events."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._listeners: list[Callable[[WeftEvent], None]] = []
+
+    def add_listener(self, listener: Callable[[WeftEvent], None]) -> None:
+        """Call ``listener(event)`` for every event from now on."""
+        self._listeners.append(listener)
+
+    def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
+        """Send an event to the listeners; a failing listener is reported, never fatal."""
+        if not self._listeners:
+            return
+        event = WeftEvent(
+            kind=kind, run_id=run_id, position=position, at=self._clock.now(), data=data
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                warnings.warn(
+                    f"weft_nb event listener failed: {exc!r}", RuntimeWarning, stacklevel=2
+                )

@@ -1,0 +1,209 @@
+"""Parallel steps: ``ctx.submit``, ``ctx.all``, ``ctx.race`` and ``ctx.run_all``.
+
+``submit`` takes the next position on the workflow's thread (so positions follow program order,
+and replay stays positional) and runs the step on a worker thread. Each step's outcome is
+journaled the moment it settles, whatever its siblings do, so a resume never re-runs a sibling
+that completed, even when the workflow never reached another step (better than Weft, which loses
+completed siblings of a failed group).
+
+Parallelism is bounded by the engine option ``max_parallel``, and a queue (``queue="gpu"``) can
+have its own limit (``queue_limits={"gpu": 1}``, taken around each attempt of every step: see
+:mod:`weft_nb.engine.queue_limits`). Submitted steps wait in the
+engine's :class:`~weft_nb.engine.step_pool.StepPool` and run on at most ``max_parallel`` reused
+threads, so a 200-way ``ctx.all`` starts a handful of threads, not 200.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from weft_nb.base.payloads import digest
+from weft_nb.engine import steps
+from weft_nb.errors import BranchTopologyChangedError
+from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
+
+if TYPE_CHECKING:
+    from weft_nb.engine.replay import PreparedStep, StepCursor
+    from weft_nb.engine.runtime import Runtime
+
+_SETTLE_ORDER = itertools.count(1)
+RACE = "<race>"
+GROUP = "<run_all>"
+
+
+class StepFuture:
+    """A submitted step. Pass it to ``ctx.all`` or ``ctx.race``, or call :meth:`result`."""
+
+    def __init__(self, rt: Runtime, cursor: StepCursor, position: int, activity: str) -> None:
+        self.position = position
+        self.activity = activity
+        self._clock = rt.clock
+        self._cursor = cursor
+        self._settled = rt.clock.new_event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._watchers: list[threading.Event] = []
+        self._lock = threading.Lock()
+        self.settled_order = 0  # global settle order: the true first of a race
+
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Give the step its outcome (the engine does, once) and wake whoever waits for it."""
+        with self._lock:
+            self._value, self._error = value, error
+            self.settled_order = next(_SETTLE_ORDER)
+            self._settled.set()
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.set()
+
+    def watch(self, event: threading.Event) -> None:
+        """Set ``event`` when the step settles (at once if it has)."""
+        with self._lock:
+            self._watchers.append(event)
+            if self._settled.is_set():
+                event.set()
+
+    def done(self) -> bool:
+        """True once the step completed or failed."""
+        return self._settled.is_set()
+
+    def wait(self) -> None:
+        """Wait until the step settles, whatever its outcome and whatever the run's state."""
+        while not self._clock.wait(self._settled, None):
+            pass
+
+    def result(self) -> Any:
+        """Wait for the step; return its result or raise its error."""
+        self.wait()
+        self._cursor.check_alive()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<StepFuture step {self.position} {self.activity!r} {state}>"
+
+
+def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture:
+    """Start a prepared step on a worker thread (or settle it at once from the journal)."""
+    future = StepFuture(rt, cursor, step.position, step.definition.name)
+    if step.replayed:
+        future.settle(step.result, step.error)
+        return future
+
+    def work() -> None:
+        # Not a clock wait: time may move meanwhile. The step's queue slot, if it names a queue,
+        # is taken around each attempt by _step_execution (see _queue_limits).
+        rt.parallel_slots.acquire()
+        rt.clock.reserve_participant()
+        rt.clock.bind_participant()
+        try:
+            future.settle(steps.execute(rt, cursor, step))
+        except BaseException as exc:
+            future.settle(error=exc)
+        finally:
+            rt.clock.release_participant()
+            rt.parallel_slots.release()
+
+    context = contextvars.copy_context()  # output routing follows the cell; see run_thread.launch
+    rt.step_pool.run(lambda: context.run(work))
+    return future
+
+
+def wait_all(futures: Sequence[StepFuture]) -> list[Any]:
+    """Results in order; on a failure, wait for every sibling to settle, then raise the first."""
+    for future in futures:
+        future.wait()
+    return [future.result() for future in futures]  # settled: raises the first error in order
+
+
+def race(rt: Runtime, cursor: StepCursor, futures: Sequence[StepFuture]) -> tuple[int, Any]:
+    """``(index, result)`` of the first future to settle; the winner is journaled.
+
+    Losers keep running to completion and their ``cancelled`` is not set (Weft's documented
+    behaviour): a race selects a result, it does not stop work. Stop a loser yourself (a timeout,
+    a cancellation token in its input) when its work is not worth finishing.
+    """
+    if not futures:
+        raise ValueError("ctx.race needs at least one future")
+    position = cursor.take_position()
+    members = json.dumps([f.position for f in futures]).encode()
+    recorded = cursor.match(position, RACE, "", digest(members))
+    if recorded is not None and recorded.status == STEP_COMPLETED and recorded.result:
+        winner = int(recorded.result)
+        cursor.count_replayed()
+    else:
+        wake = rt.clock.new_event()
+        for future in futures:
+            future.watch(wake)
+        while not rt.clock.wait(wake, None):
+            pass
+        winner = min(
+            (i for i, f in enumerate(futures) if f.done()), key=lambda i: futures[i].settled_order
+        )
+        now = rt.clock.now()
+        rt.journal.record_step(
+            StepRecord(
+                run_id=cursor.run_id,
+                position=position,
+                activity=RACE,
+                status=STEP_COMPLETED,
+                input_hash=digest(members),
+                source_hash="",
+                attempts=1,
+                started_at=now,
+                finished_at=now,
+                result_codec="json",
+                result=str(winner).encode(),
+            )
+        )
+    return winner, futures[winner].result()
+
+
+def run_all(
+    rt: Runtime,
+    cursor: StepCursor,
+    branches: Mapping[str, tuple[str | Callable[..., Any], Any] | tuple[str | Callable[..., Any]]],
+    submit_one: Callable[..., StepFuture],
+) -> dict[str, Any]:
+    """Named branches run in parallel; a dict of their results. The topology is journaled."""
+    names = list(branches)
+    position = cursor.take_position()
+    topology = json.dumps(names).encode()
+    recorded = cursor.take_recorded(position)
+    if recorded is not None and recorded.activity == GROUP and recorded.result is not None:
+        if recorded.result != topology:
+            raise BranchTopologyChangedError(
+                cursor.run_id, position, recorded=json.loads(recorded.result), current=names
+            )
+    else:
+        if recorded is not None:
+            cursor.supersede(position, recorded, GROUP, "", digest(topology))
+        now = rt.clock.now()
+        rt.journal.record_step(
+            StepRecord(
+                run_id=cursor.run_id,
+                position=position,
+                activity=GROUP,
+                status=STEP_COMPLETED,
+                input_hash=digest(topology),
+                source_hash="",
+                attempts=1,
+                started_at=now,
+                finished_at=now,
+                result_codec="json",
+                result=topology,
+            )
+        )
+    futures = []
+    for name in names:
+        branch = branches[name]
+        activity, value = (branch[0], branch[1] if len(branch) > 1 else None)
+        futures.append(submit_one(activity, value))
+    return dict(zip(names, wait_all(futures), strict=True))

@@ -1,0 +1,241 @@
+"""The life of a run's thread: launch it, run the workflow function, then record its outcome.
+
+The outcome written to the journal decides what the run's handle reports. The journal only moves
+a run out of an unfinished status, so when it refuses an outcome (a cancellation, or another
+execution, finished the run first) the handle reports what the journal recorded instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import traceback
+from typing import Any
+
+from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
+from weft_nb.engine import crash_loops
+from weft_nb.engine.live_runs import LiveRuns
+from weft_nb.engine.runs import RunState
+from weft_nb.engine.runtime import Runtime
+from weft_nb.engine.workflow_context import EngineStopped, WorkflowContext
+from weft_nb.errors import (
+    JournalClosedError,
+    JournalError,
+    RunInterruptedError,
+    WeftError,
+    WorkflowCancelledError,
+)
+from weft_nb.journal.io_errors import is_storage_failure
+from weft_nb.journal.protocol import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    TERMINAL_STATUSES,
+    RunOutcome,
+    RunRecord,
+)
+
+Outcome = tuple[str, Any, BaseException | None]
+
+
+def launch(rt: Runtime, live: LiveRuns, state: RunState) -> RunState:
+    """Make ``state`` live and start its thread; the run already live under its id wins.
+
+    Returns the live state: ``state``, or the one a concurrent start or resume of the same run
+    made live first.
+
+    Raises:
+        JournalClosedError: The engine is closed.
+    """
+    winner = live.add(state)
+    if winner is not state:
+        return winner
+    acquired = reserved = False
+    try:
+        rt.journal.acquire()
+        acquired = True
+        rt.clock.reserve_participant()
+        reserved = True
+        # The thread runs in a copy of the caller's context: a notebook cell's output
+        # routing (ipykernel keeps it in a ContextVar) follows the run, so whatever the
+        # workflow and its activities print lands in the cell that started the run.
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(run_workflow_and_settle, rt, live, state),
+            name=f"weft-run-{state.run_id}",
+            daemon=True,
+        )
+        state.thread = thread
+        thread.start()
+    except BaseException:  # e.g. Interrupt Kernel right here: leave no half-launched run
+        if state.thread is not None and state.thread.ident is not None:
+            # Interrupted inside thread.start(), once the run's thread was running: the run
+            # is live and its thread cleans up after itself; stop it as an interrupt does.
+            interrupt(rt, live, state.run_id)
+            raise
+        live.pop(state.run_id, state)
+        if reserved:
+            rt.clock.release_participant()
+        if acquired:
+            rt.journal.release()
+        raise
+    return state
+
+
+def interrupt(rt: Runtime, live: LiveRuns, run_id: str) -> bool:
+    """Record a live run as ``interrupted`` and stop it (it stays resumable).
+
+    Returns False when the run is not live.
+    """
+    state = live.get(run_id)
+    if state is None or state.stopped:
+        return False
+    rt.journal.set_run_status(run_id, INTERRUPTED, rt.clock.now())
+    live.stop(state, "the run was interrupted")
+    rt.emit("run_interrupted", run_id, None)
+    return True
+
+
+def run_workflow_and_settle(rt: Runtime, live: LiveRuns, state: RunState) -> None:
+    """The run thread: run the workflow, record its outcome, and always settle its handle."""
+    rt.clock.bind_participant()
+    outcome: Outcome = (RUNNING, None, None)
+    try:
+        outcome = _outcome(rt, state)
+    except BaseException as exc:  # recording the outcome failed: the run stays resumable
+        outcome = RUNNING, None, unrecorded_error(state.run_id, exc)
+    status, value, error = outcome
+    try:
+        state.completion.settle(status, value=value, error=error)
+    finally:
+        _release(rt, live, state)
+
+
+def _release(rt: Runtime, live: LiveRuns, state: RunState) -> None:
+    live.pop(state.run_id, state)
+    with contextlib.suppress(JournalClosedError):
+        rt.journal.release()
+    rt.clock.release_participant()
+
+
+def _outcome(rt: Runtime, state: RunState) -> Outcome:
+    """Run the workflow function and record its outcome: (status, value, error)."""
+    stopped = (
+        RUNNING,
+        None,
+        RunInterruptedError(state.run_id, state.stop_reason),
+    )
+    cancelled = (CANCELLED, None, cancelled_error(state.run_id))
+    try:
+        ctx = WorkflowContext(rt, state)
+        fn = state.workflow.fn
+        value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
+        codec, data = encode(
+            value,
+            what=f"result of workflow {state.workflow.name!r}",
+            max_bytes=rt.max_payload_bytes,
+        )
+    except EngineStopped:
+        return stopped
+    except BaseException as exc:
+        if state.stopped:
+            return stopped
+        if state.cancel_requested.is_set():
+            return cancelled
+        io_error = is_storage_failure(exc)
+        if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
+            return RUNNING, None, io_error
+        if crash_loops.is_verdict(exc):  # not a failure: resumable once more is allowed
+            if rt.journal.set_run_status(state.run_id, INTERRUPTED, rt.clock.now()):
+                return INTERRUPTED, None, exc
+            return _outcome_on_record(rt, state, stopped)
+        if _finish(rt, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
+            return FAILED, None, exc
+        return _outcome_on_record(rt, state, stopped)
+    if state.stopped:
+        return stopped
+    if state.cancel_requested.is_set():
+        return cancelled
+    if not _finish(rt, state, COMPLETED, result=(codec, data)):
+        return _outcome_on_record(rt, state, stopped)
+    return COMPLETED, value, None
+
+
+def _outcome_on_record(rt: Runtime, state: RunState, stopped: Outcome) -> Outcome:
+    """The journal refused our outcome: a cancel, or another execution, finished it first."""
+    record = None if state.stopped else rt.journal.get_run(state.run_id)
+    if record is None or record.status not in TERMINAL_STATUSES:
+        return stopped
+    return recorded_outcome(record)
+
+
+def _finish(
+    rt: Runtime,
+    state: RunState,
+    status: str,
+    *,
+    result: tuple[str, bytes] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record the final outcome unless the run was cancelled (or the engine stopped).
+
+    ``result`` is a completed run's encoded value (codec, data); ``error`` a failed run's JSON.
+    """
+    codec, data = result if result is not None else (None, None)
+    try:
+        outcome = RunOutcome(
+            status=status, at=rt.clock.now(), result_codec=codec, result=data, error=error
+        )
+        recorded = rt.journal.finish_run(state.run_id, outcome)
+    except JournalClosedError:
+        return False
+    if recorded:
+        rt.emit(
+            "run_finished",
+            state.run_id,
+            None,
+            status=status,
+            replayed=state.replayed,
+            executed=state.executed,
+        )
+    return recorded
+
+
+def unrecorded_error(run_id: str, exc: BaseException) -> BaseException:
+    """The error a caller gets when a run's outcome could not be recorded (never a hang)."""
+    io_error = is_storage_failure(exc)
+    if io_error is not None:
+        return io_error
+    cause = exception_text(exc, with_type=True)
+    error = JournalError(
+        f"the outcome of run {run_id!r} could not be recorded ({cause}); the run is not "
+        "marked finished and stays resumable: fix the cause, then start it again",
+        run_id=run_id,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def cancelled_error(run_id: str) -> WorkflowCancelledError:
+    """The error a cancelled run's handle raises."""
+    return WorkflowCancelledError(run_id)
+
+
+def recorded_outcome(record: RunRecord) -> Outcome:
+    """The (status, value, error) a finished run's journal row stands for."""
+    if record.status == COMPLETED:
+        assert record.result_codec is not None
+        assert record.result is not None
+        what = f"the recorded result of run {record.run_id!r}"
+        return COMPLETED, decode(record.result_codec, record.result, what=what), None
+    if record.status == CANCELLED:
+        return CANCELLED, None, cancelled_error(record.run_id)
+    error = (
+        error_from_json(record.error, run_id=record.run_id)
+        if record.error
+        else WeftError(f"run {record.run_id!r} failed", run_id=record.run_id)
+    )
+    return FAILED, None, error

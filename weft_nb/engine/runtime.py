@@ -1,0 +1,109 @@
+"""The services a run needs, handed down to run code instead of the engine itself.
+
+The engine builds one :class:`Runtime` when it opens and gives it to every run's thread and
+:class:`~weft_nb.engine.workflow_context.WorkflowContext` (as ``ctx.runtime``). Run code reaches
+the journal, the clock, the executor and the rest through it, and never imports the engine: so
+the engine's public face can depend on run code without a circle back (as Temporal's activity
+``_Context`` is filled in by the worker, which ``activity.py`` never imports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from typing import Any
+
+from weft_nb.activity.checkpoints import CheckpointStore
+from weft_nb.activity.context import ActivityContext, AttemptIdentity
+from weft_nb.activity.heartbeats import HeartbeatFlusher
+from weft_nb.base.clock import Clock
+from weft_nb.base.definitions import Registry
+from weft_nb.base.payloads import decode
+from weft_nb.engine.development import DevelopmentChecks
+from weft_nb.engine.events import EventBus
+from weft_nb.engine.queue_limits import QueueLimits
+from weft_nb.engine.step_pool import StepPool
+from weft_nb.executors.base import Executor
+from weft_nb.journal.dispatch_log import DispatchLog
+from weft_nb.journal.protocol import Journal
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Runtime:
+    """One engine's services, shared by all its runs (built once, never replaced).
+
+    Attributes:
+        journal: Where everything durable is written.
+        clock: The time source (a ``VirtualClock`` in tests).
+        registry: Registered activities and workflows.
+        executor: Where activity attempts run (the engine's ``attempts``).
+        flusher: Buffers heartbeat details and writes them to the journal.
+        checkpoints: Activity checkpoints beside the journal.
+        events: The engine's listeners; see :meth:`emit`.
+        dispatches: Attempts started and not yet finished, for crash-loop counting.
+        step_pool: Threads for ``ctx.submit``/``all``/``race``/``run_all``.
+        parallel_slots: Bounds the parallel steps in flight, across all runs.
+        queue_limits: Concurrency limits per activity queue.
+        dev_checks: Development-mode warnings (inactive unless development mode is on).
+        max_payload_bytes: Largest input or result stored in the journal.
+    """
+
+    journal: Journal
+    clock: Clock
+    registry: Registry
+    executor: Executor
+    flusher: HeartbeatFlusher
+    checkpoints: CheckpointStore
+    events: EventBus
+    dispatches: DispatchLog
+    step_pool: StepPool
+    parallel_slots: threading.BoundedSemaphore
+    queue_limits: QueueLimits
+    dev_checks: DevelopmentChecks
+    max_payload_bytes: int
+
+    def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
+        """Send an engine event to the listeners (see :class:`EventBus`)."""
+        self.events.emit(kind, run_id, position, **data)
+
+    def new_activity_context(
+        self, run_id: str, name: str, position: int, attempt: int
+    ) -> ActivityContext:
+        """Build the context of one attempt of step ``position`` of run ``run_id``."""
+        journal = self.journal
+
+        def last_heartbeat() -> Any:
+            # Earlier attempts only (a crashed process's included): never this attempt's own.
+            if attempt == 1:
+                return None
+            record = journal.latest_heartbeat(run_id, position, before_attempt=attempt)
+            if record is None:
+                return None
+            return decode(
+                record.codec,
+                record.details,
+                what=f"the last heartbeat details of step {position} (run {run_id!r})",
+            )
+
+        return ActivityContext(
+            AttemptIdentity(run_id=run_id, activity_name=name, position=position, attempt=attempt),
+            clock=self.clock,
+            checkpoints=self.checkpoints,
+            last_heartbeat_loader=last_heartbeat,
+        )
+
+
+def release_at_exit(flusher: HeartbeatFlusher, journal: Journal, dispatches: DispatchLog) -> None:
+    """Flush heartbeats and release the journal of an engine left open (a ``weakref.finalize``).
+
+    Takes the services, not the engine or its runtime, so the finalizer keeps neither alive.
+    """
+    with contextlib.suppress(Exception):
+        flusher.flush()
+    with contextlib.suppress(Exception):
+        dispatches.close(clean=True)  # an orderly exit, not a crash
+    with contextlib.suppress(Exception):
+        flusher.stop(flush=True)
+    with contextlib.suppress(Exception):
+        journal.close()

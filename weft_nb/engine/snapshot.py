@@ -1,0 +1,273 @@
+"""A run's state at one moment, from the journal plus the engine's live attempts.
+
+Widgets, ``%weft show`` and the HTML/text fallbacks all render a :class:`RunSnapshot`, so they show
+the same thing, and a panel rebuilt after a kernel restart or a browser reload (from the journal
+alone) continues where the live one was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from typing import TYPE_CHECKING, Any
+
+from weft_nb.base.payloads import decode, error_from_json
+from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED, STEP_STARTED
+
+MAX_ROWS = 50  # steps shown with a row of their own: the newest, plus unfinished older ones
+
+if TYPE_CHECKING:
+    from weft_nb.base.clock import Clock
+    from weft_nb.engine.live_runs import LiveRuns
+    from weft_nb.journal.protocol import Journal
+
+
+@dataclasses.dataclass(frozen=True)
+class StepView:
+    """One step as a person reads it."""
+
+    position: int
+    activity: str
+    status: str  # completed, failed, running, retrying, dispatched
+    attempt: int
+    max_attempts: int | None
+    details: Any
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    token: str | None = None  # a parked step's out-of-band completion token
+
+    @property
+    def progress(self) -> float | None:
+        """1 when completed, else 0..1 from ``progress`` or ``current``/``total`` in the details."""
+        if self.status == STEP_COMPLETED:
+            return 1.0
+        details = self.details if isinstance(self.details, dict) else {}
+        value = details.get("progress")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return min(1.0, max(0.0, float(value)))
+        current, total = details.get("current"), details.get("total")
+        if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
+            return min(1.0, max(0.0, float(current) / float(total)))
+        return None
+
+    def details_text(self, limit: int = 80) -> str:
+        """The latest heartbeat fields as short text."""
+        if self.details is None:
+            return ""
+        if isinstance(self.details, dict):
+            parts = [f"{k}={_short(v)}" for k, v in self.details.items()]
+            text = " ".join(parts)
+        else:
+            text = _short(self.details)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def attempt_text(self) -> str:
+        """``k/max`` (or ``k`` when the maximum is unknown)."""
+        return f"{self.attempt}/{self.max_attempts}" if self.max_attempts else str(self.attempt)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSnapshot:
+    """A run and its steps."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: float
+    updated_at: float
+    now: float
+    steps: tuple[StepView, ...]
+    error: str | None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the run's start to its end (or to now while it runs)."""
+        end = self.now if self.status in ("running", "interrupted") else self.updated_at
+        return max(0.0, end - self.created_at)
+
+    def shown_steps(self) -> list[StepView]:
+        """The steps worth a row: the newest :data:`MAX_ROWS`, plus older unfinished ones.
+
+        A 10,000-step run would otherwise render 10,000 rows (minutes of widget building, and
+        megabytes in the notebook) that nobody reads; SQL and the timeline have every step.
+        """
+        if len(self.steps) <= MAX_ROWS:
+            return list(self.steps)
+        cutoff = self.steps[-MAX_ROWS].position
+        return [s for s in self.steps if s.position >= cutoff or s.status != "completed"]
+
+    def hidden_note(self, shown: list[StepView]) -> str:
+        """One line saying how many steps ``shown`` leaves out and where they are; "" if none."""
+        hidden = len(self.steps) - len(shown)
+        if not hidden:
+            return ""
+        return (
+            f"{hidden:,} earlier completed steps not shown; %weft sql and %weft timeline have all"
+        )
+
+    def text(self) -> str:
+        """Plain text: what a terminal, nbval or GitHub shows."""
+        lines = [f"{self.workflow} run {self.run_id}: {self.status}, {self.elapsed:.1f}s"]
+        shown = self.shown_steps()
+        if note := self.hidden_note(shown):
+            lines.append(f"  ({note})")
+        for step in shown:
+            bar = "" if step.progress is None else f" {step.progress:4.0%}"
+            lines.append(
+                f"  {step.position:>3} {step.activity:<20} {step.status:<10} "
+                f"attempt {step.attempt_text():<5}{bar} {step.details_text()}".rstrip()
+            )
+            if step.error:
+                lines.append(f"      error: {step.error}")
+            if step.token:
+                lines.append(f"      waiting for completion: token {step.token}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        """Static HTML with the same information, for renderers without widgets."""
+        rows = []
+        shown = self.shown_steps()
+        if note := self.hidden_note(shown):
+            rows.append(f'<tr><td colspan="6"><small>{html.escape(note)}</small></td></tr>')
+        for step in shown:
+            pct = "" if step.progress is None else f"{step.progress:.0%}"
+            bar = (
+                ""
+                if step.progress is None
+                else f'<progress max="1" value="{step.progress:.3f}"></progress> {pct}'
+            )
+            error = f"<br><small>{html.escape(step.error)}</small>" if step.error else ""
+            rows.append(
+                f"<tr><td>{step.position}</td><td>{html.escape(step.activity)}</td>"
+                f"<td>{step.status}</td><td>{step.attempt_text()}</td><td>{bar}</td>"
+                f"<td><code>{html.escape(step.details_text())}</code>{error}</td></tr>"
+            )
+        head = (
+            f"<b>{html.escape(self.workflow)}</b> run <code>{html.escape(self.run_id)}</code>: "
+            f"{self.status}, {self.elapsed:.1f}s"
+        )
+        error = f"<div>{html.escape(self.error)}</div>" if self.error else ""
+        return (
+            f'<div class="weft-run">{head}{error}<table>'
+            "<tr><th>#</th><th>activity</th><th>status</th><th>attempt</th><th>progress</th>"
+            f"<th>latest heartbeat</th></tr>{''.join(rows)}</table></div>"
+        )
+
+
+def take_snapshot(journal: Journal, live: LiveRuns, clock: Clock, run_id: str) -> RunSnapshot:
+    """Read a run's state: recorded steps and heartbeats, then what is in flight right now."""
+    record = journal.get_run(run_id)
+    if record is None:
+        from weft_nb.errors import RunNotFoundError
+
+        raise RunNotFoundError(run_id, journal.path)
+    steps = journal.load_steps(run_id)
+    attempts: dict[int, tuple[int, str | None]] = {}  # position: last attempt, its error
+    for past in journal.attempts_of_run(run_id):  # by position, oldest first: the last wins
+        attempts[past.position] = (past.attempt, past.error_message)
+    beats = {
+        position: (hb.codec, hb.details, hb.activity)
+        for position, hb in journal.latest_heartbeats(run_id).items()
+    }
+    views: dict[int, StepView] = {}
+    is_live = live.is_active(run_id)
+    backoff = live.backoff(run_id)
+    for position in sorted(set(steps) | set(attempts) | set(beats)):
+        step = steps.get(position)
+        details = None
+        if position in beats:
+            codec, data, _ = beats[position]
+            details = decode(codec, data, what="heartbeat details")
+        failed, last_error = attempts.get(position, (0, None))
+        if step is not None:
+            status = {STEP_COMPLETED: "completed", STEP_FAILED: "failed"}.get(
+                step.status, "dispatched" if step.status == STEP_STARTED else step.status
+            )
+            error = None
+            if step.status == STEP_FAILED and step.error:
+                error = str(error_from_json(step.error, run_id=run_id))
+            views[position] = StepView(
+                position=position,
+                activity=step.activity,
+                status=status,
+                attempt=step.attempts,
+                max_attempts=None,
+                details=details,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                error=error,
+            )
+        else:
+            name = beats[position][2] if position in beats else None
+            name = name or _activity_of(journal, run_id, position)
+            # Nothing recorded its end: it waits for a retry, or its process stopped mid-way.
+            status = "retrying" if is_live and backoff and backoff[0] == position else "interrupted"
+            views[position] = StepView(
+                position=position,
+                activity=name,
+                status=status,
+                attempt=failed + 1,
+                max_attempts=None,
+                details=details,
+                started_at=None,
+                finished_at=None,
+                error=last_error,
+            )
+    for position, token in journal.pending_async_tokens(run_id).items():
+        parked = journal.async_token(token)
+        if parked is not None and (position not in views or views[position].status != "completed"):
+            views[position] = StepView(
+                position=position,
+                activity=parked.activity,
+                status="waiting",
+                attempt=parked.attempts,
+                max_attempts=None,
+                details=_details_of(views.get(position)),
+                started_at=parked.started_at,
+                finished_at=None,
+                error=None,
+                token=token,
+            )
+    for ctx, max_attempts in live.live_attempts(run_id):
+        views[ctx.position] = StepView(
+            position=ctx.position,
+            activity=ctx.activity_name,
+            status="running" if not ctx.cancelled.is_set() else "stopping",
+            attempt=ctx.attempt,
+            max_attempts=max_attempts,
+            details=ctx.details
+            if ctx.details is not None
+            else _details_of(views.get(ctx.position)),
+            started_at=ctx.started_at,
+            finished_at=None,
+            error=attempts.get(ctx.position, (0, None))[1],
+        )
+    return RunSnapshot(
+        run_id=record.run_id,
+        workflow=record.workflow,
+        status=record.status,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        now=clock.now(),
+        steps=tuple(views[p] for p in sorted(views)),
+        error=str(error_from_json(record.error, run_id=run_id)) if record.error else None,
+    )
+
+
+def _details_of(view: StepView | None) -> Any:
+    return None if view is None else view.details
+
+
+def _activity_of(journal: Journal, run_id: str, position: int) -> str:
+    past = journal.attempts_of(run_id, position)
+    return past[0].activity if past else "?"

@@ -1,0 +1,216 @@
+"""The ``ctx`` a workflow function receives: the user's face of a run's durable operations.
+
+Each method checks where it is called from (:mod:`weft_nb.engine.step_scope`) and hands the work
+to the module that does it; the replay state (positions, recorded steps, on_change, liveness)
+belongs to the run's :class:`~weft_nb.engine.replay.StepCursor`, ``ctx.cursor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from weft_nb.activity.context import EngineStopped
+from weft_nb.base import evidence
+from weft_nb.base.input_digest import input_digest
+from weft_nb.base.payloads import decode, encode, error_from_json, validate
+from weft_nb.base.retry import Duration
+from weft_nb.engine import parallel as _parallel
+from weft_nb.engine import recorded_calls as _durable_ops
+from weft_nb.engine import step_scope as _step_scope
+from weft_nb.engine import steps as _step_execution
+from weft_nb.engine.parallel import StepFuture
+from weft_nb.engine.replay import PreparedStep, StepCursor
+from weft_nb.errors import StepChangedWarning
+from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
+
+if TYPE_CHECKING:
+    from weft_nb.engine.runs import RunState
+    from weft_nb.engine.runtime import Runtime
+
+_CALL_OPTIONS = frozenset(
+    {
+        "timeout",
+        "schedule_to_close_timeout",
+        "retry",
+        "queue",
+        "idempotency_key",
+        "heartbeat_timeout",
+    }
+)
+
+
+class WorkflowContext:
+    """The ``ctx`` a workflow function receives."""
+
+    def __init__(self, runtime: Runtime, state: RunState) -> None:
+        self.runtime = runtime  # the engine's services (journal, clock, executor...)
+        # The run's replay state (positions, recorded steps, on_change, liveness): the engine's
+        # side, which the step modules use; workflows need not.
+        self.cursor = StepCursor(
+            state, journal=runtime.journal, clock=runtime.clock, registry=runtime.registry
+        )
+        self.run_id = state.run_id
+        self.workflow_name = state.workflow.name
+        runtime.dev_checks.watch_workflow_thread(self.cursor)  # built on the workflow's thread
+
+    # -- public API ------------------------------------------------------------------------
+
+    def run(
+        self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
+    ) -> Any:
+        """Run an activity (by registered name or function) and return its result.
+
+        Call options: ``timeout``, ``schedule_to_close_timeout``, ``retry`` (a partial override:
+        a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
+        A completed step is answered from the journal and never runs twice.
+        """
+        _step_scope.check_scope(self.cursor, f"ctx.run({_name_of(activity)!r})")
+        step = self._prepare(activity, input, call_options)
+        if step.replayed:
+            if step.error is not None:
+                raise step.error
+            return step.result
+        return _step_execution.execute(self.runtime, self.cursor, step)
+
+    def _prepare(
+        self, activity: str | Callable[..., Any], input: Any, call_options: dict[str, Any]
+    ) -> PreparedStep:
+        """Take the next position; answer it from the journal when it can be.
+
+        Runs on the workflow's thread, so positions follow program order.
+        """
+        cursor = self.cursor
+        cursor.check_alive()
+        unknown = set(call_options) - _CALL_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}"
+            )
+        position = cursor.take_position()
+        definition = cursor.resolve(activity)
+        value = validate(
+            input, definition.input_hint, what=f"input of activity {definition.name!r}"
+        )
+        codec, data = encode(
+            value,
+            what=f"input of activity {definition.name!r} (step {position})",
+            max_bytes=self.runtime.max_payload_bytes,
+        )
+        signature = input_digest(value, codec, data, cursor.digests)
+        self.runtime.dev_checks.check_input(self.run_id, position, definition.name, signature)
+        key = call_options.get("idempotency_key")
+        if key is None and definition.idempotency_key is not None:
+            key = str(definition.idempotency_key(value))
+        step = PreparedStep(
+            position=position,
+            definition=definition,
+            value=value,
+            input_hash=signature.value,
+            key=key,
+            options=call_options,
+        )
+        recorded = cursor.match(position, definition.name, definition.source_hash, signature)
+        if recorded is None:
+            return step
+        if recorded.status == STEP_COMPLETED:
+            assert recorded.result_codec is not None
+            assert recorded.result is not None
+            step.replayed, step.result = (
+                True,
+                decode(
+                    recorded.result_codec,
+                    recorded.result,
+                    hint=definition.result_hint,
+                    what=f"the recorded result of step {position} ({definition.name!r}, run "
+                    f"{self.run_id!r})",
+                ),
+            )
+            cursor.remember(step.result, recorded.result_codec, recorded.result)
+        elif recorded.status == STEP_FAILED:
+            assert recorded.error is not None
+            step.replayed, step.error = True, error_from_json(recorded.error, run_id=self.run_id)
+        else:
+            step.replayed, step.result = _step_execution.adopt_reconciled(
+                self.runtime, cursor, step, recorded
+            )
+            if not step.replayed:
+                return step
+        cursor.count_replayed()
+        if evidence.ENABLED:
+            evidence.record("step_replayed", run_id=self.run_id, position=position)
+        return step
+
+    def submit(
+        self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
+    ) -> StepFuture:
+        """Schedule an activity without waiting; returns a :class:`StepFuture`.
+
+        The step takes its position now (program order), runs on a worker thread, and is
+        journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
+        """
+        _step_scope.check_scope(self.cursor, f"ctx.submit({_name_of(activity)!r})")
+        return _parallel.submit(
+            self.runtime, self.cursor, self._prepare(activity, input, call_options)
+        )
+
+    def all(self, futures: Sequence[StepFuture]) -> list[Any]:
+        """Results in order. If one fails, wait for its siblings to settle, then raise.
+
+        Every sibling that completed is already journaled, so a resume never runs it again.
+        """
+        _step_scope.check_scope(self.cursor, "ctx.all")
+        return _parallel.wait_all(futures)
+
+    def race(self, futures: Sequence[StepFuture]) -> tuple[int, Any]:
+        """``(index, result)`` of the first future to settle.
+
+        The winner is journaled, so a resume returns the same winner. Losers keep running to
+        completion and their ``cancelled`` is not set: a race selects a result, it does not stop
+        work (Weft's documented behaviour).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.race")
+        return _parallel.race(self.runtime, self.cursor, futures)
+
+    def run_all(self, branches: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"name": (activity, input), ...}`` run in parallel; returns ``{"name": result}``.
+
+        Renaming or reordering the branches of a journaled group raises
+        ``BranchTopologyChangedError`` instead of matching results to the wrong branches.
+        """
+        _step_scope.check_scope(self.cursor, "ctx.run_all")
+        return _parallel.run_all(self.runtime, self.cursor, branches, self.submit)
+
+    def sleep(self, duration: Duration) -> None:
+        """Sleep durably: after a restart it ends at the original deadline."""
+        _step_scope.check_scope(self.cursor, "ctx.sleep")
+        _durable_ops.sleep(self.runtime, self.cursor, duration)
+
+    def now(self) -> float:
+        """The current time, recorded: a replay returns the same value."""
+        _step_scope.check_scope(self.cursor, "ctx.now")
+        return _durable_ops.now(self.runtime, self.cursor)
+
+    def wait_for_signal(self, name: str, timeout: Duration | None = None) -> Any:
+        """Wait for signal ``name`` (``engine.signal``) and return its payload.
+
+        A signal sent before the workflow waits is buffered. Consuming it is committed together
+        with this step, so a crash in between leaves it deliverable. With ``timeout``, the
+        deadline is journaled (a restart keeps it) and ``SignalTimeoutError`` is raised when it
+        passes, and raised again on every replay.
+        """
+        _step_scope.check_scope(self.cursor, f"ctx.wait_for_signal({name!r})")
+        return _durable_ops.wait_for_signal(self.runtime, self.cursor, name, timeout)
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
+        _step_scope.check_scope(self.cursor, f"ctx.memo({key!r})")
+        return _durable_ops.memo(self.runtime, self.cursor, key, fn)
+
+
+def _name_of(activity: str | Callable[..., Any]) -> str:
+    """An activity's name for a message: the string, or the function's name."""
+    return activity if isinstance(activity, str) else getattr(activity, "__name__", repr(activity))
+
+
+__all__ = ["EngineStopped", "StepChangedWarning", "WorkflowContext"]

@@ -1,0 +1,312 @@
+"""DaskExecutor: attempts run as tasks on a Dask cluster (``distributed``, the ``dask`` extra).
+
+Each attempt is one task, submitted with ``pure=False`` and ``retries=0``: weft_nb's retry policy
+decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` objects named
+after the attempt (worker to kernel: heartbeats, requests, ``started``/``finished``; kernel to
+worker: replies and cancellation). The result travels as the task's result, on Dask's data path.
+
+A lost worker shows up three ways, all mapped to :class:`~weft_nb.errors.WorkerLostError`:
+``KilledWorker``, the task starting a second time (Dask reschedules the tasks of a dead worker;
+that rerun is cancelled, and weft_nb retries with a new attempt instead), or the worker the task
+started on leaving the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
+from weft_nb.executors.remote import RemoteExecutor
+from weft_nb.executors.worker import Inbox, encode_done, run_shipped
+
+if TYPE_CHECKING:
+    from distributed import Client, Future, Queue
+
+    from weft_nb.activity.context import ActivityContext
+    from weft_nb.base.definitions import ActivityDefinition
+
+_LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
+_MIN_POLL = 0.01
+_MAX_PAUSE = 0.02
+_READER_POLL = 0.1  # how soon a worker sees a cancellation
+_READER_POLL_BUSY = 0.005  # while it waits for a reply (a checkpoint written, a token)
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingExtraError(
+            "weft_nb.DaskExecutor needs the `distributed` package; install the extra with "
+            "`pip install 'weft-nb[dask]'`",
+            extra="dask",
+        ) from exc
+    return distributed
+
+
+def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
+    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message."""
+    from distributed import Queue, get_worker
+
+    out, incoming = Queue(out_name), Queue(in_name)
+    inbox, stop = Inbox(), threading.Event()
+
+    def send(message: tuple[Any, ...]) -> None:
+        out.put(cloudpickle.dumps(message))
+
+    def read() -> None:
+        # Polls with qsize() instead of a blocking get(timeout): a get still waiting in the
+        # scheduler when the kernel releases the queue is logged there as an error.
+        while not stop.is_set():
+            try:
+                if incoming.qsize():
+                    for raw in incoming.get(batch=True):
+                        inbox.deliver(pickle.loads(raw))
+            except Exception:  # the kernel released the queue or the client went away
+                return
+            stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
+
+    reader = threading.Thread(target=read, name="weft-dask-reader", daemon=True)
+    reader.start()
+    try:
+        # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
+        # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
+        go, answer = inbox.expect(0)
+        send(("started", get_worker().address))
+        go.wait()
+        if answer[0][0]:
+            done = encode_done(run_shipped(payload, send, inbox))
+        else:
+            done = encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
+    finally:
+        stop.set()
+        reader.join()
+    send(("finished",))
+    for queue in (out, incoming):  # each Queue() here took a reference on the scheduler
+        with contextlib.suppress(Exception):
+            queue.close()
+    return done
+
+
+class _DaskChannel:
+    """One attempt's channel: its task's future and its two queues."""
+
+    def __init__(
+        self,
+        client: Client,
+        future: Future[bytes],
+        out: Queue,
+        incoming: Queue,
+        ctx: ActivityContext,
+    ) -> None:
+        self.client = client
+        self.future = future
+        self.out = out
+        self.incoming = incoming
+        self.ctx = ctx
+        self.worker: str | None = None
+        self._buffer: list[tuple[Any, ...]] = []
+        self._next_check = time.monotonic() + _LIVENESS_EVERY
+
+    def poll(self, timeout: float) -> tuple[Any, ...] | None:
+        # qsize() then get(batch=True), never a get(timeout) that may time out: the scheduler
+        # logs every such timeout as an error.
+        deadline = time.monotonic() + timeout
+        pause = _MIN_POLL / 2
+        while not self._buffer:
+            if self.out.qsize():
+                self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
+                break
+            checked = self._check()
+            if checked is not None:
+                return checked
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _MAX_PAUSE)
+        message = self._buffer.pop(0)
+        if message[0] == "started":
+            if self.worker is not None:
+                self.send(("reply", 0, False, None))
+                raise self._lost(f"Dask restarted it on {message[1]} after {self.worker} was lost")
+            self.worker = message[1]
+            self.send(("reply", 0, True, None))
+            return None
+        if message[0] == "finished":
+            return self._result()
+        return message
+
+    def _result(self) -> tuple[Any, ...]:
+        distributed = _distributed()
+        try:
+            data = self.future.result()
+        except distributed.KilledWorker as exc:
+            raise self._lost(f"Dask gave up on it: {exc}") from None
+        except Exception as exc:  # e.g. weft_nb is not installed on the worker
+            return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        message: tuple[Any, ...] = pickle.loads(data)
+        return message
+
+    def _check(self) -> tuple[Any, ...] | None:
+        status = self.future.status
+        if status == "error":  # "finished" is handled when its message arrives
+            return self._result()
+        if status == "cancelled":
+            raise self._lost("its task was cancelled by the scheduler")
+        now = time.monotonic()
+        if self.worker is not None and now >= self._next_check:
+            self._next_check = now + _LIVENESS_EVERY
+            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+            if self.worker not in workers:
+                raise self._lost(f"worker {self.worker} left the cluster")
+        return None
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
+        with contextlib.suppress(Exception):  # the worker or the scheduler went away
+            self.incoming.put(data)
+
+    def abandon(self) -> None:
+        self.send(("cancel", self.ctx.cancel_reason or "abandoned"))
+        with contextlib.suppress(Exception):
+            self.future.cancel()
+
+    def _lost(self, how: str) -> WorkerLostError:
+        ctx = self.ctx
+        self.abandon()
+        return WorkerLostError(
+            "Dask worker",
+            f"was lost: {how}",
+            run_id=ctx.run_id,
+            position=ctx.position,
+            activity=ctx.activity_name,
+            attempt=ctx.attempt,
+            worker=self.worker,
+        )
+
+    def close(self) -> None:
+        for queue in (self.out, self.incoming):
+            with contextlib.suppress(Exception):
+                queue.close()
+        with contextlib.suppress(Exception):
+            self.future.release()
+
+
+class DaskExecutor(RemoteExecutor):
+    """Run activity attempts on a Dask cluster: ``Engine(executor=DaskExecutor(client))``.
+
+    The kernel stays the only writer of the journal; workers send heartbeats, checkpoints and
+    task-token reads back, and the kernel journals them as for an inline attempt. Needs the
+    ``dask`` extra (``pip install 'weft-nb[dask]'``), and weft_nb installed on the workers.
+
+    Args:
+        client: A ``distributed.Client`` (a ``LocalCluster``'s, or one connected to a scheduler),
+            or a scheduler address such as ``"tcp://10.0.0.5:8786"``. A client made here from an
+            address is closed with the executor; a client you pass is left open.
+        check_timeout: Seconds to wait for the scheduler (and one worker) when the engine starts;
+            beyond it :class:`~weft_nb.errors.SchedulerUnreachableError` names the address.
+        cancel_grace: Seconds a cancelled attempt has to return before its task is cancelled.
+        queue_resources: Dask resources per activity queue, e.g. ``{"gpu": {"GPU": 1}}``. A
+            queue not listed uses the resource of its own name (``{"gpu": 1}``) when some worker
+            advertises it (``dask worker --resources "gpu=1"``), else runs on any worker.
+    """
+
+    def __init__(
+        self,
+        client: Client | str,
+        *,
+        check_timeout: float = 10.0,
+        cancel_grace: float = 5.0,
+        queue_resources: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        distributed = _distributed()
+        self.check_timeout = check_timeout
+        self.cancel_grace = cancel_grace
+        self.queue_resources = {q: dict(r) for q, r in (queue_resources or {}).items()}
+        self._owns_client = isinstance(client, str)
+        if isinstance(client, str):
+            self.address = client
+            try:
+                self.client: Client = distributed.Client(
+                    client, timeout=check_timeout, set_as_default=False
+                )
+            except (OSError, TimeoutError) as exc:
+                raise self._unreachable(exc) from None
+        else:
+            self.client = client
+            self.address = str(getattr(client.scheduler, "address", None) or "the scheduler")
+
+    def _unreachable(self, exc: BaseException) -> SchedulerUnreachableError:
+        return SchedulerUnreachableError(
+            f"the Dask scheduler at {self.address} did not answer within {self.check_timeout:g}s "
+            f"({type(exc).__name__}: {exc}). Start it (or check the address and the network), "
+            "then create the engine again; nothing was written to the journal.",
+            address=self.address,
+        )
+
+    def check(self) -> None:
+        """Raise SchedulerUnreachableError unless the scheduler answers with a worker."""
+        try:
+            if self.client.status not in ("running", "connecting", "newly-created"):
+                raise OSError(f"the client is {self.client.status}")
+            self.client.wait_for_workers(1, timeout=self.check_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+
+    @contextlib.contextmanager
+    def start_attempt(
+        self,
+        definition: ActivityDefinition,
+        payload: bytes,
+        ctx: ActivityContext,
+        queue: str | None,
+    ) -> Iterator[_DaskChannel]:
+        """Submit the attempt as a task, placed by ``queue``, with its two message queues.
+
+        See :meth:`RemoteExecutor.start_attempt`. The queues and the task's future are released
+        after the attempt.
+        """
+        distributed = _distributed()
+        nonce = uuid.uuid4().hex[:8]  # a rerun of this attempt id after a restart is another task
+        key = f"weft-{definition.name}-{ctx.run_id}-{ctx.position}-{ctx.attempt}-{nonce}"
+        out = distributed.Queue(f"{key}-out", client=self.client)
+        incoming = distributed.Queue(f"{key}-in", client=self.client)
+        future = self.client.submit(
+            dask_attempt,
+            payload,
+            out.name,
+            incoming.name,
+            key=key,
+            pure=False,
+            retries=0,
+            resources=self._resources(queue),
+        )
+        channel = _DaskChannel(self.client, future, out, incoming, ctx)
+        try:
+            yield channel
+        finally:
+            channel.close()
+
+    def _resources(self, queue: str | None) -> dict[str, float] | None:
+        if queue is None:
+            return None
+        if queue in self.queue_resources:
+            return self.queue_resources[queue]
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        advertised = any(queue in (w.get("resources") or {}) for w in workers.values())
+        return {queue: 1} if advertised else None
+
+    def close(self) -> None:
+        """Close the client if this executor created it from an address."""
+        if self._owns_client:
+            with contextlib.suppress(Exception):
+                self.client.close()

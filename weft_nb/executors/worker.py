@@ -1,0 +1,221 @@
+"""The worker side of a remote attempt: an ActivityContext that reports to the kernel.
+
+A worker (a process of ``ProcessExecutor``, a Dask worker) runs the activity with a
+:class:`WorkerActivityContext`. It never touches the journal or the checkpoint folder: heartbeats,
+checkpoints and task-token reads are messages to the kernel, which feeds them into the attempt's
+real ``ActivityContext`` there, so they take exactly the inline durable paths (the heartbeat
+flusher, the checkpoint store, the widgets). Cancellation arrives as a message and sets
+``cancelled``.
+
+Messages (tuples, pickled with cloudpickle):
+
+- worker to kernel: ``("heartbeat", details)``, ``("request", id, kind, payload)`` with kind
+  ``checkpoint`` / ``last_checkpoint`` / ``last_heartbeat_details`` / ``task_token``, and
+  ``("done", kind, ...)`` with kind ``ok`` / ``error`` / ``complete_async``;
+- kernel to worker: ``("reply", id, ok, payload)`` and ``("cancel", reason)``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from weft_nb.activity.checkpoints import CheckpointStore
+from weft_nb.activity.context import ActivityContext, CompleteAsync
+from weft_nb.base.definitions import ActivityDefinition
+from weft_nb.errors import PayloadError
+from weft_nb.executors.attempts import call_activity
+from weft_nb.executors.shipping import AttemptInfo, ShippedActivity
+
+Send = Callable[[tuple[Any, ...]], None]
+
+HEARTBEAT_SEND_INTERVAL = 0.05  # at most this often a heartbeat message per attempt
+
+
+class Inbox:
+    """Replies and cancellation from the kernel, delivered by the worker's reader thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self.ctx: WorkerActivityContext | None = None
+
+    def expect(self, request_id: int) -> tuple[threading.Event, list[Any]]:
+        """Register a request before sending it; its reply lands in the returned slot."""
+        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self._lock:
+            self._waiting[request_id] = slot
+        return slot
+
+    def pending(self) -> bool:
+        """True while a request waits for its reply."""
+        return bool(self._waiting)
+
+    def deliver(self, message: tuple[Any, ...]) -> None:
+        """Route one message from the kernel."""
+        if message[0] == "cancel":
+            ctx = self.ctx
+            if ctx is not None:
+                ctx.cancel(str(message[1]))
+        elif message[0] == "reply":
+            with self._lock:
+                slot = self._waiting.pop(message[1], None)
+            if slot is not None:
+                slot[1].append((message[2], message[3]))
+                slot[0].set()
+
+
+class WorkerActivityContext(ActivityContext):
+    """``ActivityContext`` on a worker; see the module docstring."""
+
+    def __init__(self, info: AttemptInfo, send: Send, inbox: Inbox) -> None:
+        # Deliberately not ActivityContext.__init__: there is no clock or checkpoint store here.
+        self.run_id = info.run_id
+        self.activity_name = info.activity_name
+        self.position = info.position
+        self.attempt = info.attempt
+        self.max_attempts = info.max_attempts
+        self.cancelled = threading.Event()
+        self.cancel_reason = ""
+        self._on_cancel = None
+        self._send = send
+        self._inbox = inbox
+        self._requests = 0
+        self._send_lock = threading.Lock()
+        self.details = None
+        self.heartbeat_count = 0
+        self._sent_count = 0
+        self._monotonic = time.monotonic  # what ActivityContext.heartbeat stamps beats with
+        self._wall_offset = 0.0  # worker times stay monotonic: only the kernel compares them
+        self._warned_unpicklable = False
+        self.started_at = self.last_beat_monotonic = time.monotonic()
+        self.first_heartbeat_at = None
+
+    def flush_heartbeat(self) -> None:
+        """Send the newest heartbeat if it was not sent yet (the sender thread and the end)."""
+        count = self.heartbeat_count
+        if count != self._sent_count:
+            self._sent_count = count
+            try:
+                cloudpickle.dumps(self.details)
+            except Exception as exc:  # as the kernel's flusher does: warn once, drop the beat
+                if not self._warned_unpicklable:
+                    self._warned_unpicklable = True
+                    warnings.warn(
+                        f"heartbeat details of activity {self.activity_name!r} cannot be sent "
+                        f"to the kernel ({type(exc).__name__}: {exc}); pass plain values",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                return
+            self._post(("heartbeat", self.details))
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._send(message)
+
+    def _request(self, kind: str, payload: Any = None) -> Any:
+        with self._send_lock:
+            self._requests += 1
+            request_id = self._requests
+        done, reply = self._inbox.expect(request_id)
+        self.flush_heartbeat()  # the kernel sees heartbeats before what follows them
+        self._post(("request", request_id, kind, payload))
+        while not done.wait(0.1):  # a kernel that gave up on this attempt never replies
+            self.raise_if_cancelled()
+        ok, value = reply[0]
+        if not ok:
+            raise value
+        return value
+
+    @property
+    def last_heartbeat_details(self) -> Any:
+        """The latest heartbeat details recorded by an earlier attempt (asked of the kernel)."""
+        return self._request("last_heartbeat_details")
+
+    def checkpoint(self, state: Any, *, background: bool = False) -> None:
+        """Pickle ``state`` here and have the kernel write it durably; returns once it is.
+
+        ``background`` is accepted for the same code to run anywhere, but a worker's checkpoint
+        is always synchronous: sending the snapshot to the kernel is the expensive part, and the
+        kernel must have it before the attempt can be said to have checkpointed.
+        """
+        del background
+        self._request("checkpoint", CheckpointStore.snapshot(self.run_id, self.position, state))
+
+    def flush_checkpoints(self) -> None:
+        """Nothing to wait for: :meth:`checkpoint` returns once the kernel wrote the file."""
+
+    @property
+    def last_checkpoint(self) -> Any:
+        """The newest checkpoint of this step, read by the kernel from its checkpoint folder."""
+        return self._request("last_checkpoint")
+
+    @property
+    def task_token(self) -> str:
+        """This attempt's task token; the kernel journals it before answering."""
+        token: str = self._request("task_token")
+        return token
+
+
+def _heartbeat_sender(ctx: WorkerActivityContext, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SEND_INTERVAL):
+        ctx.flush_heartbeat()
+
+
+def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
+    """Run one shipped attempt; return its ``done`` message (the caller sends it)."""
+    try:
+        activity, value, info = pickle.loads(payload)
+    except Exception as exc:  # e.g. a module the activity needs is not installed here
+        return ("done", "error", _portable(exc), traceback.format_exc())
+    assert isinstance(activity, ShippedActivity)
+    definition = ActivityDefinition(
+        name=activity.name, fn=activity.fn, arity=activity.arity, is_async=activity.is_async
+    )
+    ctx = WorkerActivityContext(info, send, inbox)
+    inbox.ctx = ctx
+    stop = threading.Event()
+    sender = threading.Thread(target=_heartbeat_sender, args=(ctx, stop), daemon=True)
+    sender.start()
+    try:
+        result: tuple[Any, ...] = ("done", "ok", call_activity(definition, value, ctx))
+    except CompleteAsync:
+        result = ("done", "complete_async")
+    except BaseException as exc:
+        result = ("done", "error", _portable(exc), traceback.format_exc())
+    finally:
+        stop.set()
+        sender.join()
+        inbox.ctx = None
+    ctx.flush_heartbeat()
+    return result
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it pickles; else a RuntimeError that keeps its type and text."""
+    try:
+        cloudpickle.dumps(exc)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc} (the original exception does not pickle)")
+    return exc
+
+
+def encode_done(message: tuple[Any, ...]) -> bytes:
+    """Pickle a ``done`` message; a result that does not pickle becomes the attempt's error."""
+    try:
+        data: bytes = cloudpickle.dumps(message)
+    except Exception as exc:
+        error = PayloadError(
+            f"the result of activity attempt could not be sent back from the worker: "
+            f"{type(exc).__name__}: {exc}. Return plain data (numbers, lists, dicts, arrays)."
+        )
+        data = cloudpickle.dumps(("done", "error", error, traceback.format_exc()))
+    return data

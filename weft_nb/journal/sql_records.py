@@ -1,0 +1,152 @@
+"""The DuckDB journal's rows: the columns of each record and the conversions both ways.
+
+Rows come back from DuckDB as tuples in the order of a ``SELECT``'s column list; records are
+built from them by column name (keywords), so the order of a dataclass's fields never has to
+match a table's. The statements shared by several journal operations live here too.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import duckdb
+
+from weft_nb.journal.protocol import (
+    STEP_STARTED,
+    AttemptRecord,
+    CheckpointRecord,
+    EventRecord,
+    HeartbeatRecord,
+    RunRecord,
+    StepRecord,
+)
+from weft_nb.journal.step_log import INSERT_STEP, STEP_COLUMNS
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
+
+RUN_COLUMNS = (
+    "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
+    "result_codec, result, error"
+)
+ATTEMPT_COLUMNS = (
+    "run_id, position, attempt, activity, started_at, finished_at, error_type, error_message, "
+    "traceback"
+)
+# Heartbeats of journals written before the activity column hold NULL there.
+HEARTBEAT_COLUMNS = (
+    "run_id, position, attempt, recorded_at, codec, details, beat, coalesce(activity, '')"
+)
+CHECKPOINT_COLUMNS = "run_id, position, attempt, seq, created_at, path, size, codec"
+EVENT_COLUMNS = "run_id, position, kind, message, created_at"
+UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+INSERT_HEARTBEAT = (
+    "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat, "
+    "activity) VALUES (?,?,?,?,?,?,?,?)"
+)
+
+
+def _names(columns: str) -> tuple[str, ...]:
+    """The field names of a plain column list."""
+    return tuple(columns.split(", "))
+
+
+_RUN_FIELDS = _names(RUN_COLUMNS)
+_STEP_FIELDS = _names(STEP_COLUMNS)
+_ATTEMPT_FIELDS = _names(ATTEMPT_COLUMNS)
+_HEARTBEAT_FIELDS = _names("run_id, position, attempt, recorded_at, codec, details, beat, activity")
+_CHECKPOINT_FIELDS = _names(CHECKPOINT_COLUMNS)
+_EVENT_FIELDS = _names(EVENT_COLUMNS)
+
+
+def _record(cls: type[D], fields: tuple[str, ...], row: Sequence[Any]) -> D:
+    return cls(**dict(zip(fields, row, strict=True)))
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A run from a row of :data:`RUN_COLUMNS`."""
+    return _record(RunRecord, _RUN_FIELDS, row)
+
+
+def step_from_row(row: Sequence[Any]) -> StepRecord:
+    """A step from a row of ``STEP_COLUMNS``."""
+    return _record(StepRecord, _STEP_FIELDS, row)
+
+
+def attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
+    """A failed attempt from a row of :data:`ATTEMPT_COLUMNS`."""
+    return _record(AttemptRecord, _ATTEMPT_FIELDS, row)
+
+
+def heartbeat_from_row(row: Sequence[Any]) -> HeartbeatRecord:
+    """A heartbeat from a row of :data:`HEARTBEAT_COLUMNS`."""
+    return _record(HeartbeatRecord, _HEARTBEAT_FIELDS, row)
+
+
+def checkpoint_from_row(row: Sequence[Any]) -> CheckpointRecord:
+    """A checkpoint from a row of :data:`CHECKPOINT_COLUMNS`."""
+    return _record(CheckpointRecord, _CHECKPOINT_FIELDS, row)
+
+
+def event_from_row(row: Sequence[Any]) -> EventRecord:
+    """An event from a row of :data:`EVENT_COLUMNS`."""
+    return _record(EventRecord, _EVENT_FIELDS, row)
+
+
+_step_values = operator.attrgetter(*_STEP_FIELDS)
+_heartbeat_values = operator.attrgetter(*_HEARTBEAT_FIELDS)
+
+
+def step_row(step: StepRecord) -> tuple[Any, ...]:
+    """A step as a row of ``STEP_COLUMNS`` (also the step log's record)."""
+    row: tuple[Any, ...] = _step_values(step)
+    return row
+
+
+def heartbeat_row(hb: HeartbeatRecord) -> tuple[Any, ...]:
+    """A heartbeat as the parameters of :data:`INSERT_HEARTBEAT`."""
+    row: tuple[Any, ...] = _heartbeat_values(hb)
+    return row
+
+
+def updated(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> bool:
+    """Run an ``UPDATE``; True when it changed a row.
+
+    DuckDB answers a data-changing statement with its row count, which costs about 0.5 ms less
+    per commit than ``RETURNING``.
+    """
+    row = con.execute(sql, params).fetchone()
+    return bool(row and row[0])
+
+
+def settled(con: duckdb.DuckDBPyConnection, run_id: str, position: int) -> bool:
+    """True when the step already has a current outcome (inside the caller's transaction)."""
+    return bool(
+        con.execute(
+            "SELECT 1 FROM steps WHERE run_id = ? AND position = ? AND NOT superseded AND "
+            "status IN ('completed', 'failed')",
+            [run_id, position],
+        ).fetchone()
+    )
+
+
+def insert_outcome(con: duckdb.DuckDBPyConnection, step: StepRecord) -> None:
+    """Insert a step's record; a keyed one replaces the step's current dispatch marker."""
+    if step.idempotency_key is not None:
+        con.execute(
+            "DELETE FROM steps WHERE run_id = ? AND position = ? AND status = ? AND NOT superseded",
+            [step.run_id, step.position, STEP_STARTED],
+        )
+    con.execute(INSERT_STEP, step_row(step))
+
+
+def insert_event(con: duckdb.DuckDBPyConnection, event: EventRecord) -> None:
+    """Append an audit event."""
+    con.execute(
+        f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?)",
+        [event.run_id, event.position, event.kind, event.message, event.created_at],
+    )

@@ -1,0 +1,143 @@
+"""Turning notebook cells into activity and workflow functions.
+
+``%%weft_activity train(epochs, lr=0.1)`` declares a signature; the cell body becomes a function of
+those parameters, with ``activity`` (or ``ctx`` for a workflow) in scope, the notebook's globals
+visible, and the value of the last expression returned, as a cell's output would be. The functions
+built here go through :func:`weft_nb.base.definitions.make_activity` and ``make_workflow``, the same
+builders the decorators use.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import linecache
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from weft_nb.errors import CellDefinitionError
+
+_MISSING: Any = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSignature:
+    """``NAME(param, param=default)`` from a magic line."""
+
+    name: str
+    params: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    def bind(self, value: Any, *, what: str) -> dict[str, Any]:
+        """Bind an input to the parameters: a dict of keyword arguments, or one value.
+
+        A one-parameter cell takes the value itself, unless it is a dict holding exactly that
+        parameter's name. None means "no arguments" (every parameter needs a default).
+        """
+        params = self.params
+        if len(params) == 1 and not (isinstance(value, dict) and set(value) == {params[0]}):
+            if value is None and params[0] in self.defaults:
+                return {params[0]: self.defaults[params[0]]}
+            return {params[0]: value}
+        given = {} if value is None else value
+        if not isinstance(given, dict):
+            raise TypeError(
+                f"{what} takes keyword arguments {list(params)}: pass a dict, got "
+                f"{type(value).__name__}"
+            )
+        unknown = set(given) - set(params)
+        if unknown:
+            raise TypeError(
+                f"{what} got unknown argument(s) {sorted(unknown)}; it declares {list(params)}"
+            )
+        bound = {p: given.get(p, self.defaults.get(p, _MISSING)) for p in params}
+        missing = [p for p, v in bound.items() if v is _MISSING]
+        if missing:
+            raise TypeError(f"{what} is missing argument(s) {missing}")
+        return bound
+
+    def describe(self) -> str:
+        """``name(a, b=2)``."""
+        parts = [p if p not in self.defaults else f"{p}={self.defaults[p]!r}" for p in self.params]
+        return f"{self.name}({', '.join(parts)})"
+
+
+def split_magic_line(line: str) -> tuple[str, str]:
+    """Split ``NAME(params) --options`` into the signature text and the options text."""
+    line = line.strip()
+    if not line:
+        raise CellDefinitionError("the magic needs a name, such as: train(epochs, lr=0.1)")
+    depth = 0
+    for index, char in enumerate(line):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0 and char == ")":
+                return line[: index + 1], line[index + 1 :]
+        elif char.isspace() and depth == 0:
+            return line[:index], line[index:]
+    return line, ""
+
+
+def parse_signature(text: str, namespace: Mapping[str, Any], *, reserved: str) -> CellSignature:
+    """Parse ``NAME`` or ``NAME(a, b=default)``; defaults are evaluated in ``namespace``."""
+    source = text if "(" in text else f"{text}()"
+    try:
+        tree = ast.parse(f"def {source}: pass")
+    except SyntaxError:
+        raise CellDefinitionError(
+            f"{text!r} is not a signature; write it like: train(epochs, lr=0.1)"
+        ) from None
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    args = func.args
+    if args.vararg or args.kwarg or args.posonlyargs or args.kwonlyargs:
+        raise CellDefinitionError(f"{text!r}: only plain parameters (a, b=default) are supported")
+    params = tuple(a.arg for a in args.args)
+    if reserved in params:
+        raise CellDefinitionError(
+            f"{text!r}: {reserved!r} is provided by weft_nb; rename that parameter"
+        )
+    defaults = {}
+    for param, node in zip(params[len(params) - len(args.defaults) :], args.defaults, strict=True):
+        expression = ast.unparse(node)
+        try:
+            defaults[param] = eval(expression, dict(namespace))
+        except Exception as exc:
+            raise CellDefinitionError(
+                f"default of {param!r} ({expression}) failed: {exc!r}"
+            ) from None
+    return CellSignature(func.name, params, defaults)
+
+
+def compile_body(
+    code: str, signature: CellSignature, *, first: str, filename: str, namespace: dict[str, Any]
+) -> Callable[..., Any]:
+    """Compile a cell body into ``f(first, *params)`` whose globals are ``namespace``.
+
+    The last expression becomes the return value. Raises :class:`CellDefinitionError` for a syntax
+    error, quoting the offending line.
+    """
+    try:
+        tree = ast.parse(code, filename=filename)
+    except SyntaxError as exc:
+        line = (exc.text or "").rstrip()
+        raise CellDefinitionError(
+            f"syntax error in the cell, line {exc.lineno}: {exc.msg}\n    {line}"
+        ) from None
+    body = tree.body
+    if body and isinstance(body[-1], ast.Expr):
+        last = body[-1]
+        body[-1] = ast.copy_location(ast.Return(value=last.value), last)
+    shell = ast.parse(f"def __weft_cell__({', '.join((first, *signature.params))}): pass")
+    func = shell.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    func.body = body or [ast.Pass()]
+    ast.fix_missing_locations(shell)
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    scope: dict[str, Any] = {}
+    exec(compile(shell, filename, "exec"), namespace, scope)
+    compiled: Callable[..., Any] = scope["__weft_cell__"]
+    compiled.__name__ = compiled.__qualname__ = signature.name
+    return compiled

@@ -1,0 +1,141 @@
+"""The notebook's session: its engine, where its journal lives, and what the next engine runs on.
+
+One :class:`NotebookSession` per IPython shell (built by ``%load_ext weft_nb``). The magics and
+every ``%weft`` subcommand work through it; none of them holds the engine itself. The settings
+(journal path, heartbeat interval, replay policy, development mode, queue limits) stay where
+``%config WeftMagics.<name>`` reaches them, behind the :class:`NotebookSettings` protocol; the
+session reads them when it opens an engine, and writes them when ``%weft journal`` or
+``%weft queue`` changes one, so ``%config`` always shows what is in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Protocol
+
+from IPython.core.error import UsageError
+
+from weft_nb.base.payloads import encode
+from weft_nb.engine.engine import Engine
+from weft_nb.executors.base import Executor
+from weft_nb.executors.spec import executor_from_spec
+
+
+class NotebookSettings(Protocol):
+    """The settings a session reads (the ``WeftMagics`` traits, set with ``%config``)."""
+
+    journal: str
+    heartbeat_interval: float
+    on_change: str
+    development: bool
+    queue_limits: dict[str, int]
+
+
+def notebook_path(user_ns: dict[str, Any]) -> str | None:
+    """The notebook's path when the front end tells the kernel (VS Code, Jupyter Server)."""
+    for candidate in (user_ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME")):
+        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
+            return candidate
+    return None
+
+
+class NotebookSession:
+    """The current engine of one notebook, opened on first use and closed on a switch or unload.
+
+    Args:
+        shell: The IPython shell (its ``user_ns`` is the notebook's namespace).
+        settings: Where the settings live (``WeftMagics``).
+    """
+
+    def __init__(self, shell: Any, settings: NotebookSettings) -> None:
+        self.shell: Any = shell
+        self.settings = settings
+        self.executor_spec = "thread"  # see %weft executor
+        self._engine: Engine | None = None
+        self._next_executor: Executor | None = None  # built (and checked) by %weft executor
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace."""
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
+    # -- the engine ----------------------------------------------------------------------------
+
+    def journal_path(self) -> str:
+        """Where this notebook's journal lives (see the ``journal`` setting)."""
+        if self.settings.journal:
+            return str(self.settings.journal)
+        notebook = notebook_path(self.user_ns)
+        if notebook is None:
+            return os.path.join(".weft", "journal.duckdb")
+        stem = os.path.splitext(os.path.basename(notebook))[0]
+        return os.path.join(os.path.dirname(notebook), ".weft", f"{stem}.duckdb")
+
+    @property
+    def engine(self) -> Engine:
+        """The notebook's engine, opened on first use."""
+        if self._engine is None:
+            self._engine = Engine(
+                self.journal_path(),
+                heartbeat_interval=self.settings.heartbeat_interval,
+                on_change=self.settings.on_change,
+                queue_limits=dict(self.settings.queue_limits),
+                program=notebook_path(self.user_ns) or "IPython kernel",
+                executor=self._take_executor(),
+                development=True if self.settings.development else None,
+            )
+        return self._engine
+
+    @property
+    def open_engine(self) -> Engine | None:
+        """The engine if one is open now (never opens one)."""
+        return self._engine
+
+    def _take_executor(self) -> Executor:
+        executor, self._next_executor = self._next_executor, None
+        return executor or executor_from_spec(self.executor_spec)
+
+    def close(self) -> None:
+        """Flush heartbeats and release the journal (kernel shutdown, unload, switch)."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        executor, self._next_executor = self._next_executor, None
+        if executor is not None:  # chosen by %weft executor, never used by an engine
+            executor.close()
+
+    def switch_journal(self, path: str) -> None:
+        """Close the engine; the next one opens the journal at ``path``."""
+        self.close()
+        self.settings.journal = path
+
+    def switch_executor(self, spec: str, executor: Executor) -> None:
+        """Close the engine; the next one runs on ``executor`` and knows the same definitions."""
+        registry = self._engine.registry if self._engine is not None else None
+        self.close()  # the old engine, and an executor chosen before but never used
+        self.executor_spec, self._next_executor = spec, executor  # the next engine uses it
+        if registry is not None:  # the next engine knows what this one knew
+            self.engine.register(*registry.activities.values(), *registry.workflows.values())
+
+    def apply_queue_limits(self, limits: dict[str, int]) -> None:
+        """A live engine takes new queue limits at once (else it takes them when it opens)."""
+        if self._engine is not None:
+            self._engine.queue_limits.replace(limits)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def known_run(self, run_id: str) -> str:
+        """``run_id``, or a ``UsageError`` listing the runs of this journal."""
+        known = [r.run_id for r in self.engine.runs()]
+        if run_id not in known:
+            raise UsageError(f"no run {run_id!r}; runs in this journal: {known or 'none'}")
+        return run_id
+
+    def default_run_id(self, name: str, value: Any) -> str:
+        """Same notebook, workflow and input: same run, so Restart & Run All resumes it."""
+        codec, data = encode(value, what=f"input of workflow {name!r}")
+        notebook = notebook_path(self.user_ns) or self.journal_path()
+        digest = hashlib.sha256(f"{notebook}\0{name}\0{codec}\0".encode() + data).hexdigest()
+        return f"{name}-{digest[:12]}"
