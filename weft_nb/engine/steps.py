@@ -19,6 +19,7 @@ from weft_nb import errors as _errors
 from weft_nb.activity.context import ActivityContext, CompleteAsync, EngineStopped
 from weft_nb.base import evidence
 from weft_nb.base.faults import fault_point
+from weft_nb.base.input_digest import input_digest
 from weft_nb.base.payloads import (
     decode,
     encode,
@@ -30,6 +31,7 @@ from weft_nb.base.payloads import (
 from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine import crash_loops, task_tokens
 from weft_nb.engine.reconciliation import check_result, reconcile
+from weft_nb.engine.replay import PreparedStep
 from weft_nb.errors import (
     ActivityFailedError,
     ActivityScheduleToCloseTimeoutError,
@@ -48,7 +50,7 @@ from weft_nb.journal.protocol import (
 
 if TYPE_CHECKING:
     from weft_nb.engine.crash_loops import DispatchTracker
-    from weft_nb.engine.replay import PreparedStep, StepCursor
+    from weft_nb.engine.replay import StepCursor
     from weft_nb.engine.runtime import Runtime
 
 
@@ -67,6 +69,41 @@ class Settlement:
     started: StepRecord
     heartbeat: Any = None
     token: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCall:
+    """One durable activity call as the workflow made it: which activity, on what, where."""
+
+    position: int
+    activity: str | Callable[..., Any]
+    input: Any
+    options: dict[str, Any]
+
+
+def prepare_step(
+    rt: Runtime, cursor: StepCursor, call: StepCall
+) -> tuple[PreparedStep, StepRecord | None]:
+    """Check and sign a call's input: its step, and the journal's record there if it matches."""
+    position, definition = call.position, cursor.resolve(call.activity)
+    name, limit = definition.name, rt.max_payload_bytes
+    value = validate(call.input, definition.input_hint, what=f"input of activity {name!r}")
+    what = f"input of activity {name!r} (step {position})"
+    codec, data = encode(value, what=what, max_bytes=limit)
+    signature = input_digest(value, codec, data, cursor.digests)
+    rt.dev_checks.check_input(cursor.run_id, position, name, signature)
+    key = call.options.get("idempotency_key")
+    if key is None and definition.idempotency_key is not None:
+        key = str(definition.idempotency_key(value))
+    step = PreparedStep(
+        position=position,
+        definition=definition,
+        value=value,
+        input_hash=signature.value,
+        key=key,
+        options=call.options,
+    )
+    return step, cursor.match(position, name, definition.source_hash, signature)
 
 
 def started_record(run_id: str, step: PreparedStep, attempt: int, first_start: float) -> StepRecord:
