@@ -2,10 +2,10 @@
 
 Activities (``@weft_nb.activity`` or ``%%weft_activity``) are units of work with retries, timeouts,
 heartbeats and checkpoints. Workflows (``@weft_nb.workflow``) call them through ``ctx.run``. The
-:class:`Engine` records every step in a DuckDB journal before the workflow moves on, so a crashed
-kernel resumes where it stopped.
+[`Engine`][weft_nb.Engine] records every step in a DuckDB journal before the workflow moves on, so a
+crashed kernel resumes where it stopped.
 
-The public API is what this module exports, plus :mod:`weft_nb.errors`, :mod:`weft_nb.testing` and
+The public API is what this module exports, plus `weft_nb.errors`, `weft_nb.testing` and
 ``python -m weft_nb.chaos``. The subpackages (``base``, ``journal``, ``activity``, ``executors``,
 ``engine``, ``endpoint``, ``notebook``, ``cli``, ``chaos``) are the layers of the implementation
 (docs/architecture.md): each subpackage is the private boundary, so the modules inside it carry no

@@ -1,8 +1,9 @@
 """Exceptions raised by weft_nb.
 
-Every error derives from :class:`WeftError`. Messages name the run, step and activity involved and
-say what to do next. Errors carry their fields as attributes so code can branch on them, and they
-pickle (``__reduce__``) so they survive a trip through a process pool or the journal.
+Every error derives from [`WeftError`][weft_nb.errors.WeftError]. Messages name the run, step and
+activity involved and say what to do next. Errors carry their fields as attributes so code can
+branch on them, and they pickle (``__reduce__``) so they survive a trip through a process pool or
+the journal.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ they work while the engine that owns it is idle (it lets go of the file about a 
 runs stop; a reader waits up to 5 s). While that engine's runs keep the file open, they say who
 holds it, and ``runs`` and ``show`` ask the engine's REST endpoint instead when it serves one.
 
-Write commands (``complete``, ``fail``, ``signal``) open an :class:`~weft_nb.Engine` on the
+Write commands (``complete``, ``fail``, ``signal``) open an [`Engine`][weft_nb.Engine] on the
 journal when no process holds it. When a kernel holds it they go through the kernel's REST
 endpoint (``engine.serve(...)`` records its URL and token in ``<journal>.endpoint.json``), since
 only the holder may write the journal; without an endpoint they name the holder and what to do.

@@ -1,15 +1,15 @@
 """The journal's sidecar lock: ``<journal>.lock``, held with ``flock`` for an engine's whole life.
 
 The lock file records its holder (PID, host, program, since when, and whether the holder still
-has the step log open), so a second engine gets :class:`~weft_nb.errors.JournalLockedError`
-naming them at once. The kernel releases ``flock`` when a process dies, even by SIGKILL, so a
-crash never leaves a stale lock behind. The holder record is rewritten once per open and close,
-never on the hot path.
+has the step log open), so a second engine gets
+[`JournalLockedError`][weft_nb.errors.JournalLockedError] naming them at once. The kernel releases
+``flock`` when a process dies, even by SIGKILL, so a crash never leaves a stale lock behind. The
+holder record is rewritten once per open and close, never on the hot path.
 
-Also here, shared by every lock weft_nb takes: :func:`try_flock` (held by someone else, or an
+Also here, shared by every lock weft_nb takes: `try_flock()` (held by someone else, or an
 error of the file system, such as ``ENOLCK`` on an NFS mount without locking, which becomes
-:class:`~weft_nb.errors.JournalIOError`), :func:`holder_text` (the words for a holder) and
-:func:`names_a_lock` (whether a DuckDB error is about a lock).
+[`JournalIOError`][weft_nb.errors.JournalIOError]), `holder_text()` (the words for a holder) and
+`names_a_lock()` (whether a DuckDB error is about a lock).
 """
 
 from __future__ import annotations
