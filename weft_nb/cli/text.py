@@ -71,7 +71,8 @@ def cut(text: str, width: int) -> str:
     text = text.replace("\r", "").replace("\n", "\\n")
     if width <= 0 or display_width(text) <= width:
         return text
-    room, used, kept = max(1, width - 3), 0, []
+    room, used = max(1, width - 3), 0
+    kept: list[str] = []
     for char in text:
         used += char_width(char)
         if used > room and kept:
