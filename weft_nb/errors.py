@@ -594,6 +594,28 @@ class MissingExtraError(WeftError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class UnsupportedPlatformError(WeftError, ImportError):
+    """``import weft_nb`` on a system without POSIX file locking: weft_nb runs on Linux and macOS.
+
+    A journal is safe because of two POSIX calls that Windows lacks: ``fcntl.flock``, the lock
+    that lets one engine write a journal and that the operating system drops when the process
+    dies (even by SIGKILL), and ``fsync`` of a folder, which makes a checkpoint's rename durable.
+    Rather than fail deep inside the journal, or run without them, the import fails at once. It
+    is also an ``ImportError``. Attribute: ``platform`` (``sys.platform``).
+    """
+
+    def __init__(self, platform: str) -> None:
+        super().__init__(
+            f"weft_nb runs on Linux and macOS (POSIX), not on {platform!r}: its journal relies on "
+            "fcntl.flock, which lets exactly one engine write a journal and which the operating "
+            "system releases when that process dies, and on fsync of a folder, which makes a "
+            "checkpoint durable once it is renamed into place. On Windows, run weft_nb inside "
+            "WSL 2 (Windows Subsystem for Linux: VS Code and JupyterLab both connect to it), in "
+            "a Linux container, or on a Linux or macOS machine.",
+            platform=platform,
+        )
+
+
 class InvalidRunIdError(WeftError, ValueError):
     """A run id that cannot name a run: empty, too long, or holding control characters (NUL...).
 
@@ -683,6 +705,7 @@ __all__ = [
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",
+    "UnsupportedPlatformError",
     "WeftError",
     "WeftWarning",
     "WorkerLostError",
