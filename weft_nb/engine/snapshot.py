@@ -1,6 +1,6 @@
 """A run's state at one moment, from the journal plus the engine's live attempts.
 
-Widgets, ``%weft show`` and the HTML/text fallbacks all render a :class:`RunSnapshot`, so they show
+Widgets, ``%weft show`` and the HTML/text fallbacks all render a `RunSnapshot`, so they show
 the same thing, and a panel rebuilt after a kernel restart or a browser reload (from the journal
 alone) continues where the live one was.
 """
@@ -94,7 +94,7 @@ class RunSnapshot:
         return max(0.0, end - self.created_at)
 
     def shown_steps(self) -> list[StepView]:
-        """The steps worth a row: the newest :data:`MAX_ROWS`, plus older unfinished ones.
+        """The steps worth a row: the newest `MAX_ROWS`, plus older unfinished ones.
 
         A 10,000-step run would otherwise render 10,000 rows (minutes of widget building, and
         megabytes in the notebook) that nobody reads; SQL and the timeline have every step.

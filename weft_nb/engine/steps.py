@@ -1,10 +1,10 @@
 """Executing one step live: attempts, retries, timeouts, verification and their journal records.
 
 It also parks a step on an out-of-band completion token, and adopts the verifier's verdict on a
-dispatch marker a crash left behind (:func:`adopt_reconciled`; the verdict itself is
-:mod:`weft_nb.engine.reconciliation`'s). It takes the engine's services (``rt``,
-:class:`~weft_nb.engine.runtime.Runtime`) and the run's replay state (``cursor``,
-:class:`~weft_nb.engine.replay.StepCursor`), never the workflow's ``ctx``.
+dispatch marker a crash left behind (`adopt_reconciled()`; the verdict itself is
+`weft_nb.engine.reconciliation`'s). It takes the engine's services (``rt``,
+`Runtime`) and the run's replay state (``cursor``,
+`StepCursor`), never the workflow's ``ctx``.
 
 Runs on the workflow's thread (``ctx.run``) or a worker thread (``ctx.submit``).
 """
@@ -125,7 +125,7 @@ def execute(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> Any:
     """Run a prepared step live, with retries, and journal its outcome (any thread).
 
     Each attempt is in the dispatch log from before it runs until its outcome is journaled, so
-    an attempt that dies with the process is counted (:mod:`weft_nb.engine.crash_loops`).
+    an attempt that dies with the process is counted (`weft_nb.engine.crash_loops`).
     """
     dispatches = crash_loops.DispatchTracker(rt.dispatches, cursor.run_id, step)
     try:
@@ -322,7 +322,7 @@ def will_retry(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
 def final_error(
     run_id: str, step: PreparedStep, attempt: int, error: BaseException, traceback_text: str
 ) -> WeftError:
-    """The error to surface when this failure ends the step (:func:`will_retry` said no)."""
+    """The error to surface when this failure ends the step (`will_retry()` said no)."""
     if isinstance(error, ActivityTimeoutError | _errors.PayloadError):
         error.fields["attempts"] = attempt
         setattr(error, "attempts", attempt)  # noqa: B010 - not every such error declares it

@@ -1,8 +1,8 @@
 """The ``ctx`` a workflow function receives: the user's face of a run's durable operations.
 
-Each method checks where it is called from (:mod:`weft_nb.engine.step_scope`) and hands the work
+Each method checks where it is called from (`weft_nb.engine.step_scope`) and hands the work
 to the module that does it; the replay state (positions, recorded steps, on_change, liveness)
-belongs to the run's :class:`~weft_nb.engine.replay.StepCursor`, ``ctx.cursor``.
+belongs to the run's `StepCursor`, ``ctx.cursor``.
 """
 
 from __future__ import annotations
@@ -130,10 +130,11 @@ class WorkflowContext:
     def submit(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
     ) -> StepFuture:
-        """Schedule an activity without waiting; returns a :class:`StepFuture`.
+        """Schedule an activity without waiting; returns a `StepFuture`.
 
         The step takes its position now (program order), runs on a worker thread, and is
-        journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
+        journaled the moment it settles. Combine futures with [`all()`][weft_nb.WorkflowContext.all]
+        or [`race()`][weft_nb.WorkflowContext.race].
         """
         _step_scope.check_scope(self.cursor, f"ctx.submit({_name_of(activity)!r})")
         return _parallel.submit(

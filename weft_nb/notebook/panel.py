@@ -5,7 +5,7 @@ in 0..1, or ``current``/``total``), the latest heartbeat fields, the duration, a
 during backoff, and the error on failure. Under a running step, a small line chart of its numeric
 heartbeat fields over time (drawn as inline SVG, so no plotting library is needed).
 
-The panel reads :func:`weft_nb.engine.snapshot.take_snapshot`, never the activity's thread:
+The panel reads `weft_nb.engine.snapshot.take_snapshot()`, never the activity's thread:
 refreshing
 is capped at a few times a second whatever the heartbeat rate, and a panel built after a kernel
 restart (``%weft show``) shows what the journal holds. Where widgets cannot render (nbconvert,
