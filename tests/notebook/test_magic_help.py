@@ -15,7 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from weft_nb.notebook.cell_definitions import activity_parser, workflow_parser
 from weft_nb.notebook.commands import SUBCOMMANDS
 from weft_nb.notebook.help import Subcommand
-from weft_nb.notebook.usage import UsageParser, option_text
+from weft_nb.notebook.usage import UsageParser, help_sentence, option_text
 
 SUBCOMMAND_NAMES = sorted(SUBCOMMANDS)
 
@@ -43,10 +43,14 @@ def assert_describes(text: str, parser: UsageParser) -> None:
 
 
 def assert_lists_every_subcommand(text: str) -> None:
+    flat = " ".join(text.split())
     for subcommand in SUBCOMMANDS.values():
-        assert_describes(text, subcommand.parser())
+        parser = subcommand.parser()
+        assert_describes(text, parser)
         assert f"%weft {subcommand.name}" in text
-        assert " ".join(subcommand.summary.split()) in " ".join(text.split())
+        assert " ".join(subcommand.summary.split()) in flat
+        for action in parser.options:  # with what each option does
+            assert " ".join(help_sentence(action).split()) in flat, option_text(action)
 
 
 def test_weft_help_in_every_form_lists_every_subcommand_and_option(

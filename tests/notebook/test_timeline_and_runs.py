@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from weft_nb.notebook.run_table import RunTable
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def on_screen(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def define_and_run(shell: InteractiveShell, run_id: str) -> None:
@@ -123,8 +129,10 @@ def test_weft_runs_is_an_escaped_html_table_with_a_text_fallback(ip: Interactive
     assert text[0].split() == ["run", "workflow", "status", "started", "updated", "here"]
     assert text[1].startswith("<script>alert('run')</script>  pipeline")
     assert text[2].startswith("日本-run")
-    # columns line up, a wide character counting two
-    assert text[1].index("pipeline") == len("<script>alert('run')</script>  ")
+    # columns line up on screen, a wide character taking two columns
+    column = text[1].index("pipeline")
+    assert column == len("<script>alert('run')</script>  ")
+    assert on_screen(text[2][: text[2].index("<script>alert('wf')")]) == column
     assert "completed" in text[2]
 
     failed = ip.run_line_magic("weft", "runs failed")
