@@ -190,7 +190,7 @@ STATEMENTS = ["x", "global x", "nonlocal x", "await f()", "yield 1", "from os im
 STATEMENTS += ["return 1", "break", "import os", "def g():\n    nonlocal x", "async def h(): pass"]
 STATEMENTS += ["lambda: (yield)", "x = 1", "activity.heartbeat({})", "ctx", "%time 1", "!true"]
 FUZZ = settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     derandomize=True,  # the same lines on every run: a failure reproduces
     database=None,
