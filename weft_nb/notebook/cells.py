@@ -174,7 +174,7 @@ def refuse_function_breakers(tree: ast.Module, *, kind: str) -> None:
 
     The body runs as a function, so ``global``, ``nonlocal``, ``yield``, top-level ``await``
     and ``from m import *`` either do not compile there or change what the cell means. Each
-    is a :class:`CellDefinitionError` saying what to write instead.
+    is a `CellDefinitionError` saying what to write instead.
     """
     for node in _own_nodes(tree):
         line = f"line {getattr(node, 'lineno', '?')}"

@@ -1,7 +1,7 @@
 """The magics' help, generated from their parsers: ``%weft?``, ``%weft help``, ``%%weft_activity?``.
 
-Every ``%weft`` subcommand is one :class:`Subcommand`: its name, its handler and the
-:class:`~weft_nb.notebook.usage.UsageParser` that declares its arguments. The usage line, the
+Every ``%weft`` subcommand is one `Subcommand`: its name, its handler and the
+`weft_nb.notebook.usage.UsageParser` that declares its arguments. The usage line, the
 summary and the option list all come from that parser, and the parsers of ``%weft run``,
 ``runs``, ``show`` and the rest are the ones that read the line, so the help cannot drift from
 what the magic accepts.
@@ -30,7 +30,7 @@ class Subcommand:
     Attributes:
         name: The word after ``%weft``.
         handler: ``handler(session, rest)`` does the work; ``rest`` is the line after the name.
-        parser: Builds the subcommand's :class:`UsageParser` (its usage, summary and options).
+        parser: Builds the subcommand's `UsageParser` (its usage, summary and options).
         free_text: The handler reads the rest of the line as text (SQL, JSON, a message, a
             path), so only ``-h``/``--help`` on its own asks for help.
     """

@@ -1,6 +1,6 @@
 """``%weft runs``: the journal's runs, as an HTML table in the notebook and as text elsewhere.
 
-:class:`RunTable` is the list of :class:`~weft_nb.engine.runs.RunInfo` that ``engine.runs()``
+`RunTable` is the list of `weft_nb.engine.runs.RunInfo` that ``engine.runs()``
 returns (code can index it, loop over it, compare it), with the display methods IPython looks
 for: ``_repr_html_`` for the notebook, nbconvert and GitHub, and ``_repr_pretty_``/``__repr__``
 for a terminal, a log or a plain-text output. Every value is escaped, so a run id or a workflow
@@ -47,7 +47,7 @@ class RunTable(list[RunInfo]):
         super().__init__(runs)
 
     def rows(self) -> list[tuple[str, ...]]:
-        """One tuple of display strings per run, in the order of :data:`COLUMNS`."""
+        """One tuple of display strings per run, in the order of `COLUMNS`."""
         return [_row(run) for run in self]
 
     def _repr_html_(self) -> str:

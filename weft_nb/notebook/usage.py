@@ -3,7 +3,7 @@
 IPython shows a ``UsageError`` as one line, without a traceback, and the kernel keeps running;
 plain argparse would print its own usage and raise ``SystemExit`` (or, with
 ``exit_on_error=False``, let an ``ArgumentError`` escape as a traceback). A
-:class:`UsageParser` is also where a magic's help comes from: it keeps the arguments it was given,
+`UsageParser` is also where a magic's help comes from: it keeps the arguments it was given,
 so the help of ``%weft?``, ``%weft help`` and ``%%weft_activity?`` is generated from the very
 parser that reads the line, and cannot drift from it.
 """
@@ -69,7 +69,7 @@ class UsageParser(argparse.ArgumentParser):
         return " ".join([self.prog, *(argument_text(a) for a in self.arguments)])
 
     def format_usage(self) -> str:
-        """``usage: `` and :meth:`usage_line`."""
+        """``usage: `` and `usage_line`."""
         return f"usage: {self.usage_line()}\n"
 
     def full_help(self) -> str:
