@@ -1,9 +1,14 @@
-"""``%weft timeline``: a Gantt-style plot of a run's steps and attempts (matplotlib)."""
+"""``%weft timeline``: a Gantt-style plot of a run's steps and attempts (matplotlib).
+
+matplotlib comes with the ``timeline`` extra (``pip install 'weft-nb[timeline]'``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING, Any
+
+from weft_nb.base.extras import import_extra
 
 if TYPE_CHECKING:
     from weft_nb.engine.engine import Engine
@@ -51,14 +56,11 @@ def timeline_bars(engine: Engine, run_id: str) -> list[Bar]:
 
 def plot_timeline(engine: Engine, run_id: str) -> Any:
     """A matplotlib Figure: one row per step, one bar per attempt, coloured by outcome."""
-    try:
-        import matplotlib
+    matplotlib = import_extra("matplotlib", extra="timeline", feature="%weft timeline")
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
-    except ImportError as exc:
-        raise ImportError("%weft timeline draws with matplotlib: pip install matplotlib") from exc
     bars = timeline_bars(engine, run_id)
     labels = sorted({(b.position, b.label) for b in bars})
     rows = {position: index for index, (position, _) in enumerate(labels)}
