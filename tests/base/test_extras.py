@@ -1,7 +1,7 @@
 """Optional dependencies: a feature whose extra is missing says which extra to install.
 
 Each feature is used with its package made unimportable (``sys.modules[name] = None``), in this
-process; tests/packaging/test_install.py checks the same from a real install of the wheel.
+process; tests/test_install.py checks the same from a real install of the wheel.
 """
 
 from __future__ import annotations

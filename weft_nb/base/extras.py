@@ -2,8 +2,8 @@
 
 weft_nb's core (``pip install weft-nb``) is the engine and the notebook; a few features need more
 and say so when used, never at ``import weft_nb``. Every optional import goes through
-:func:`import_extra`, so the message (``pip install 'weft-nb[chaos]'``) is written once, by
-:class:`~weft_nb.errors.MissingExtraError`. The extras are declared in ``pyproject.toml``:
+`import_extra()`, so the message (``pip install 'weft-nb[chaos]'``) is written once, by
+`MissingExtraError` (in `weft_nb.errors`). The extras are declared in ``pyproject.toml``:
 
 - ``dask``: ``distributed``, for ``weft_nb.DaskExecutor``;
 - ``chaos``: ``jupyter_client``, ``nbformat`` and ``ipykernel``, for ``python -m weft_nb.chaos``

@@ -4,7 +4,7 @@ Used by the fault-injection harness (``python -m weft_nb.chaos``) and by ``make 
 drive real kernels through ``jupyter_client``, the way JupyterLab does, and kill them with real
 signals. The executed outputs are collected in nbformat's shape so a run can be saved as a notebook.
 Those packages, and ipykernel for the kernels themselves, come with the ``chaos`` extra
-(``pip install 'weft-nb[chaos]'``); without it, :func:`require_kernel_packages` says so.
+(``pip install 'weft-nb[chaos]'``); without it, `require_kernel_packages()` says so.
 """
 
 from __future__ import annotations
