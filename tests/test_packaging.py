@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -150,3 +151,35 @@ def test_the_version_is_written_in_one_place() -> None:
     source = REPO / project["tool"]["hatch"]["version"]["path"]
     assert f'__version__ = "{VERSION}"' in source.read_text(encoding="utf-8")
     assert weft_nb.__version__ is sys.modules["weft_nb.base.release"].__version__
+
+
+# The core install and the extras (docs/quickstart.md, "Install"); tests/test_install.py installs
+# them in a fresh venv.
+CORE = {"duckdb", "pydantic", "cloudpickle", "ipython", "traitlets", "ipywidgets", "pandas"}
+EXTRAS = {
+    "dask": {"distributed"},
+    "chaos": {"jupyter-client", "nbformat", "ipykernel"},
+    "timeline": {"matplotlib"},
+}
+
+
+def project_name(requirement: str) -> str:
+    """A requirement's normalised project name (``jupyter_client>=8`` -> ``jupyter-client``)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group()).lower()
+
+
+def test_the_wheel_declares_the_core_and_each_extra(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        meta = metadata(archive.read(f"weft_nb-{VERSION}.dist-info/METADATA").decode())
+    requires = meta.get_all("Requires-Dist") or []
+    core = {project_name(r) for r in requires if "extra ==" not in r}
+    assert core == CORE  # no kernel, kernel client or nbformat: those are the chaos extra's
+
+    def extra(name: str) -> set[str]:
+        return {project_name(r) for r in requires if re.search(rf"extra == ['\"]{name}['\"]", r)}
+
+    for name, packages in EXTRAS.items():
+        assert extra(name) == packages, name
+    assert set().union(*EXTRAS.values()) <= extra("dev")  # `make test` installs [dev]

@@ -28,6 +28,7 @@ from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine.durable_activity import durable_activity
 from weft_nb.engine.engine import Engine
 from weft_nb.engine.events import WeftEvent
+from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.reconciliation import VerificationContext
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
 from weft_nb.engine.workflow_context import WorkflowContext
@@ -65,6 +66,7 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "StepChangedWarning",
+    "StepFuture",
     "ThreadExecutor",
     "VerificationContext",
     "WeftEvent",

@@ -591,7 +591,24 @@ class SchedulerUnreachableError(ExecutorUnavailableError):
 
 
 class MissingExtraError(WeftError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """An optional dependency is not installed; the message names the extra to install.
+
+    Raised the moment a feature that needs an extra is used (``DaskExecutor``, ``python -m
+    weft_nb.chaos``, ``%weft timeline``), never at ``import weft_nb``. It is also an
+    ``ImportError``. Attributes: ``feature`` (what needs it), ``module`` (the missing package),
+    ``extra`` (``pip install 'weft-nb[<extra>]'`` installs it), ``reason`` (the import's error).
+    """
+
+    def __init__(self, feature: str, *, module: str, extra: str, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{feature} needs the `{module}` package, which is not installed{why}; install the "
+            f"extra with `pip install 'weft-nb[{extra}]'`",
+            feature=feature,
+            module=module,
+            extra=extra,
+            reason=reason,
+        )
 
 
 class UnsupportedPlatformError(WeftError, ImportError):

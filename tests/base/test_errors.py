@@ -103,7 +103,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "SchedulerUnreachableError": lambda: errors.SchedulerUnreachableError(
         "no answer", address="tcp://h:8786"
     ),
-    "MissingExtraError": lambda: errors.MissingExtraError("pip install", extra="dask"),
+    "MissingExtraError": lambda: errors.MissingExtraError(
+        "weft_nb.DaskExecutor", module="distributed", extra="dask", reason="No module named x"
+    ),
     "InvalidRunIdError": lambda: errors.InvalidRunIdError("empty", run_id=""),
     "CellDefinitionError": lambda: errors.CellDefinitionError("the magic needs a name"),
     "CellExecutionError": lambda: errors.CellExecutionError(

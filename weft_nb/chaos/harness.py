@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from weft_nb.chaos import storage
-from weft_nb.chaos.kernel import NotebookKernel, code_cells
+from weft_nb.chaos.kernel import NotebookKernel, code_cells, require_kernel_packages
 from weft_nb.chaos.trials import (
     DEADLINE,
     FAULTS,
@@ -40,6 +40,7 @@ from weft_nb.chaos.trials import (
     fault_environment,
     journal_results,
 )
+from weft_nb.errors import MissingExtraError
 
 
 class Harness:
@@ -204,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         "log flipped, cut or deleted between the crash and the restart); default: kill",
     )
     args = parser.parse_args(argv)
+    try:
+        require_kernel_packages()
+    except MissingExtraError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = set(faults) - {"kill", *storage.STORAGE_FAULTS}
     if unknown or not faults:

@@ -3,6 +3,8 @@
 Used by the fault-injection harness (``python -m weft_nb.chaos``) and by ``make demo``: both
 drive real kernels through ``jupyter_client``, the way JupyterLab does, and kill them with real
 signals. The executed outputs are collected in nbformat's shape so a run can be saved as a notebook.
+Those packages, and ipykernel for the kernels themselves, come with the ``chaos`` extra
+(``pip install 'weft-nb[chaos]'``); without it, `require_kernel_packages()` says so.
 """
 
 from __future__ import annotations
@@ -11,17 +13,34 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-
+from weft_nb.base.extras import import_extra
 from weft_nb.errors import CellExecutionError
 
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
+
 DEFAULT_TIMEOUT = 600.0
+_FEATURE = "running notebooks in Jupyter kernels (python -m weft_nb.chaos)"
+
+
+def require_kernel_packages() -> tuple[Any, Any]:
+    """``nbformat`` and ``jupyter_client.manager``, checking ``ipykernel`` is there to run kernels.
+
+    Raises:
+        MissingExtraError: One of them is missing: install ``weft-nb[chaos]``.
+    """
+    import_extra("ipykernel", extra="chaos", feature=_FEATURE)  # the kernels' own package
+    return (
+        import_extra("nbformat", extra="chaos", feature=_FEATURE),
+        import_extra("jupyter_client.manager", extra="chaos", feature=_FEATURE),
+    )
 
 
 def code_cells(path: str | os.PathLike[str]) -> list[str]:
     """The sources of a notebook's code cells, in order."""
+    nbformat, _ = require_kernel_packages()
     notebook = nbformat.read(os.fspath(path), as_version=4)
     return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
 
@@ -44,10 +63,9 @@ class NotebookKernel:
         kernel_name: str = "python3",
         stderr: Any = None,
     ) -> None:
-        from jupyter_client.manager import KernelManager
-
+        self._nbformat, manager = require_kernel_packages()
         self.started_at = time.monotonic()
-        self.manager = KernelManager(kernel_name=kernel_name)
+        self.manager: KernelManager = manager.KernelManager(kernel_name=kernel_name)
         extra = {} if stderr is None else {"stderr": stderr}  # e.g. a log file, or DEVNULL
         self.manager.start_kernel(
             cwd=os.fspath(cwd), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **extra
@@ -73,9 +91,9 @@ class NotebookKernel:
             if kind in ("stream", "display_data", "execute_result", "error"):
                 if display_id:
                     displays.setdefault(display_id, []).append(len(outputs))
-                outputs.append(nbformat.v4.output_from_msg(message))
+                outputs.append(self._nbformat.v4.output_from_msg(message))
             elif kind == "update_display_data" and display_id in displays:
-                updated = nbformat.v4.new_output(
+                updated = self._nbformat.v4.new_output(
                     "display_data", data=content["data"], metadata=content.get("metadata", {})
                 )
                 for index in displays[display_id]:
@@ -125,6 +143,7 @@ def run_notebook(
 
     Returns each code cell's outputs; with ``output``, also writes the executed notebook there.
     """
+    nbformat, _ = require_kernel_packages()
     notebook = nbformat.read(os.fspath(path), as_version=4)
     kernel = NotebookKernel(Path(path).resolve().parent, env)
     results: list[list[Any]] = []

@@ -12,32 +12,36 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
-from weft_nb.activity.checkpoints import CheckpointStore
 from weft_nb.activity.context import ActivityContext
 from weft_nb.activity.heartbeats import HeartbeatFlusher
 from weft_nb.base.clock import Clock, RealClock
 from weft_nb.base.definitions import ON_CHANGE_POLICIES, Registry, definition_of
 from weft_nb.base.payloads import DEFAULT_MAX_PAYLOAD_BYTES
+from weft_nb.base.typed_api import InputT, ResultT
 from weft_nb.endpoint.server import EndpointSettings, Server, serve
 from weft_nb.engine import run_thread, views
 from weft_nb.engine.development import DevelopmentChecks, enabled
 from weft_nb.engine.events import EventBus, WeftEvent
 from weft_nb.engine.inputs import ExternalInputs
-from weft_nb.engine.launcher import RunLauncher, workflow_definition
+from weft_nb.engine.launcher import RunLauncher, RunOptions, StartOptions
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
-from weft_nb.engine.runtime import Runtime, release_at_exit
+from weft_nb.engine.runtime import Runtime, open_sidecars, release_at_exit
 from weft_nb.engine.snapshot import RunSnapshot
 from weft_nb.engine.step_pool import StepPool
-from weft_nb.errors import RunNotFoundError
 from weft_nb.executors.base import Executor, ThreadExecutor
-from weft_nb.journal import dispatch_log
 from weft_nb.journal.duckdb_journal import DuckDBJournal
-from weft_nb.journal.paths import check_run_id, endpoint_file
-from weft_nb.journal.protocol import CANCELLED, Journal
+from weft_nb.journal.paths import endpoint_file
+from weft_nb.journal.protocol import Journal
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from weft_nb.base.definitions import WorkflowDefinition
+    from weft_nb.engine.workflow_context import BareWorkflowFn, WorkflowFn
 
 
 class Engine:
@@ -99,16 +103,9 @@ class Engine:
             if isinstance(journal, (str, os.PathLike))
             else journal
         )
-        try:
-            self.checkpoints = CheckpointStore(self.journal, self.clock, keep=checkpoint_keep)
-            self.checkpoints.remove_orphans()
-            # Attempts a dead process left running count as failed before anything resumes.
-            dispatches = self.journal.sidecar_base + ".dispatch"
-            dispatch_log.recover(self.journal, dispatches, self.clock.now())
-            self.dispatches = dispatch_log.DispatchLog(dispatches)
-        except BaseException:
-            self.journal.close()  # never keep the journal locked after a failed constructor
-            raise
+        self.checkpoints, self.dispatches = open_sidecars(
+            self.journal, self.clock, keep=checkpoint_keep
+        )
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
@@ -177,12 +174,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 server.stop()
         self._finalizer.detach()
-        with contextlib.suppress(Exception):
-            self.attempts.close()
-        self.checkpoints.drain()
-        self.flusher.stop(flush=flush)
-        self.dispatches.close(clean=True)  # no-op after a simulated crash closed it
-        self.journal.close()
+        self.runtime.close(flush=flush)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -200,6 +192,18 @@ class Engine:
 
     # -- starting and resuming -------------------------------------------------------------
 
+    @overload
+    def start(
+        self, workflow: WorkflowFn[InputT, ResultT], input: InputT, **options: Unpack[StartOptions]
+    ) -> RunHandle[ResultT]: ...
+    @overload
+    def start(
+        self, workflow: BareWorkflowFn[ResultT], input: None = None, **options: Unpack[StartOptions]
+    ) -> RunHandle[ResultT]: ...
+    @overload
+    def start(
+        self, workflow: str | WorkflowDefinition, input: Any = None, **options: Unpack[StartOptions]
+    ) -> RunHandle[Any]: ...
     def start(
         self,
         workflow: Any,
@@ -207,7 +211,7 @@ class Engine:
         *,
         run_id: str | None = None,
         on_change: str | None = None,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         """Start a run in the background and return its handle at once.
 
         With a ``run_id`` that exists, a finished run's handle returns its recorded outcome and an
@@ -217,14 +221,20 @@ class Engine:
             InvalidRunIdError: ``run_id`` cannot name a run (empty, too long, control characters).
         """
         self._live.check_open()
-        if run_id is not None:
-            check_run_id(run_id)  # before anything is written (issue 12.7)
-        definition = workflow_definition(self.registry, workflow)
-        policy = on_change or self.on_change
-        if policy not in ON_CHANGE_POLICIES:
-            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {policy!r}")
-        return self._launcher.start(definition, run_id, input, policy)
+        return self._launcher.start(workflow, run_id, input, on_change or self.on_change)
 
+    @overload
+    def run(
+        self, workflow: WorkflowFn[InputT, ResultT], input: InputT, **options: Unpack[RunOptions]
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self, workflow: BareWorkflowFn[ResultT], input: None = None, **options: Unpack[RunOptions]
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self, workflow: str | WorkflowDefinition, input: Any = None, **options: Unpack[RunOptions]
+    ) -> Any: ...
     def run(
         self,
         workflow: Any,
@@ -248,7 +258,7 @@ class Engine:
             self.interrupt(run_id)  # False (nothing to do) when the run was not launched
             raise
 
-    def resume(self, run_id: str) -> RunHandle:
+    def resume(self, run_id: str) -> RunHandle[Any]:
         """Resume an unfinished run; a finished run's handle returns its recorded outcome."""
         self._live.check_open()
         return self._launcher.resume(run_id)
@@ -274,15 +284,7 @@ class Engine:
 
         Returns False when the run had already finished.
         """
-        self._live.check_open()
-        record = self.journal.get_run(run_id)
-        if record is None:
-            raise RunNotFoundError(run_id, self.journal.path)
-        if not self.journal.set_run_status(run_id, CANCELLED, self.clock.now()):
-            return False  # it finished first
-        self._live.cancel(run_id)
-        self.emit("run_cancelled", run_id, None)
-        return True
+        return self._inputs.cancel(run_id)
 
     def queue_slot(self, queue: str) -> threading.BoundedSemaphore:
         """Deprecated, unused by the engine: a free-standing semaphore named after ``queue``.

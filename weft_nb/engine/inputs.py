@@ -1,8 +1,8 @@
-"""What reaches a run from outside its workflow: signals and out-of-band completions.
+"""What reaches a run from outside its workflow: signals, out-of-band completions, cancels.
 
-The engine's ``signal``, ``complete_async_activity`` and ``fail_async_activity`` delegate to
-`ExternalInputs`. They share one rule: the input is validated and journaled before anything
-that depends on it, and the run is woken if it waits in this process.
+The engine's ``signal``, ``complete_async_activity``, ``fail_async_activity`` and ``cancel``
+delegate to `ExternalInputs`. They share one rule: the input is validated and journaled before
+anything that depends on it, and the run is woken if it waits in this process.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from weft_nb.errors import (
     RunNotFoundError,
 )
 from weft_nb.journal.protocol import (
+    CANCELLED,
     STEP_COMPLETED,
     STEP_FAILED,
     TERMINAL_STATUSES,
@@ -46,7 +47,7 @@ def check_failure_size(recorded: str, limit: int, parked: StepRecord, token: str
 
 
 class ExternalInputs:
-    """Signals and async completions for the runs of one engine.
+    """Signals, async completions and cancels for the runs of one engine.
 
     Args:
         rt: The engine's services (journal, clock, events, payload limit).
@@ -83,6 +84,21 @@ class ExternalInputs:
             self._live.wake(run_id)
         self._rt.emit("signal", run_id, None, name=name, delivered=added)
         return added
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: persist it, then set ``cancelled`` on its in-flight activities.
+
+        Returns False when the run had already finished.
+        """
+        self._live.check_open()
+        record = self._rt.journal.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id, self._rt.journal.path)
+        if not self._rt.journal.set_run_status(run_id, CANCELLED, self._rt.clock.now()):
+            return False  # it finished first
+        self._live.cancel(run_id)
+        self._rt.emit("run_cancelled", run_id, None)
+        return True
 
     def complete_async_activity(self, token: str, result: Any = None) -> None:
         """Complete a parked activity (``ActivityContext.complete_async``) with ``result``."""

@@ -13,9 +13,15 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
-from weft_nb.base.definitions import Registry, WorkflowDefinition, definition_of, make_workflow
+from weft_nb.base.definitions import (
+    ON_CHANGE_POLICIES,
+    Registry,
+    WorkflowDefinition,
+    definition_of,
+    make_workflow,
+)
 from weft_nb.base.payloads import decode, encode
 from weft_nb.engine import run_thread
 from weft_nb.engine.live_runs import LiveRuns
@@ -27,6 +33,7 @@ from weft_nb.errors import (
     WorkflowNotRegisteredError,
     WorkflowVersionMismatchError,
 )
+from weft_nb.journal.paths import check_run_id
 from weft_nb.journal.protocol import RUNNING, TERMINAL_STATUSES, RunRecord, StepRecord
 
 
@@ -47,6 +54,19 @@ def workflow_definition(registry: Registry, workflow: Any) -> WorkflowDefinition
         raise TypeError(f"{workflow!r} is not a workflow")
     registry.add(definition)
     return definition
+
+
+class StartOptions(TypedDict, total=False):
+    """The keyword options of ``Engine.start``, for its typed overloads."""
+
+    run_id: str | None
+    on_change: str | None
+
+
+class RunOptions(StartOptions, total=False):
+    """The keyword options of ``Engine.run``: those of ``start``, and ``timeout``."""
+
+    timeout: float | None
 
 
 @dataclasses.dataclass
@@ -84,10 +104,17 @@ class RunLauncher:
         # before it leaves the live set), never a stale copy of its steps.
         self._launching = threading.RLock()
 
-    def start(
-        self, definition: WorkflowDefinition, run_id: str | None, input: Any, policy: str
-    ) -> RunHandle:
-        """Start a new run, or resume the run ``run_id`` names when it exists."""
+    def start(self, workflow: Any, run_id: str | None, input: Any, policy: str) -> RunHandle[Any]:
+        """Start a new run, or resume the run ``run_id`` names when it exists.
+
+        Raises:
+            InvalidRunIdError: ``run_id`` cannot name a run (empty, too long, control characters).
+        """
+        if run_id is not None:
+            check_run_id(run_id)  # before anything is written (issue 12.7)
+        definition = workflow_definition(self._rt.registry, workflow)
+        if policy not in ON_CHANGE_POLICIES:
+            raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {policy!r}")
         codec, data = encode(
             input,
             what=f"input of workflow {definition.name!r}",
@@ -132,17 +159,19 @@ class RunLauncher:
             warnings.warn(report.describe_unregistered(), RuntimeWarning, stacklevel=3)
         return report
 
-    def resume(self, run_id: str) -> RunHandle:
+    def resume(self, run_id: str) -> RunHandle[Any]:
         """Resume an unfinished run; a finished run's handle reports its recorded outcome."""
         with self._launching:
             return self._resume(run_id)
 
-    def _create(self, definition: WorkflowDefinition, record: RunRecord, input: Any) -> RunHandle:
+    def _create(
+        self, definition: WorkflowDefinition, record: RunRecord, input: Any
+    ) -> RunHandle[Any]:
         self._rt.journal.create_run(record)
         self._rt.emit("run_started", record.run_id, None, workflow=definition.name)
         return self._launch(definition, record, input, JournalHistory())
 
-    def _resume(self, run_id: str) -> RunHandle:
+    def _resume(self, run_id: str) -> RunHandle[Any]:
         active = self._live.get(run_id)
         if active is not None and not active.stopped:
             return active.handle
@@ -199,7 +228,7 @@ class RunLauncher:
         record: RunRecord,
         value: Any,
         history: JournalHistory,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         completion = RunCompletion()
         handle = self._handle(record.run_id, definition.name, completion)
         state = RunState(
@@ -219,12 +248,12 @@ class RunLauncher:
         state.pending_tokens = dict(history.pending_tokens)
         return run_thread.launch(self._rt, self._live, state).handle
 
-    def _handle(self, run_id: str, workflow: str, completion: RunCompletion) -> RunHandle:
+    def _handle(self, run_id: str, workflow: str, completion: RunCompletion) -> RunHandle[Any]:
         return RunHandle(
             run_id, workflow, journal=self._rt.journal, cancel=self._cancel, completion=completion
         )
 
-    def _finished_handle(self, record: RunRecord) -> RunHandle:
+    def _finished_handle(self, record: RunRecord) -> RunHandle[Any]:
         completion = RunCompletion()
         status, value, error = run_thread.recorded_outcome(record)
         completion.settle(status, value=value, error=error, replayed=True)

@@ -20,9 +20,10 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from weft_nb.base.payloads import digest
+from weft_nb.base.typed_api import ResultT, ResultT_co
 from weft_nb.engine import steps
 from weft_nb.errors import BranchTopologyChangedError
 from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
@@ -36,8 +37,12 @@ RACE = "<race>"
 GROUP = "<run_all>"
 
 
-class StepFuture:
-    """A submitted step. Pass it to ``ctx.all`` or ``ctx.race``, or call `result()`."""
+class StepFuture(Generic[ResultT_co]):
+    """A submitted step. Pass it to ``ctx.all`` or ``ctx.race``, or call `result()`.
+
+    Generic in the activity's result for type checkers: ``ctx.submit(train, config)`` is a
+    ``StepFuture[float]`` when ``train`` returns a ``float``.
+    """
 
     def __init__(self, rt: Runtime, cursor: StepCursor, position: int, activity: str) -> None:
         self.position = position
@@ -77,22 +82,23 @@ class StepFuture:
         while not self._clock.wait(self._settled, None):
             pass
 
-    def result(self) -> Any:
+    def result(self) -> ResultT_co:
         """Wait for the step; return its result or raise its error."""
         self.wait()
         self._cursor.check_alive()
         if self._error is not None:
             raise self._error
-        return self._value
+        value: ResultT_co = self._value
+        return value
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"<StepFuture step {self.position} {self.activity!r} {state}>"
 
 
-def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture:
+def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[Any]:
     """Start a prepared step on a worker thread (or settle it at once from the journal)."""
-    future = StepFuture(rt, cursor, step.position, step.definition.name)
+    future: StepFuture[Any] = StepFuture(rt, cursor, step.position, step.definition.name)
     if step.replayed:
         future.settle(step.result, step.error)
         return future
@@ -116,14 +122,16 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture:
     return future
 
 
-def wait_all(futures: Sequence[StepFuture]) -> list[Any]:
+def wait_all(futures: Sequence[StepFuture[ResultT]]) -> list[ResultT]:
     """Results in order; on a failure, wait for every sibling to settle, then raise the first."""
     for future in futures:
         future.wait()
     return [future.result() for future in futures]  # settled: raises the first error in order
 
 
-def race(rt: Runtime, cursor: StepCursor, futures: Sequence[StepFuture]) -> tuple[int, Any]:
+def race(
+    rt: Runtime, cursor: StepCursor, futures: Sequence[StepFuture[ResultT]]
+) -> tuple[int, ResultT]:
     """``(index, result)`` of the first future to settle; the winner is journaled.
 
     Losers keep running to completion and their ``cancelled`` is not set (Weft's documented
@@ -170,7 +178,7 @@ def run_all(
     rt: Runtime,
     cursor: StepCursor,
     branches: Mapping[str, tuple[str | Callable[..., Any], Any] | tuple[str | Callable[..., Any]]],
-    submit_one: Callable[..., StepFuture],
+    submit_one: Callable[..., StepFuture[Any]],
 ) -> dict[str, Any]:
     """Named branches run in parallel; a dict of their results. The topology is journaled."""
     names = list(branches)

@@ -6,8 +6,9 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
+from weft_nb.base.typed_api import ResultT_co
 from weft_nb.journal.protocol import RUNNING
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class RunState:
     input_value: Any
     on_change: str
     cancel_requested: threading.Event
-    handle: RunHandle
+    handle: RunHandle[Any]
     completion: RunCompletion
     steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
     failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
@@ -89,7 +90,7 @@ class RunInfo:
 class RecoveryReport:
     """What ``engine.recover_all()`` did."""
 
-    resumed: list[RunHandle] = dataclasses.field(default_factory=list)
+    resumed: list[RunHandle[Any]] = dataclasses.field(default_factory=list)
     unregistered: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def describe_unregistered(self) -> str:
@@ -103,8 +104,12 @@ class RecoveryReport:
         )
 
 
-class RunHandle:
+class RunHandle(Generic[ResultT_co]):
     """A started (or recorded) run.
+
+    Generic in the workflow's result for type checkers: ``engine.start(pipeline, params)`` is a
+    ``RunHandle[dict[str, float]]`` when ``pipeline`` returns a ``dict[str, float]``, and
+    `result()` has that type (``RunHandle[Any]`` for a workflow started by name).
 
     Args:
         run_id: The run's id.
@@ -161,7 +166,7 @@ class RunHandle:
         progress = self._completion.progress
         return progress.executed if progress else 0
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> ResultT_co:
         """Wait for the run and return its result, or raise its error.
 
         Raises:
@@ -174,7 +179,8 @@ class RunHandle:
             )
         if self._completion.error is not None:
             raise self._completion.error
-        return self._completion.value
+        value: ResultT_co = self._completion.value
+        return value
 
     def wait_for_token(self, timeout: float = 30.0) -> str:
         """Wait until a step of this run parks on ``activity.complete_async()``; its token.

@@ -25,6 +25,7 @@ from weft_nb.engine.events import EventBus
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.step_pool import StepPool
 from weft_nb.executors.base import Executor
+from weft_nb.journal import dispatch_log
 from weft_nb.journal.dispatch_log import DispatchLog
 from weft_nb.journal.protocol import Journal
 
@@ -92,6 +93,38 @@ class Runtime:
             checkpoints=self.checkpoints,
             last_heartbeat_loader=last_heartbeat,
         )
+
+    def close(self, *, flush: bool) -> None:
+        """Close the services once the runs stopped: executor, checkpoints, heartbeats, journal.
+
+        With ``flush=False`` (a simulated crash) the buffered heartbeat details are dropped.
+        """
+        with contextlib.suppress(Exception):
+            self.executor.close()
+        self.checkpoints.drain()
+        self.flusher.stop(flush=flush)
+        self.dispatches.close(clean=True)  # no-op after a simulated crash closed it
+        self.journal.close()
+
+
+def open_sidecars(
+    journal: Journal, clock: Clock, *, keep: int
+) -> tuple[CheckpointStore, DispatchLog]:
+    """The journal's checkpoint store and dispatch log, once a dead process's leftovers are settled.
+
+    Orphaned checkpoint files are removed, and attempts a dead process left running count as
+    failed before anything resumes. If that fails the journal is closed: a failed engine
+    constructor never keeps the journal locked.
+    """
+    try:
+        checkpoints = CheckpointStore(journal, clock, keep=keep)
+        checkpoints.remove_orphans()
+        dispatches = journal.sidecar_base + ".dispatch"
+        dispatch_log.recover(journal, dispatches, clock.now())
+        return checkpoints, DispatchLog(dispatches)
+    except BaseException:
+        journal.close()
+        raise
 
 
 def release_at_exit(flusher: HeartbeatFlusher, journal: Journal, dispatches: DispatchLog) -> None:

@@ -7,13 +7,14 @@ belongs to the run's `StepCursor`, ``ctx.cursor``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from weft_nb.activity.context import EngineStopped
 from weft_nb.base import evidence
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.retry import Duration
+from weft_nb.base.typed_api import InputT, ModelT, MoreParams, ResultT
 from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
 from weft_nb.engine import step_scope as _step_scope
@@ -24,6 +25,9 @@ from weft_nb.errors import StepChangedWarning
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from weft_nb.base.typed_api import ActivityFn, AsyncActivityFn, ModelInput
     from weft_nb.engine.runs import RunState
     from weft_nb.engine.runtime import Runtime
 
@@ -55,6 +59,41 @@ class WorkflowContext:
 
     # -- public API ------------------------------------------------------------------------
 
+    @overload
+    def run(
+        self,
+        activity: AsyncActivityFn[ModelT, MoreParams, ResultT],
+        input: ModelInput[ModelT],
+        **call_options: Any,
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self,
+        activity: AsyncActivityFn[InputT, MoreParams, ResultT],
+        input: InputT,
+        **call_options: Any,
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self,
+        activity: ActivityFn[ModelT, MoreParams, ResultT],
+        input: ModelInput[ModelT],
+        **call_options: Any,
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self, activity: ActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self, activity: Callable[[], Awaitable[ResultT]], input: None = None, **call_options: Any
+    ) -> ResultT: ...
+    @overload
+    def run(
+        self, activity: Callable[[], ResultT], input: None = None, **call_options: Any
+    ) -> ResultT: ...
+    @overload
+    def run(self, activity: str, input: Any = None, **call_options: Any) -> Any: ...
     def run(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
     ) -> Any:
@@ -63,6 +102,9 @@ class WorkflowContext:
         Call options: ``timeout``, ``schedule_to_close_timeout``, ``retry`` (a partial override:
         a dict or a ``RetryPolicy``), ``queue``, ``idempotency_key``, ``heartbeat_timeout``.
         A completed step is answered from the journal and never runs twice.
+
+        Typed: with an activity function, a type checker gives the result its return type and
+        checks ``input`` against its first parameter (docs/engine.md, "Type checking").
         """
         _step_scope.check_scope(self.cursor, f"ctx.run({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
@@ -127,9 +169,44 @@ class WorkflowContext:
             evidence.record("step_replayed", run_id=self.run_id, position=position)
         return step
 
+    @overload
+    def submit(
+        self,
+        activity: AsyncActivityFn[ModelT, MoreParams, ResultT],
+        input: ModelInput[ModelT],
+        **call_options: Any,
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(
+        self,
+        activity: AsyncActivityFn[InputT, MoreParams, ResultT],
+        input: InputT,
+        **call_options: Any,
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(
+        self,
+        activity: ActivityFn[ModelT, MoreParams, ResultT],
+        input: ModelInput[ModelT],
+        **call_options: Any,
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(
+        self, activity: ActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(
+        self, activity: Callable[[], Awaitable[ResultT]], input: None = None, **call_options: Any
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(
+        self, activity: Callable[[], ResultT], input: None = None, **call_options: Any
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def submit(self, activity: str, input: Any = None, **call_options: Any) -> StepFuture[Any]: ...
     def submit(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
-    ) -> StepFuture:
+    ) -> StepFuture[Any]:
         """Schedule an activity without waiting; returns a `StepFuture`.
 
         The step takes its position now (program order), runs on a worker thread, and is
@@ -141,7 +218,7 @@ class WorkflowContext:
             self.runtime, self.cursor, self._prepare(activity, input, call_options)
         )
 
-    def all(self, futures: Sequence[StepFuture]) -> list[Any]:
+    def all(self, futures: Sequence[StepFuture[ResultT]]) -> list[ResultT]:
         """Results in order. If one fails, wait for its siblings to settle, then raise.
 
         Every sibling that completed is already journaled, so a resume never runs it again.
@@ -149,7 +226,7 @@ class WorkflowContext:
         _step_scope.check_scope(self.cursor, "ctx.all")
         return _parallel.wait_all(futures)
 
-    def race(self, futures: Sequence[StepFuture]) -> tuple[int, Any]:
+    def race(self, futures: Sequence[StepFuture[ResultT]]) -> tuple[int, ResultT]:
         """``(index, result)`` of the first future to settle.
 
         The winner is journaled, so a resume returns the same winner. Losers keep running to
@@ -189,10 +266,19 @@ class WorkflowContext:
         _step_scope.check_scope(self.cursor, f"ctx.wait_for_signal({name!r})")
         return _durable_ops.wait_for_signal(self.runtime, self.cursor, name, timeout)
 
-    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+    def memo(self, key: str, fn: Callable[[], ResultT]) -> ResultT:
         """Run ``fn()`` once per ``key`` in this run; later calls and resumes get its value."""
         _step_scope.check_scope(self.cursor, f"ctx.memo({key!r})")
-        return _durable_ops.memo(self.runtime, self.cursor, key, fn)
+        value: ResultT = _durable_ops.memo(self.runtime, self.cursor, key, fn)
+        return value
+
+
+if TYPE_CHECKING:  # for type checkers only, as the aliases of weft_nb.base.typed_api
+    WorkflowFn: TypeAlias = Callable[[WorkflowContext, InputT], ResultT]
+    """A workflow ``(ctx, input)`` returning ``ResultT``."""
+
+    BareWorkflowFn: TypeAlias = Callable[[WorkflowContext], ResultT]
+    """A workflow taking no input, ``(ctx)`` or ``(ctx, input=default)``, returning ``ResultT``."""
 
 
 def _name_of(activity: str | Callable[..., Any]) -> str:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
+from weft_nb.base.extras import import_extra
+from weft_nb.errors import SchedulerUnreachableError, WorkerLostError
 from weft_nb.executors.remote import RemoteExecutor
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
@@ -41,15 +42,7 @@ _READER_POLL_BUSY = 0.005  # while it waits for a reply (a checkpoint written, a
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise MissingExtraError(
-            "weft_nb.DaskExecutor needs the `distributed` package; install the extra with "
-            "`pip install 'weft-nb[dask]'`",
-            extra="dask",
-        ) from exc
-    return distributed
+    return import_extra("distributed", extra="dask", feature="weft_nb.DaskExecutor")
 
 
 def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:

@@ -129,7 +129,7 @@ def run(session: NotebookSession, rest: str) -> Any:
 
 
 def _follow(
-    session: NotebookSession, run_id: str, launch: Callable[[], RunHandle], *, background: bool
+    session: NotebookSession, run_id: str, launch: Callable[[], RunHandle[Any]], *, background: bool
 ) -> Any:
     """Launch a run, show its panel, and wait unless ``background``.
 
@@ -179,7 +179,7 @@ def _value(user_ns: dict[str, Any], key: str, text: str) -> Any:
         ) from None
 
 
-def _wait(handle: RunHandle) -> Any:
+def _wait(handle: RunHandle[Any]) -> Any:
     if handle.replayed_from_journal:
         print(f"run {handle.run_id!r} finished earlier ({handle.status}); replayed from journal")
         return handle.result()
@@ -192,7 +192,7 @@ def _wait(handle: RunHandle) -> Any:
     return result
 
 
-def _report(handle: RunHandle) -> None:
+def _report(handle: RunHandle[Any]) -> None:
     print(
         f"run {handle.run_id!r} {handle.status}: replayed from journal: "
         f"{handle.replayed_steps} steps, {handle.executed_steps} executed"

@@ -4,7 +4,8 @@ The chart is a matplotlib ``Figure`` built directly, never through ``pyplot``, a
 by its own Agg canvas: the user's backend, pyplot's current figure and its figure list are left
 exactly as they were (``matplotlib.use`` would switch the backend, and a later ``plt.show()``
 would draw nothing). The figure shows itself as a PNG wherever IPython displays it, whatever
-backend the notebook uses.
+backend the notebook uses. matplotlib comes with the ``timeline`` extra (``pip install
+'weft-nb[timeline]'``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import functools
 import io
 from typing import TYPE_CHECKING, Any
+
+from weft_nb.base.extras import import_extra
 
 if TYPE_CHECKING:
     from weft_nb.engine.engine import Engine
@@ -83,11 +86,10 @@ def plot_timeline(engine: Engine, run_id: str) -> Any:
     The figure is not known to ``pyplot`` and changes no global matplotlib state; it displays
     itself as a PNG.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.patches import Patch
-    except ImportError as exc:
-        raise ImportError("%weft timeline draws with matplotlib: pip install matplotlib") from exc
+    import_extra("matplotlib", extra="timeline", feature="%weft timeline")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Patch
+
     bars = timeline_bars(engine, run_id)
     labels = sorted({(b.position, b.label) for b in bars})
     rows = {position: index for index, (position, _) in enumerate(labels)}
