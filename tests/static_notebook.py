@@ -16,9 +16,12 @@ HOSTILE = "<script>alert('weft')</script>"
 
 CELLS = [
     "%load_ext weft_nb\n%weft journal .weft/static.duckdb",
-    # Each step heartbeats a falling loss a few times, as a training epoch would.
-    "%%weft_activity epoch(i)\nfor k in range(4):\n"
-    "    activity.heartbeat({'loss': 1 / (i + k + 1), 'progress': (k + 1) / 4})\ni",
+    # Each step heartbeats a falling loss a few times, as a training epoch would; the last one
+    # slowly enough for the panel (4 refreshes a second) to draw its loss curve.
+    "import time",
+    "%%weft_activity epoch(i)\nfor k in range(6):\n"
+    "    activity.heartbeat({'loss': 1 / (k + 1) / (i + 1), 'progress': (k + 1) / 6})\n"
+    f"    time.sleep(0.3 if i == {STEPS - 1} else 0)\ni",
     "%%weft_workflow fifty(n)\nsum(ctx.run(epoch, i) for i in range(n))",
     f"total = %weft run fifty n={STEPS}",
     "total",
@@ -28,7 +31,7 @@ CELLS = [
     "%%weft_workflow trap(x)\nctx.run(hostile, x)",
     "%weft run trap x=1",
 ]
-RUN_CELL, HOSTILE_CELL = 3, 7
+RUN_CELL, HOSTILE_CELL = 4, 8
 
 
 def build(folder: Path) -> Path:

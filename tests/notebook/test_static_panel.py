@@ -15,6 +15,7 @@ from ipywidgets.widgets.widget import _instances as open_widget_models
 from panel_html import read_rows
 
 import weft_nb
+from weft_nb.engine.snapshot import StepView
 from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.static_panel import CHART_POINTS, sparkline, static_html
 from weft_nb.testing import TestEngine
@@ -163,3 +164,25 @@ def test_static_html_of_a_snapshot_needs_no_panel(engine: TestEngine) -> None:
     steps_run(engine, "plain", 2)
     html = static_html(engine.snapshot("plain"))
     assert [r["status"] for r in read_rows(html)] == ["completed", "completed"]
+
+
+def test_a_long_chart_keeps_its_latest_value_when_it_halves(engine: TestEngine) -> None:
+    """Past 400 points the live chart drops every other one, never the newest (its label)."""
+    steps_run(engine, "long-chart", 1)
+    panel = RunPanel(engine, "long-chart")
+    for beat in range(401):
+        running = StepView(
+            position=7,
+            activity="train",
+            status="running",
+            attempt=1,
+            max_attempts=None,
+            details={"loss": 1000.0 - beat},
+            started_at=0.0,
+            finished_at=None,
+            error=None,
+        )
+        panel._chart(running, now=float(beat))
+    points = panel._series[7]["loss"]
+    assert len(points) <= 400 and points[0] == (0.0, 1000.0) and points[-1] == (400.0, 600.0)
+    assert "loss 600" in sparkline(panel._series[7])

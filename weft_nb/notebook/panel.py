@@ -118,13 +118,11 @@ class RunPanel:
 
     def refresh(self) -> RunSnapshot:
         """Read the run's state and update the widgets; returns the snapshot shown."""
-        if self.finished:
-            return self.snapshot  # static: the widgets are closed, the last state stays
-        snapshot = self.engine.snapshot(self.run_id)
-        retry = self.engine.live_backoff(self.run_id)
         with self._lock:
-            if self.finished:  # turned static while this snapshot was read
-                return self.snapshot
+            if self.finished:
+                return self.snapshot  # static: the widgets are closed, the last state stays
+            snapshot = self.engine.snapshot(self.run_id)
+            retry = self.engine.live_backoff(self.run_id)
             status = snapshot.status
             if retry is not None and retry[0] not in {
                 s.position for s in snapshot.steps if s.status == "running"
@@ -166,9 +164,9 @@ class RunPanel:
                     if not points or points[-1][1] != value:
                         points.append((now, float(value)))
                     if len(points) > _MAX_POINTS:
-                        del points[::2]  # keep the shape, halve the points
+                        del points[1:-1:2]  # keep the shape and both ends, halve the points
 
-    def follow(self, on_done: Callable[[], None] | None = None) -> None:
+    def follow(self, on_done: Callable[[], object] | None = None) -> None:
         """Refresh a few times a second in a background thread until the run is not live.
 
         ``on_done`` runs once after the last refresh (the magic re-sends the display then).
