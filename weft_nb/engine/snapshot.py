@@ -1,7 +1,7 @@
 """A run's state at one moment, from the journal plus the engine's live attempts.
 
 The notebook's panel (live and static), ``%weft show`` and the REST endpoint all render a
-:class:`RunSnapshot`, so they show the same thing, and a panel rebuilt after a kernel restart or a
+`RunSnapshot`, so they show the same thing, and a panel rebuilt after a kernel restart or a
 browser reload (from the journal alone) continues where the live one was.
 """
 

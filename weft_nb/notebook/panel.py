@@ -6,17 +6,17 @@ with one row per step: name, status, attempt ``k/max``, a progress bar fed by he
 error on failure, and a small line chart of its numeric heartbeat fields over time. Bars and
 charts are inline SVG, so no plotting library is needed.
 
-The table is one HTML widget, rendered by :mod:`weft_nb.notebook.static_panel`: a panel is a
+The table is one HTML widget, rendered by `weft_nb.notebook.static_panel`: a panel is a
 handful of widget models whatever the number of steps (a row of widgets per step made a 50-step
 run 1,407 models and a 1.5 MB notebook under ``nbconvert --execute``). Only the controls are
 widgets of their own: Cancel, and Approve / Reject with a comment box under a parked step.
 
-The panel reads :func:`weft_nb.engine.snapshot.take_snapshot`, never the activity's thread:
+The panel reads `weft_nb.engine.snapshot.take_snapshot`, never the activity's thread:
 refreshing is capped at a few times a second whatever the heartbeat rate, and a panel built after
 a kernel restart (``%weft show``) shows what the journal holds. Where widgets cannot render
 (nbconvert, GitHub, nbval), its mime bundle also carries the same table as HTML, and plain text.
 
-Once the run has settled, :meth:`RunPanel.finish` leaves that static table behind in the cell's
+Once the run has settled, `RunPanel.finish()` leaves that static table behind in the cell's
 output and closes every widget, so a saved notebook shows the run without a kernel.
 
 The panel carries stable CSS classes (``weft-run-panel``, ``weft-run-header``, ``weft-step``,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 REFRESH_SECONDS = 0.25
 _MAX_POINTS = 400
 _CHART_SKIP = {"progress", "current", "total"}
-_FINISHING = threading.Lock()  # one panel goes static at a time: finishing is rare and short
+_FINISHING = threading.RLock()  # one panel goes static at a time (re-entered by a display update)
 
 
 class _Approval:

@@ -2,7 +2,7 @@
 
 A live panel is a tree of ipywidgets: some 28 widget models a step, each saved in the notebook
 and drawn by JavaScript that nbconvert's HTML fetches from a CDN. When a run settles, the panel
-is replaced by this rendering and its widgets are closed (:func:`close_widgets`), so a saved
+is replaced by this rendering and its widgets are closed (`close_widgets`), so a saved
 notebook keeps one small table, which nbconvert, GitHub and VS Code show with no kernel, no
 widget manager and no network: a row per step with its status, attempt, a progress bar and the
 latest heartbeat, its error, and its chart of numeric heartbeat fields. Bars and charts are
@@ -182,7 +182,7 @@ def steps_table(snapshot: RunSnapshot, charts: Mapping[int, Series] | None = Non
 
 
 def static_html(snapshot: RunSnapshot, charts: Mapping[int, Series] | None = None) -> str:
-    """The whole panel as HTML: the header and the steps table (see :func:`steps_table`)."""
+    """The whole panel as HTML: the header and the steps table (see `steps_table`)."""
     return (
         f'<div class="weft-run-panel {STATIC_CLASS}">'
         f'<div class="weft-run-header">{header_html(snapshot)}</div>'
