@@ -7,7 +7,8 @@ with a deadline. Modes:
     Open ``Engine(PATH)``; with ``--active``, start a run (id ``held``) whose first step completes
     and whose second step blocks forever, so the DuckDB file stays open. Prints
     ``{"ready": true, "pid": ...}``, then waits for a line on stdin: ``close`` closes the engine
-    and prints ``{"closed": true}``; end of input just exits. The parent may SIGKILL it instead.
+    and prints ``{"closed": true}``, and the process lives on (as a kernel whose engine was
+    closed) until end of input, which exits. The parent may SIGKILL it instead.
 ``open PATH``
     Try ``Engine(PATH)`` once, timing only that call; prints the outcome, closes the engine.
 ``read PATH [--wait]``
@@ -82,11 +83,12 @@ def hold(path: str, active: bool) -> None:
                 sys.exit(1)
             time.sleep(0.01)
     emit({"ready": True, "pid": os.getpid()})
-    for line in sys.stdin:
-        if line.strip() == "close":
-            engine.close()
+    open_engine: Engine | None = engine
+    for line in sys.stdin:  # after "close", live on without the engine until end of input
+        if line.strip() == "close" and open_engine is not None:
+            open_engine.close()
+            open_engine = None
             emit({"closed": True})
-            return
 
 
 def try_open(path: str) -> None:

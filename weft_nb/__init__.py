@@ -2,10 +2,10 @@
 
 Activities (``@weft_nb.activity`` or ``%%weft_activity``) are units of work with retries, timeouts,
 heartbeats and checkpoints. Workflows (``@weft_nb.workflow``) call them through ``ctx.run``. The
-:class:`Engine` records every step in a DuckDB journal before the workflow moves on, so a crashed
-kernel resumes where it stopped.
+[`Engine`][weft_nb.Engine] records every step in a DuckDB journal before the workflow moves on, so a
+crashed kernel resumes where it stopped.
 
-The public API is what this module exports, plus :mod:`weft_nb.errors`, :mod:`weft_nb.testing` and
+The public API is what this module exports, plus `weft_nb.errors`, `weft_nb.testing` and
 ``python -m weft_nb.chaos``. The subpackages (``base``, ``journal``, ``activity``, ``executors``,
 ``engine``, ``endpoint``, ``notebook``, ``cli``, ``chaos``) are the layers of the implementation
 (docs/architecture.md): each subpackage is the private boundary, so the modules inside it carry no
@@ -14,9 +14,16 @@ leading underscore, and their names may change between releases.
 
 from __future__ import annotations
 
+from weft_nb.base.posix_only import require_posix
+
+require_posix()  # first: on Windows, one clear error instead of "No module named 'fcntl'"
+
+# E402 (imports after code) is ignored for this file in pyproject.toml: the check above must run
+# before any of these imports reaches the journal.
 from weft_nb import errors
 from weft_nb.activity.context import ActivityContext, current_activity
 from weft_nb.base.definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
+from weft_nb.base.release import __version__
 from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine.durable_activity import durable_activity
 from weft_nb.engine.engine import Engine
@@ -28,8 +35,6 @@ from weft_nb.errors import ActivityRedefinedWarning, DevelopmentWarning, StepCha
 from weft_nb.executors.base import Executor, ThreadExecutor
 from weft_nb.executors.dask import DaskExecutor
 from weft_nb.executors.process import ProcessExecutor
-
-__version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: object) -> None:

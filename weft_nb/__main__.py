@@ -1,4 +1,4 @@
-"""``python -m weft_nb``: the ``weft-nb`` command line (see :mod:`weft_nb.cli.main`)."""
+"""``python -m weft_nb``: the ``weft-nb`` command line (see `weft_nb.cli.main`)."""
 
 from __future__ import annotations
 

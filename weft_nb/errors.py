@@ -1,8 +1,9 @@
 """Exceptions raised by weft_nb.
 
-Every error derives from :class:`WeftError`. Messages name the run, step and activity involved and
-say what to do next. Errors carry their fields as attributes so code can branch on them, and they
-pickle (``__reduce__``) so they survive a trip through a process pool or the journal.
+Every error derives from [`WeftError`][weft_nb.errors.WeftError]. Messages name the run, step and
+activity involved and say what to do next. Errors carry their fields as attributes so code can
+branch on them, and they pickle (``__reduce__``) so they survive a trip through a process pool or
+the journal.
 """
 
 from __future__ import annotations
@@ -593,6 +594,28 @@ class MissingExtraError(WeftError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class UnsupportedPlatformError(WeftError, ImportError):
+    """``import weft_nb`` on a system without POSIX file locking: weft_nb runs on Linux and macOS.
+
+    A journal is safe because of two POSIX calls that Windows lacks: ``fcntl.flock``, the lock
+    that lets one engine write a journal and that the operating system drops when the process
+    dies (even by SIGKILL), and ``fsync`` of a folder, which makes a checkpoint's rename durable.
+    Rather than fail deep inside the journal, or run without them, the import fails at once. It
+    is also an ``ImportError``. Attribute: ``platform`` (``sys.platform``).
+    """
+
+    def __init__(self, platform: str) -> None:
+        super().__init__(
+            f"weft_nb runs on Linux and macOS (POSIX), not on {platform!r}: its journal relies on "
+            "fcntl.flock, which lets exactly one engine write a journal and which the operating "
+            "system releases when that process dies, and on fsync of a folder, which makes a "
+            "checkpoint durable once it is renamed into place. On Windows, run weft_nb inside "
+            "WSL 2 (Windows Subsystem for Linux: VS Code and JupyterLab both connect to it), in "
+            "a Linux container, or on a Linux or macOS machine.",
+            platform=platform,
+        )
+
+
 class InvalidRunIdError(WeftError, ValueError):
     """A run id that cannot name a run: empty, too long, or holding control characters (NUL...).
 
@@ -682,6 +705,7 @@ __all__ = [
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",
+    "UnsupportedPlatformError",
     "WeftError",
     "WeftWarning",
     "WorkerLostError",

@@ -28,7 +28,7 @@ __all__ = ["MemoryJournal", "TestEngine", "VirtualClock"]
 
 
 class TestEngine(Engine):
-    """An :class:`Engine` on a :class:`VirtualClock` (auto-advancing by default).
+    """An `Engine` on a `VirtualClock` (auto-advancing by default).
 
     Backoffs, timeouts and heartbeat timeouts take no real time: when every workflow and activity
     thread waits on the clock, it jumps to the earliest deadline. ``clock.advance()`` moves it by
@@ -36,15 +36,16 @@ class TestEngine(Engine):
 
     ``TestEngine(MemoryJournal())`` keeps the journal in memory: no database file, and a fresh
     journal per test. It behaves as a file journal does (the same contract suite checks both),
-    :meth:`simulate_restart` included; only ``%weft sql`` and the ``weft-nb`` command line, which
-    read journal files, cannot see it. Checkpoint files and the dispatch log go to a temporary
-    folder of the memory journal's own.
+    [`simulate_restart()`][weft_nb.testing.TestEngine.simulate_restart] included; only ``%weft sql``
+    and the ``weft-nb`` command line, which read journal files, cannot see it. Checkpoint files and
+    the dispatch log go to a temporary folder of the memory journal's own.
 
     Args:
-        journal: A journal path, or an open journal such as :class:`MemoryJournal` (the engine
-            owns and closes it); a fresh temporary journal file when omitted.
+        journal: A journal path, or an open journal such as
+            [`MemoryJournal`][weft_nb.testing.MemoryJournal] (the engine owns and closes it); a
+            fresh temporary journal file when omitted.
         clock: The virtual clock to use.
-        **options: Passed to :class:`Engine`.
+        **options: Passed to [`Engine`][weft_nb.Engine].
     """
 
     __test__ = False  # not a pytest class
@@ -68,7 +69,8 @@ class TestEngine(Engine):
         Unflushed heartbeat details are lost (as in a real crash); live runs stop where they are,
         and their threads can no longer write. Returns the new engine, on the same virtual clock;
         this one is closed. Registrations carry over unless ``keep_registrations`` is false. A
-        :class:`MemoryJournal` is reopened on the same records, as a process reopens its file.
+        [`MemoryJournal`][weft_nb.testing.MemoryJournal] is reopened on the same records, as a
+        process reopens its file.
         """
         self._shutdown(flush=False)
         journal = self.journal

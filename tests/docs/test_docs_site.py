@@ -50,6 +50,10 @@ RUNNABLE = ("python", "ipython", "sql")
 NOTEST_REASONS = ("kernel", "external")
 TIME_SCALE = 0.05  # time.sleep(1) in a notebook example takes 50 ms under test
 
+# A Sphinx role (``:class:`Engine```) that mkdocstrings leaves as text: in a docstring, before and
+# after it is rendered (``:class:<code>Engine</code>``). Docstrings use Markdown: plain backticks,
+# or a cross-reference ``[`Engine`][weft_nb.Engine]``.
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|data|attr|exc|mod|obj|const):(?:`|<code>)")
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<info>[^`]*)$")
 _NOTEST = re.compile(r"^<!--\s*notest:\s*(?P<reason>.*?)\s*-->\s*$")
 _HIDDEN = re.compile(r"^<!--\s*test-code\s+(?P<lang>\w+)\s*$")
@@ -169,6 +173,31 @@ def test_site_builds_with_strict(tmp_path: Path) -> None:
     ]
     missing = [name for name in documented if f'id="weft_nb.{name}"' not in api]
     assert not missing, f"the API reference lacks {missing}"
+    # --strict passes a Sphinx role through as text; the reader would see ":class:Engine".
+    raw_roles = [
+        f"{page.relative_to(tmp_path / 'site')}: {match.group(0)}"
+        for page in sorted((tmp_path / "site").rglob("*.html"))
+        for match in SPHINX_ROLE.finditer(page.read_text(encoding="utf-8"))
+    ]
+    assert not raw_roles, f"Sphinx roles rendered as text in the site: {raw_roles}"
+
+
+def test_docstrings_use_markdown_not_sphinx_roles() -> None:
+    """mkdocstrings renders Markdown: a ``:class:`X``` role in any docstring shows up raw.
+
+    Every module counts, not only those the API reference renders today, so a module that joins
+    the reference later brings no roles with it.
+    """
+    roles = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "weft_nb").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if SPHINX_ROLE.search(line)
+    ]
+    assert not roles, (
+        "write [`Name`][weft_nb.Name] (a cross-reference the site resolves) or `Name` "
+        f"instead of Sphinx roles: {roles}"
+    )
 
 
 def test_the_errors_page_covers_every_error_class() -> None:

@@ -12,7 +12,7 @@ checkpoint is still the latest one the journal names. Nothing is ever half-visib
 
 ``checkpoint(state, background=True)`` pickles ``state`` into memory on the caller's thread (the
 snapshot: later changes to ``state`` do not leak into it) and hands the bytes to a
-:class:`BackgroundWriter`, which runs the same three steps on its own thread. If a newer snapshot
+`BackgroundWriter`, which runs the same three steps on its own thread. If a newer snapshot
 arrives while one is still waiting, the waiting one is dropped (latest wins), so a fast training
 loop never queues up hundreds of megabytes. The attempt's end waits for the writer, so a retry
 always sees the newest checkpoint.
@@ -74,7 +74,7 @@ class BackgroundWriter:
     """Writes one step's checkpoint snapshots on a thread of its own, newest first.
 
     At most one snapshot waits while another is written; a newer one replaces it. A failed
-    write is raised by the next :meth:`submit` or :meth:`flush`, on the activity's thread.
+    write is raised by the next `submit()` or `flush()`, on the activity's thread.
     """
 
     def __init__(self, store: CheckpointStore, run_id: str, position: int, attempt: int) -> None:
@@ -168,7 +168,7 @@ class CheckpointStore:
     def save_snapshot(
         self, run_id: str, position: int, attempt: int, data: bytes
     ) -> CheckpointRecord:
-        """Write bytes from :meth:`snapshot` durably and record them."""
+        """Write bytes from `snapshot()` durably and record them."""
         return self._write(run_id, position, attempt, lambda handle: handle.write(data))
 
     def _write(

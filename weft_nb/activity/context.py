@@ -47,7 +47,7 @@ def current_activity() -> ActivityContext:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttemptIdentity:
-    """Which attempt of which step an :class:`ActivityContext` serves."""
+    """Which attempt of which step an [`ActivityContext`][weft_nb.ActivityContext] serves."""
 
     run_id: str
     activity_name: str
@@ -64,7 +64,8 @@ class ActivityContext:
         position: The step's position in the workflow.
         attempt: 1 for the first attempt, 2 for the first retry, and so on.
         cancelled: A ``threading.Event`` set when the run is cancelled or this attempt timed out.
-            Check it in loops, or call :meth:`raise_if_cancelled`.
+            Check it in loops, or call
+            [`raise_if_cancelled()`][weft_nb.ActivityContext.raise_if_cancelled].
     """
 
     def __init__(
@@ -157,8 +158,8 @@ class ActivityContext:
         With ``background=True`` it returns once ``state`` is pickled into memory (a snapshot)
         and the file is written on another thread, so the training loop pays only for the
         snapshot. A snapshot still waiting when a newer one arrives is dropped. The attempt's end
-        (and :attr:`last_checkpoint`) waits for the write; a failed write is raised by the next
-        ``checkpoint()`` call.
+        (and [`last_checkpoint`][weft_nb.ActivityContext.last_checkpoint]) waits for the write; a
+        failed write is raised by the next ``checkpoint()`` call.
         """
         if not background:
             self.flush_checkpoints()
@@ -228,11 +229,12 @@ class ActivityContext:
     # -- the engine's and executors' side -------------------------------------------------
 
     def cancel(self, reason: str) -> None:
-        """Ask this attempt to stop: set :attr:`cancelled` with ``reason`` (once).
+        """Ask this attempt to stop: set `cancelled` with ``reason`` (once).
 
         The engine calls it when the run is cancelled or stopped, executors when the attempt's
-        timeout or heartbeat timeout passes; the activity sees it through :attr:`cancelled`,
-        :meth:`raise_if_cancelled` or, for a coroutine activity, a cancelled task.
+        timeout or heartbeat timeout passes; the activity sees it through `cancelled`,
+        [`raise_if_cancelled()`][weft_nb.ActivityContext.raise_if_cancelled] or, for a coroutine
+        activity, a cancelled task.
         """
         if not self.cancelled.is_set():
             self.cancel_reason = reason
@@ -242,16 +244,16 @@ class ActivityContext:
                 callback()
 
     def set_cancel_callback(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback`` on :meth:`cancel` (a coroutine activity's runner cancels its task)."""
+        """Call ``callback`` on `cancel()` (a coroutine activity's runner cancels its task)."""
         self._on_cancel = callback
 
     def set_token_registrar(self, register: Callable[[str], None]) -> None:
-        """Journal the task token with ``register(token)`` when :attr:`task_token` is first read."""
+        """Journal the task token with ``register(token)`` when `task_token` is first read."""
         self._register_token = register
 
     @property
     def token_handed_out(self) -> bool:
-        """True once :attr:`task_token` was read, and so journaled.
+        """True once [`task_token`][weft_nb.ActivityContext.task_token] was read, and so journaled.
 
         The attempt's outcome must then consume the token, or an outside completion settles the
         step instead.
@@ -259,5 +261,5 @@ class ActivityContext:
         return self._token_registered
 
     def set_heartbeat_read_hook(self, hook: Callable[[Any], None] | None) -> None:
-        """Call ``hook(details)`` on each read of :attr:`last_heartbeat_details` (development)."""
+        """Call ``hook(details)`` on each read of `last_heartbeat_details` (development)."""
         self._on_last_heartbeat_read = hook

@@ -3,7 +3,7 @@
 ``ActivityContext.heartbeat()`` only stores a reference and a timestamp, so it never blocks on disk
 or a lock. This thread wakes once per interval, serialises the newest details of every attempt
 that heartbeated since its last visit, and appends them in one transaction. When an attempt ends,
-the engine takes its final details with :meth:`HeartbeatFlusher.finish` and commits them together
+the engine takes its final details with `HeartbeatFlusher.finish()` and commits them together
 with the step's outcome, so the journal's last heartbeat of a finished attempt is always exact.
 """
 
@@ -154,7 +154,7 @@ class HeartbeatFlusher:
 
 
 def _record_first_heartbeat(ctx: ActivityContext) -> None:
-    """Note an attempt's first heartbeat in the chaos evidence (:mod:`weft_nb.base.evidence`)."""
+    """Note an attempt's first heartbeat in the chaos evidence (`weft_nb.base.evidence`)."""
     evidence.record(
         "first_heartbeat",
         run_id=ctx.run_id,

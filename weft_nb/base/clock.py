@@ -1,19 +1,20 @@
 """Time for the engine: the real clock, and a virtual clock that tests drive without sleeping.
 
-Two readings: :meth:`Clock.now` (wall time, journaled, for deadlines that must survive a restart:
-``ctx.sleep``, a signal's deadline, the schedule-to-close budget) and :meth:`Clock.monotonic` (for
+Two readings: `Clock.now()` (wall time, journaled, for deadlines that must survive a restart:
+``ctx.sleep``, a signal's deadline, the schedule-to-close budget) and `Clock.monotonic()` (for
 deadlines inside one process: per-attempt and heartbeat timeouts, how long a wait has left). Only
 the monotonic one is safe when the system clock is stepped.
 
 Every wait inside the engine (backoff, per-attempt and heartbeat timeouts, ``cancelled.wait``)
-goes through :meth:`Clock.wait` on an event made by :meth:`Clock.new_event`, so a virtual clock
+goes through `Clock.wait()` on an event made by `Clock.new_event()`, so a virtual clock
 can see every sleeper.
 
-The virtual clock advances in two ways: :meth:`VirtualClock.advance` from a test, or on its own
+The virtual clock advances in two ways:
+[`VirtualClock.advance()`][weft_nb.testing.VirtualClock.advance] from a test, or on its own
 (``auto_advance=True``) when every engine thread it knows of (workflow threads and activity
-attempts, the *participants*) is blocked in a clock wait. Then nothing can happen until time
-moves, so it jumps straight to the earliest deadline. That makes retry and timeout tests exact
-and instant, with no real sleeping and no race: a participant that is computing holds time still.
+attempts, the *participants*) is blocked in a clock wait. Then nothing can happen until time moves,
+so it jumps straight to the earliest deadline. That makes retry and timeout tests exact and instant,
+with no real sleeping and no race: a participant that is computing holds time still.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class RealClock:
 
 
 class _VirtualEvent(threading.Event):
-    """A ``threading.Event`` whose waits run on a :class:`VirtualClock`."""
+    """A ``threading.Event`` whose waits run on a [`VirtualClock`][weft_nb.testing.VirtualClock]."""
 
     def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
@@ -114,7 +115,7 @@ class VirtualClock:
         return self._now
 
     def monotonic(self) -> float:
-        """The virtual time too: it never goes backwards (:meth:`advance` refuses that)."""
+        """The virtual time too: it never goes backwards (`advance()` refuses that)."""
         return self._now
 
     def new_event(self) -> threading.Event:

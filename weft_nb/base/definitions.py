@@ -2,7 +2,7 @@
 
 A definition is a frozen record of what to run and how (name, function, retry policy, timeouts,
 source hash). The ``@activity`` decorator and the ``%%weft_activity`` magic both build one through
-:func:`make_activity`, so the two surfaces cannot drift apart.
+`make_activity()`, so the two surfaces cannot drift apart.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def make_activity(  # noqa: PLR0913
     queue: str | None = None,
     source: str | None = None,
 ) -> ActivityDefinition:
-    """Build an :class:`ActivityDefinition`, validating every option."""
+    """Build an `ActivityDefinition`, validating every option."""
     if not callable(fn):
         raise TypeError(f"an activity must be a function; got {fn!r}")
     policy = DEFAULT_RETRY_POLICY.merged(retry)
@@ -163,7 +163,7 @@ def make_workflow(
     version: str = "1",
     source: str | None = None,
 ) -> WorkflowDefinition:
-    """Build a :class:`WorkflowDefinition`."""
+    """Build a `WorkflowDefinition`."""
     if not callable(fn):
         raise TypeError(f"a workflow must be a function; got {fn!r}")
     if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn):
@@ -213,7 +213,7 @@ def activity(fn: Any = None, /, **options: Any) -> Any:
     """Mark a function ``(input)`` or ``(input, ctx)`` as an activity; bare or with options.
 
     The function is returned unchanged (calling it directly still runs it plainly); it carries its
-    :class:`ActivityDefinition` for ``Engine.register`` and ``ctx.run``.
+    `ActivityDefinition` for ``Engine.register`` and ``ctx.run``.
     """
 
     def decorate(func: F) -> F:

@@ -8,7 +8,7 @@ journal transaction), ``step.before_record`` (an activity returned, its result n
 journaled), ``steplog.appended`` (a completed step is fsynced in the step log, not yet in
 DuckDB), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
 commit that moves step-log rows into DuckDB). When the variable is
-unset, :func:`fault_point` is one global lookup.
+unset, `fault_point()` is one global lookup.
 """
 
 from __future__ import annotations

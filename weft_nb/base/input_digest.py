@@ -20,7 +20,7 @@ supersedes the journaled step. So the digest must be the same live and on replay
   mismatch on an inexact digest does not supersede completed work (see ``matches`` callers in
   ``_workflow_context``).
 
-Journals written before this scheme stored ``digest(codec + encoding)``; :attr:`InputDigest.legacy`
+Journals written before this scheme stored ``digest(codec + encoding)``; `InputDigest.legacy`
 is that digest, accepted when comparing, so an old journal replays without superseding anything.
 """
 

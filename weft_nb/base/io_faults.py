@@ -3,7 +3,7 @@
 Set ``WEFT_NB_IO_FAULT="site:kind"``, ``"site:kind:N"`` (the N-th time the site is reached) or
 ``"site:kind:N:M"`` (M times in a row from the N-th; ``M=0``: every time from the N-th) before the
 process imports weft_nb, so child processes and kernels inherit it; tests in one process call
-:func:`configure`. Sites, each one of our writes:
+`configure()`. Sites, each one of our writes:
 
 - ``steplog.append`` / ``steplog.sync``: the append of a completed step's record, its
   ``fdatasync``;
@@ -16,9 +16,9 @@ process imports weft_nb, so child processes and kernels inherit it; tests in one
 
 Kinds: ``enospc`` (disk full), ``eio`` (I/O error), ``erofs`` (read-only file system),
 ``eacces`` (permission denied) and ``short`` (a short write: part of the bytes land, then the
-disk is full). When the variable is unset, :data:`ENABLED` is False and every call site checks
+disk is full). When the variable is unset, `ENABLED` is False and every call site checks
 that one global before anything else. A fault that fires is logged as an ``io_fault_fired``
-event when ``WEFT_NB_EVIDENCE_LOG`` is set (see :mod:`weft_nb.base.evidence`).
+event when ``WEFT_NB_EVIDENCE_LOG`` is set (see `weft_nb.base.evidence`).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def is_json_exact(value: Any, depth: int = 0) -> bool:
 def encode(
     value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hint: Any = None
 ) -> tuple[str, bytes]:
-    """Encode ``value``; raise :class:`PayloadError` naming ``what`` if it cannot be stored.
+    """Encode ``value``; raise `PayloadError` naming ``what`` if it cannot be stored.
 
     A pydantic model is stored as its JSON only when that JSON decodes (as a replay would, through
     ``hint``) to an equal model of the same class; otherwise (NaN or inf, tuples or sets in

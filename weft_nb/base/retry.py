@@ -30,7 +30,7 @@ def parse_duration(value: Duration | None, *, what: str = "duration") -> float |
     """Return ``value`` in seconds; ``None`` stays ``None`` (no limit).
 
     Refused at once with ``ValueError`` (the message shows the value and the accepted forms): a
-    negative, NaN or infinite value, one above :data:`MAX_DURATION`, or something that is not a
+    negative, NaN or infinite value, one above `MAX_DURATION`, or something that is not a
     duration at all.
 
     >>> parse_duration("250ms"), parse_duration("1.5h"), parse_duration(2)

@@ -1,7 +1,7 @@
 """Fault injection over real kernels: ``python -m weft_nb.chaos NOTEBOOK --trials N [--seed S]``.
 
-The campaign lives in :mod:`weft_nb.chaos.harness` and one trial's parts in
-:mod:`weft_nb.chaos.trials`; this package re-exports their public face, so
+The campaign lives in `weft_nb.chaos.harness` and one trial's parts in
+`weft_nb.chaos.trials`; this package re-exports their public face, so
 ``from weft_nb import chaos`` and ``chaos.main([...])`` keep working.
 """
 

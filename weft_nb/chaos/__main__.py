@@ -1,4 +1,4 @@
-"""``python -m weft_nb.chaos``: the fault-injection harness (:mod:`weft_nb.chaos.harness`)."""
+"""``python -m weft_nb.chaos``: the fault-injection harness (`weft_nb.chaos.harness`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One chaos trial's parts: where to inject a fault, how to disturb a kernel, what to check after.
 
-:mod:`weft_nb.chaos.harness` runs the campaign (the reference run, then trial after trial); this
+`weft_nb.chaos.harness` runs the campaign (the reference run, then trial after trial); this
 module holds what one trial does and sees. Evidence comes from outside the kernel: the engine's
 execution log (``WEFT_NB_EVIDENCE_LOG``, fsynced line by line) and the journal itself, opened
 read-only after every kill.

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 import duckdb
 
-from weft_nb.cli.holders import busy_message, describe_holder, lock_holder, process_alive
+from weft_nb.cli.holders import busy_message, describe_holder, engine_holding
 from weft_nb.cli.reading import JOURNAL_TABLES, RUN_TABLES, TMP_PREFIX, Reader
 from weft_nb.cli.text import cut
 from weft_nb.errors import (
     CliError,
     JournalCorruptError,
     JournalError,
+    JournalIOError,
     JournalLockedError,
     JournalNotFoundError,
 )
@@ -164,10 +165,14 @@ def _check(reader: Reader) -> int:
             "a write-ahead log is pending (the last writer did not close cleanly); the "
             "next engine replays it when it opens the journal"
         )
-    holder = lock_holder(path)
-    if holder and holder.get("pid") != os.getpid() and process_alive(holder):
-        report.note(
-            f"an engine holds this journal ({describe_holder(holder)}); it was idle while "
-            "checked, and files it writes meanwhile may show up as orphans"
-        )
+    try:
+        holder = engine_holding(reader.journal.path)
+    except JournalIOError as exc:  # a file system without locks: nobody can tell
+        report.note(f"cannot tell whether an engine holds this journal ({exc})")
+    else:
+        if holder is not None:
+            report.note(
+                f"an engine holds this journal ({describe_holder(holder)}); it was idle while "
+                "checked, and files it writes meanwhile may show up as orphans"
+            )
     return report.end()

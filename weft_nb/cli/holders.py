@@ -10,6 +10,7 @@ from typing import Any
 from weft_nb.cli.text import format_time
 from weft_nb.endpoint.discovery import read_endpoint
 from weft_nb.errors import JournalLockedError
+from weft_nb.journal.lock import holder_now
 from weft_nb.journal.paths import endpoint_file, resolve_journal
 
 
@@ -21,6 +22,19 @@ def lock_holder(path: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def engine_holding(journal_path: str) -> dict[str, Any] | None:
+    """The engine holding the journal now (its lock file's record, maybe empty), or None.
+
+    Asks the lock, not the recorded PID: a closed engine's process may live on (a notebook
+    whose engine was closed, a kernel that switched journals), and its PID stays in the record.
+    ``journal_path`` is the resolved journal (a reader's ``journal.path``).
+
+    Raises:
+        JournalIOError: The file system cannot lock, so nobody can tell.
+    """
+    return holder_now(journal_path + ".lock")
 
 
 def describe_holder(holder: dict[str, Any]) -> str:

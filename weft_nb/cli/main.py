@@ -5,7 +5,7 @@ they work while the engine that owns it is idle (it lets go of the file about a 
 runs stop; a reader waits up to 5 s). While that engine's runs keep the file open, they say who
 holds it, and ``runs`` and ``show`` ask the engine's REST endpoint instead when it serves one.
 
-Write commands (``complete``, ``fail``, ``signal``) open an :class:`~weft_nb.Engine` on the
+Write commands (``complete``, ``fail``, ``signal``) open an [`Engine`][weft_nb.Engine] on the
 journal when no process holds it. When a kernel holds it they go through the kernel's REST
 endpoint (``engine.serve(...)`` records its URL and token in ``<journal>.endpoint.json``), since
 only the holder may write the journal; without an endpoint they name the holder and what to do.
@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from weft_nb.base.release import __version__
 from weft_nb.cli.check import cmd_check
 from weft_nb.cli.read import cmd_export, cmd_runs, cmd_show, cmd_sql
 from weft_nb.cli.reading import DEFAULT_JOURNAL, RUN_STATUSES
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="See docs/cli.md for every command with examples.",
     )
     parser.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH", help=journal_help)
+    parser.add_argument("--version", action="version", version=f"weft-nb {__version__}")
     # --journal is accepted after the command too (`weft-nb runs --journal x.duckdb`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--journal", default=argparse.SUPPRESS, metavar="PATH", help=journal_help)
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=60,
         metavar="N",
-        help="cut table cells to N characters (0: never; default 60)",
+        help="cut table cells to N columns, a CJK character taking two (0: never; default 60)",
     )
 
     export = command("export", cmd_export, "write a run's whole record as JSON")

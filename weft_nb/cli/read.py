@@ -285,7 +285,7 @@ def _json_cell(value: Any) -> Any:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    """``weft-nb sql QUERY``: the ``%weft sql`` sandbox (:mod:`weft_nb.journal.sql_sandbox`)."""
+    """``weft-nb sql QUERY``: the ``%weft sql`` sandbox (`weft_nb.journal.sql_sandbox`)."""
 
     def fetch(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple[Any, ...]]]:
         return [d[0] for d in cursor.description or []], cursor.fetchall()

@@ -1,8 +1,8 @@
 """Opening a journal read-only for the ``weft-nb`` read commands, or asking its holder instead.
 
 A journal whose engine keeps the file open (its runs are active) and serves its REST endpoint is
-asked through the endpoint (:class:`EndpointAnswered`); otherwise a busy or missing journal
-becomes one clear :class:`~weft_nb.errors.CliError`.
+asked through the endpoint (`EndpointAnswered`); otherwise a busy or missing journal
+becomes one clear [`CliError`][weft_nb.errors.CliError].
 """
 
 from __future__ import annotations
@@ -89,10 +89,10 @@ class Reader:
 def open_reader(
     path: str, *, via_endpoint: Callable[[dict[str, Any]], int] | None = None
 ) -> Iterator[Reader]:
-    """Open a :class:`Reader`, turning a busy or missing journal into a clear message.
+    """Open a `Reader`, turning a busy or missing journal into a clear message.
 
     With ``via_endpoint``, a journal whose holder keeps the file open and serves its REST
-    endpoint is asked through the endpoint instead (raising :class:`EndpointAnswered`).
+    endpoint is asked through the endpoint instead (raising `EndpointAnswered`).
     """
     if not os.path.exists(path):
         raise JournalNotFoundError(path)

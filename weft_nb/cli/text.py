@@ -1,10 +1,15 @@
-"""How the ``weft-nb`` command line writes: errors, times, durations, tables and payloads."""
+"""How the ``weft-nb`` command line writes: errors, times, durations, tables and payloads.
+
+Widths are terminal columns, not characters: a CJK run id takes two columns a character, so
+tables pad and cut by `display_width()`, the one measure every table of the command line uses.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -39,19 +44,50 @@ def span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
 
 
+def char_width(char: str) -> int:
+    """Columns one character takes in a terminal: 2, 1 or 0.
+
+    East Asian wide (``W``) and fullwidth (``F``) characters take 2; combining marks and
+    invisible format characters (a zero-width joiner) 0; the rest 1. Ambiguous-width characters
+    (``A``: Greek, Cyrillic, some symbols) count 1, as terminals outside a CJK locale draw them.
+    """
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (see `char_width()`); ``len`` for ASCII."""
+    return len(text) if text.isascii() else sum(char_width(c) for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` with spaces after it up to ``width`` columns (as ``ljust``, by display width)."""
+    return text + " " * max(0, width - display_width(text))
+
+
 def cut(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with ``...`` (0: no limit)."""
+    """``text`` on one line, cut to ``width`` columns with ``...`` (0: no limit)."""
     text = text.replace("\r", "").replace("\n", "\\n")
-    return text if width <= 0 or len(text) <= width else text[: max(1, width - 3)] + "..."
+    if width <= 0 or display_width(text) <= width:
+        return text
+    room, used = max(1, width - 3), 0
+    kept: list[str] = []
+    for char in text:
+        used += char_width(char)
+        if used > room and kept:
+            break
+        kept.append(char)
+    return "".join(kept) + "..."
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    """Print ``rows`` under ``header`` in left-aligned columns."""
-    widths = [len(h) for h in header]
+    """Print ``rows`` under ``header`` in left-aligned columns, aligned by display width."""
+    widths = [display_width(h) for h in header]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+        widths = [max(w, display_width(cell)) for w, cell in zip(widths, row, strict=True)]
     for line in (header, ["-" * w for w in widths], *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
+        print("  ".join(pad(c, w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
 
 
 def payload(codec: str | None, data: bytes | None) -> dict[str, Any] | None:

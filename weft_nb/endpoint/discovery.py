@@ -2,7 +2,7 @@
 
 While it serves, the endpoint's URL and bearer token are recorded in ``<journal>.endpoint.json``
 beside the journal (mode 0600: readable by this user only; the engine names the file, see
-:func:`weft_nb.journal.paths.endpoint_file`), so the command line can reach the kernel that holds
+`weft_nb.journal.paths.endpoint_file()`), so the command line can reach the kernel that holds
 the journal. The file is removed when the server stops (and at interpreter exit); one left by a
 killed process is ignored, because its PID no longer holds the journal.
 """

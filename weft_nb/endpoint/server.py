@@ -13,7 +13,7 @@ constant time) unless ``allow_unauthenticated=True`` is passed explicitly, which
 Request bodies are capped. Bad input never produces a 5xx.
 
 Sturdiness: every client gets its status. A refused request (401, 413, ...) still has its body
-read and thrown away (up to :data:`DRAIN_LIMIT`), since closing a socket with unread data makes
+read and thrown away (up to `DRAIN_LIMIT`), since closing a socket with unread data makes
 the kernel send a reset, and a client still writing (``urllib``, ``curl`` without ``Expect:
 100-continue``) then sees a broken pipe instead of the answer. A connection that sends nothing
 for ``request_timeout`` seconds is closed; at most ``max_connections`` are served at once (the
@@ -25,9 +25,9 @@ collide; ``server.port`` and the discovery file say which. 7233, the port of ear
 Temporal's default.
 
 Discovery: while it serves, the endpoint's URL and bearer token are recorded in a discovery file
-the engine names (see :mod:`weft_nb.endpoint.discovery`).
+the engine names (see `weft_nb.endpoint.discovery`).
 
-The server talks to an :class:`~weft_nb.endpoint.target.EndpointTarget` (the engine, in practice)
+The server talks to an `EndpointTarget` (the engine, in practice)
 and imports nothing of the engine: the engine depends on the endpoint, never the reverse.
 """
 

@@ -1,4 +1,4 @@
-"""What the REST endpoint needs from the process that serves it: :class:`EndpointTarget`.
+"""What the REST endpoint needs from the process that serves it: `EndpointTarget`.
 
 A structural protocol, so the endpoint imports nothing of the engine (which satisfies it) and a
 test can serve a stand-in.

@@ -1,9 +1,9 @@
 """Ending crash loops: a step whose attempts keep killing the process fails instead of looping.
 
-The dispatch log (:mod:`weft_nb.journal.dispatch_log`) turns every attempt a dead process left
+The dispatch log (`weft_nb.journal.dispatch_log`) turns every attempt a dead process left
 running
 into a failed ``ActivityCrashed`` attempt when the next engine opens the journal. So a resume
-knows how often the step started; before it dispatches again, :func:`check_before_dispatch`
+knows how often the step started; before it dispatches again, `check_before_dispatch()`
 fails the step when its retry policy allows no more attempts (``ActivityCrashLoopError``) or its
 ``schedule_to_close_timeout`` has passed since the first attempt started, exactly as an attempt
 that raised would have. The verdict is not journaled as the step's outcome: the run is left
@@ -133,7 +133,7 @@ def check_before_dispatch(
 
 
 def is_verdict(error: BaseException) -> bool:
-    """True for the error :func:`check_before_dispatch` raises: the run stays resumable."""
+    """True for the error `check_before_dispatch()` raises: the run stays resumable."""
     return (
         isinstance(error, (ActivityCrashLoopError, ActivityScheduleToCloseTimeoutError))
         and getattr(error, "cause_type", None) == CRASHED

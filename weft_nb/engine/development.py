@@ -1,4 +1,4 @@
-"""Development mode: :class:`~weft_nb.errors.DevelopmentWarning` for mistakes the engine can see.
+"""Development mode: `DevelopmentWarning` for mistakes the engine can see.
 
 On with ``development=True`` (engine option), or ``WEFT_NB_DEV=1`` in the environment (the notebook
 magics: ``%config WeftMagics.development = True``). Off, none of this runs. Four checks, each

@@ -30,10 +30,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from weft_nb.base.input_digest import input_digest
-from weft_nb.base.payloads import decode, encode, error_from_json, validate
+from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.engine import steps
-from weft_nb.engine.replay import PreparedStep
 from weft_nb.errors import DurableActivityScopeError
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
@@ -100,27 +98,13 @@ def durable_activity(
     rt, cursor = scope.rt, scope.cursor
     scope.ordinal += 1
     position = _SUB_BASE * (scope.position + 1) + scope.ordinal
-    definition = cursor.resolve(activity)
-    value = validate(input, definition.input_hint, what=f"input of activity {definition.name!r}")
-    codec, data = encode(
-        value, what=f"input of activity {definition.name!r}", max_bytes=rt.max_payload_bytes
+    step, recorded = steps.prepare_step(
+        rt,
+        cursor,
+        steps.StepCall(position=position, activity=activity, input=input, options=call_options),
     )
-    signature = input_digest(value, codec, data, cursor.digests)
-    rt.dev_checks.check_input(cursor.run_id, position, definition.name, signature)
-    key = call_options.get("idempotency_key")
-    if key is None and definition.idempotency_key is not None:
-        key = str(definition.idempotency_key(value))
-    step = PreparedStep(
-        position=position,
-        definition=definition,
-        value=value,
-        input_hash=signature.value,
-        key=key,
-        options=call_options,
-        record=key is not None,
-        sub_operation=True,
-    )
-    recorded = cursor.match(position, definition.name, definition.source_hash, signature)
+    definition, key = step.definition, step.key
+    step.record, step.sub_operation = key is not None, True
     if recorded is not None and recorded.status == STEP_FAILED:  # failed for good, keyed or not
         assert recorded.error is not None
         cursor.count_replayed()

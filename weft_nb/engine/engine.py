@@ -45,7 +45,7 @@ class Engine:
 
     Args:
         journal: Path of the journal file (created with its folder when missing), or an open
-            :class:`~weft_nb.journal.protocol.Journal` (such as ``weft_nb.testing.MemoryJournal``),
+            `Journal` (such as ``weft_nb.testing.MemoryJournal``),
             which the engine then owns and closes.
         clock: Time source; tests pass a ``VirtualClock`` (see ``weft_nb.testing``).
         on_change: Default policy when a journaled step no longer matches the code on replay:
@@ -61,9 +61,10 @@ class Engine:
             that queue running at once, across all runs, whatever the executor. Change them
             later with ``engine.queue_limits.set("gpu", 2)``.
         program: Shown to other processes that find the journal locked (a notebook name).
-        executor: Where activity attempts run: :class:`ThreadExecutor` (the default, in this
-            process), :class:`ProcessExecutor` (worker processes) or :class:`DaskExecutor` (a
-            Dask cluster). The journal stays here; the engine closes the executor when it closes.
+        executor: Where activity attempts run: [`ThreadExecutor`][weft_nb.ThreadExecutor] (the
+            default, in this process), [`ProcessExecutor`][weft_nb.ProcessExecutor] (worker
+            processes) or [`DaskExecutor`][weft_nb.DaskExecutor] (a Dask cluster). The journal
+            stays here; the engine closes the executor when it closes.
         development: Development mode: warn (``DevelopmentWarning``) about mistakes the engine
             can see; see docs/engine.md. None (the default) follows ``WEFT_NB_DEV=1``.
     """
@@ -286,7 +287,7 @@ class Engine:
     def queue_slot(self, queue: str) -> threading.BoundedSemaphore:
         """Deprecated, unused by the engine: a free-standing semaphore named after ``queue``.
 
-        Queue limits are :attr:`queue_limits` (a :class:`~weft_nb.engine.queue_limits.QueueLimits`),
+        Queue limits are `queue_limits` (a `QueueLimits`),
         taken around every attempt.
         """
         return self._queue_slots.setdefault(queue, threading.BoundedSemaphore(1_000_000))

@@ -1,6 +1,6 @@
 """The engine's events: what happened to runs and steps, sent to listeners (widgets, logs, tests).
 
-Run code emits through :meth:`EventBus.emit` (reached as ``rt.emit``); a failing listener is
+Run code emits through `EventBus.emit()` (reached as ``rt.emit``); a failing listener is
 reported as a warning and never stops the run that emitted.
 """
 

@@ -1,7 +1,7 @@
 """What reaches a run from outside its workflow: signals and out-of-band completions.
 
 The engine's ``signal``, ``complete_async_activity`` and ``fail_async_activity`` delegate to
-:class:`ExternalInputs`. They share one rule: the input is validated and journaled before anything
+`ExternalInputs`. They share one rule: the input is validated and journaled before anything
 that depends on it, and the run is woken if it waits in this process.
 """
 

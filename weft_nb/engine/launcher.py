@@ -2,7 +2,7 @@
 
 A resume checks the run can continue (registered workflow, same version, no earlier execution
 still stopping), loads what its journal recorded, and hands the run to
-:func:`~weft_nb.engine.run_thread.launch`. The engine's ``start``, ``resume`` and ``recover_all``
+`launch()`. The engine's ``start``, ``resume`` and ``recover_all``
 delegate here.
 """
 

@@ -65,11 +65,11 @@ class LiveRuns:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once `close()` was called."""
         return self._closed
 
     def check_open(self) -> None:
-        """Raise :class:`JournalClosedError` once the engine is closed."""
+        """Raise `JournalClosedError` once the engine is closed."""
         if self._closed:
             raise JournalClosedError(self._closed_message)
 

@@ -98,7 +98,7 @@ def _pickled(error: Exception, max_bytes: int) -> bytes | None:
 
 
 def _unpickled(data: bytes) -> Exception | None:
-    """The exception :func:`_pickled` stored (raises when its class cannot be imported)."""
+    """The exception `_pickled()` stored (raises when its class cannot be imported)."""
     loaded = pickle.loads(data)
     if isinstance(loaded, tuple) and len(loaded) == 4 and loaded[0] == _REBUILD:
         _, cls, args, state = loaded

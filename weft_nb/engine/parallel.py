@@ -8,8 +8,8 @@ completed siblings of a failed group).
 
 Parallelism is bounded by the engine option ``max_parallel``, and a queue (``queue="gpu"``) can
 have its own limit (``queue_limits={"gpu": 1}``, taken around each attempt of every step: see
-:mod:`weft_nb.engine.queue_limits`). Submitted steps wait in the
-engine's :class:`~weft_nb.engine.step_pool.StepPool` and run on at most ``max_parallel`` reused
+`weft_nb.engine.queue_limits`). Submitted steps wait in the
+engine's `StepPool` and run on at most ``max_parallel`` reused
 threads, so a 200-way ``ctx.all`` starts a handful of threads, not 200.
 """
 
@@ -37,7 +37,7 @@ GROUP = "<run_all>"
 
 
 class StepFuture:
-    """A submitted step. Pass it to ``ctx.all`` or ``ctx.race``, or call :meth:`result`."""
+    """A submitted step. Pass it to ``ctx.all`` or ``ctx.race``, or call `result()`."""
 
     def __init__(self, rt: Runtime, cursor: StepCursor, position: int, activity: str) -> None:
         self.position = position

@@ -102,7 +102,7 @@ class QueueLimits:
                         self._waiters[queue].remove(wake)
 
     def release(self, queue: str | None) -> None:
-        """Give back a slot taken by :meth:`acquire`."""
+        """Give back a slot taken by `acquire()`."""
         if queue is None:
             return
         with self._lock:

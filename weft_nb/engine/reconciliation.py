@@ -9,7 +9,7 @@ outcome, nobody knows whether the side effect happened. Without a verifier the e
 - ``"completed-result-unavailable"``, ``"indeterminate"``, anything else, or an exception from the
   verifier: fail closed, never run it again.
 
-This module decides; :func:`weft_nb.engine.steps.adopt_reconciled` journals an adopted result as
+This module decides; `weft_nb.engine.steps.adopt_reconciled()` journals an adopted result as
 the step's.
 """
 

@@ -92,7 +92,7 @@ def memo(
     """Run ``fn`` once per ``key`` in this run; later calls and resumes get the recorded value.
 
     A failure of ``fn`` is an answer too: it is journaled, and later calls and resumes raise it
-    again (:mod:`weft_nb.engine.memo_failures`).
+    again (`weft_nb.engine.memo_failures`).
     """
     remembered = cursor.memo_value(key) if kind == MEMO else NOT_SET
     if remembered is not NOT_SET:

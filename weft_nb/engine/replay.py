@@ -1,17 +1,17 @@
-"""The replay state of one execution of a run: :class:`StepCursor`.
+"""The replay state of one execution of a run: `StepCursor`.
 
 On resume the workflow function runs again from the top. Each durable operation (``ctx.run``,
 ``ctx.sleep``, ``ctx.memo``, ...) takes the next position; a position whose journaled step has
 the same signature (activity name, input hash, activity source hash) is answered from the
 journal. On the first mismatch the run's ``on_change`` policy decides: ``"rerun"`` supersedes the
 journaled steps from there on (kept for audit) and runs live; ``"error"`` raises
-:class:`~weft_nb.errors.NonDeterminismError`.
+[`NonDeterminismError`][weft_nb.errors.NonDeterminismError].
 
 The cursor is the one owner of that state, so positions, the recorded steps still to be
 replayed, the supersede bookkeeping, the memo cache, the recorded-result digests, the run's
 activity definitions and the parked task tokens change only through its methods. The code that
-executes steps (:mod:`weft_nb.engine.steps`, :mod:`weft_nb.engine.parallel`,
-:mod:`weft_nb.engine.recorded_calls`, :mod:`weft_nb.engine.durable_activity`) asks it.
+executes steps (`weft_nb.engine.steps`, `weft_nb.engine.parallel`,
+`weft_nb.engine.recorded_calls`, `weft_nb.engine.durable_activity`) asks it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from weft_nb.journal.protocol import Journal
 
 NOT_SET: Any = object()
-"""What :meth:`StepCursor.memo_value` returns for a key not memoised yet."""
+"""What `StepCursor.memo_value()` returns for a key not memoised yet."""
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ class StepCursor:
         journal: Where superseded steps are marked and the run's input is read.
         clock: The engine's clock: backoff, durable sleeps, waits for signals, event times.
         registry: The engine's activity registry (the run takes a copy: see
-            :mod:`weft_nb.engine.run_definitions`).
+            `weft_nb.engine.run_definitions`).
     """
 
     def __init__(
@@ -115,7 +115,8 @@ class StepCursor:
 
         An activity input's digest matches under either hash scheme (old journals). A mismatch
         of an inexact digest (part of the input was hashed by re-pickling an object) is not
-        trusted: the journaled step is kept, with a :class:`StepChangedWarning`.
+        trusted: the journaled step is kept, with a
+        [`StepChangedWarning`][weft_nb.StepChangedWarning].
 
         Raises:
             NonDeterminismError: The signature differs and the run's on_change is ``"error"``.
@@ -205,7 +206,7 @@ class StepCursor:
         return position in self._state.pending_tokens
 
     def take_parked(self, position: int) -> bool:
-        """Like :meth:`is_parked`, and forget the token: the step waits for it once."""
+        """Like `is_parked()`, and forget the token: the step waits for it once."""
         return self._state.pending_tokens.pop(position, None) is not None
 
     # -- liveness --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Re-running an ``%%weft_activity`` cell (or re-decorating a function) while a run is live would
 otherwise mix versions in one run: steps before the redefinition ran the old code, steps after it
 the new. Each execution of a workflow takes a copy of the registry when it starts
-(:class:`RunDefinitions`, held by the run's :class:`~weft_nb.engine.replay.StepCursor`) and
+(`RunDefinitions`, held by the run's `StepCursor`) and
 resolves activities, by name or by function, to that copy. A name (``ctx.run("train")``)
 resolves to the registry as it was when the execution started; a function (``ctx.run(train)``)
 resolves to the definition the execution first used under that name, so a function edited

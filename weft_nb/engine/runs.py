@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 class RunCompletion:
     """The outcome a run's handle waits for, set once: by the run's thread, or from the journal.
 
-    The run owns it and settles it; the :class:`RunHandle` only reads it. ``progress`` is the live
-    run's state (its replayed and executed step counts), None for a run read from the journal.
+    The run owns it and settles it; the [`RunHandle`][weft_nb.RunHandle] only reads it. ``progress``
+    is the live run's state (its replayed and executed step counts), None for a run read from the
+    journal.
     """
 
     def __init__(self) -> None:
@@ -108,7 +109,8 @@ class RunHandle:
     Args:
         run_id: The run's id.
         workflow: Its workflow's name.
-        journal: The journal it is recorded in (read by :meth:`wait_for_token`).
+        journal: The journal it is recorded in (read by
+            [`wait_for_token()`][weft_nb.RunHandle.wait_for_token]).
         cancel: Cancels a run by id (the engine's ``cancel``).
         completion: The run's outcome, once it has one (settled by the run, read here).
     """

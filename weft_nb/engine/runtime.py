@@ -1,7 +1,7 @@
 """The services a run needs, handed down to run code instead of the engine itself.
 
-The engine builds one :class:`Runtime` when it opens and gives it to every run's thread and
-:class:`~weft_nb.engine.workflow_context.WorkflowContext` (as ``ctx.runtime``). Run code reaches
+The engine builds one `Runtime` when it opens and gives it to every run's thread and
+[`WorkflowContext`][weft_nb.WorkflowContext] (as ``ctx.runtime``). Run code reaches
 the journal, the clock, the executor and the rest through it, and never imports the engine: so
 the engine's public face can depend on run code without a circle back (as Temporal's activity
 ``_Context`` is filled in by the worker, which ``activity.py`` never imports).
@@ -40,7 +40,7 @@ class Runtime:
         executor: Where activity attempts run (the engine's ``attempts``).
         flusher: Buffers heartbeat details and writes them to the journal.
         checkpoints: Activity checkpoints beside the journal.
-        events: The engine's listeners; see :meth:`emit`.
+        events: The engine's listeners; see `emit()`.
         dispatches: Attempts started and not yet finished, for crash-loop counting.
         step_pool: Threads for ``ctx.submit``/``all``/``race``/``run_all``.
         parallel_slots: Bounds the parallel steps in flight, across all runs.
@@ -64,7 +64,7 @@ class Runtime:
     max_payload_bytes: int
 
     def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
-        """Send an engine event to the listeners (see :class:`EventBus`)."""
+        """Send an engine event to the listeners (see `EventBus`)."""
         self.events.emit(kind, run_id, position, **data)
 
     def new_activity_context(

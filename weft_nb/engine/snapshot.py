@@ -93,7 +93,7 @@ class RunSnapshot:
         return max(0.0, end - self.created_at)
 
     def shown_steps(self) -> list[StepView]:
-        """The steps worth a row: the newest :data:`MAX_ROWS`, plus older unfinished ones.
+        """The steps worth a row: the newest `MAX_ROWS`, plus older unfinished ones.
 
         A 10,000-step run would otherwise render 10,000 rows (minutes of widget building, and
         megabytes in the notebook) that nobody reads; SQL and the timeline have every step.

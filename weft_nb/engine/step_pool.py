@@ -15,7 +15,7 @@ class StepPool:
 
     Daemon threads, as for every other thread the engine starts: an activity that ignores
     cancellation must not keep the interpreter (or a kernel restart) from exiting. A thread
-    idle for :attr:`IDLE_EXIT` seconds ends; the next submission starts a new one.
+    idle for `IDLE_EXIT` seconds ends; the next submission starts a new one.
     """
 
     IDLE_EXIT = 5.0

@@ -13,7 +13,8 @@ run, and replay matches positions in program order. Two places break that:
   through ``ctx.submit``/``ctx.all``/``ctx.race``/``ctx.run_all``, whose positions are taken on the
   workflow's thread and whose activities run on the engine's worker threads.
 
-Both raise :class:`~weft_nb.errors.StepScopeError`, naming the call and the line that made it.
+Both raise [`StepScopeError`][weft_nb.errors.StepScopeError], naming the call and the line that made
+it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Executing one step live: attempts, retries, timeouts, verification and their journal records.
 
 It also parks a step on an out-of-band completion token, and adopts the verifier's verdict on a
-dispatch marker a crash left behind (:func:`adopt_reconciled`; the verdict itself is
-:mod:`weft_nb.engine.reconciliation`'s). It takes the engine's services (``rt``,
-:class:`~weft_nb.engine.runtime.Runtime`) and the run's replay state (``cursor``,
-:class:`~weft_nb.engine.replay.StepCursor`), never the workflow's ``ctx``.
+dispatch marker a crash left behind (`adopt_reconciled()`; the verdict itself is
+`weft_nb.engine.reconciliation`'s). It takes the engine's services (``rt``,
+`Runtime`) and the run's replay state (``cursor``,
+`StepCursor`), never the workflow's ``ctx``.
 
 Runs on the workflow's thread (``ctx.run``) or a worker thread (``ctx.submit``).
 """
@@ -19,6 +19,7 @@ from weft_nb import errors as _errors
 from weft_nb.activity.context import ActivityContext, CompleteAsync, EngineStopped
 from weft_nb.base import evidence
 from weft_nb.base.faults import fault_point
+from weft_nb.base.input_digest import input_digest
 from weft_nb.base.payloads import (
     decode,
     encode,
@@ -30,6 +31,7 @@ from weft_nb.base.payloads import (
 from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine import crash_loops, task_tokens
 from weft_nb.engine.reconciliation import check_result, reconcile
+from weft_nb.engine.replay import PreparedStep
 from weft_nb.errors import (
     ActivityFailedError,
     ActivityScheduleToCloseTimeoutError,
@@ -48,7 +50,7 @@ from weft_nb.journal.protocol import (
 
 if TYPE_CHECKING:
     from weft_nb.engine.crash_loops import DispatchTracker
-    from weft_nb.engine.replay import PreparedStep, StepCursor
+    from weft_nb.engine.replay import StepCursor
     from weft_nb.engine.runtime import Runtime
 
 
@@ -67,6 +69,41 @@ class Settlement:
     started: StepRecord
     heartbeat: Any = None
     token: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCall:
+    """One durable activity call as the workflow made it: which activity, on what, where."""
+
+    position: int
+    activity: str | Callable[..., Any]
+    input: Any
+    options: dict[str, Any]
+
+
+def prepare_step(
+    rt: Runtime, cursor: StepCursor, call: StepCall
+) -> tuple[PreparedStep, StepRecord | None]:
+    """Check and sign a call's input: its step, and the journal's record there if it matches."""
+    position, definition = call.position, cursor.resolve(call.activity)
+    name, limit = definition.name, rt.max_payload_bytes
+    value = validate(call.input, definition.input_hint, what=f"input of activity {name!r}")
+    what = f"input of activity {name!r} (step {position})"
+    codec, data = encode(value, what=what, max_bytes=limit)
+    signature = input_digest(value, codec, data, cursor.digests)
+    rt.dev_checks.check_input(cursor.run_id, position, name, signature)
+    key = call.options.get("idempotency_key")
+    if key is None and definition.idempotency_key is not None:
+        key = str(definition.idempotency_key(value))
+    step = PreparedStep(
+        position=position,
+        definition=definition,
+        value=value,
+        input_hash=signature.value,
+        key=key,
+        options=call.options,
+    )
+    return step, cursor.match(position, name, definition.source_hash, signature)
 
 
 def started_record(run_id: str, step: PreparedStep, attempt: int, first_start: float) -> StepRecord:
@@ -88,7 +125,7 @@ def execute(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> Any:
     """Run a prepared step live, with retries, and journal its outcome (any thread).
 
     Each attempt is in the dispatch log from before it runs until its outcome is journaled, so
-    an attempt that dies with the process is counted (:mod:`weft_nb.engine.crash_loops`).
+    an attempt that dies with the process is counted (`weft_nb.engine.crash_loops`).
     """
     dispatches = crash_loops.DispatchTracker(rt.dispatches, cursor.run_id, step)
     try:
@@ -285,7 +322,7 @@ def will_retry(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
 def final_error(
     run_id: str, step: PreparedStep, attempt: int, error: BaseException, traceback_text: str
 ) -> WeftError:
-    """The error to surface when this failure ends the step (:func:`will_retry` said no)."""
+    """The error to surface when this failure ends the step (`will_retry()` said no)."""
     if isinstance(error, ActivityTimeoutError | _errors.PayloadError):
         error.fields["attempts"] = attempt
         setattr(error, "attempts", attempt)  # noqa: B010 - not every such error declares it

@@ -6,12 +6,12 @@ settled by it:
 
 - the attempt fails or times out: the failure's transaction spends it (a completion of it while
   the retry runs, or after the step failed, is refused), unless an outside completion or failure
-  arrived first, which then settles the step (:func:`spend`);
+  arrived first, which then settles the step (`spend()`);
 - the process dies while the attempt runs: the next engine spends it when it counts the attempt
-  as crashed (:mod:`weft_nb.journal.dispatch_log`), so the resumed run retries the step instead of
+  as crashed (`weft_nb.journal.dispatch_log`), so the resumed run retries the step instead of
   waiting on a token no one will use;
 - the attempt parks (``complete_async()``): the token settles the step, once;
-- the run finishes or is cancelled: the journal refuses it (:func:`refusal` says
+- the run finishes or is cancelled: the journal refuses it (`refusal()` says
   ``RunFinishedError``, HTTP 409, for a token that was never used).
 
 A used, spent or unknown token raises ``AsyncTokenNotFoundError`` (HTTP 404).

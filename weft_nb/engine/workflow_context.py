@@ -1,8 +1,8 @@
 """The ``ctx`` a workflow function receives: the user's face of a run's durable operations.
 
-Each method checks where it is called from (:mod:`weft_nb.engine.step_scope`) and hands the work
+Each method checks where it is called from (`weft_nb.engine.step_scope`) and hands the work
 to the module that does it; the replay state (positions, recorded steps, on_change, liveness)
-belongs to the run's :class:`~weft_nb.engine.replay.StepCursor`, ``ctx.cursor``.
+belongs to the run's `StepCursor`, ``ctx.cursor``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import EngineStopped
 from weft_nb.base import evidence
-from weft_nb.base.input_digest import input_digest
-from weft_nb.base.payloads import decode, encode, error_from_json, validate
+from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.retry import Duration
 from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
@@ -87,30 +86,17 @@ class WorkflowContext:
             raise TypeError(
                 f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}"
             )
-        position = cursor.take_position()
-        definition = cursor.resolve(activity)
-        value = validate(
-            input, definition.input_hint, what=f"input of activity {definition.name!r}"
+        step, recorded = _step_execution.prepare_step(
+            self.runtime,
+            cursor,
+            _step_execution.StepCall(
+                position=cursor.take_position(),
+                activity=activity,
+                input=input,
+                options=call_options,
+            ),
         )
-        codec, data = encode(
-            value,
-            what=f"input of activity {definition.name!r} (step {position})",
-            max_bytes=self.runtime.max_payload_bytes,
-        )
-        signature = input_digest(value, codec, data, cursor.digests)
-        self.runtime.dev_checks.check_input(self.run_id, position, definition.name, signature)
-        key = call_options.get("idempotency_key")
-        if key is None and definition.idempotency_key is not None:
-            key = str(definition.idempotency_key(value))
-        step = PreparedStep(
-            position=position,
-            definition=definition,
-            value=value,
-            input_hash=signature.value,
-            key=key,
-            options=call_options,
-        )
-        recorded = cursor.match(position, definition.name, definition.source_hash, signature)
+        position, definition = step.position, step.definition
         if recorded is None:
             return step
         if recorded.status == STEP_COMPLETED:
@@ -144,10 +130,11 @@ class WorkflowContext:
     def submit(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
     ) -> StepFuture:
-        """Schedule an activity without waiting; returns a :class:`StepFuture`.
+        """Schedule an activity without waiting; returns a `StepFuture`.
 
         The step takes its position now (program order), runs on a worker thread, and is
-        journaled the moment it settles. Combine futures with :meth:`all` or :meth:`race`.
+        journaled the moment it settles. Combine futures with [`all()`][weft_nb.WorkflowContext.all]
+        or [`race()`][weft_nb.WorkflowContext.race].
         """
         _step_scope.check_scope(self.cursor, f"ctx.submit({_name_of(activity)!r})")
         return _parallel.submit(

@@ -3,7 +3,7 @@
 With the default thread executor (``weft_nb.executors.base``), an attempt with neither a per-attempt
 ``timeout`` nor a ``heartbeat_timeout`` runs inline on the workflow's thread: nothing needs to
 watch it, and it saves a thread hand-off per step. Otherwise it runs on its own daemon thread while
-the workflow thread watches two deadlines (:class:`AttemptWatch`, which the process and Dask
+the workflow thread watches two deadlines (`AttemptWatch`, which the process and Dask
 executors use too):
 
 - ``timeout``: elapsed-time cap of the attempt (on the monotonic clock, so stepping the system
@@ -138,8 +138,8 @@ class AttemptWatch:
     """The two deadlines of one attempt (``timeout`` and ``heartbeat_timeout``).
 
     Shared by every executor: the thread executor waits on its wake event until
-    :meth:`remaining` passes, a remote executor polls its worker's channel for that long; both
-    then ask :meth:`expired`, which cancels the attempt and returns its timeout outcome.
+    `remaining()` passes, a remote executor polls its worker's channel for that long; both
+    then ask `expired()`, which cancels the attempt and returns its timeout outcome.
     """
 
     def __init__(

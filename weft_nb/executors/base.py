@@ -1,13 +1,13 @@
 """Where activity attempts run: the executor interface and the default thread executor.
 
 The engine hands every attempt to its executor (``Engine(executor=...)``). The executor runs the
-activity and returns its :class:`~weft_nb.executors.attempts.AttemptOutcome`; everything durable
+activity and returns its `AttemptOutcome`; everything durable
 (the journal, heartbeat flushing, checkpoint files, retries) stays in the kernel whatever the
-executor. :class:`ThreadExecutor` runs attempts in this process; the remote executors
-(:mod:`weft_nb.executors.remote`) run them elsewhere and feed what the activity reports
+executor. [`ThreadExecutor`][weft_nb.ThreadExecutor] runs attempts in this process; the remote
+executors (`weft_nb.executors.remote`) run them elsewhere and feed what the activity reports
 (heartbeats, checkpoints, task-token reads) into the kernel's own ``ActivityContext``.
 
-This module knows no other executor: :mod:`weft_nb.executors.spec` is the one place that names
+This module knows no other executor: `weft_nb.executors.spec` is the one place that names
 them all.
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class Executor:
-    """Runs the attempts of an engine's activities. Subclasses implement :meth:`run`."""
+    """Runs the attempts of an engine's activities. Subclasses implement `run()`."""
 
     clock: Clock
 
@@ -56,7 +56,7 @@ class ThreadExecutor(Executor):
     """
 
     def run(self, attempt: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:
-        """Run one attempt here; see :meth:`Executor.run`."""
+        """Run one attempt here; see `Executor.run()`."""
         definition, value, ctx = attempt.definition, attempt.value, attempt.ctx
         if attempt.timeout is None and attempt.heartbeat_timeout is None:
             return attempt_outcome(definition, value, ctx)

@@ -5,10 +5,10 @@ decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` 
 after the attempt (worker to kernel: heartbeats, requests, ``started``/``finished``; kernel to
 worker: replies and cancellation). The result travels as the task's result, on Dask's data path.
 
-A lost worker shows up three ways, all mapped to :class:`~weft_nb.errors.WorkerLostError`:
-``KilledWorker``, the task starting a second time (Dask reschedules the tasks of a dead worker;
-that rerun is cancelled, and weft_nb retries with a new attempt instead), or the worker the task
-started on leaving the cluster.
+A lost worker shows up three ways, all mapped to
+[`WorkerLostError`][weft_nb.errors.WorkerLostError]: ``KilledWorker``, the task starting a second
+time (Dask reschedules the tasks of a dead worker; that rerun is cancelled, and weft_nb retries with
+a new attempt instead), or the worker the task started on leaving the cluster.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ class DaskExecutor(RemoteExecutor):
             or a scheduler address such as ``"tcp://10.0.0.5:8786"``. A client made here from an
             address is closed with the executor; a client you pass is left open.
         check_timeout: Seconds to wait for the scheduler (and one worker) when the engine starts;
-            beyond it :class:`~weft_nb.errors.SchedulerUnreachableError` names the address.
+            beyond it [`SchedulerUnreachableError`][weft_nb.errors.SchedulerUnreachableError] names
+            the address.
         cancel_grace: Seconds a cancelled attempt has to return before its task is cancelled.
         queue_resources: Dask resources per activity queue, e.g. ``{"gpu": {"GPU": 1}}``. A
             queue not listed uses the resource of its own name (``{"gpu": 1}``) when some worker
@@ -272,7 +273,7 @@ class DaskExecutor(RemoteExecutor):
     ) -> Iterator[_DaskChannel]:
         """Submit the attempt as a task, placed by ``queue``, with its two message queues.
 
-        See :meth:`RemoteExecutor.start_attempt`. The queues and the task's future are released
+        See `RemoteExecutor.start_attempt()`. The queues and the task's future are released
         after the attempt.
         """
         distributed = _distributed()

@@ -8,7 +8,7 @@ or is killed on a timeout fails only that attempt, and the next attempt gets a f
 Why ``subprocess`` rather than ``multiprocessing``: forking would copy the kernel's threads and
 its DuckDB handle, and the ``spawn`` method re-runs the parent's main script in every worker (a
 script without an ``if __name__ == "__main__":`` guard would start its engine again there). A
-worker is ``python -c`` running :func:`worker_main` on an inherited socket, with the kernel's
+worker is ``python -c`` running `worker_main()` on an inherited socket, with the kernel's
 ``sys.path`` and working directory, so it imports what the kernel imports.
 
 A worker exits by itself when its pipe closes, so a killed kernel leaves no worker behind that
@@ -160,9 +160,10 @@ class ProcessExecutor(RemoteExecutor):
     Activities run outside the kernel's GIL, so CPU-bound pure-Python work runs in parallel
     (``ctx.all``/``ctx.submit``). A per-attempt ``timeout`` or ``heartbeat_timeout`` is enforced
     hard: the worker is killed and replaced and the attempt fails with the timeout error. A worker
-    that dies fails only its attempt, with :class:`~weft_nb.errors.WorkerLostError`, which is
-    retried per the activity's policy. Activities and their inputs are pickled with cloudpickle,
-    so functions defined in the notebook travel (see the scaling-out guide for what does not).
+    that dies fails only its attempt, with [`WorkerLostError`][weft_nb.errors.WorkerLostError],
+    which is retried per the activity's policy. Activities and their inputs are pickled with
+    cloudpickle, so functions defined in the notebook travel (see the scaling-out guide for what
+    does not).
 
     Args:
         max_workers: Worker processes at most (started on demand); default ``os.cpu_count()``.
@@ -192,7 +193,7 @@ class ProcessExecutor(RemoteExecutor):
     ) -> Iterator[_ProcessChannel | None]:
         """Send the attempt to an idle (or new) worker process once one of the slots is free.
 
-        See :meth:`RemoteExecutor.start_attempt`. The worker goes back to the idle workers
+        See `RemoteExecutor.start_attempt()`. The worker goes back to the idle workers
         after the attempt, unless it was lost or abandoned (then it is killed).
         """
         del definition, queue  # every worker process runs any activity

@@ -1,17 +1,17 @@
 """Remote attempts: ship the activity, start it on a worker, serve it from the kernel until it ends.
 
 Both remote executors (worker processes, Dask) run an attempt the same way, and
-:class:`RemoteExecutor` does it once for both: :func:`~weft_nb.executors.shipping.ship` pickles
+`RemoteExecutor` does it once for both: `ship()` pickles
 the attempt (an activity that does not pickle fails the attempt, naming the variable), the
-subclass starts it on one of its workers and hands back a :class:`RemoteChannel` to it
-(:meth:`RemoteExecutor.start_attempt`), and :func:`serve_attempt` serves that channel until the
+subclass starts it on one of its workers and hands back a `RemoteChannel` to it
+(`RemoteExecutor.start_attempt()`), and `serve_attempt()` serves that channel until the
 attempt ends. A subclass says only how to start a task on its workers and how its channel works.
 
-:func:`serve_attempt` runs on the workflow's thread and is the only place where a remote attempt
+`serve_attempt()` runs on the workflow's thread and is the only place where a remote attempt
 touches the kernel's state: it replays the worker's heartbeats into the attempt's real
 ``ActivityContext`` (so the flusher journals them and the widgets show them), writes its
 checkpoints through the checkpoint store, journals its task token before handing it out, and
-turns the ``done`` message into an :class:`~weft_nb.executors.attempts.AttemptOutcome`.
+turns the ``done`` message into an `AttemptOutcome`.
 
 An attempt is identified by its channel: a message can only reach the ``serve_attempt`` call of
 the attempt that sent it, and nothing arriving after ``serve_attempt`` returned (a late result of
@@ -57,14 +57,14 @@ class RemoteChannel(Protocol):
 class RemoteExecutor(Executor):
     """An executor whose attempts run on workers outside the kernel; see the module docstring.
 
-    Subclasses implement :meth:`start_attempt` and set :attr:`cancel_grace`.
+    Subclasses implement `start_attempt()` and set `cancel_grace`.
     """
 
     cancel_grace: float
     """Seconds a cancelled attempt (its run cancelled) has to return before it is abandoned."""
 
     def run(self, attempt: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:
-        """Ship the attempt, start it on a worker and serve it; see :meth:`Executor.run`."""
+        """Ship the attempt, start it on a worker and serve it; see `Executor.run()`."""
         definition, ctx = attempt.definition, attempt.ctx
         try:
             payload = ship(definition, attempt.value, ctx)
@@ -89,7 +89,7 @@ class RemoteExecutor(Executor):
 
         Args:
             definition: The activity (its name makes a task key readable).
-            payload: The attempt as :func:`~weft_nb.executors.shipping.ship` pickled it.
+            payload: The attempt as `ship()` pickled it.
             ctx: The attempt's context in the kernel.
             queue: The step's queue, for executors that place work by queue.
         """

@@ -8,8 +8,8 @@ packages installed). It is pickled again for every attempt, so an attempt always
 notebook defines *now*, as an inline attempt would.
 
 What cannot travel: open files, locks, sockets, threads, database connections (DuckDB), the
-engine. When pickling fails, :func:`ship` finds the variable responsible and raises
-:class:`~weft_nb.errors.ActivityNotShippableError` naming it.
+engine. When pickling fails, `ship()` finds the variable responsible and raises
+[`ActivityNotShippableError`][weft_nb.errors.ActivityNotShippableError] naming it.
 """
 
 from __future__ import annotations

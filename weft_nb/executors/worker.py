@@ -1,7 +1,7 @@
 """The worker side of a remote attempt: an ActivityContext that reports to the kernel.
 
 A worker (a process of ``ProcessExecutor``, a Dask worker) runs the activity with a
-:class:`WorkerActivityContext`. It never touches the journal or the checkpoint folder: heartbeats,
+`WorkerActivityContext`. It never touches the journal or the checkpoint folder: heartbeats,
 checkpoints and task-token reads are messages to the kernel, which feeds them into the attempt's
 real ``ActivityContext`` there, so they take exactly the inline durable paths (the heartbeat
 flusher, the checkpoint store, the widgets). Cancellation arrives as a message and sets
@@ -151,7 +151,7 @@ class WorkerActivityContext(ActivityContext):
         self._request("checkpoint", CheckpointStore.snapshot(self.run_id, self.position, state))
 
     def flush_checkpoints(self) -> None:
-        """Nothing to wait for: :meth:`checkpoint` returns once the kernel wrote the file."""
+        """Nothing to wait for: `checkpoint()` returns once the kernel wrote the file."""
 
     @property
     def last_checkpoint(self) -> Any:

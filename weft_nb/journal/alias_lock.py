@@ -8,7 +8,7 @@ name of one file maps to the same lock file; the kernel drops the lock when its 
 
 The lock file also records the name the journal was opened by; a later engine that opens the
 same file by another name (a hard link) keeps using the first name's step log and checkpoint
-folder (:attr:`AliasLock.home`), so a crash's unapplied steps and the checkpoints are found.
+folder (`AliasLock.home`), so a crash's unapplied steps and the checkpoints are found.
 
 Assumptions (see docs/guarantees.md): engines that share a journal share the machine's temporary
 directory and user id (two users writing one journal by hard links are not detected), and lock

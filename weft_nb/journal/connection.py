@@ -1,6 +1,6 @@
 """One DuckDB connection to a journal file: opening it, its transactions, Ctrl-C during a query.
 
-:class:`~weft_nb.journal.file.JournalFile` decides when the file is open; these functions do the
+`JournalFile` decides when the file is open; these functions do the
 opening (waiting a moment for a short-lived reader's lock), run a transaction that never stays
 half-open, and keep a notebook's Interrupt Kernel an interrupt.
 """

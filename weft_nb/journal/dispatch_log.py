@@ -12,7 +12,7 @@ A power loss or an operating-system crash may lose the latest records; then the 
 attempt is not counted (the engine behaves as before: it runs the attempt again with the same
 number). Nothing else depends on the log.
 
-When the next engine opens the journal, :func:`recover` turns every ``start`` without an ``end``
+When the next engine opens the journal, `recover()` turns every ``start`` without an ``end``
 into a failed attempt row (``ActivityCrashed``) of a run that has not finished, with an
 ``attempt_crashed`` audit event and a logged warning; spends that attempt's task token (a
 completion of it would otherwise be accepted while the retry runs); and empties the log. A
@@ -88,7 +88,7 @@ def read_log(path: str) -> tuple[list[OpenRecord], list[tuple[int, int]], int]:
     """The ``start`` records without an ``end``, the damaged byte ranges, and the file's size.
 
     A damaged range is skipped and reading resynchronises on the next intact record
-    (:func:`weft_nb.journal.framing.walk`, shared with the step log), so one flipped byte does not
+    (`weft_nb.journal.framing.walk()`, shared with the step log), so one flipped byte does not
     hide
     the crashed attempts recorded after it.
 
@@ -132,7 +132,7 @@ def _unusable(path: str, exc: OSError, stacklevel: int, doing: str = "write") ->
 
 
 class Dispatch:
-    """One started attempt; :meth:`end` records that its handling finished (idempotent)."""
+    """One started attempt; `end()` records that its handling finished (idempotent)."""
 
     __slots__ = ("_key", "_log")
 
@@ -178,7 +178,7 @@ class DispatchLog:
         return Dispatch(self, key)
 
     def end_attempt(self, key: Key) -> None:
-        """Record that the attempt ``key`` ended (what :meth:`Dispatch.end` calls)."""
+        """Record that the attempt ``key`` ended (what `Dispatch.end()` calls)."""
         with self._lock:
             if self._fd is None:
                 return
@@ -245,8 +245,8 @@ def recover(journal: Journal, path: str, now: float) -> int:
 
     Runs when an engine opens the journal, before any run resumes. Best effort, as the log
     itself: a log that cannot be read or emptied is reported with a warning, never raised.
-    A damaged log is reported with :class:`~weft_nb.errors.JournalDamageWarning` and kept aside
-    as ``<journal>.dispatch.damaged-<UTC time>``; its intact records still count.
+    A damaged log is reported with [`JournalDamageWarning`][weft_nb.errors.JournalDamageWarning] and
+    kept aside as ``<journal>.dispatch.damaged-<UTC time>``; its intact records still count.
     """
     try:
         open_records, damaged, size = read_log(path)

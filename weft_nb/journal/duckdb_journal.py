@@ -1,11 +1,11 @@
 """The DuckDB journal: the records of runs, steps, attempts, heartbeats and checkpoints.
 
-File ownership, idle release and transactions live in :mod:`weft_nb.journal.file`; this module
-maps the :class:`~weft_nb.journal.protocol.Journal` operations onto SQL. The rows and shared
-statements are in :mod:`weft_nb.journal.sql_records`, the SQL of heartbeats and checkpoints in
-:mod:`weft_nb.journal.sql_progress`, and that of signals and task tokens in
-:mod:`weft_nb.journal.sql_inputs`. The hot path (a completed step without heartbeat or key) is an
-fsync'd append to the step log (:mod:`weft_nb.journal.step_log`), which reaches DuckDB in batches
+File ownership, idle release and transactions live in `weft_nb.journal.file`; this module
+maps the `Journal` operations onto SQL. The rows and shared
+statements are in `weft_nb.journal.sql_records`, the SQL of heartbeats and checkpoints in
+`weft_nb.journal.sql_progress`, and that of signals and task tokens in
+`weft_nb.journal.sql_inputs`. The hot path (a completed step without heartbeat or key) is an
+fsync'd append to the step log (`weft_nb.journal.step_log`), which reaches DuckDB in batches
 before anything else reads or writes the journal.
 """
 
@@ -48,7 +48,7 @@ from weft_nb.journal.step_log import INSERT_STEP, STEP_COLUMNS
 
 
 class DuckDBJournal(JournalFile):
-    """A weft_nb journal in one DuckDB file (see :class:`JournalFile` for the arguments)."""
+    """A weft_nb journal in one DuckDB file (see `JournalFile` for the arguments)."""
 
     # -- runs ------------------------------------------------------------------------------
 

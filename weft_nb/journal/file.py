@@ -3,12 +3,13 @@
 Ownership has two layers:
 
 1. A sidecar ``<journal>.lock`` file held with ``flock`` for the engine's whole life
-   (:mod:`weft_nb.journal.lock`). It records the holder's PID, host and program, so a second
-   engine gets :class:`JournalLockedError` naming them at once. The kernel releases ``flock``
-   when a process dies, even by SIGKILL, so a crash never leaves a stale lock behind.
-2. The DuckDB file itself is open only while runs are active (see :meth:`acquire`) and for a
+   (`weft_nb.journal.lock`). It records the holder's PID, host and program, so a second
+   engine gets [`JournalLockedError`][weft_nb.errors.JournalLockedError] naming them at once. The
+   kernel releases ``flock`` when a process dies, even by SIGKILL, so a crash never leaves a stale
+   lock behind.
+2. The DuckDB file itself is open only while runs are active (see `acquire()`) and for a
    short grace after the last use (``Engine(idle_release=...)``, default 1 s; the engine's
-   background thread calls :meth:`release_if_idle`). When the engine is idle, other processes can
+   background thread calls `release_if_idle()`). When the engine is idle, other processes can
    open the journal read-only (``DuckDBJournal(path, read_only=True)``, the CLI, a DuckDB shell) to
    inspect it. Readers wait up to 5 s for the file, writers 2 s, then get ``JournalLockedError``.
 """
@@ -273,7 +274,7 @@ class JournalFile:
             self._users += 1
 
     def release(self) -> None:
-        """Drop one user; with none left, :meth:`release_if_idle` may close the file later."""
+        """Drop one user; with none left, `release_if_idle()` may close the file later."""
         with self._lock:
             self._users = max(0, self._users - 1)
             self._last_used = time.monotonic()
@@ -350,7 +351,7 @@ class JournalFile:
         """A write transaction on the journal's connection: all of it commits, or none of it.
 
         Steps waiting in the step log commit with it. Used by the journal's own writes and by
-        :mod:`weft_nb.journal.salvage`, which copies rows table by table.
+        `weft_nb.journal.salvage`, which copies rows table by table.
         """
         if self.read_only:
             raise JournalReadOnlyError(self.path)
@@ -373,10 +374,10 @@ class JournalFile:
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Internal: run weft_nb's own SQL on the journal's connection (read-write in an engine).
 
-        Not part of the :class:`~weft_nb.journal.protocol.Journal` protocol: the engine uses its
+        Not part of the `Journal` protocol: the engine uses its
         named reads. For the CLI, chaos trials and tests only; it runs whatever it is given,
         writes included. User SQL (``%weft sql``, ``weft-nb sql``) never comes here: it goes through
-        :meth:`select_frame` / :func:`weft_nb.journal.sql_sandbox.query_journal`, which run it on a
+        `select_frame()` / `weft_nb.journal.sql_sandbox.query_journal()`, which run it on a
         sandboxed copy.
         """
         with self.connection() as con:
@@ -387,7 +388,7 @@ class JournalFile:
         """Run a user's query over a snapshot of the journal and return a pandas DataFrame.
 
         The query runs in a sandbox that cannot change the journal or write any file
-        (:mod:`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` are
+        (`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` are
         accepted.
 
         Raises:

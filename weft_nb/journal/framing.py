@@ -1,7 +1,7 @@
 """Reading self-delimiting, checksummed records past damage: one walk for every log we keep.
 
-The step log (:mod:`weft_nb.journal.step_log`) and the dispatch log
-(:mod:`weft_nb.journal.dispatch_log`) frame
+The step log (`weft_nb.journal.step_log`) and the dispatch log
+(`weft_nb.journal.dispatch_log`) frame
 each record with its length and a CRC. A torn or flipped range must not hide the records after
 it, so reading resynchronises: after a byte where no intact record starts, it tries the next
 byte, until a whole record (header, CRC and payload) validates again. Each log says what an

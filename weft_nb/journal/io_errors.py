@@ -2,8 +2,8 @@
 
 A full disk, a read-only mount, a permission problem or a failing disk is not a bug in the
 workflow and not damage to the journal: the run stays resumable once the cause is fixed. So our
-write sites turn those failures into :class:`~weft_nb.errors.JournalIOError`, naming the file, the
-cause and what to do, and the engine never marks a run failed because of one.
+write sites turn those failures into [`JournalIOError`][weft_nb.errors.JournalIOError], naming the
+file, the cause and what to do, and the engine never marks a run failed because of one.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def cause_of(code: int | None) -> str | None:
 
 
 def journal_io_error(path: str, doing: str, code: int | None, detail: str) -> JournalIOError:
-    """A :class:`JournalIOError` naming ``path``, what we were ``doing`` and the cause."""
+    """A `JournalIOError` naming ``path``, what we were ``doing`` and the cause."""
     cause = cause_of(code) or "I/O error"
     advice = _ADVICE.get(cause, _ADVICE["I/O error"])
     return JournalIOError(
@@ -90,7 +90,7 @@ def from_duckdb_error(exc: duckdb.Error, path: str, doing: str) -> JournalIOErro
 
 
 def is_storage_failure(exc: BaseException) -> JournalIOError | None:
-    """The :class:`JournalIOError` at ``exc`` or in its cause/context chain, else None."""
+    """The `JournalIOError` at ``exc`` or in its cause/context chain, else None."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

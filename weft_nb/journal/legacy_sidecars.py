@@ -1,12 +1,12 @@
 """Files an older weft_nb left beside the name a journal was opened by, not beside the file.
 
-Before the journal's files were keyed on the resolved file (:mod:`weft_nb.journal.paths`), an
+Before the journal's files were keyed on the resolved file (`weft_nb.journal.paths`), an
 engine opened by a symlink (or a hard link) kept its lock and step log beside that name:
 ``link.duckdb.lock`` and ``link.duckdb.steplog``. After an upgrade, the same name leads to
 ``real.duckdb.steplog``. Two things must still hold across the upgrade:
 
 - an older engine that still runs by that name keeps the journal to itself: its lock file is
-  locked too, so the newer engine gets :class:`~weft_nb.errors.JournalLockedError`;
+  locked too, so the newer engine gets [`JournalLockedError`][weft_nb.errors.JournalLockedError];
 - the completed steps an older engine acknowledged before it crashed are not lost: its step log
   is applied like the journal's own (idempotently, damage reported), then renamed aside.
 """

@@ -1,15 +1,16 @@
 """The journal's sidecar lock: ``<journal>.lock``, held with ``flock`` for an engine's whole life.
 
 The lock file records its holder (PID, host, program, since when, and whether the holder still
-has the step log open), so a second engine gets :class:`~weft_nb.errors.JournalLockedError`
-naming them at once. The kernel releases ``flock`` when a process dies, even by SIGKILL, so a
-crash never leaves a stale lock behind. The holder record is rewritten once per open and close,
-never on the hot path.
+has the step log open), so a second engine gets
+[`JournalLockedError`][weft_nb.errors.JournalLockedError] naming them at once. The kernel releases
+``flock`` when a process dies, even by SIGKILL, so a crash never leaves a stale lock behind. The
+holder record is rewritten once per open and close, never on the hot path.
 
-Also here, shared by every lock weft_nb takes: :func:`try_flock` (held by someone else, or an
+Also here, shared by every lock weft_nb takes: `try_flock()` (held by someone else, or an
 error of the file system, such as ``ENOLCK`` on an NFS mount without locking, which becomes
-:class:`~weft_nb.errors.JournalIOError`), :func:`holder_text` (the words for a holder) and
-:func:`names_a_lock` (whether a DuckDB error is about a lock).
+[`JournalIOError`][weft_nb.errors.JournalIOError]), `holder_text()` (the words for a holder) and
+`names_a_lock()` (whether a DuckDB error is about a lock); and `holder_now()`, which asks the lock
+itself whether an engine holds it now (``weft-nb check``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,37 @@ def try_flock(fd: int, path: str) -> dict[str, Any] | None:
             raise from_os_error(exc, path, "locking the journal") from None
         return read_holder_at(fd)
     return None
+
+
+def holder_now(lock_path: str) -> dict[str, Any] | None:
+    """Whether a process holds the lock at ``lock_path`` now: its record (maybe empty), or None.
+
+    The lock itself answers, not the PID it records: an engine that closed lets go of the lock
+    while its process lives on, and the record still names that PID. So a shared lock is asked
+    for without waiting (it conflicts with an engine's exclusive one; two checks never conflict)
+    and let go at once. The file is opened read-only and never created. An engine taking the
+    journal in that instant is refused as if it were held; the window is two system calls.
+
+    Raises:
+        JournalIOError: The file system cannot lock (``ENOLCK`` on an NFS mount without locking).
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # no engine ever opened this journal for writing
+    except OSError as exc:
+        raise from_os_error(exc, lock_path, "reading the journal's lock file") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise from_os_error(exc, lock_path, "testing the journal's lock") from None
+        return read_holder_at(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def lock_or_refuse(fd: int, lock_path: str, journal_path: str, suffix: str, advice: str) -> None:

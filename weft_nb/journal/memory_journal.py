@@ -1,20 +1,20 @@
-"""An in-memory journal: the :class:`~weft_nb.journal.protocol.Journal` protocol with no database.
+"""An in-memory journal: the `Journal` protocol with no database.
 
 For tests and throwaway runs (``TestEngine(MemoryJournal())``): nothing survives the process.
-The records live in a :class:`~weft_nb.journal.memory_store.MemoryStore`; a
-:class:`MemoryJournal` is one open handle on it, as a
-:class:`~weft_nb.journal.duckdb_journal.DuckDBJournal` is on its file. Closing the handle keeps
+The records live in a `MemoryStore`; a
+[`MemoryJournal`][weft_nb.testing.MemoryJournal] is one open handle on it, as a
+`DuckDBJournal` is on its file. Closing the handle keeps
 the store, and ``MemoryJournal(closed.store)`` opens the same records again, as a restarted
 process opens the same file (``TestEngine.simulate_restart`` does that). One open handle at a
-time holds a store; another gets :class:`~weft_nb.errors.JournalLockedError`, so the threads of a
-"crashed" engine can no longer write.
+time holds a store; another gets [`JournalLockedError`][weft_nb.errors.JournalLockedError], so the
+threads of a "crashed" engine can no longer write.
 
 Each operation runs under the store's lock and checks its whole input before it changes
 anything, so it is atomic and isolated as a DuckDB transaction is: a value no journal column
 could hold (``object()`` as heartbeat details) raises ``TypeError`` and writes nothing. Records
 are copied in and out, so a caller's later change never reaches the store. The files that belong
 with a journal (checkpoints, the dispatch log) go to a temporary folder of the store's own
-(:attr:`MemoryJournal.sidecar_base`), removed when the store is garbage-collected.
+(`MemoryJournal.sidecar_base`), removed when the store is garbage-collected.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class MemoryJournal:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran."""
+        """True once `close()` ran."""
         return self._closed
 
     @property
@@ -103,7 +103,7 @@ class MemoryJournal:
             self._users += 1
 
     def release(self) -> None:
-        """Undo one :meth:`acquire`."""
+        """Undo one `acquire()`."""
         with self.store.lock:
             self._users = max(0, self._users - 1)
 

@@ -1,6 +1,6 @@
 """The tables of a memory journal, and the checks a value passes before it is stored.
 
-:class:`MemoryStore` holds the records of one :class:`~weft_nb.journal.memory_journal.MemoryJournal`
+`MemoryStore` holds the records of one [`MemoryJournal`][weft_nb.testing.MemoryJournal]
 as DuckDB holds a journal file's rows: superseded rows stay (flagged) for audit, heartbeats keep
 their write order. Its methods are the table operations the journal composes; they take no lock
 and check nothing: the journal holds the store's lock around them and checks its input first.

@@ -3,14 +3,14 @@
 A journal is one DuckDB file plus files beside it: ``<journal>.lock`` (the single-writer lock),
 ``<journal>.steplog`` (completed steps not yet in DuckDB), ``<journal>.wal`` (DuckDB's own) and
 ``<journal>.checkpoints/`` (checkpoint files). All of them are named from the journal's *resolved*
-path (:func:`resolve_journal`: symlinks followed, ``..`` and relative parts removed), so every way
+path (`resolve_journal()`: symlinks followed, ``..`` and relative parts removed), so every way
 of naming one file finds the same lock, step log and checkpoints (issue 12, items 3 and 4).
 
 A hard link is a second real name for the same file, which no path arithmetic can see; the
-engine also locks the file's ``(st_dev, st_ino)`` (see :mod:`weft_nb.journal.alias_lock`).
+engine also locks the file's ``(st_dev, st_ino)`` (see `weft_nb.journal.alias_lock`).
 
-Run ids become folder names under ``<journal>.checkpoints/``; :func:`run_folder` maps any run id
-to a safe, collision-free name and :func:`check_run_id` rejects what cannot be a run id at all.
+Run ids become folder names under ``<journal>.checkpoints/``; `run_folder()` maps any run id
+to a safe, collision-free name and `check_run_id()` rejects what cannot be a run id at all.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def legacy_checkpoint_root(journal_path: str) -> str:
 
 
 def check_run_id(run_id: object) -> str:
-    """Return ``run_id`` if it can name a run; raise :class:`InvalidRunIdError` if it cannot.
+    """Return ``run_id`` if it can name a run; raise `InvalidRunIdError` if it cannot.
 
-    A run id is any string of at most :data:`MAX_RUN_ID_LENGTH` characters, not empty or only
+    A run id is any string of at most `MAX_RUN_ID_LENGTH` characters, not empty or only
     whitespace, without control characters (NUL, newline, tab, ...) and encodable as UTF-8.
-    Slashes, dots, spaces and non-ASCII letters are fine: :func:`run_folder` turns every id into
+    Slashes, dots, spaces and non-ASCII letters are fine: `run_folder()` turns every id into
     a safe folder name.
     """
     if not isinstance(run_id, str):

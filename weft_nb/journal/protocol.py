@@ -2,9 +2,9 @@
 
 Every write method is atomic: it either commits all it was given or nothing. A step's result is
 committed before the workflow sees it. Reads are named operations that return records, never SQL:
-table names are a detail of :class:`~weft_nb.journal.duckdb_journal.DuckDBJournal` (whose
+table names are a detail of `DuckDBJournal` (whose
 ``query``/``select_frame`` serve ``%weft sql``, the CLI and chaos), so a backend such as
-:class:`~weft_nb.journal.memory_journal.MemoryJournal` needs no database. Every backend passes
+[`MemoryJournal`][weft_nb.testing.MemoryJournal] needs no database. Every backend passes
 one contract suite, ``tests/journal/test_journal_contract.py``.
 """
 
@@ -107,7 +107,7 @@ class CheckpointRecord:
 
 @dataclasses.dataclass(kw_only=True)
 class RunOutcome:
-    """How a run ended (or paused): what :meth:`Journal.finish_run` records on it."""
+    """How a run ended (or paused): what `Journal.finish_run()` records on it."""
 
     status: str
     at: float
@@ -163,7 +163,7 @@ class Journal(Protocol):
         """Keep the storage open while a run is active (nestable)."""
 
     def release(self) -> None:
-        """Undo one :meth:`acquire`; when none remain the file may be released to readers."""
+        """Undo one `acquire()`; when none remain the file may be released to readers."""
 
     def release_if_idle(self, min_idle: float) -> bool:
         """Release the underlying file to other readers if unused for ``min_idle`` seconds.

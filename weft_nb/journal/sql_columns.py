@@ -1,6 +1,6 @@
 """Which BLOB columns a user's query can read, told from DuckDB's own parse tree.
 
-``%weft sql`` copies the tables a query reads into a sandbox (:mod:`weft_nb.journal.sql_sandbox`).
+``%weft sql`` copies the tables a query reads into a sandbox (`weft_nb.journal.sql_sandbox`).
 The
 BLOB columns (``steps.input``/``result``, ``heartbeats.details``, ``async_tokens.payload``) are
 most of a journal's bytes and most queries never look at them, so they are copied as NULL unless

@@ -1,7 +1,7 @@
 """The DuckDB journal's inputs from outside a run: buffered signals and out-of-band task tokens.
 
 Each function runs on the connection of a transaction the
-:class:`~weft_nb.journal.duckdb_journal.DuckDBJournal` opened (``_write`` or ``_use``), so what
+`DuckDBJournal` opened (``_write`` or ``_use``), so what
 one writes commits all together or not at all.
 """
 

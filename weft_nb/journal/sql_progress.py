@@ -1,7 +1,7 @@
 """The DuckDB journal's record of an activity's progress: heartbeats and checkpoints.
 
 Each function runs on the connection of a transaction the
-:class:`~weft_nb.journal.duckdb_journal.DuckDBJournal` opened, so what one writes commits all
+`DuckDBJournal` opened, so what one writes commits all
 together or not at all.
 """
 

@@ -68,7 +68,7 @@ def _record(cls: type[D], fields: tuple[str, ...], row: Sequence[Any]) -> D:
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
-    """A run from a row of :data:`RUN_COLUMNS`."""
+    """A run from a row of `RUN_COLUMNS`."""
     return _record(RunRecord, _RUN_FIELDS, row)
 
 
@@ -78,22 +78,22 @@ def step_from_row(row: Sequence[Any]) -> StepRecord:
 
 
 def attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
-    """A failed attempt from a row of :data:`ATTEMPT_COLUMNS`."""
+    """A failed attempt from a row of `ATTEMPT_COLUMNS`."""
     return _record(AttemptRecord, _ATTEMPT_FIELDS, row)
 
 
 def heartbeat_from_row(row: Sequence[Any]) -> HeartbeatRecord:
-    """A heartbeat from a row of :data:`HEARTBEAT_COLUMNS`."""
+    """A heartbeat from a row of `HEARTBEAT_COLUMNS`."""
     return _record(HeartbeatRecord, _HEARTBEAT_FIELDS, row)
 
 
 def checkpoint_from_row(row: Sequence[Any]) -> CheckpointRecord:
-    """A checkpoint from a row of :data:`CHECKPOINT_COLUMNS`."""
+    """A checkpoint from a row of `CHECKPOINT_COLUMNS`."""
     return _record(CheckpointRecord, _CHECKPOINT_FIELDS, row)
 
 
 def event_from_row(row: Sequence[Any]) -> EventRecord:
-    """An event from a row of :data:`EVENT_COLUMNS`."""
+    """An event from a row of `EVENT_COLUMNS`."""
     return _record(EventRecord, _EVENT_FIELDS, row)
 
 
@@ -108,7 +108,7 @@ def step_row(step: StepRecord) -> tuple[Any, ...]:
 
 
 def heartbeat_row(hb: HeartbeatRecord) -> tuple[Any, ...]:
-    """A heartbeat as the parameters of :data:`INSERT_HEARTBEAT`."""
+    """A heartbeat as the parameters of `INSERT_HEARTBEAT`."""
     row: tuple[Any, ...] = _heartbeat_values(hb)
     return row
 

@@ -16,14 +16,14 @@ a connection to the journal at all:
    ``CHECKPOINT`` of an in-memory database writes nothing. ``LOAD`` of an extension built into
    DuckDB succeeds and reads no file; any other ``LOAD``/``INSTALL`` is refused.
 
-The magic and the command line both call :func:`query_journal`; they differ only in how they
+The magic and the command line both call `query_journal()`; they differ only in how they
 show the result.
 
 Cost, and what live runs see: every query copies the tables it reads (the others empty, so the
 catalog still lists them), about their size in memory and temporary disk for the length of the
 query. BLOB columns (step inputs and results, heartbeat details, async payloads: most of a
 journal's bytes) are copied as NULL unless the query names them or may read them unnamed
-(:mod:`weft_nb.journal.sql_columns`). The engine's journal lock is held only to move pending steps
+(`weft_nb.journal.sql_columns`). The engine's journal lock is held only to move pending steps
 from
 the step log into DuckDB and to open a read transaction on a second connection (``cursor()``);
 DuckDB's snapshot isolation then keeps that copy at that instant while live runs record steps.
@@ -215,7 +215,7 @@ def _export(
 
     With ``wanted``, the other tables are copied empty (their columns only): a query that names
     one table does not pay for copying the rest. With ``columns``, BLOB columns not among them
-    are copied as NULL (see :mod:`weft_nb.journal.sql_columns`).
+    are copied as NULL (see `weft_nb.journal.sql_columns`).
     """
     return _write(con, folder, _plan(con, wanted, columns))
 
@@ -310,7 +310,7 @@ def query_journal(
 
     Args:
         use: Gives the journal's connection (as ``JournalFile._use``); held only to pin the
-            snapshot that is copied (see :func:`_copy`).
+            snapshot that is copied (see `_copy()`).
         sql: The user's text.
         path: The journal, for messages.
         fetch: Turns the executed sandbox cursor into the result (a DataFrame, rows...).

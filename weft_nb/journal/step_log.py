@@ -5,7 +5,7 @@ append. So a completed step (the engine's hot path) is first appended to ``<jour
 and synced with ``fdatasync``; the workflow moves on as soon as that returns. The rows are moved
 into DuckDB's ``steps`` table in batches, and the log is then emptied:
 
-- when a batch fills up (:data:`APPLY_ROWS` rows or :data:`APPLY_BYTES` bytes);
+- when a batch fills up (`APPLY_ROWS` rows or `APPLY_BYTES` bytes);
 - before any other read or write of the journal, so every query sees every step;
 - before the DuckDB file is released to other readers, and on close;
 - on the next open after a crash (by the next engine, or by a reader when no engine holds the
@@ -15,13 +15,13 @@ Recovery is idempotent: a record whose row is already in ``steps`` (same run, po
 activity, start and finish time, superseded or not) is skipped, so a crash between DuckDB's
 commit and the log's truncation applies nothing twice. That check runs only on recovery, so the
 hot path's commit carries no bookkeeping row. A record is framed as
-``<length, crc32, lsn>`` and its payload is the step's row encoded with :mod:`marshal` (format 4,
+``<length, crc32, lsn>`` and its payload is the step's row encoded with `marshal` (format 4,
 stable since Python 3.4; it builds plain values and never runs code).
 
-Damage: a failed or short append is cut off at once (:meth:`StepLog.append`), so a record is
-never written after a partial one. Reading (:func:`scan`) skips a torn or damaged record and
+Damage: a failed or short append is cut off at once (`StepLog.append()`), so a record is
+never written after a partial one. Reading (`scan()`) skips a torn or damaged record and
 resynchronises on the next record whose header and CRC validate; recovery applies every intact
-record and reports what it skipped (see :mod:`weft_nb.journal.step_log_recovery`).
+record and reports what it skipped (see `weft_nb.journal.step_log_recovery`).
 
 Concurrent appends (parallel steps) share their syncs: a thread whose record was written before
 another thread's ``fdatasync`` started needs no sync of its own (group commit).
@@ -90,7 +90,7 @@ def encode_record(lsn: int, row: StepRow) -> bytes:
 
 
 def read_records(path: str) -> Iterator[tuple[int, StepRow]]:
-    """The intact records of a log file, in order, skipping damaged ones (see :func:`scan`)."""
+    """The intact records of a log file, in order, skipping damaged ones (see `scan()`)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -126,7 +126,7 @@ def _record_at(data: bytes, offset: int, after: int | None) -> tuple[int, StepRo
 
 
 def _looks_like_row(data: bytes, start: int, end: int) -> bool:
-    """Whether a payload starts as :mod:`marshal` writes a step row (a 13-field tuple or list).
+    """Whether a payload starts as `marshal` writes a step row (a 13-field tuple or list).
 
     Checked before the CRC: while resynchronising, most offsets inside a damaged record's payload
     (a pickled index array, say) read as a plausible length and lsn, and a CRC over each of them
@@ -191,7 +191,7 @@ def scan(data: bytes) -> Scan:
 def _record_from(
     data: bytes, offset: int, after: int | None
 ) -> tuple[tuple[int, StepRow], int] | None:
-    """:func:`_record_at` in the shape :func:`weft_nb.journal.framing.walk` takes."""
+    """`_record_at()` in the shape `weft_nb.journal.framing.walk()` takes."""
     found = _record_at(data, offset, after)
     return None if found is None else ((found[0], found[1]), found[2])
 
@@ -228,7 +228,7 @@ def stage_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
 
 
 def apply_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
-    """:func:`stage_rows` in a DuckDB transaction of its own."""
+    """`stage_rows()` in a DuckDB transaction of its own."""
     con.execute("BEGIN TRANSACTION")
     try:
         stage_rows(con, rows)
@@ -243,7 +243,7 @@ def apply_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
 class StepLog:
     """The append-only file of completed steps not yet moved into DuckDB.
 
-    :meth:`append` and :meth:`reset` must be called under the journal's lock; :meth:`sync` is
+    `append()` and `reset()` must be called under the journal's lock; `sync()` is
     called outside it so that concurrent appenders can share one ``fdatasync``.
     """
 

@@ -1,13 +1,13 @@
 """Recovering the step log on open: apply every intact record, report and keep any damage.
 
 A crashed writer leaves completed steps in ``<journal>.steplog`` that DuckDB does not hold yet
-(see :mod:`weft_nb.journal.step_log`). On the next open they are moved into DuckDB. Damage does not
+(see `weft_nb.journal.step_log`). On the next open they are moved into DuckDB. Damage does not
 stop
 that: a torn, flipped or overwritten range is skipped, reading resynchronises on the next intact
 record, and every intact record is applied. What was skipped is reported with
-:class:`~weft_nb.errors.JournalDamageWarning` (how many records, at which byte offsets), and the
-damaged file is kept aside as ``<journal>.steplog.damaged-<UTC time>`` instead of being emptied,
-so the evidence survives.
+[`JournalDamageWarning`][weft_nb.errors.JournalDamageWarning] (how many records, at which byte
+offsets), and the damaged file is kept aside as ``<journal>.steplog.damaged-<UTC time>`` instead of
+being emptied, so the evidence survives.
 
 A step log that is missing although the previous writer did not shut down cleanly is reported
 too. The sidecar lock file carries the marker (``"steplog": "open"`` while a writer holds the

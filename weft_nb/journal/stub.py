@@ -2,7 +2,7 @@
 
 DuckDB creates a journal file before it writes its header. A kill, an out-of-memory kill or a
 power loss in between (on a full disk, say) leaves an empty file or one of only zero bytes; the
-dying process cannot remove it (a failed creation that survives does, see :func:`remove_stub`).
+dying process cannot remove it (a failed creation that survives does, see `remove_stub()`).
 Such a file never held a journal, and refusing it as corrupt forever would make the user delete it
 by hand. So a writer, under the journal's sidecar lock, removes it and creates a new journal, with
 a warning; a reader is told that no journal is there yet. A file with any non-zero byte, or with

@@ -12,10 +12,11 @@ corrupt it reads the file's header itself:
 (Layout read from DuckDB's ``storage_info.hpp`` ``MainHeader`` and checked on real files written
 by DuckDB 1.5.6 and 2.0.1.) A file is another version's, not damaged, when DuckDB says so
 ("created with a newer/older version of DuckDB", "storage version") or when its header names a
-DuckDB newer than the one installed. Then :class:`~weft_nb.errors.JournalVersionError` names both
-versions and what to do; the file is left untouched.
+DuckDB newer than the one installed. Then
+[`JournalVersionError`][weft_nb.errors.JournalVersionError] names both versions and what to do; the
+file is left untouched.
 
-weft_nb pins ``duckdb`` to the major versions its tests run on (:data:`SUPPORTED_DUCKDB`, the
+weft_nb pins ``duckdb`` to the major versions its tests run on (`SUPPORTED_DUCKDB`, the
 same range as ``pyproject.toml``).
 """
 
@@ -74,7 +75,7 @@ def reader_version() -> str:
 
 
 def journal_version_error(path: str, duckdb_message: str) -> JournalVersionError | None:
-    """A :class:`JournalVersionError` if DuckDB failed to open ``path`` because of its version.
+    """A `JournalVersionError` if DuckDB failed to open ``path`` because of its version.
 
     Args:
         path: The journal DuckDB refused.

@@ -1,6 +1,6 @@
 """``%%weft_activity`` and ``%%weft_workflow``: a cell becomes a registered definition.
 
-The cell is compiled (:mod:`weft_nb.notebook.cells`) into a function and goes through
+The cell is compiled (`weft_nb.notebook.cells`) into a function and goes through
 ``make_activity``/``make_workflow``, the same builders the decorators use, then into the
 session's engine. An activity cell also becomes a plain function in the notebook, which runs the
 body once, here, for quick testing; a workflow cell's name holds the workflow itself.

@@ -3,7 +3,7 @@
 ``%%weft_activity train(epochs, lr=0.1)`` declares a signature; the cell body becomes a function of
 those parameters, with ``activity`` (or ``ctx`` for a workflow) in scope, the notebook's globals
 visible, and the value of the last expression returned, as a cell's output would be. The functions
-built here go through :func:`weft_nb.base.definitions.make_activity` and ``make_workflow``, the same
+built here go through `weft_nb.base.definitions.make_activity()` and ``make_workflow``, the same
 builders the decorators use.
 """
 
@@ -116,8 +116,9 @@ def compile_body(
 ) -> Callable[..., Any]:
     """Compile a cell body into ``f(first, *params)`` whose globals are ``namespace``.
 
-    The last expression becomes the return value. Raises :class:`CellDefinitionError` for a syntax
-    error, quoting the offending line.
+    The last expression becomes the return value. Raises
+    [`CellDefinitionError`][weft_nb.errors.CellDefinitionError] for a syntax error, quoting the
+    offending line.
     """
     try:
         tree = ast.parse(code, filename=filename)

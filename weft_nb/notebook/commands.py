@@ -2,7 +2,7 @@
 
 ``%weft journal``, ``executor``, ``queue``, ``runs``, ``show``, ``sql``, ``timeline``,
 ``complete``, ``fail`` and ``cancel`` are here; ``%weft run`` and ``resume`` are in
-:mod:`weft_nb.notebook.launch`. :data:`SUBCOMMANDS` maps each name to its function, in the order
+`weft_nb.notebook.launch`. `SUBCOMMANDS` maps each name to its function, in the order
 the error for an unknown subcommand lists them. Mistakes raise ``UsageError``.
 """
 

@@ -1,7 +1,7 @@
 """``%weft run`` and ``%weft resume``: start or resume a run, show its panel, wait for it.
 
 A run started from a notebook without ``--id`` gets an id derived from the notebook, the
-workflow and its input (:meth:`~weft_nb.notebook.session.NotebookSession.default_run_id`), so
+workflow and its input (`default_run_id()`), so
 Restart & Run All resumes it instead of starting over.
 """
 

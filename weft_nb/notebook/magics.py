@@ -1,9 +1,9 @@
 """IPython magics: ``%%weft_activity``, ``%%weft_workflow`` and ``%weft``; a thin router.
 
-:class:`WeftMagics` holds the settings (traits, for ``%config WeftMagics.<name>``) and the
-notebook's :class:`~weft_nb.notebook.session.NotebookSession`, and hands each magic to the module
-that does the work: :mod:`~weft_nb.notebook.cell_definitions` for the cell magics,
-:mod:`~weft_nb.notebook.commands` for ``%weft``. A magic builds the same definitions as the
+`WeftMagics` holds the settings (traits, for ``%config WeftMagics.<name>``) and the
+notebook's `NotebookSession`, and hands each magic to the module
+that does the work: `cell_definitions` for the cell magics,
+`commands` for ``%weft``. A magic builds the same definitions as the
 decorators (``make_activity``/``make_workflow``). Mistakes in a magic line or cell raise
 ``UsageError`` (shown without a traceback from weft_nb's internals).
 """

@@ -11,7 +11,7 @@ handful of widget models whatever the number of steps (a row of widgets per step
 run 1,407 models and a 1.5 MB notebook under ``nbconvert --execute``). Only the controls are
 widgets of their own: Cancel, and Approve / Reject with a comment box under a parked step.
 
-The panel reads `weft_nb.engine.snapshot.take_snapshot`, never the activity's thread:
+The panel reads `weft_nb.engine.snapshot.take_snapshot()`, never the activity's thread:
 refreshing is capped at a few times a second whatever the heartbeat rate, and a panel built after
 a kernel restart (``%weft show``) shows what the journal holds. Where widgets cannot render
 (nbconvert, GitHub, nbval), its mime bundle also carries the same table as HTML, and plain text.

@@ -1,9 +1,9 @@
 """The notebook's session: its engine, where its journal lives, and what the next engine runs on.
 
-One :class:`NotebookSession` per IPython shell (built by ``%load_ext weft_nb``). The magics and
+One `NotebookSession` per IPython shell (built by ``%load_ext weft_nb``). The magics and
 every ``%weft`` subcommand work through it; none of them holds the engine itself. The settings
 (journal path, heartbeat interval, replay policy, development mode, queue limits) stay where
-``%config WeftMagics.<name>`` reaches them, behind the :class:`NotebookSettings` protocol; the
+``%config WeftMagics.<name>`` reaches them, behind the `NotebookSettings` protocol; the
 session reads them when it opens an engine, and writes them when ``%weft journal`` or
 ``%weft queue`` changes one, so ``%config`` always shows what is in use.
 """
