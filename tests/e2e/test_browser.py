@@ -2,7 +2,7 @@
 
 JupyterLab runs on loopback with a copy of the notebooks; headless Chromium opens them and runs
 every cell from the Run menu, as a person would. The assertions are on the rendered page (the
-widgets' DOM), and the outcome of each click is checked again in the journal with ``weft-nb``.
+panel's DOM), and the outcome of each click is checked again in the journal with ``weft-nb``.
 Screenshots go to ``demo-output/e2e-*.png``.
 """
 
