@@ -8,7 +8,7 @@ the journal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -659,10 +659,23 @@ class CliError(WeftError):
 
 
 class JournalNotFoundError(CliError):
-    """The ``weft-nb`` command found no journal file at its ``--journal`` path (``path``)."""
+    """The ``weft-nb`` command found no journal file at its ``--journal`` path (``path``).
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no journal at {path} (pass --journal PATH)", path=path)
+    Attributes: ``path``; ``found``, the journals it found nearby (``.weft/<notebook>.duckdb``
+    beside a notebook), which the message lists with how to pick one; ``command``, the
+    ``weft-nb`` command that was run, for the example in the message.
+    """
+
+    def __init__(self, path: str, *, found: Sequence[str] = (), command: str = "") -> None:
+        if not found:
+            message = f"no journal at {path} (pass --journal PATH)"
+        else:
+            example = " ".join(w for w in ("weft-nb --journal", found[0], command) if w)
+            message = (
+                f"no journal at {path}; found {len(found)} journal(s): {', '.join(found)}. "
+                f"Pick one with --journal PATH, e.g. {example}"
+            )
+        super().__init__(message, path=path, found=list(found), command=command)
 
 
 __all__ = [

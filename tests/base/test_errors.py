@@ -90,6 +90,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
     ),
+    "UnsupportedPlatformError": lambda: errors.UnsupportedPlatformError("win32"),
     "WorkerLostError": lambda: errors.WorkerLostError(
         "worker process (pid 123)",
         "was killed by signal SIGKILL",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import duckdb
 
 from weft_nb.cli.holders import busy_message, describe_holder, engine_holding
-from weft_nb.cli.reading import JOURNAL_TABLES, RUN_TABLES, TMP_PREFIX, Reader
+from weft_nb.cli.reading import JOURNAL_TABLES, RUN_TABLES, TMP_PREFIX, Reader, missing_journal
 from weft_nb.cli.text import cut
 from weft_nb.errors import (
     CliError,
@@ -17,7 +17,6 @@ from weft_nb.errors import (
     JournalError,
     JournalIOError,
     JournalLockedError,
-    JournalNotFoundError,
 )
 from weft_nb.journal.paths import OWNER_FILE, reading_checkpoint_root
 from weft_nb.journal.schema import SCHEMA_VERSION
@@ -53,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """``weft-nb check``: can the journal be opened, read whole, and do its files match."""
     path = args.journal
     if not os.path.exists(path):
-        raise JournalNotFoundError(path)
+        raise missing_journal(path, "check")
     try:
         reader = Reader(path)
     except JournalLockedError as exc:

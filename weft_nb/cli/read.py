@@ -40,7 +40,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    with open_reader(args.journal, via_endpoint=lambda e: _runs_from(e, args.status)) as reader:
+    with open_reader(
+        args.journal, via_endpoint=lambda e: _runs_from(e, args.status), command="runs"
+    ) as reader:
         where, params = ("status = ?", [args.status]) if args.status else ("true", [])
         runs = reader.rows("runs", where, params, "created_at, run_id")
         counts = dict(
@@ -104,7 +106,9 @@ def _show_from(endpoint: dict[str, Any], run_id: str) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with open_reader(args.journal, via_endpoint=lambda e: _show_from(e, args.run)) as reader:
+    with open_reader(
+        args.journal, via_endpoint=lambda e: _show_from(e, args.run), command="show"
+    ) as reader:
         run_id = args.run
         run = reader.run(run_id)
         current = "run_id = ? AND NOT superseded"
@@ -290,7 +294,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     def fetch(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple[Any, ...]]]:
         return [d[0] for d in cursor.description or []], cursor.fetchall()
 
-    with open_reader(args.journal) as reader:
+    with open_reader(args.journal, command="sql") as reader:
         try:
             names, rows = query_journal(reader.connection, args.query, reader.path, fetch)
         except JournalLockedError:
@@ -338,7 +342,7 @@ def _exported(table: str, row: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``weft-nb export RUN --to FILE``."""
-    with open_reader(args.journal) as reader:
+    with open_reader(args.journal, command="export") as reader:
         run_id = args.run
         document: dict[str, Any] = {
             "format": "weft_nb.export/1",

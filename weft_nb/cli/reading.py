@@ -8,6 +8,7 @@ becomes one clear [`CliError`][weft_nb.errors.CliError].
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -85,9 +86,37 @@ class Reader:
         return found[0]
 
 
+def journals_near(path: str) -> list[str]:
+    """The journals beside a missing one (``.weft/*.duckdb``), written as the user would type them.
+
+    A notebook's journal is ``.weft/<notebook>.duckdb``, so ``weft-nb`` run beside a notebook
+    misses the default ``.weft/journal.duckdb``. When the default's folder holds none, the
+    ``.weft`` folders one level down (``notebooks/.weft/``) are looked at too.
+    """
+    found = glob.glob(os.path.join(glob.escape(os.path.dirname(path)), "*.duckdb"))
+    if not found and path == os.path.abspath(DEFAULT_JOURNAL):
+        found = glob.glob(os.path.join("*", os.path.dirname(DEFAULT_JOURNAL), "*.duckdb"))
+    journals = [
+        p for p in found if os.path.isfile(p) and not os.path.basename(p).startswith(TMP_PREFIX)
+    ]
+    return sorted(_as_typed(p) for p in journals)
+
+
+def _as_typed(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    relative = os.path.relpath(path)
+    outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+    return os.path.abspath(path) if outside else relative
+
+
+def missing_journal(path: str, command: str = "") -> JournalNotFoundError:
+    """The error for a missing journal, naming the journals nearby and how to pick one."""
+    return JournalNotFoundError(path, found=journals_near(path), command=command)
+
+
 @contextlib.contextmanager
 def open_reader(
-    path: str, *, via_endpoint: Callable[[dict[str, Any]], int] | None = None
+    path: str, *, via_endpoint: Callable[[dict[str, Any]], int] | None = None, command: str = ""
 ) -> Iterator[Reader]:
     """Open a `Reader`, turning a busy or missing journal into a clear message.
 
@@ -95,7 +124,7 @@ def open_reader(
     endpoint is asked through the endpoint instead (raising `EndpointAnswered`).
     """
     if not os.path.exists(path):
-        raise JournalNotFoundError(path)
+        raise missing_journal(path, command)
     holder = lock_holder(path)
     endpoint = serving_endpoint(path, holder.get("pid")) if via_endpoint is not None else None
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from weft_nb.cli.holders import describe_holder, lock_holder, serving_endpoint
 from weft_nb.cli.http import request_endpoint
-from weft_nb.errors import CliError, JournalLockedError, JournalNotFoundError
+from weft_nb.cli.reading import missing_journal
+from weft_nb.errors import CliError, JournalLockedError
 from weft_nb.journal.paths import endpoint_file
 
 # -- writing -------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def _write(
 ) -> Any:
     """Apply a write: on the journal itself when free, else through its holder's endpoint."""
     if not os.path.exists(path):
-        raise JournalNotFoundError(path)
+        raise missing_journal(path, command)
     from weft_nb.engine.engine import Engine
 
     try:

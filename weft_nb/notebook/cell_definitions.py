@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -28,29 +27,69 @@ from weft_nb.notebook.cells import (
     split_magic_line,
 )
 from weft_nb.notebook.session import NotebookSession
-from weft_nb.notebook.usage import UsageParser
+from weft_nb.notebook.usage import UsageParser, asks_for_help, split_words
 
-ACTIVITY_USAGE = (
-    "%%weft_activity NAME(param, param=default) [--retry N] [--timeout DUR] "
-    "[--heartbeat-timeout DUR] [--non-retryable ExcName,...] [--queue Q]"
-)
-WORKFLOW_USAGE = "%%weft_workflow NAME(param, ...) [--version V]"
+SIGNATURE = "NAME(param, param=default)"
 
 
-def _activity_parser() -> UsageParser:
-    parser = UsageParser(ACTIVITY_USAGE)
-    parser.add_argument("--retry", type=int, metavar="N")
-    parser.add_argument("--timeout")
-    parser.add_argument("--heartbeat-timeout")
-    parser.add_argument("--non-retryable", default="")
-    parser.add_argument("--queue")
+def activity_parser() -> UsageParser:
+    """The options of ``%%weft_activity`` (the help of ``%%weft_activity?`` comes from here)."""
+    parser = UsageParser(
+        f"%%weft_activity {SIGNATURE}",
+        description="Register the cell as an activity (running the cell does not run the "
+        "activity). The parameters are bound from the activity's input, `activity` (the "
+        "ActivityContext) is in scope, the notebook's globals are visible, and the value of the "
+        "last expression is the result. The cell also defines NAME(...) in the notebook: calling "
+        "it runs the body once, here, for quick testing.",
+        epilog="Example: %%weft_activity train(epochs, lr=0.1) --retry 5 --timeout 2h. The body "
+        "runs as a function: `global`, `nonlocal`, `yield`, top-level `await` and "
+        "`from module import *` are refused. Docs: docs/magics.md.",
+    )
+    parser.add_argument(
+        "--retry", type=int, metavar="N", help="attempts in all, the first included (default 3)"
+    )
+    parser.add_argument(
+        "--timeout", metavar="DUR", help="per-attempt timeout: 30s, 5m, 1.5h, ... (default none)"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        metavar="DUR",
+        help="fail an attempt that sends no heartbeat for this long",
+    )
+    parser.add_argument(
+        "--non-retryable",
+        default="",
+        metavar="ExcName,...",
+        help="exception class names (or exact messages) that fail at once, without a retry",
+    )
+    parser.add_argument(
+        "--queue",
+        metavar="Q",
+        help="the activity's queue, limited by %%weft queue Q N or WeftMagics.queue_limits",
+    )
     return parser
 
 
-def _workflow_parser() -> UsageParser:
-    parser = UsageParser(WORKFLOW_USAGE)
-    parser.add_argument("--version", default="1")
+def workflow_parser() -> UsageParser:
+    """The options of ``%%weft_workflow`` (the help of ``%%weft_workflow?`` comes from here)."""
+    parser = UsageParser(
+        f"%%weft_workflow {SIGNATURE}",
+        description="Register the cell as a workflow. The parameters are bound from the run's "
+        "input, `ctx` (the WorkflowContext: ctx.run, ctx.all, ctx.sleep, ...) is in scope, and "
+        "the value of the last expression is the result. Start it with %weft run NAME.",
+        epilog="Example: %%weft_workflow pipeline(epochs). Docs: docs/magics.md.",
+    )
+    parser.add_argument(
+        "--version",
+        default="1",
+        metavar="V",
+        help="the workflow's version, recorded with each run (default 1)",
+    )
     return parser
+
+
+ACTIVITY_USAGE = activity_parser().usage_line()
+WORKFLOW_USAGE = workflow_parser().usage_line()
 
 
 class InlineCheckpoints:
@@ -76,7 +115,7 @@ def _compile(
     try:
         signature_text, options_text = split_magic_line(line)
         signature = parse_signature(signature_text, session.user_ns, reserved=reserved)
-        options = parser.parse_args(shlex.split(options_text))
+        options = parser.parse_words(split_words(options_text, usage=parser.usage_line()))
         code = shell.transform_cell(cell)
         body = compile_body(
             code,
@@ -85,16 +124,18 @@ def _compile(
             filename=f"<weft {signature.name}>",
             namespace=session.user_ns,
         )
-    except (CellDefinitionError, argparse.ArgumentError) as exc:
-        raise UsageError(f"{exc}\nusage: {parser.usage}") from None
+    except CellDefinitionError as exc:
+        raise UsageError(f"{exc}\nusage: {parser.usage_line()}") from None
     return signature, options, body
 
 
 def register_activity(session: NotebookSession, line: str, cell: str) -> None:
-    """Register the cell as an activity (it does not run it); see ACTIVITY_USAGE."""
-    signature, options, body = _compile(
-        session, line, cell, reserved="activity", parser=_activity_parser()
-    )
+    """Register the cell as an activity (it does not run it); ``--help`` prints the help."""
+    parser = activity_parser()
+    if asks_for_help(line.split()):
+        print(parser.full_help())
+        return
+    signature, options, body = _compile(session, line, cell, reserved="activity", parser=parser)
     what = f"activity {signature.name!r}"
 
     def run_cell(value: Any, activity: ActivityContext) -> Any:
@@ -138,10 +179,12 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
 
 
 def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
-    """Register the cell as a workflow (``ctx`` in scope); see WORKFLOW_USAGE."""
-    signature, options, body = _compile(
-        session, line, cell, reserved="ctx", parser=_workflow_parser()
-    )
+    """Register the cell as a workflow (``ctx`` in scope); ``--help`` prints the help."""
+    parser = workflow_parser()
+    if asks_for_help(line.split()):
+        print(parser.full_help())
+        return
+    signature, options, body = _compile(session, line, cell, reserved="ctx", parser=parser)
     what = f"workflow {signature.name!r}"
 
     def run_cell(ctx: Any, value: Any) -> Any:

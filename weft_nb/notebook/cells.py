@@ -95,6 +95,11 @@ def parse_signature(text: str, namespace: Mapping[str, Any], *, reserved: str) -
     if args.vararg or args.kwarg or args.posonlyargs or args.kwonlyargs:
         raise CellDefinitionError(f"{text!r}: only plain parameters (a, b=default) are supported")
     params = tuple(a.arg for a in args.args)
+    twice = sorted({p for p in params if params.count(p) > 1})
+    if twice:
+        raise CellDefinitionError(
+            f"{text!r}: parameter {twice[0]!r} appears twice; give each parameter its own name"
+        )
     if reserved in params:
         raise CellDefinitionError(
             f"{text!r}: {reserved!r} is provided by weft_nb; rename that parameter"
@@ -127,6 +132,7 @@ def compile_body(
         raise CellDefinitionError(
             f"syntax error in the cell, line {exc.lineno}: {exc.msg}\n    {line}"
         ) from None
+    refuse_function_breakers(tree, kind="activity" if first == "activity" else "workflow")
     body = tree.body
     if body and isinstance(body[-1], ast.Expr):
         last = body[-1]
@@ -137,8 +143,67 @@ def compile_body(
     func.body = body or [ast.Pass()]
     ast.fix_missing_locations(shell)
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    try:
+        code_object = compile(shell, filename, "exec")
+    except SyntaxError as exc:  # what only the compiler sees; the checks above name the usual
+        raise CellDefinitionError(
+            f"the cell cannot be compiled as a function body, line {exc.lineno}: {exc.msg}"
+        ) from None
     scope: dict[str, Any] = {}
-    exec(compile(shell, filename, "exec"), namespace, scope)
+    exec(code_object, namespace, scope)
     compiled: Callable[..., Any] = scope["__weft_cell__"]
     compiled.__name__ = compiled.__qualname__ = signature.name
     return compiled
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _own_nodes(node: ast.AST) -> list[ast.AST]:
+    """The nodes of the cell's own scope: nested functions, classes and lambdas left out."""
+    found: list[ast.AST] = []
+    for child in ast.iter_child_nodes(node):
+        found.append(child)
+        if not isinstance(child, _SCOPES):
+            found.extend(_own_nodes(child))
+    return found
+
+
+def refuse_function_breakers(tree: ast.Module, *, kind: str) -> None:
+    """Refuse what a cell may hold but a function body may not, or should not.
+
+    The body runs as a function, so ``global``, ``nonlocal``, ``yield``, top-level ``await``
+    and ``from m import *`` either do not compile there or change what the cell means. Each
+    is a `CellDefinitionError` saying what to write instead.
+    """
+    for node in _own_nodes(tree):
+        line = f"line {getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Global):
+            names = ", ".join(node.names)
+            raise CellDefinitionError(
+                f"{line}: `global {names}`: the {kind} body runs as a function, and a replayed "
+                "step does not run it again, so it cannot set notebook variables; end the cell "
+                "with the value (its last expression is the result) and assign the result "
+                "outside (`%weft run ... --as VAR`)"
+            )
+        if isinstance(node, ast.Nonlocal):
+            raise CellDefinitionError(
+                f"{line}: `nonlocal {', '.join(node.names)}` has no enclosing function in the "
+                f"{kind}'s cell; assign the name directly"
+            )
+        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith):
+            raise CellDefinitionError(
+                f"{line}: top-level `await`/`async for`/`async with`: the {kind} body runs as a "
+                "plain function; run the coroutine with asyncio.run(...) inside the body"
+            )
+        if isinstance(node, ast.Yield | ast.YieldFrom):
+            raise CellDefinitionError(
+                f"{line}: `yield` would make the {kind} a generator, and a generator is no "
+                "result; collect the values in a list and end the cell with it"
+            )
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            raise CellDefinitionError(
+                f"{line}: `from {node.module or '.'} import *` is allowed only at module level; "
+                "import the names you use, or import * in a plain cell (the notebook's globals "
+                "are visible in the body)"
+            )

@@ -1,104 +1,101 @@
 """The ``%weft`` subcommands: one function each, of the notebook's session and the rest of the line.
 
-``%weft journal``, ``executor``, ``queue``, ``runs``, ``show``, ``sql``, ``timeline``,
-``complete``, ``fail`` and ``cancel`` are here; ``%weft run`` and ``resume`` are in
-`weft_nb.notebook.launch`. `SUBCOMMANDS` maps each name to its function, in the order
-the error for an unknown subcommand lists them. Mistakes raise ``UsageError``.
+``%weft runs``, ``show``, ``sql``, ``timeline``, ``complete``, ``fail``, ``cancel`` and ``help``
+are here; ``run`` and ``resume`` are in `weft_nb.notebook.launch`; ``journal``, ``executor``
+and ``queue`` in `weft_nb.notebook.setup_commands`. Each has a parser (``<name>_parser``) that
+declares its arguments; `SUBCOMMANDS` holds every `Subcommand`, in the order the help and the
+error for an unknown subcommand list them. Mistakes raise ``UsageError``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
 
 from weft_nb.errors import JournalError, WeftError
-from weft_nb.executors.spec import executor_from_spec
 from weft_nb.journal.duckdb_journal import DuckDBJournal
-from weft_nb.notebook import launch
+from weft_nb.journal.protocol import CANCELLED, COMPLETED, FAILED, INTERRUPTED, RUNNING
+from weft_nb.notebook import launch, setup_commands
+from weft_nb.notebook.help import Subcommand, weft_help
 from weft_nb.notebook.panel import RunPanel
+from weft_nb.notebook.run_table import RunTable
 from weft_nb.notebook.session import NotebookSession
 from weft_nb.notebook.timeline import plot_timeline
+from weft_nb.notebook.usage import HELP_WORDS, UsageParser, asks_for_help, unquote
+
+RUN_STATUSES = (RUNNING, INTERRUPTED, COMPLETED, FAILED, CANCELLED)
 
 
-def journal(session: NotebookSession, rest: str) -> str:
-    """``%weft journal [PATH]``: the journal in use, or switch to another one."""
-    if rest.strip():
-        session.switch_journal(os.path.expanduser(rest.strip()))
-    return session.journal_path()
+def runs_parser() -> UsageParser:
+    """``%weft runs [STATUS]``."""
+    parser = UsageParser(
+        "%weft runs",
+        description="The journal's runs, oldest first: a table in the notebook, a list of "
+        "RunInfo in code.",
+    )
+    parser.add_argument(
+        "status",
+        metavar="STATUS",
+        nargs="?",
+        choices=RUN_STATUSES,
+        help=f"only runs with this status: {', '.join(RUN_STATUSES)}",
+    )
+    return parser
 
 
-def executor(session: NotebookSession, rest: str) -> str:
-    """Where activities run: ``%weft executor [thread | process [N] | dask ADDRESS]``.
-
-    Switching closes this notebook's engine (its registrations move to the next one) and
-    opens the next one on the new executor, so no run may be live.
-    """
-    spec = " ".join(rest.split())
-    if not spec:
-        return session.executor_spec
-    engine = session.open_engine
-    if engine is not None:
-        live = [r.run_id for r in engine.runs() if r.active]
-        if live:
-            raise UsageError(
-                f"runs are live in this kernel ({', '.join(live)}); wait for them or "
-                "cancel them before switching executors"
-            )
-    try:
-        chosen = executor_from_spec(spec)  # a bad spec or an unreachable cluster: say so
-    except ValueError as exc:
-        raise UsageError(f"%weft executor: {exc}") from None
-    session.switch_executor(spec, chosen)
-    return spec
-
-
-def queue(session: NotebookSession, rest: str) -> dict[str, int]:
-    """Queue limits: ``%weft queue`` shows them, ``%weft queue gpu 1`` sets one.
-
-    ``%weft queue gpu none`` removes it; ``%config WeftMagics.queue_limits = {...}`` sets
-    them all. A live engine takes a change at once (for attempts not yet started).
-    """
-    words = rest.split()
-    usage = "usage: %weft queue [NAME [LIMIT | none]]"
-    settings = session.settings
-    if len(words) == 2:
-        name, text = words
-        if text.lower() != "none" and not (text.isdigit() and int(text) >= 1):
-            raise UsageError(f"the limit of queue {name!r} must be >= 1 or none\n{usage}")
-        limits = dict(settings.queue_limits)
-        if text.lower() == "none":
-            limits.pop(name, None)
-        else:
-            limits[name] = int(text)
-        settings.queue_limits = limits  # the trait's observer updates a live engine
-    elif len(words) == 1:
-        return {q: n for q, n in dict(settings.queue_limits).items() if q == words[0]}
-    elif words:
-        raise UsageError(usage)
-    return dict(settings.queue_limits)
-
-
-def runs(session: NotebookSession, rest: str) -> list[Any]:
+def runs(session: NotebookSession, rest: str) -> RunTable:
     """``%weft runs [STATUS]``: the journal's runs."""
-    return list(session.engine.runs(rest.strip() or None))
+    options = runs_parser().parse_line(rest)
+    return RunTable(session.engine.runs(options.status))
+
+
+def run_parser_of(prog: str, description: str) -> Callable[[], UsageParser]:
+    """The parser of a subcommand that takes one run id."""
+
+    def build() -> UsageParser:
+        parser = UsageParser(prog, description=description)
+        parser.add_argument("run", metavar="RUN", help="the run id (%%weft runs lists them)")
+        return parser
+
+    return build
+
+
+show_parser = run_parser_of(
+    "%weft show", "The run's panel, rebuilt from the journal (and live if the run is active here)."
+)
+timeline_parser = run_parser_of(
+    "%weft timeline",
+    "A Gantt-style chart of the run (matplotlib): one row per step, one bar per attempt, "
+    "coloured by outcome.",
+)
+cancel_parser = run_parser_of("%weft cancel", "Cancel a run (True if it was live here).")
 
 
 def show(session: NotebookSession, rest: str) -> RunPanel:
     """The run's panel, rebuilt from the journal (and live if the run is active here)."""
-    panel = RunPanel(session.engine, session.known_run(rest.strip()))
+    panel = RunPanel(session.engine, session.known_run(show_parser().parse_line(rest).run))
     panel.follow()
     return panel
 
 
+def sql_parser() -> UsageParser:
+    """``%weft sql QUERY``."""
+    parser = UsageParser(
+        "%weft sql",
+        description="A read-only query over the journal (SELECT, WITH ... SELECT, EXPLAIN), as a "
+        "pandas DataFrame. Tables: runs, steps, attempts, heartbeats, checkpoints, events (see "
+        "docs/journal-schema.md).",
+    )
+    parser.add_argument("query", metavar="QUERY", help='the query, e.g. "SELECT * FROM runs"')
+    return parser
+
+
 def sql(session: NotebookSession, rest: str) -> Any:
     """A read-only query over the journal's tables, as a pandas DataFrame."""
-    query = rest.strip()
-    if len(query) >= 2 and query[0] == query[-1] and query[0] in "\"'":
-        query = query[1:-1]
+    query = unquote(rest.strip())
     if not query:
         raise UsageError(
             '%weft sql "SELECT ..." (tables: runs, steps, attempts, heartbeats, '
@@ -119,35 +116,58 @@ def sql(session: NotebookSession, rest: str) -> Any:
 
 def timeline(session: NotebookSession, rest: str) -> Any:
     """A Gantt-style matplotlib figure of the run's steps and attempts."""
+    run_id = session.known_run(timeline_parser().parse_line(rest).run)
     try:
-        return plot_timeline(session.engine, session.known_run(rest.strip()))
+        return plot_timeline(session.engine, run_id)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
 
 
+def complete_parser() -> UsageParser:
+    """``%weft complete TOKEN [JSON]``."""
+    parser = UsageParser(
+        "%weft complete",
+        description="Complete a parked activity (activity.complete_async()) with a JSON result.",
+    )
+    parser.add_argument(
+        "token", metavar="TOKEN", help="the activity's task token, or $variable holding it"
+    )
+    parser.add_argument("result", metavar="JSON", nargs="?", help="its result (default null)")
+    return parser
+
+
 def complete(session: NotebookSession, rest: str) -> None:
     """``%weft complete TOKEN JSON``: complete a parked activity with a JSON result."""
+    usage = complete_parser().usage_line()
     token, _, text = rest.strip().partition(" ")
     if not token:
-        raise UsageError("usage: %weft complete TOKEN JSON")
+        raise UsageError(f"name the task token\nusage: {usage}")
     token = _token(session, token)
     try:
         result = json.loads(text) if text.strip() else None
     except ValueError as exc:
-        raise UsageError(
-            f"the result is not JSON ({exc}); usage: %weft complete TOKEN JSON"
-        ) from None
+        raise UsageError(f"the result is not JSON ({exc})\nusage: {usage}") from None
     try:
         session.engine.complete_async_activity(token, result)
     except WeftError as exc:
         raise UsageError(str(exc)) from None
 
 
+def fail_parser() -> UsageParser:
+    """``%weft fail TOKEN MESSAGE``."""
+    parser = UsageParser("%weft fail", description="Fail a parked activity with a message.")
+    parser.add_argument(
+        "token", metavar="TOKEN", help="the activity's task token, or $variable holding it"
+    )
+    parser.add_argument("message", metavar="MESSAGE", help="why it failed (the rest of the line)")
+    return parser
+
+
 def fail(session: NotebookSession, rest: str) -> None:
     """``%weft fail TOKEN MESSAGE``: fail a parked activity."""
     token, _, message = rest.strip().partition(" ")
     if not token or not message.strip():
-        raise UsageError("usage: %weft fail TOKEN MESSAGE")
+        raise UsageError(f"name the task token and say why\nusage: {fail_parser().usage_line()}")
     token = _token(session, token)
     try:
         session.engine.fail_async_activity(token, message.strip())
@@ -170,33 +190,75 @@ def _token(session: NotebookSession, word: str) -> str:
 
 def cancel(session: NotebookSession, rest: str) -> bool:
     """``%weft cancel RUN``: cancel a run (True if it was live here)."""
-    return session.engine.cancel(session.known_run(rest.strip()))
+    return session.engine.cancel(session.known_run(cancel_parser().parse_line(rest).run))
 
 
-Subcommand = Callable[[NotebookSession, str], Any]
+def help_parser() -> UsageParser:
+    """``%weft help [SUBCOMMAND]``."""
+    parser = UsageParser(
+        "%weft help",
+        description="This help, or one subcommand's in full (also %weft SUBCOMMAND --help).",
+    )
+    parser.add_argument("subcommand", metavar="SUBCOMMAND", nargs="?", help="e.g. run")
+    return parser
+
+
+def help_text(session: NotebookSession, rest: str) -> None:
+    """``%weft help [SUBCOMMAND]``: print the help of ``%weft``, or of one subcommand."""
+    name = help_parser().parse_line(rest).subcommand
+    if name is None:
+        print(overview(session.settings.describe_settings()))
+    else:
+        print(known_subcommand(name).full_help())
+
+
+def overview(settings: Mapping[str, str]) -> str:
+    """The help of ``%weft`` (``%weft?``, ``%weft help``): every subcommand, every option."""
+    return weft_help(SUBCOMMANDS.values(), settings)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "run": launch.run,
-    "runs": runs,
-    "show": show,
-    "sql": sql,
-    "timeline": timeline,
-    "cancel": cancel,
-    "resume": launch.resume,
-    "complete": complete,
-    "fail": fail,
-    "journal": journal,
-    "executor": executor,
-    "queue": queue,
+    sub.name: sub
+    for sub in (
+        Subcommand("run", launch.run, launch.run_parser),
+        Subcommand("runs", runs, runs_parser),
+        Subcommand("show", show, show_parser),
+        Subcommand("sql", sql, sql_parser, free_text=True),
+        Subcommand("timeline", timeline, timeline_parser),
+        Subcommand("cancel", cancel, cancel_parser),
+        Subcommand("resume", launch.resume, launch.resume_parser),
+        Subcommand("complete", complete, complete_parser, free_text=True),
+        Subcommand("fail", fail, fail_parser, free_text=True),
+        Subcommand(
+            "journal", setup_commands.journal, setup_commands.journal_parser, free_text=True
+        ),
+        Subcommand("executor", setup_commands.executor, setup_commands.executor_parser),
+        Subcommand("queue", setup_commands.queue, setup_commands.queue_parser),
+        Subcommand("help", help_text, help_parser),
+    )
 }
 
 
-def dispatch(session: NotebookSession, line: str) -> Any:
-    """Run ``%weft SUBCOMMAND REST``; an unknown subcommand is a ``UsageError`` listing them."""
-    words = line.strip().split(None, 1)
-    if not words or words[0] not in SUBCOMMANDS:
+def known_subcommand(name: str) -> Subcommand:
+    """The subcommand called ``name``, or a ``UsageError`` listing them."""
+    if name not in SUBCOMMANDS:
         raise UsageError(
-            f"unknown %weft subcommand {words[0] if words else ''!r}; use one of "
-            f"{', '.join(SUBCOMMANDS)}"
+            f"unknown %weft subcommand {name!r}; use one of {', '.join(SUBCOMMANDS)} "
+            "(%weft help describes them)"
         )
+    return SUBCOMMANDS[name]
+
+
+def dispatch(session: NotebookSession, line: str) -> Any:
+    """Run ``%weft SUBCOMMAND REST``; ``-h``/``--help`` (alone or after a subcommand) print help."""
+    words = line.strip().split(None, 1)
+    name = words[0] if words else ""
     rest = words[1] if len(words) > 1 else ""
-    return SUBCOMMANDS[words[0]](session, rest)
+    if name in HELP_WORDS:
+        name = "help"
+    subcommand = known_subcommand(name)
+    asked = rest.strip() in HELP_WORDS if subcommand.free_text else asks_for_help(rest.split())
+    if asked:
+        print(subcommand.full_help())
+        return None
+    return subcommand.handler(session, rest)

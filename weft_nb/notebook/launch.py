@@ -8,7 +8,6 @@ Restart & Run All resumes it instead of starting over.
 from __future__ import annotations
 
 import ast
-import shlex
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,50 +15,85 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import display
 
+from weft_nb.base.payloads import encode
 from weft_nb.engine.runs import RunHandle
-from weft_nb.errors import WeftError
+from weft_nb.errors import InvalidRunIdError, PayloadError, WeftError
+from weft_nb.journal.paths import check_run_id
 from weft_nb.notebook.cells import CellSignature
 from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.session import NotebookSession
-from weft_nb.notebook.usage import UsageParser
-
-RUN_USAGE = "%weft run NAME key=value ... [--id RUN_ID] [--new] [--background] [--as VAR]"
+from weft_nb.notebook.usage import UsageParser, split_python_words, unquote
 
 
-def _run_parser() -> UsageParser:
-    parser = UsageParser(RUN_USAGE)
-    parser.add_argument("--id", dest="run_id")
-    parser.add_argument("--new", action="store_true")
-    parser.add_argument("--background", action="store_true")
-    parser.add_argument("--as", dest="var")
+def run_parser() -> UsageParser:
+    """``%weft run NAME [key=value ...] [--id RUN_ID] [--new] [--background] [--as VAR]``."""
+    parser = UsageParser(
+        "%weft run",
+        description="Start a run of a registered workflow, show its panel and wait for it. The "
+        "same notebook, workflow and input give the same run, so running the cell again resumes "
+        "it, or returns its recorded result.",
+        epilog="Values are Python literals (n=3, name='text'); $var takes a notebook variable and "
+        "{expr} evaluates an expression in the notebook. A trailing # comment is ignored.",
+    )
+    parser.add_argument("workflow", metavar="NAME", help="a registered workflow")
+    parser.add_argument(
+        "inputs", metavar="key=value", nargs="*", help="the workflow's input, one argument each"
+    )
+    parser.add_argument(
+        "--id",
+        dest="run_id",
+        metavar="RUN_ID",
+        help="name the run (default: derived from the notebook, the workflow and its input)",
+    )
+    parser.add_argument(
+        "--new", action="store_true", help="start a fresh run even if this input ran before"
+    )
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="return the RunHandle at once (with a Cancel button on the panel) instead of waiting",
+    )
+    parser.add_argument(
+        "--as", dest="var", metavar="VAR", help="also store the result in the notebook variable VAR"
+    )
+    return parser
+
+
+RUN_USAGE = run_parser().usage_line()
+
+
+def resume_parser() -> UsageParser:
+    """``%weft resume RUN``."""
+    parser = UsageParser(
+        "%weft resume", description="Resume an unfinished run of this journal and wait for it."
+    )
+    parser.add_argument("run", metavar="RUN", help="the run id (%%weft runs lists them)")
     return parser
 
 
 def resume(session: NotebookSession, rest: str) -> Any:
     """``%weft resume RUN``: resume a run of this journal and wait for it."""
-    run_id = session.known_run(rest.strip())
+    run_id = session.known_run(resume_parser().parse_line(rest).run)
     return _follow(session, run_id, lambda: session.engine.resume(run_id), background=False)
 
 
 def run(session: NotebookSession, rest: str) -> Any:
     """``%weft run NAME key=value ...``: start (or resume) a run of a registered workflow."""
-    tokens = shlex.split(rest, posix=False)
-    comment = next((i for i, t in enumerate(tokens) if t.startswith("#")), None)
-    tokens = tokens[:comment]  # a trailing `# comment`, as a Python line would allow
+    parser = run_parser()
+    tokens = split_python_words(rest, usage=RUN_USAGE)  # x='a b' is one word; no # comment
     if not tokens:
         raise UsageError(f"name a workflow\nusage: {RUN_USAGE}")
-    name = tokens[0]
+    options = parser.parse_words(tokens)
+    name = options.workflow
+    variable = unquote(options.var) if options.var is not None else None
+    if variable is not None and not variable.isidentifier():
+        raise UsageError(f"--as {variable}: not a Python name\nusage: {RUN_USAGE}")
     pairs: dict[str, Any] = {}
-    flags: list[str] = []
-    for token in tokens[1:]:
-        if token.startswith("--") or flags:
-            flags.append(token.strip("'\""))
-        elif "=" in token:
-            key, _, text = token.partition("=")
-            pairs[key] = _value(session.user_ns, key, text)
-        else:
+    for token in options.inputs:
+        if "=" not in token or token.startswith("="):
             raise UsageError(f"{token!r} is not key=value\nusage: {RUN_USAGE}")
-    options = _run_parser().parse_args(flags)
+        key, _, text = token.partition("=")
+        pairs[key] = _value(session.user_ns, key, text)
     workflows = session.engine.registry.workflows
     if name not in workflows:
         raise UsageError(
@@ -73,16 +107,24 @@ def run(session: NotebookSession, rest: str) -> Any:
             f"it takes {declared.describe()}\nusage: {RUN_USAGE}"
         )
     value = pairs or None
-    run_id = options.run_id or (f"{name}-{uuid.uuid4().hex[:8]}" if options.new else None)
-    run_id = run_id or session.default_run_id(name, value)
+    try:
+        encode(value, what=f"input of workflow {name!r}")  # stored before the run starts
+        if options.run_id is not None:
+            run_id = check_run_id(unquote(options.run_id))
+        elif options.new:
+            run_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        else:
+            run_id = session.default_run_id(name, value)
+    except (PayloadError, InvalidRunIdError) as exc:
+        raise UsageError(f"{exc}\nusage: {RUN_USAGE}") from None
     result = _follow(
         session,
         run_id,
         lambda: session.engine.start(name, value, run_id=run_id),
         background=options.background,
     )
-    if options.var and not options.background:
-        session.user_ns[options.var] = result
+    if variable is not None and not options.background:
+        session.user_ns[variable] = result
     return result
 
 

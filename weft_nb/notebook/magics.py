@@ -58,20 +58,30 @@ class WeftMagics(Magics):
         """Flush heartbeats and release the journal (kernel shutdown, unload)."""
         self.session.close()
 
+    @classmethod
+    def describe_settings(cls) -> dict[str, str]:
+        """Each ``%config WeftMagics.<name>`` setting, with its help."""
+        return {name: trait.help for name, trait in cls.class_traits(config=True).items()}
+
+    # The docstrings of the three magics (what `%weft?` and `%%weft_activity?` show) are
+    # generated from their parsers below the class, so they list every subcommand and option.
+
     @cell_magic
-    def weft_activity(self, line: str, cell: str) -> None:
-        """Register the cell as an activity (it does not run it); see ACTIVITY_USAGE."""
+    def weft_activity(self, line: str, cell: str) -> None:  # noqa: D102 - generated below
         cell_definitions.register_activity(self.session, line, cell)
 
     @cell_magic
-    def weft_workflow(self, line: str, cell: str) -> None:
-        """Register the cell as a workflow (``ctx`` in scope); see WORKFLOW_USAGE."""
+    def weft_workflow(self, line: str, cell: str) -> None:  # noqa: D102 - generated below
         cell_definitions.register_workflow(self.session, line, cell)
 
     @line_magic
-    def weft(self, line: str) -> Any:
-        """``%weft run|runs|show|sql|timeline|cancel|resume|complete|fail|journal|...``."""
+    def weft(self, line: str) -> Any:  # noqa: D102 - generated below
         return commands.dispatch(self.session, line)
+
+
+WeftMagics.weft_activity.__doc__ = cell_definitions.activity_parser().full_help()
+WeftMagics.weft_workflow.__doc__ = cell_definitions.workflow_parser().full_help()
+WeftMagics.weft.__doc__ = commands.overview(WeftMagics.describe_settings())
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 
 from weft_nb.base.payloads import encode
 from weft_nb.engine.engine import Engine
+from weft_nb.errors import WeftError
 from weft_nb.executors.base import Executor
 from weft_nb.executors.spec import executor_from_spec
 
@@ -30,6 +31,10 @@ class NotebookSettings(Protocol):
     on_change: str
     development: bool
     queue_limits: dict[str, int]
+
+    def describe_settings(self) -> dict[str, str]:
+        """Each setting's name, with its help (for ``%weft help``)."""
+        ...
 
 
 def notebook_path(user_ns: dict[str, Any]) -> str | None:
@@ -77,8 +82,15 @@ class NotebookSession:
     def engine(self) -> Engine:
         """The notebook's engine, opened on first use."""
         if self._engine is None:
-            self._engine = Engine(
-                self.journal_path(),
+            self._engine = self._open_engine()
+        return self._engine
+
+    def _open_engine(self) -> Engine:
+        """A new engine on this notebook's journal; a path that cannot be one is a UsageError."""
+        path = self.journal_path()
+        try:
+            return Engine(
+                path,
                 heartbeat_interval=self.settings.heartbeat_interval,
                 on_change=self.settings.on_change,
                 queue_limits=dict(self.settings.queue_limits),
@@ -86,7 +98,13 @@ class NotebookSession:
                 executor=self._take_executor(),
                 development=True if self.settings.development else None,
             )
-        return self._engine
+        except WeftError:
+            raise  # a locked, damaged or newer journal says so itself
+        except (OSError, ValueError) as exc:  # a path or setting from %weft journal or %config
+            raise UsageError(
+                f"cannot open the journal {path}: {exc}; choose another with %weft journal PATH "
+                "(or %config WeftMagics.journal)"
+            ) from None
 
     @property
     def open_engine(self) -> Engine | None:

@@ -1,8 +1,17 @@
-"""``%weft timeline``: a Gantt-style plot of a run's steps and attempts (matplotlib)."""
+"""``%weft timeline``: a Gantt-style plot of a run's steps and attempts (matplotlib).
+
+The chart is a matplotlib ``Figure`` built directly, never through ``pyplot``, and drawn to PNG
+by its own Agg canvas: the user's backend, pyplot's current figure and its figure list are left
+exactly as they were (``matplotlib.use`` would switch the backend, and a later ``plt.show()``
+would draw nothing). The figure shows itself as a PNG wherever IPython displays it, whatever
+backend the notebook uses.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,20 +58,41 @@ def timeline_bars(engine: Engine, run_id: str) -> list[Bar]:
     return sorted(bars, key=lambda b: (b.position, b.start))
 
 
-def plot_timeline(engine: Engine, run_id: str) -> Any:
-    """A matplotlib Figure: one row per step, one bar per attempt, coloured by outcome."""
-    try:
-        import matplotlib
+@functools.cache
+def timeline_figure_class() -> Any:
+    """``Figure`` with ``_repr_png_``: IPython shows it as a PNG without pyplot's help.
 
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+    Built on first use, so loading the magics does not import matplotlib.
+    """
+    from matplotlib.figure import Figure
+
+    class TimelineFigure(Figure):
+        """A Figure that IPython shows as a PNG, drawn by its own Agg canvas."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return TimelineFigure
+
+
+def plot_timeline(engine: Engine, run_id: str) -> Any:
+    """A matplotlib Figure: one row per step, one bar per attempt, coloured by outcome.
+
+    The figure is not known to ``pyplot`` and changes no global matplotlib state; it displays
+    itself as a PNG.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.patches import Patch
     except ImportError as exc:
         raise ImportError("%weft timeline draws with matplotlib: pip install matplotlib") from exc
     bars = timeline_bars(engine, run_id)
     labels = sorted({(b.position, b.label) for b in bars})
     rows = {position: index for index, (position, _) in enumerate(labels)}
-    figure = Figure(figsize=(8, 0.5 + 0.4 * max(1, len(labels))))
+    figure = timeline_figure_class()(figsize=(8, 1.4 + 0.4 * len(labels)))
+    FigureCanvasAgg(figure)  # this figure's own canvas; the backend setting is not touched
     axes = figure.subplots()
     for bar in bars:
         axes.barh(
