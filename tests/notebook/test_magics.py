@@ -12,6 +12,7 @@ import pytest
 from helpers import weft_magics
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from panel_html import read_rows
 
 import weft_nb
 
@@ -227,7 +228,7 @@ def test_weft_run_shows_a_panel_and_weft_show_rebuilds_it(
     assert "pipeline run shown: " in shown  # the panel's text (running or already done)
     panel = ip.run_line_magic("weft", "show shown")
     assert "pipeline run shown: completed" in repr(panel)
-    assert panel._rows[0].status.value == "completed"
+    assert read_rows(panel.steps.value)[0]["status"] == "completed"
 
 
 def test_background_run_returns_the_handle_with_a_cancel_button(ip: InteractiveShell) -> None:

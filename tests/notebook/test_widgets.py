@@ -1,4 +1,7 @@
-"""The run panel: widget state as heartbeats arrive, rebuilt from the journal, fallbacks."""
+"""The run panel: its table as heartbeats arrive, rebuilt from the journal, its controls, fallbacks.
+
+The table is HTML (one widget); ``read_rows`` reads it back by column.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,19 @@ import threading
 
 import pytest
 from helpers import cancellable_run, parked_run, wait_until
+from panel_html import Row, read_rows
 
 import weft_nb
 from weft_nb.notebook.panel import RunPanel
+from weft_nb.notebook.static_panel import static_html
 from weft_nb.testing import TestEngine
+
+GREEN, RED, BLUE = "#5cb85c", "#d9534f", "#5bc0de"
+
+
+def rows(panel: RunPanel) -> dict[int, Row]:
+    """The live table's rows by step position."""
+    return {int(row["position"]): row for row in read_rows(panel.steps.value)}
 
 
 class Training:
@@ -56,36 +68,27 @@ def test_bars_texts_and_styles_follow_heartbeats(engine: TestEngine) -> None:
     handle = engine.start(job.workflow, 3, run_id="w1")
     job.next_beat()
     panel = RunPanel(engine, "w1")
-    rows = panel._rows
-    assert sorted(rows) == [0, 1]
-    assert (rows[0].status.value, rows[0].bar.value, rows[0].bar.bar_style) == (
-        "completed",
-        1.0,
-        "success",
-    )
-    train = rows[1]
-    assert (train.name.value, train.status.value, train.attempt.value) == (
-        "1. train",
-        "running",
-        "1/4",
-    )
-    assert train.bar.value == 0.25
-    assert train.details.value == "epoch=1 loss=0.9 progress=0.25"
+    shown = rows(panel)
+    assert sorted(shown) == [0, 1]
+    assert (shown[0]["status"], shown[0].bar, shown[0].bar_colour) == ("completed", 1.0, GREEN)
+    train = shown[1]
+    assert (train["activity"], train["status"], train["attempt"]) == ("train", "running", "1/4")
+    assert (train.bar, train.bar_colour, train["progress"]) == (0.25, BLUE, "25%")
+    assert train["details"] == "epoch=1 loss=0.9 progress=0.25"
     assert "running" in panel.header.value and "pipeline" in panel.header.value
     job.step.set()
     job.next_beat()
     panel.refresh()
-    assert train.bar.value == 0.75  # current / total
-    assert "<polyline" in train.chart.value and "loss 0.5" in train.chart.value
+    train = rows(panel)[1]
+    assert train.bar == 0.75  # current / total
+    assert train.chart_lines == 2 and "loss 0.5" in train.note  # epoch and loss, over time
     job.step.set()
     assert handle.result(10) == "trained"
     panel.refresh()
-    assert (train.status.value, train.bar.value, train.bar.bar_style) == (
-        "completed",
-        1.0,
-        "success",
-    )
-    assert train.details.value == "epoch=2 loss=0.5 current=3 total=4"  # the final beat
+    train = rows(panel)[1]
+    assert (train["status"], train.bar, train.bar_colour) == ("completed", 1.0, GREEN)
+    assert train["details"] == "epoch=2 loss=0.5 current=3 total=4"  # the final beat
+    assert train.chart_lines == 2  # the chart stays under the finished step
     assert "completed" in panel.header.value
 
 
@@ -98,26 +101,24 @@ def test_a_panel_rebuilt_after_a_restart_shows_the_recorded_state(engine: TestEn
     restarted = engine.simulate_restart()
     job.step.set()
     panel = RunPanel(restarted, "w2")  # like %weft show after a kernel restart
-    train = panel._rows[1]
-    assert (train.name.value, train.status.value, train.bar.value) == (
-        "1. train",
-        "interrupted",
-        0.7,
-    )
-    assert train.details.value == "epoch=7 progress=0.7"
+    train = rows(panel)[1]
+    assert (train["activity"], train["status"], train.bar) == ("train", "interrupted", 0.7)
+    assert train["details"] == "epoch=7 progress=0.7"
     text = repr(panel)
     assert "pipeline run w2: running" in text
     assert "train" in text and "70%" in text
     bundle = panel._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert "<progress" in bundle["text/html"] and "epoch=7" in bundle["text/html"]
+    assert read_rows(bundle["text/html"])[1].bar == 0.7  # the same table, for renderers
+    assert "epoch=7" in bundle["text/html"]  # without widgets (nbconvert, GitHub)
     assert bundle["text/plain"] == text
     restarted.close()
 
 
 def test_failed_steps_show_the_error_and_a_danger_bar(engine: TestEngine) -> None:
     @weft_nb.activity(retry={"max_attempts": 2})
-    def broken(_: object) -> None:
+    def broken(_: object, activity: weft_nb.ActivityContext) -> None:
+        activity.heartbeat({"progress": 0.5})
         raise ValueError("bad <input>")
 
     @weft_nb.workflow
@@ -127,9 +128,10 @@ def test_failed_steps_show_the_error_and_a_danger_bar(engine: TestEngine) -> Non
     with pytest.raises(weft_nb.errors.ActivityFailedError):
         engine.run(wf, run_id="w3")
     panel = RunPanel(engine, "w3")
-    row = panel._rows[0]
-    assert (row.status.value, row.bar.bar_style, row.attempt.value) == ("failed", "danger", "2")
-    assert "bad &lt;input&gt;" in row.error.value  # escaped
+    row = rows(panel)[0]
+    assert (row["status"], row.bar_colour, row["attempt"]) == ("failed", RED, "2")
+    assert "bad <input>" in row.note  # shown as text:
+    assert "bad &lt;input&gt;" in panel.steps.value  # escaped
     assert "failed" in panel.header.value
 
 
@@ -165,7 +167,7 @@ def test_retry_countdown_shows_during_backoff(engine: TestEngine) -> None:
     engine.clock.wait_for_sleepers(1)
     panel = RunPanel(engine, "w5")
     assert "retrying step 0 in 1s" in panel.header.value
-    assert panel._rows[0].status.value == "retrying"
+    assert rows(panel)[0]["status"] == "retrying"
     engine.clock.advance(1)
     assert handle.result(10) == 1
 
@@ -177,12 +179,13 @@ def test_approve_and_reject_buttons_complete_or_fail_the_parked_step(
     handle, tokens = parked_run(engine, "rv")
     wait_until(lambda: engine.journal.pending_async_tokens("rv"), what="the token journaled")
     panel = RunPanel(engine, "rv", cancel_button=True)
-    row = panel._rows[0]
-    assert row.status.value == "waiting"
-    assert row.approval is not None and row.comment is not None
+    assert rows(panel)[0]["status"] == "waiting"
+    assert f"waiting for completion: token {tokens[0]}" in rows(panel)[0].note
     assert f"waiting for completion: token {tokens[0]}" in repr(panel)
-    row.comment.value = "metrics look fine" if approved else "accuracy too low"
-    _comment, approve, reject = row.approval.children
+    approval = panel._approvals[0]
+    assert approval.box in panel.steps_box.children
+    approval.comment.value = "metrics look fine" if approved else "accuracy too low"
+    approve, reject = approval.buttons
     (approve if approved else reject).click()
     if approved:
         assert handle.result(10) == {"approved": True, "comment": "metrics look fine"}
@@ -191,7 +194,7 @@ def test_approve_and_reject_buttons_complete_or_fail_the_parked_step(
             handle.result(10)
     assert approve.disabled and reject.disabled
     panel.refresh()
-    assert row.approval.layout.display == "none"
+    assert approval.box.layout.display == "none"
 
 
 def test_a_long_run_shows_its_newest_steps_and_says_how_many_are_hidden(
@@ -210,10 +213,10 @@ def test_a_long_run_shows_its_newest_steps_and_says_how_many_are_hidden(
     n = MAX_ROWS + 70
     engine.run(long_run, n, run_id="long")
     panel = RunPanel(engine, "long")
-    assert len(panel.steps_box.children) == MAX_ROWS
+    assert len(rows(panel)) == MAX_ROWS
     assert "70 earlier completed steps not shown" in panel.header.value
     text = panel.snapshot.text()
     assert "70 earlier completed steps not shown" in text
     assert f"  {n - 1} tick" in text
     assert "   69 tick" not in text and "   70 tick" in text
-    assert "70 earlier completed steps not shown" in panel.snapshot.html()
+    assert "70 earlier completed steps not shown" in static_html(panel.snapshot)

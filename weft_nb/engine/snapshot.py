@@ -1,14 +1,13 @@
 """A run's state at one moment, from the journal plus the engine's live attempts.
 
-Widgets, ``%weft show`` and the HTML/text fallbacks all render a `RunSnapshot`, so they show
-the same thing, and a panel rebuilt after a kernel restart or a browser reload (from the journal
-alone) continues where the live one was.
+The notebook's panel (live and static), ``%weft show`` and the REST endpoint all render a
+`RunSnapshot`, so they show the same thing, and a panel rebuilt after a kernel restart or a
+browser reload (from the journal alone) continues where the live one was.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.payloads import decode, error_from_json
@@ -132,36 +131,6 @@ class RunSnapshot:
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
-
-    def html(self) -> str:
-        """Static HTML with the same information, for renderers without widgets."""
-        rows = []
-        shown = self.shown_steps()
-        if note := self.hidden_note(shown):
-            rows.append(f'<tr><td colspan="6"><small>{html.escape(note)}</small></td></tr>')
-        for step in shown:
-            pct = "" if step.progress is None else f"{step.progress:.0%}"
-            bar = (
-                ""
-                if step.progress is None
-                else f'<progress max="1" value="{step.progress:.3f}"></progress> {pct}'
-            )
-            error = f"<br><small>{html.escape(step.error)}</small>" if step.error else ""
-            rows.append(
-                f"<tr><td>{step.position}</td><td>{html.escape(step.activity)}</td>"
-                f"<td>{step.status}</td><td>{step.attempt_text()}</td><td>{bar}</td>"
-                f"<td><code>{html.escape(step.details_text())}</code>{error}</td></tr>"
-            )
-        head = (
-            f"<b>{html.escape(self.workflow)}</b> run <code>{html.escape(self.run_id)}</code>: "
-            f"{self.status}, {self.elapsed:.1f}s"
-        )
-        error = f"<div>{html.escape(self.error)}</div>" if self.error else ""
-        return (
-            f'<div class="weft-run">{head}{error}<table>'
-            "<tr><th>#</th><th>activity</th><th>status</th><th>attempt</th><th>progress</th>"
-            f"<th>latest heartbeat</th></tr>{''.join(rows)}</table></div>"
-        )
 
 
 def take_snapshot(journal: Journal, live: LiveRuns, clock: Clock, run_id: str) -> RunSnapshot:

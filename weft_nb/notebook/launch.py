@@ -140,16 +140,18 @@ def _follow(
         handle = launch()
         panel = RunPanel(session.engine, run_id, cancel_button=background)
         shown = display(panel, display_id=True)  # type: ignore[no-untyped-call]
-        # When the run ends, re-send the panel: saved notebooks (nbconvert, nbval, GitHub)
-        # then keep its final state, not the one it had when it was first displayed.
-        panel.follow(on_done=lambda: shown.update(panel))
+        # When the run settles, the display becomes the panel's static table and its widgets
+        # close: a saved notebook (nbconvert, nbval, GitHub, VS Code) keeps the final state, in
+        # HTML that needs no kernel, instead of the widget models. A run still going when its
+        # cell ends (--background, or an interrupted one still stopping) keeps its live widgets
+        # until then.
+        panel.follow(on_done=lambda: panel.finish(shown.update))
         if background:
             return handle
         try:
             return _wait(handle)
         finally:
-            panel.refresh()
-            shown.update(panel)
+            panel.finish(shown.update)
     except KeyboardInterrupt:
         session.engine.interrupt(run_id)
         print(

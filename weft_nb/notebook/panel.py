@@ -1,17 +1,25 @@
 """The run panel: an ipywidgets view of one run, fed by snapshots of the engine and journal.
 
-One row per step: name, status, attempt ``k/max``, a progress bar fed by heartbeats (``progress``
-in 0..1, or ``current``/``total``), the latest heartbeat fields, the duration, a retry countdown
-during backoff, and the error on failure. Under a running step, a small line chart of its numeric
-heartbeat fields over time (drawn as inline SVG, so no plotting library is needed).
+A header (workflow, run id, status, elapsed time, a retry countdown during backoff), then a table
+with one row per step: name, status, attempt ``k/max``, a progress bar fed by heartbeats
+(``progress`` in 0..1, or ``current``/``total``), the duration, the latest heartbeat fields, the
+error on failure, and a small line chart of its numeric heartbeat fields over time. Bars and
+charts are inline SVG, so no plotting library is needed.
+
+The table is one HTML widget, rendered by `weft_nb.notebook.static_panel`: a panel is a
+handful of widget models whatever the number of steps (a row of widgets per step made a 50-step
+run 1,407 models and a 1.5 MB notebook under ``nbconvert --execute``). Only the controls are
+widgets of their own: Cancel, and Approve / Reject with a comment box under a parked step.
 
 The panel reads `weft_nb.engine.snapshot.take_snapshot()`, never the activity's thread:
-refreshing
-is capped at a few times a second whatever the heartbeat rate, and a panel built after a kernel
-restart (``%weft show``) shows what the journal holds. Where widgets cannot render (nbconvert,
-GitHub, nbval), its mime bundle also carries the same information as HTML and plain text.
+refreshing is capped at a few times a second whatever the heartbeat rate, and a panel built after
+a kernel restart (``%weft show``) shows what the journal holds. Where widgets cannot render
+(nbconvert, GitHub, nbval), its mime bundle also carries the same table as HTML, and plain text.
 
-The widgets carry stable CSS classes (``weft-run-panel``, ``weft-run-header``, ``weft-step``,
+Once the run has settled, `RunPanel.finish()` leaves that static table behind in the cell's
+output and closes every widget, so a saved notebook shows the run without a kernel.
+
+The panel carries stable CSS classes (``weft-run-panel``, ``weft-run-header``, ``weft-step``,
 ``weft-progress``, ``weft-loss-chart``, ``weft-cancel``, ``weft-approve``, ``weft-reject``) for
 styling and for the browser test (tests/e2e).
 """
@@ -28,48 +36,28 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from weft_nb.engine.snapshot import RunSnapshot, StepView
+from weft_nb.notebook.static_panel import (
+    close_widgets,
+    header_html,
+    static_bundle,
+    static_html,
+    steps_table,
+)
 
 if TYPE_CHECKING:
     from weft_nb.engine.engine import Engine
 
 REFRESH_SECONDS = 0.25
 _MAX_POINTS = 400
-_BAR_STYLE = {
-    "completed": "success",
-    "failed": "danger",
-    "interrupted": "warning",
-    "retrying": "warning",
-    "stopping": "warning",
-}
 _CHART_SKIP = {"progress", "current", "total"}
+_FINISHING = threading.RLock()  # one panel goes static at a time (re-entered by a display update)
 
 
-class _StepRow:
-    """The widgets of one step."""
+class _Approval:
+    """Approve / Reject buttons and a comment box that complete or fail a parked step."""
 
-    def __init__(self) -> None:
-        self.name = widgets.Label(layout=widgets.Layout(width="16em"))
-        self.status = widgets.Label(layout=widgets.Layout(width="7em"))
-        self.attempt = widgets.Label(layout=widgets.Layout(width="4em"))
-        self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="14em"))
-        self.bar.add_class("weft-progress")
-        self.details = widgets.Label(layout=widgets.Layout(width="24em"))
-        self.duration = widgets.Label(layout=widgets.Layout(width="6em"))
-        self.error = widgets.HTML()
-        self.chart = widgets.HTML()
-        self.chart.add_class("weft-loss-chart")
-        line = widgets.HBox(
-            [self.name, self.status, self.attempt, self.bar, self.details, self.duration]
-        )
-        self.box = widgets.VBox([line, self.error, self.chart])
-        self.box.add_class("weft-step")
-        self.approval: widgets.HBox | None = None
-        self.comment: widgets.Text | None = None
-
-    def offer_approval(self, engine: Engine, token: str) -> None:
-        """Approve / Reject buttons and a comment box that complete or fail the parked step."""
-        if self.approval is not None:
-            return
+    def __init__(self, engine: Engine, step: StepView, token: str) -> None:
+        self.label = widgets.HTML(f"<b>{step.position}. {html.escape(step.activity)}</b>")
         self.comment = widgets.Text(placeholder="comment (optional)")
         approve = widgets.Button(description="Approve", button_style="success")
         reject = widgets.Button(description="Reject", button_style="danger")
@@ -86,52 +74,8 @@ class _StepRow:
 
         approve.on_click(lambda _button: decide(True))
         reject.on_click(lambda _button: decide(False))
-        self.approval = widgets.HBox([self.comment, approve, reject])
-        self.box.children = (*self.box.children, self.approval)
-
-    def update(self, step: StepView, now: float, chart: str) -> None:
-        self.name.value = f"{step.position}. {step.activity}"
-        self.status.value = step.status
-        self.attempt.value = step.attempt_text()
-        progress = step.progress
-        self.bar.value = 0.0 if progress is None else progress
-        self.bar.bar_style = _BAR_STYLE.get(step.status, "info")
-        self.details.value = step.details_text()
-        end = step.finished_at if step.finished_at is not None else now
-        self.duration.value = "" if step.started_at is None else f"{end - step.started_at:.1f}s"
-        self.error.value = (
-            f'<span style="color:#b00">{html.escape(step.error)}</span>' if step.error else ""
-        )
-        self.chart.value = chart
-
-
-def _sparkline(series: dict[str, list[tuple[float, float]]]) -> str:
-    """Inline SVG: one normalised line per numeric field, labelled with its last value."""
-    width, height = 320, 60
-    lines = []
-    for index, (field, points) in enumerate(sorted(series.items())):
-        if len(points) < 2:
-            continue
-        t0, t1 = points[0][0], points[-1][0]
-        values = [v for _, v in points]
-        low, high = min(values), max(values)
-        span_t, span_v = (t1 - t0) or 1.0, (high - low) or 1.0
-        xy = " ".join(
-            f"{(t - t0) / span_t * width:.1f},{height - (v - low) / span_v * height:.1f}"
-            for t, v in points
-        )
-        colour = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")[index % 4]
-        lines.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{xy}"/>'
-            f'<text x="{width + 6}" y="{12 + 14 * index}" fill="{colour}" font-size="11">'
-            f"{html.escape(field)} {values[-1]:.4g}</text>"
-        )
-    if not lines:
-        return ""
-    return (
-        f'<svg class="weft-chart" width="{width + 140}" height="{height + 4}">{"".join(lines)}'
-        "</svg>"
-    )
+        self.buttons = (approve, reject)
+        self.box = widgets.HBox([self.label, self.comment, approve, reject])
 
 
 class RunPanel:
@@ -143,13 +87,17 @@ class RunPanel:
         cancel_button: Add a Cancel button (for background runs).
     """
 
+    finished = False
+    """True once the panel is static: its widgets are closed and it renders as HTML and text."""
+
     def __init__(self, engine: Engine, run_id: str, *, cancel_button: bool = False) -> None:
         self.engine = engine
         self.run_id = run_id
         self.header = widgets.HTML()
         self.header.add_class("weft-run-header")
-        self.steps_box = widgets.VBox()
-        self._rows: dict[int, _StepRow] = {}
+        self.steps = widgets.HTML()
+        self.steps_box = widgets.VBox([self.steps])
+        self._approvals: dict[int, _Approval] = {}
         self._series: dict[int, dict[str, list[tuple[float, float]]]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -169,48 +117,43 @@ class RunPanel:
             self.refresh()
 
     def refresh(self) -> RunSnapshot:
-        """Read the run's state and update every widget; returns the snapshot shown."""
-        snapshot = self.engine.snapshot(self.run_id)
-        retry = self.engine.live_backoff(self.run_id)
+        """Read the run's state and update the widgets; returns the snapshot shown."""
         with self._lock:
+            if self.finished:
+                return self.snapshot  # static: the widgets are closed, the last state stays
+            snapshot = self.engine.snapshot(self.run_id)
+            retry = self.engine.live_backoff(self.run_id)
             status = snapshot.status
             if retry is not None and retry[0] not in {
                 s.position for s in snapshot.steps if s.status == "running"
             }:
                 status += f", retrying step {retry[0]} in {max(0.0, retry[1] - snapshot.now):.0f}s"
-            self.header.value = (
-                f"<b>{html.escape(snapshot.workflow)}</b> run "
-                f"<code>{html.escape(snapshot.run_id)}</code> &middot; {html.escape(status)} "
-                f"&middot; {snapshot.elapsed:.1f}s"
-                + (
-                    f'<br><span style="color:#b00">{html.escape(snapshot.error)}</span>'
-                    if snapshot.error
-                    else ""
-                )
-            )
+            self.header.value = header_html(snapshot, status)
             shown = snapshot.shown_steps()
-            if note := snapshot.hidden_note(shown):
-                self.header.value += f"<br><small>{html.escape(note)}</small>"
-            for gone in self._rows.keys() - {step.position for step in shown}:
-                self._rows.pop(gone).box.close()
             for step in shown:
-                row = self._rows.get(step.position)
-                if row is None:
-                    row = self._rows[step.position] = _StepRow()
-                row.update(step, snapshot.now, self._chart(step, snapshot.now))
-                if step.token and step.status == "waiting":
-                    row.offer_approval(self.engine, step.token)
-                elif row.approval is not None:
-                    row.approval.layout.display = "none"  # decided: hide the buttons
-            boxes = tuple(self._rows[step.position].box for step in shown)
-            if boxes != self.steps_box.children:  # one assignment: one message to the front end
-                self.steps_box.children = boxes
+                self._chart(step, snapshot.now)
+            self.steps.value = steps_table(snapshot, self._series)
+            self._offer_approvals(shown)
             if self.cancel_button is not None:
                 self.cancel_button.disabled = snapshot.status != "running"
             self.snapshot = snapshot
         return snapshot
 
-    def _chart(self, step: StepView, now: float) -> str:
+    def _offer_approvals(self, shown: list[StepView]) -> None:
+        """Approve / Reject under each parked step; hidden once it is decided."""
+        for step in shown:
+            approval = self._approvals.get(step.position)
+            if step.token and step.status == "waiting":
+                if approval is None:
+                    approval = self._approvals[step.position] = _Approval(
+                        self.engine, step, step.token
+                    )
+                    self.steps_box.children = (*self.steps_box.children, approval.box)
+            elif approval is not None:
+                approval.box.layout.display = "none"  # decided: hide the buttons
+
+    def _chart(self, step: StepView, now: float) -> None:
+        """Add a running step's numeric heartbeat fields to its chart (``self._series``)."""
         series = self._series.setdefault(step.position, {})
         if isinstance(step.details, dict) and step.status in ("running", "stopping"):
             for field, value in step.details.items():
@@ -221,10 +164,9 @@ class RunPanel:
                     if not points or points[-1][1] != value:
                         points.append((now, float(value)))
                     if len(points) > _MAX_POINTS:
-                        del points[::2]  # keep the shape, halve the points
-        return _sparkline(series)
+                        del points[1:-1:2]  # keep the shape and both ends, halve the points
 
-    def follow(self, on_done: Callable[[], None] | None = None) -> None:
+    def follow(self, on_done: Callable[[], object] | None = None) -> None:
         """Refresh a few times a second in a background thread until the run is not live.
 
         ``on_done`` runs once after the last refresh (the magic re-sends the display then).
@@ -253,14 +195,42 @@ class RunPanel:
         )
         self._thread.start()
 
+    def settled(self, snapshot: RunSnapshot) -> bool:
+        """Whether ``snapshot``'s run is over here: not running, and no attempt still stopping."""
+        return snapshot.status != "running" and not self.engine.live_attempts(self.run_id)
+
+    def finish(self, update: Callable[[RunPanel], object] | None = None) -> bool:
+        """Refresh; once the run has settled, turn static. Returns whether the panel is static.
+
+        ``update`` re-sends the panel's display (a display handle's ``update``); it is called
+        before the widgets close, so the front end swaps the live panel for the static table
+        instead of showing an emptied widget, and the widget models then leave the notebook.
+        A run still going keeps its live widgets, and ``update`` re-sends them.
+        """
+        with _FINISHING:
+            turned_static = False
+            if not self.finished and self.settled(self.refresh()):
+                with self._lock:
+                    self.finished = turned_static = True
+            if update is not None:
+                update(self)
+            if turned_static:
+                # A notebook executed by nbclient (nbconvert --execute, papermill) keeps a closed
+                # model's last state: leave the table there empty, it is in the output already.
+                self.header.value = self.steps.value = ""
+                close_widgets(self.widget)
+        return self.finished
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
-        bundle["text/plain"] = self.snapshot.text()
-        bundle["text/html"] = self.snapshot.html()
-        return bundle
+        if not self.finished and self.settled(self.snapshot):
+            self.finish()  # a settled run (replayed, or %weft show) is shown static at once
+        bundle = static_bundle(self.snapshot, self._series)
+        if self.finished:
+            return bundle
+        return {**(self.widget._repr_mimebundle_(**kwargs) or {}), **bundle}
 
     def _repr_html_(self) -> str:
-        return self.snapshot.html()
+        return static_html(self.snapshot, self._series)
 
     def _repr_markdown_(self) -> str:
         return "```\n" + self.snapshot.text() + "\n```"
