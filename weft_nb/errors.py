@@ -399,7 +399,8 @@ class JournalLockedError(JournalError):
 
     Built from the journal's ``path``, the ``holder`` in words (``"PID 123 on host (program)"``),
     ``holder_pid``, a ``detail`` appended to the holder (``" (the same file, opened there as
-    ...)"``) and the ``advice``; ``path`` and ``holder_pid`` are kept as attributes.
+    ...)"``) and the ``advice``; ``path``, ``holder``, ``holder_pid`` and ``detail`` are kept as
+    attributes.
     """
 
     def __init__(
@@ -413,7 +414,37 @@ class JournalLockedError(JournalError):
     ) -> None:
         message = f"journal {path} is in use by {holder}{detail}."
         super().__init__(
-            f"{message} {advice}" if advice else message, path=path, holder_pid=holder_pid
+            f"{message} {advice}" if advice else message,
+            path=path,
+            holder=holder,
+            holder_pid=holder_pid,
+            detail=detail,
+        )
+
+
+class SharedJournalLockedError(JournalLockedError):
+    """A notebook fell back to its folder's shared journal, and another process holds it.
+
+    Raised when weft_nb cannot tell which notebook a kernel runs (a headless runner that names
+    none, see the headless-runs guide) and so opens ``.weft/journal.duckdb``, which a kernel
+    running another notebook of the folder already holds. A :class:`JournalLockedError`, built
+    from the same ``path``, ``holder``, ``holder_pid`` and ``detail``; the advice says how to give
+    the notebook a journal of its own.
+    """
+
+    def __init__(self, path: str, holder: str, *, holder_pid: int | None, detail: str = "") -> None:
+        super().__init__(
+            path,
+            holder,
+            holder_pid=holder_pid,
+            detail=detail,
+            advice=(
+                "weft_nb could not tell which notebook this kernel runs, so it fell back to the "
+                "folder's shared journal. Give this notebook a journal of its own: "
+                "`%weft journal .weft/NAME.duckdb` in a cell before the first run (with "
+                "papermill, make NAME a parameter, or run with --inject-paths), or shut the "
+                "other kernel down."
+            ),
         )
 
 
@@ -536,6 +567,46 @@ class DevelopmentWarning(WeftWarning):
 
 class PayloadError(WeftError):
     """A value could not be stored: unserialisable, invalid for its type hints, or too large."""
+
+
+_CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do)
+    "module": (
+        "a module that is not installed (or not imported) here",
+        "install the package that provides it, or run the cell or import that defines it",
+    ),
+    "class": ("code that is not loaded here", "run the cell or import that defines it"),
+    "device": (
+        "a device this machine lacks",
+        "resume where that device exists, or make the activity checkpoint its state moved to "
+        "the CPU (`tensor.cpu()`), which every machine can load",
+    ),
+}
+
+
+class CheckpointEnvironmentError(PayloadError):
+    """An intact checkpoint needs something this process lacks: a module, a class or a device.
+
+    Built from the checkpoint file's ``path``, the step's ``run_id`` and ``position``, what is
+    ``missing`` (``"module"``, ``"class"`` or ``"device"``) and the unpickling error's text as
+    ``cause``; all kept as attributes. The file is kept, and the run is not failed: it stops
+    resumable (status ``interrupted``), so fixing the environment and resuming the same run starts
+    the step from this checkpoint rather than from scratch. A *damaged* checkpoint is another
+    matter: it is skipped with a warning in favour of the previous one.
+    """
+
+    def __init__(self, path: str, *, run_id: str, position: int, missing: str, cause: str) -> None:
+        needs, advice = _CHECKPOINT_NEEDS.get(missing, (missing, "provide it"))
+        super().__init__(
+            f"checkpoint {path} of step {position} (run {run_id!r}) needs {needs}: {cause}. "
+            "The checkpoint is intact and kept, and the run stops without failing. To go on "
+            f"from it, {advice}; then run the cell again (or resume the run), and the step "
+            "starts from this checkpoint.",
+            path=path,
+            run_id=run_id,
+            position=position,
+            missing=missing,
+            cause=cause,
+        )
 
 
 class ActivityNotShippableError(PayloadError):
@@ -694,6 +765,7 @@ __all__ = [
     "BranchTopologyChangedError",
     "CellDefinitionError",
     "CellExecutionError",
+    "CheckpointEnvironmentError",
     "CliError",
     "DevelopmentWarning",
     "DurableActivityScopeError",
@@ -715,6 +787,7 @@ __all__ = [
     "RunInterruptedError",
     "RunNotFoundError",
     "SchedulerUnreachableError",
+    "SharedJournalLockedError",
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",

@@ -73,6 +73,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "JournalLockedError": lambda: errors.JournalLockedError(
         "/tmp/j.duckdb", "PID 42 on host (notebook)", holder_pid=42, advice="Close it."
     ),
+    "SharedJournalLockedError": lambda: errors.SharedJournalLockedError(
+        "/nb/.weft/journal.duckdb", "PID 42 on host (a.ipynb)", holder_pid=42
+    ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),
     "JournalCorruptError": lambda: errors.JournalCorruptError("/tmp/j.duckdb", "is truncated"),
     "JournalClosedError": lambda: errors.JournalClosedError("/tmp/j.duckdb"),
@@ -87,6 +90,13 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         reader_version="v2.0.1",
     ),
     "PayloadError": lambda: errors.PayloadError("too large", activity="train"),
+    "CheckpointEnvironmentError": lambda: errors.CheckpointEnvironmentError(
+        "/j.duckdb.checkpoints/r1/3/00000002-a1.pkl",
+        run_id="r1",
+        position=3,
+        missing="device",
+        cause="RuntimeError: Attempting to deserialize object on a CUDA device",
+    ),
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
     ),
