@@ -403,6 +403,11 @@ class JournalLockedError(JournalError):
     attributes.
     """
 
+    path: str
+    holder: str
+    holder_pid: int | None
+    detail: str
+
     def __init__(
         self,
         path: str,
@@ -422,30 +427,33 @@ class JournalLockedError(JournalError):
         )
 
 
-class SharedJournalLockedError(JournalLockedError):
-    """A notebook fell back to its folder's shared journal, and another process holds it.
+class NotebookJournalLockedError(JournalLockedError):
+    """The journal weft_nb chose for a notebook is held by another process.
 
-    Raised when weft_nb cannot tell which notebook a kernel runs (a headless runner that names
-    none, see the headless-runs guide) and so opens ``.weft/journal.duckdb``, which a kernel
-    running another notebook of the folder already holds. A :class:`JournalLockedError`, built
-    from the same ``path``, ``holder``, ``holder_pid`` and ``detail``; the advice says how to give
-    the notebook a journal of its own.
+    Raised in a notebook whose journal was not named (``%weft journal``) when weft_nb had to
+    choose one: the folder's shared ``.weft/journal.duckdb`` because nothing said which notebook
+    the kernel runs (a headless runner that names none), or ``.weft/<name>.duckdb`` for the
+    notebook it found by its cells. Another kernel holds it. A :class:`JournalLockedError`, built
+    from the same ``path``, ``holder``, ``holder_pid`` and ``detail``, plus ``chosen``: why this
+    journal, in words (kept as an attribute). The advice says how to name one.
     """
 
-    def __init__(self, path: str, holder: str, *, holder_pid: int | None, detail: str = "") -> None:
+    def __init__(
+        self, path: str, holder: str, *, holder_pid: int | None, chosen: str, detail: str = ""
+    ) -> None:
         super().__init__(
             path,
             holder,
             holder_pid=holder_pid,
             detail=detail,
             advice=(
-                "weft_nb could not tell which notebook this kernel runs, so it fell back to the "
-                "folder's shared journal. Give this notebook a journal of its own: "
-                "`%weft journal .weft/NAME.duckdb` in a cell before the first run (with "
-                "papermill, make NAME a parameter, or run with --inject-paths), or shut the "
-                "other kernel down."
+                f"weft_nb chose this journal because {chosen}. Give this notebook a journal of "
+                "its own: `%weft journal .weft/NAME.duckdb` in a cell before its first activity "
+                "(with papermill, make NAME a parameter, or run with --inject-paths), or shut "
+                "the other kernel down."
             ),
         )
+        self.fields["chosen"] = self.chosen = chosen
 
 
 class JournalReadOnlyError(JournalError):
@@ -782,12 +790,12 @@ __all__ = [
     "JournalVersionError",
     "MissingExtraError",
     "NonDeterminismError",
+    "NotebookJournalLockedError",
     "PayloadError",
     "RunFinishedError",
     "RunInterruptedError",
     "RunNotFoundError",
     "SchedulerUnreachableError",
-    "SharedJournalLockedError",
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",

@@ -73,8 +73,11 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "JournalLockedError": lambda: errors.JournalLockedError(
         "/tmp/j.duckdb", "PID 42 on host (notebook)", holder_pid=42, advice="Close it."
     ),
-    "SharedJournalLockedError": lambda: errors.SharedJournalLockedError(
-        "/nb/.weft/journal.duckdb", "PID 42 on host (a.ipynb)", holder_pid=42
+    "NotebookJournalLockedError": lambda: errors.NotebookJournalLockedError(
+        "/nb/.weft/journal.duckdb",
+        "PID 42 on host (a.ipynb)",
+        holder_pid=42,
+        chosen="nothing told it which notebook this kernel runs",
     ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),
     "JournalCorruptError": lambda: errors.JournalCorruptError("/tmp/j.duckdb", "is truncated"),
