@@ -428,14 +428,11 @@ class JournalLockedError(JournalError):
 
 
 class NotebookJournalLockedError(JournalLockedError):
-    """The journal weft_nb chose for a notebook is held by another process.
+    """A journal weft_nb chose for a notebook (none was named) is held by another kernel.
 
-    Raised in a notebook whose journal was not named (``%weft journal``) when weft_nb had to
-    choose one: the folder's shared ``.weft/journal.duckdb`` because nothing said which notebook
-    the kernel runs (a headless runner that names none), or ``.weft/<name>.duckdb`` for the
-    notebook it found by its cells. Another kernel holds it. A :class:`JournalLockedError`, built
-    from the same ``path``, ``holder``, ``holder_pid`` and ``detail``, plus ``chosen``: why this
-    journal, in words (kept as an attribute). The advice says how to name one.
+    The folder's shared one, as nothing said which notebook the kernel runs, or the one of the
+    notebook found by its cells. A :class:`JournalLockedError` with the same attributes, plus
+    ``chosen``: why this journal, in words. The advice says how to name one.
     """
 
     def __init__(
@@ -594,12 +591,9 @@ _CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do
 class CheckpointEnvironmentError(PayloadError):
     """An intact checkpoint needs something this process lacks: a module, a class or a device.
 
-    Built from the checkpoint file's ``path``, the step's ``run_id`` and ``position``, what is
-    ``missing`` (``"module"``, ``"class"`` or ``"device"``) and the unpickling error's text as
-    ``cause``; all kept as attributes. The file is kept, and the run is not failed: it stops
-    resumable (status ``interrupted``), so fixing the environment and resuming the same run starts
-    the step from this checkpoint rather than from scratch. A *damaged* checkpoint is another
-    matter: it is skipped with a warning in favour of the previous one.
+    Built from the file's ``path``, the step's ``run_id`` and ``position``, what is ``missing``
+    (``"module"``, ``"class"``, ``"device"``) and the unpickling error as ``cause`` (attributes).
+    The run stops resumable, not failed; a *damaged* checkpoint is skipped with a warning instead.
     """
 
     def __init__(self, path: str, *, run_id: str, position: int, missing: str, cause: str) -> None:

@@ -230,10 +230,7 @@ def _execute(
             raise error
         lacking = needs_environment(error)
         if lacking is not None and not attempt_ctx.token_handed_out:
-            # A checkpoint needs a module, class or device this process lacks: not a failure of
-            # the attempt, so none is recorded; the run stops, and once the environment is fixed
-            # a resume runs the same attempt from that checkpoint.
-            raise lacking from error
+            raise lacking from error  # no failed attempt: the run stops, resumable (errors.py)
         if attempt_ctx.token_handed_out and not task_tokens.spend(rt, attempt_ctx.task_token):
             return await_completion(rt, cursor, step)  # settled from outside first
         failed_attempt = AttemptRecord(
@@ -264,13 +261,11 @@ def _execute(
                 position=position,
                 activity=definition.name,
             )
-        # Our disk failed, or a checkpoint needs what this process lacks: not the step's
-        # outcome, so the attempt is recorded and the run stays resumable.
-        not_the_step = stops_resumable(error) if final is not None else None
-        if final is None or not_the_step is not None:
+        io_error = is_storage_failure(error) if final is not None else None
+        if final is None or io_error is not None:
             rt.journal.record_attempt_failure(failed_attempt, heartbeat)
-            if not_the_step is not None:
-                raise not_the_step from error
+            if io_error is not None:  # our disk failed, not the step: the run stays resumable
+                raise io_error from error
         else:
             # The attempt and the step's failure commit together: a crash between them
             # would make a resume run a non-retryable (or last) attempt again.
@@ -320,20 +315,6 @@ def await_completion(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> Any
             cursor.remember(value, codec, data)  # later inputs hash it by its record
             return value
         cursor.wait_signal(None)
-
-
-def stops_resumable(error: BaseException) -> WeftError | None:
-    """The error at ``error`` (or in its chain) that stops a run without failing it, else None.
-
-    A storage failure (:class:`~weft_nb.errors.JournalIOError`) or a checkpoint that needs a
-    module, class or device this process lacks
-    (:class:`~weft_nb.errors.CheckpointEnvironmentError`): fixing the disk or the environment
-    and resuming goes on where the run stopped.
-    """
-    io_error = is_storage_failure(error)
-    if io_error is not None:
-        return io_error
-    return needs_environment(error)
 
 
 def will_retry(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
