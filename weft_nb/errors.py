@@ -399,14 +399,8 @@ class JournalLockedError(JournalError):
 
     Built from the journal's ``path``, the ``holder`` in words (``"PID 123 on host (program)"``),
     ``holder_pid``, a ``detail`` appended to the holder (``" (the same file, opened there as
-    ...)"``) and the ``advice``; ``path``, ``holder``, ``holder_pid`` and ``detail`` are kept as
-    attributes.
+    ...)"``) and the ``advice``; all but the advice are kept as attributes.
     """
-
-    path: str
-    holder: str
-    holder_pid: int | None
-    detail: str
 
     def __init__(
         self,
@@ -431,18 +425,17 @@ class NotebookJournalLockedError(JournalLockedError):
     """A journal weft_nb chose for a notebook (none was named) is held by another kernel.
 
     The folder's shared one, as nothing said which notebook the kernel runs, or the one of the
-    notebook found by its cells. A :class:`JournalLockedError` with the same attributes, plus
-    ``chosen``: why this journal, in words. The advice says how to name one.
+    notebook found by its cells. Built from the ``locked`` error (its attributes are kept) and
+    ``chosen``: why this journal, in words (an attribute too). The advice says how to name one.
     """
 
-    def __init__(
-        self, path: str, holder: str, *, holder_pid: int | None, chosen: str, detail: str = ""
-    ) -> None:
+    def __init__(self, locked: JournalLockedError, *, chosen: str) -> None:
+        found = locked.fields
         super().__init__(
-            path,
-            holder,
-            holder_pid=holder_pid,
-            detail=detail,
+            found["path"],
+            found["holder"],
+            holder_pid=found["holder_pid"],
+            detail=found["detail"],
             advice=(
                 f"weft_nb chose this journal because {chosen}. Give this notebook a journal of "
                 "its own: `%weft journal .weft/NAME.duckdb` in a cell before its first activity "
@@ -575,16 +568,9 @@ class PayloadError(WeftError):
 
 
 _CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do)
-    "module": (
-        "a module that is not installed (or not imported) here",
-        "install the package that provides it, or run the cell or import that defines it",
-    ),
-    "class": ("code that is not loaded here", "run the cell or import that defines it"),
-    "device": (
-        "a device this machine lacks",
-        "resume where that device exists, or make the activity checkpoint its state moved to "
-        "the CPU (`tensor.cpu()`), which every machine can load",
-    ),
+    "module": ("a module not installed here", "install its package (or run the cell defining it)"),
+    "class": ("code not loaded here", "run the cell or import that defines it"),
+    "device": ("a device this machine lacks", "resume where it exists, or checkpoint CPU tensors"),
 }
 
 

@@ -94,7 +94,7 @@ def test_a_checkpoint_whose_module_is_missing_stops_the_run_and_resumes_once_ins
     assert error.path.endswith("00000002-a1.pkl")  # the newest, not an older fallback
     message = str(error)
     assert f"No module named '{child.WEIGHTS_MODULE}'" in message
-    assert error.path in message and "install the package" in message
+    assert error.path in message and "install its package" in message
     assert "starts from this checkpoint" in message
     assert run_status(journal, child.RUN_ID) == "interrupted"  # not failed: resumable
     reader = DuckDBJournal(journal, read_only=True)
@@ -162,7 +162,7 @@ def test_a_checkpoint_saved_on_a_missing_device_raises_instead_of_falling_back(
         store.load_latest("run", 0)
     assert e.value.missing == "device"
     assert e.value.path == str(Path(store.root) / newest.path)
-    assert "tensor.cpu()" in str(e.value) and "CUDA device" in str(e.value)
+    assert "checkpoint CPU tensors" in str(e.value) and "CUDA device" in str(e.value)
     _AVAILABLE_DEVICES.add("cuda")  # the same checkpoint, where the device exists
     try:
         assert store.load_latest("run", 0)["epoch"] == 2

@@ -74,9 +74,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         "/tmp/j.duckdb", "PID 42 on host (notebook)", holder_pid=42, advice="Close it."
     ),
     "NotebookJournalLockedError": lambda: errors.NotebookJournalLockedError(
-        "/nb/.weft/journal.duckdb",
-        "PID 42 on host (a.ipynb)",
-        holder_pid=42,
+        errors.JournalLockedError("/nb/.weft/journal.duckdb", "PID 42 on host", holder_pid=42),
         chosen="nothing told it which notebook this kernel runs",
     ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),

@@ -77,7 +77,7 @@ def missing_from_environment(exc: BaseException) -> str | None:
 
 
 def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
-    """The :class:`CheckpointEnvironmentError` at ``exc`` or in its cause/context chain."""
+    """The `CheckpointEnvironmentError` at ``exc`` or in its cause/context chain."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

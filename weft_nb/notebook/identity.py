@@ -17,7 +17,7 @@ The first source that names a notebook wins:
 Each source names the same notebook on every run of the same command, which is what resuming a
 run needs (a name that changed from run to run would start over in a new journal). When none
 names one, the session falls back to the folder's shared journal and says so if another kernel
-holds it (:class:`~weft_nb.errors.NotebookJournalLockedError`).
+holds it (`NotebookJournalLockedError`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def find_notebook(
         user_ns: The notebook's namespace (VS Code's and papermill's variables).
         executed: The cells this kernel has run, oldest first (IPython's raw input history).
         cwd: The kernel's working folder.
-        started_by: The process that started the kernel, when known (:func:`runner`).
+        started_by: The process that started the kernel, when known (`runner`).
     """
     front_end = notebook_path(user_ns)
     if front_end is not None:

@@ -116,9 +116,7 @@ class NotebookSession:
             chosen = self._why_this_journal()
             if chosen is None:  # named by the user or the front end: the error says enough
                 raise
-            raise NotebookJournalLockedError(
-                exc.path, exc.holder, holder_pid=exc.holder_pid, chosen=chosen, detail=exc.detail
-            ) from exc
+            raise NotebookJournalLockedError(exc, chosen=chosen) from exc
         except WeftError:
             raise  # a damaged or newer journal says so itself
         except (OSError, ValueError) as exc:  # a path or setting from %weft journal or %config
