@@ -399,7 +399,7 @@ class JournalLockedError(JournalError):
 
     Built from the journal's ``path``, the ``holder`` in words (``"PID 123 on host (program)"``),
     ``holder_pid``, a ``detail`` appended to the holder (``" (the same file, opened there as
-    ...)"``) and the ``advice``; ``path`` and ``holder_pid`` are kept as attributes.
+    ...)"``) and the ``advice``; all but the advice are kept as attributes.
     """
 
     def __init__(
@@ -413,8 +413,37 @@ class JournalLockedError(JournalError):
     ) -> None:
         message = f"journal {path} is in use by {holder}{detail}."
         super().__init__(
-            f"{message} {advice}" if advice else message, path=path, holder_pid=holder_pid
+            f"{message} {advice}" if advice else message,
+            path=path,
+            holder=holder,
+            holder_pid=holder_pid,
+            detail=detail,
         )
+
+
+class NotebookJournalLockedError(JournalLockedError):
+    """A journal weft_nb chose for a notebook (none was named) is held by another kernel.
+
+    The folder's shared one, as nothing said which notebook the kernel runs, or the one of the
+    notebook found by its cells. Built from the ``locked`` error (its attributes are kept) and
+    ``chosen``: why this journal, in words (an attribute too). The advice says how to name one.
+    """
+
+    def __init__(self, locked: JournalLockedError, *, chosen: str) -> None:
+        found = locked.fields
+        super().__init__(
+            found["path"],
+            found["holder"],
+            holder_pid=found["holder_pid"],
+            detail=found["detail"],
+            advice=(
+                f"weft_nb chose this journal because {chosen}. Give this notebook a journal of "
+                "its own: `%weft journal .weft/NAME.duckdb` in a cell before its first activity "
+                "(with papermill, make NAME a parameter, or run with --inject-paths), or shut "
+                "the other kernel down."
+            ),
+        )
+        self.fields["chosen"] = self.chosen = chosen
 
 
 class JournalReadOnlyError(JournalError):
@@ -536,6 +565,36 @@ class DevelopmentWarning(WeftWarning):
 
 class PayloadError(WeftError):
     """A value could not be stored: unserialisable, invalid for its type hints, or too large."""
+
+
+_CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do)
+    "module": ("a module not installed here", "install its package (or run the cell defining it)"),
+    "class": ("code not loaded here", "run the cell or import that defines it"),
+    "device": ("a device this machine lacks", "resume where it exists, or checkpoint CPU tensors"),
+}
+
+
+class CheckpointEnvironmentError(PayloadError):
+    """An intact checkpoint needs something this process lacks: a module, a class or a device.
+
+    Built from the file's ``path``, the step's ``run_id`` and ``position``, what is ``missing``
+    (``"module"``, ``"class"``, ``"device"``) and the unpickling error as ``cause`` (attributes).
+    The run stops resumable, not failed; a *damaged* checkpoint is skipped with a warning instead.
+    """
+
+    def __init__(self, path: str, *, run_id: str, position: int, missing: str, cause: str) -> None:
+        needs, advice = _CHECKPOINT_NEEDS.get(missing, (missing, "provide it"))
+        super().__init__(
+            f"checkpoint {path} of step {position} (run {run_id!r}) needs {needs}: {cause}. "
+            "The checkpoint is intact and kept, and the run stops without failing. To go on "
+            f"from it, {advice}; then run the cell again (or resume the run), and the step "
+            "starts from this checkpoint.",
+            path=path,
+            run_id=run_id,
+            position=position,
+            missing=missing,
+            cause=cause,
+        )
 
 
 class ActivityNotShippableError(PayloadError):
@@ -711,6 +770,7 @@ __all__ = [
     "BranchTopologyChangedError",
     "CellDefinitionError",
     "CellExecutionError",
+    "CheckpointEnvironmentError",
     "CliError",
     "DevelopmentWarning",
     "DurableActivityScopeError",
@@ -727,6 +787,7 @@ __all__ = [
     "JournalVersionError",
     "MissingExtraError",
     "NonDeterminismError",
+    "NotebookJournalLockedError",
     "PayloadError",
     "RunFinishedError",
     "RunInterruptedError",

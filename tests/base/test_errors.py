@@ -73,6 +73,10 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "JournalLockedError": lambda: errors.JournalLockedError(
         "/tmp/j.duckdb", "PID 42 on host (notebook)", holder_pid=42, advice="Close it."
     ),
+    "NotebookJournalLockedError": lambda: errors.NotebookJournalLockedError(
+        errors.JournalLockedError("/nb/.weft/journal.duckdb", "PID 42 on host", holder_pid=42),
+        chosen="nothing told it which notebook this kernel runs",
+    ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),
     "JournalCorruptError": lambda: errors.JournalCorruptError("/tmp/j.duckdb", "is truncated"),
     "JournalClosedError": lambda: errors.JournalClosedError("/tmp/j.duckdb"),
@@ -87,6 +91,13 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         reader_version="v2.0.1",
     ),
     "PayloadError": lambda: errors.PayloadError("too large", activity="train"),
+    "CheckpointEnvironmentError": lambda: errors.CheckpointEnvironmentError(
+        "/j.duckdb.checkpoints/r1/3/00000002-a1.pkl",
+        run_id="r1",
+        position=3,
+        missing="device",
+        cause="RuntimeError: Attempting to deserialize object on a CUDA device",
+    ),
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
     ),

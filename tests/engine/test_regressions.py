@@ -18,6 +18,7 @@ import weft_nb
 from weft_nb.activity.checkpoints import CheckpointStore
 from weft_nb.errors import (
     ActivityFailedError,
+    CheckpointEnvironmentError,
     PayloadError,
     WorkflowCancelledError,
 )
@@ -138,8 +139,10 @@ def test_values_needing_unloaded_code_raise_a_payload_error_naming_the_fix(
 
     engine.run(wf, run_id="cls")
     del module.Weights  # as after a kernel restart, before the defining cell ran again
-    with pytest.raises(PayloadError, match="not loaded.*Run the cell"):
+    with pytest.raises(PayloadError, match="not loaded.*run the cell") as caught:
         engine.checkpoints.load_latest("cls", 0)
+    assert isinstance(caught.value, CheckpointEnvironmentError)
+    assert caught.value.missing == "class"
     del sys.modules["weft_scratch_module"]
 
 

@@ -491,6 +491,34 @@ class TestAttemptsAndHeartbeats:
         assert latest is not None
         assert latest.details == b"final"
 
+    def test_heartbeat_history_is_every_current_beat_of_the_run_in_write_order(
+        self, journal: Journal, reopen: Any
+    ) -> None:
+        # Write order, not time or attempt: a virtual clock repeats timestamps, and attempt
+        # numbers start again after a crash.
+        written = [
+            make_heartbeat(attempt=2, recorded_at=7.0, beat=1, details=b"a2"),
+            make_heartbeat(position=1, attempt=1, recorded_at=7.0, details=b"other-step"),
+            make_heartbeat(attempt=1, recorded_at=5.0, beat=9, details=ALL_BYTES),
+        ]
+        journal.record_heartbeats(written[:2])
+        journal.record_heartbeats([make_heartbeat("run-2", recorded_at=1.0, details=b"run-2")])
+        journal.record_attempt_failure(make_attempt(attempt=1), heartbeat=written[2])
+        assert journal.heartbeat_history("run-1") == written
+        assert journal.heartbeat_history("run-3") == []
+        history = journal.heartbeat_history("run-1")
+        history[0].details = b"changed by the caller"  # a copy: the store keeps its own
+        assert journal.heartbeat_history("run-1") == written
+
+        journal.record_heartbeats([make_heartbeat(position=2, recorded_at=8.0)])
+        journal.supersede_from("run-1", 1, make_event(position=1, kind="superseded"))
+        assert journal.heartbeat_history("run-1") == [written[0], written[2]]
+        fresh = reopen()  # durable, in the same order
+        final = make_heartbeat(recorded_at=9.0, beat=10, details=b"final")
+        fresh.record_step(make_step(position=0), heartbeat=final)
+        assert fresh.heartbeat_history("run-1") == [written[0], written[2], final]
+        assert [hb.details for hb in fresh.heartbeat_history("run-2")] == [b"run-2"]
+
     def test_record_heartbeats_appends_every_row(self, journal: Journal) -> None:
         journal.record_heartbeats([])
         assert count(journal, "heartbeats", "run-1") == 0

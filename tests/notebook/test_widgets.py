@@ -6,12 +6,15 @@ The table is HTML (one widget); ``read_rows`` reads it back by column.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import cancellable_run, parked_run, wait_until
 from panel_html import Row, read_rows
 
 import weft_nb
+from weft_nb.base.payloads import decode
+from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.static_panel import static_html
 from weft_nb.testing import TestEngine
@@ -220,3 +223,40 @@ def test_a_long_run_shows_its_newest_steps_and_says_how_many_are_hidden(
     assert f"  {n - 1} tick" in text
     assert "   69 tick" not in text and "   70 tick" in text
     assert "70 earlier completed steps not shown" in static_html(panel.snapshot)
+
+
+def test_a_panel_rebuilt_from_the_journal_draws_the_recorded_loss_curve(
+    journal_path: Path,
+) -> None:
+    """``%weft show`` after a restart: the chart is the run's recorded curve, not empty."""
+    job = Training()
+    job.values.extend({"epoch": e, "loss": round(1 / e, 3), "progress": e / 5} for e in range(1, 6))
+    # A heartbeat interval nothing reaches: the test flushes each beat itself.
+    with TestEngine(journal_path, heartbeat_interval=3600) as engine:
+        handle = engine.start(job.workflow, 3, run_id="curve")
+        for _ in job.values:
+            job.next_beat()
+            engine.flusher.flush()
+            job.step.set()
+        assert handle.result(10) == "trained"
+
+    reader = DuckDBJournal(journal_path, read_only=True)
+    try:
+        beats = reader.heartbeat_history("curve")
+    finally:
+        reader.close()
+    recorded: dict[str, list[tuple[float, float]]] = {"epoch": [], "loss": []}
+    for beat in beats:
+        assert beat.position == 1
+        details = decode(beat.codec, beat.details, what="heartbeat details")
+        for field, points in recorded.items():
+            if not points or points[-1][1] != details[field]:  # a point per change of value
+                points.append((beat.recorded_at, float(details[field])))
+    assert [v for _, v in recorded["loss"]] == [1.0, 0.5, 0.333, 0.25, 0.2]
+
+    with weft_nb.Engine(journal_path) as reopened:  # a new kernel: nothing in memory
+        panel = RunPanel(reopened, "curve")
+        assert panel.series(1) == recorded
+        assert panel.series(0) == {}  # prepare sent no heartbeat
+        chart = panel._repr_html_()  # the table it leaves behind, charts included
+        assert chart.count("<polyline") == 2 and "loss 0.2" in chart and "epoch 5" in chart

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import threading
 import uuid
 import warnings
@@ -32,7 +33,7 @@ from typing import IO, Any
 from weft_nb.base import evidence, io_faults
 from weft_nb.base.clock import Clock
 from weft_nb.base.faults import fault_point
-from weft_nb.errors import PayloadError
+from weft_nb.errors import CheckpointEnvironmentError, PayloadError
 from weft_nb.journal.io_errors import from_os_error
 from weft_nb.journal.paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
 from weft_nb.journal.protocol import CheckpointRecord, Journal
@@ -52,6 +53,39 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_DEVICE = re.compile(r"\bdevice\b", re.IGNORECASE)
+
+
+def missing_from_environment(exc: BaseException) -> str | None:
+    """What an intact checkpoint needs that this process lacks, told from its unpickling error.
+
+    ``"module"`` (``ModuleNotFoundError``, ``ImportError``), ``"class"`` (``AttributeError``:
+    pickle found the module but not the class, as after a kernel restart before the defining cell
+    ran again) or ``"device"`` (a ``RuntimeError`` about a device: PyTorch's "Attempting to
+    deserialize object on a CUDA device but torch.cuda.is_available() is False"). None for
+    anything else, which is damage: truncated or garbled bytes, a missing file.
+    """
+    if isinstance(exc, ImportError):
+        return "module"
+    if isinstance(exc, AttributeError):
+        return "class"
+    if isinstance(exc, RuntimeError) and _DEVICE.search(str(exc)):
+        return "device"
+    return None
+
+
+def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
+    """The `CheckpointEnvironmentError` at ``exc`` or in its cause/context chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CheckpointEnvironmentError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class PickledState:
@@ -242,7 +276,13 @@ class CheckpointStore:
             cleaner.join()
 
     def load_latest(self, run_id: str, position: int) -> Any:
-        """The newest readable checkpoint of a step, or None; skips (with a warning) bad files."""
+        """The newest readable checkpoint of a step, or None; skips (with a warning) bad files.
+
+        Raises:
+            CheckpointEnvironmentError: The newest file is intact but needs a module, a class or
+                a device this process lacks. Falling back to an older checkpoint (or to None)
+                would silently restart the work, so the step stops instead.
+        """
         for record in self.journal.checkpoints_of(run_id, position):
             path = os.path.join(self.root, record.path)
             try:
@@ -253,15 +293,16 @@ class CheckpointStore:
                 if evidence.ENABLED:
                     evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
                 return state
-            except (AttributeError, ImportError) as exc:
-                # The file is fine; the code it needs is not loaded (a notebook cell defining a
-                # class was not re-run). Falling back would silently restart from scratch.
-                raise PayloadError(
-                    f"checkpoint {path} of step {position} (run {run_id!r}) needs code that is "
-                    f"not loaded: {exc}. Run the cell or import that defines it, then retry.",
-                    run_id=run_id,
-                ) from exc
             except Exception as exc:
+                missing = missing_from_environment(exc)
+                if missing is not None:
+                    raise CheckpointEnvironmentError(
+                        path,
+                        run_id=run_id,
+                        position=position,
+                        missing=missing,
+                        cause=f"{type(exc).__name__}: {exc}",
+                    ) from exc
                 warnings.warn(
                     f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
                     f"({type(exc).__name__}: {exc}); falling back to the previous one",

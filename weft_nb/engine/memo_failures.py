@@ -13,7 +13,8 @@ that cannot be pickled), or whose class cannot be imported when the run resumes,
 ``WorkflowFailedError`` carrying its class name and message.
 
 Errors that say nothing about the callback's answer are not journaled: the engine stopping, the
-run being cancelled or interrupted, journal I/O, and replay mismatches.
+run being cancelled or interrupted, journal I/O, replay mismatches, and a checkpoint that needs
+what this process lacks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import traceback
 
 from weft_nb.base.payloads import PICKLE, error_from_json, error_to_json
 from weft_nb.errors import (
+    CheckpointEnvironmentError,
     JournalError,
     NonDeterminismError,
     RunInterruptedError,
@@ -33,7 +35,13 @@ from weft_nb.errors import (
 from weft_nb.journal.protocol import StepRecord
 
 _REBUILD = "weft_nb.memo-exception"
-_NOT_AN_ANSWER = (JournalError, NonDeterminismError, RunInterruptedError, WorkflowCancelledError)
+_NOT_AN_ANSWER = (
+    CheckpointEnvironmentError,
+    JournalError,
+    NonDeterminismError,
+    RunInterruptedError,
+    WorkflowCancelledError,
+)
 
 
 class MemoFailure:

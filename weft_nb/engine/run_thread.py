@@ -13,6 +13,7 @@ import threading
 import traceback
 from typing import Any
 
+from weft_nb.activity.checkpoints import needs_environment
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
 from weft_nb.engine import crash_loops
 from weft_nb.engine.live_runs import LiveRuns
@@ -148,7 +149,9 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
         io_error = is_storage_failure(exc)
         if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
             return RUNNING, None, io_error
-        if crash_loops.is_verdict(exc):  # not a failure: resumable once more is allowed
+        # Not a failure: a crash-loop verdict (resumable once more attempts are allowed), or a
+        # checkpoint that needs a module, class or device this process lacks.
+        if crash_loops.is_verdict(exc) or needs_environment(exc) is not None:
             if rt.journal.set_run_status(state.run_id, INTERRUPTED, rt.clock.now()):
                 return INTERRUPTED, None, exc
             return _outcome_on_record(rt, state, stopped)

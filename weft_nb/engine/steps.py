@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weft_nb import errors as _errors
+from weft_nb.activity.checkpoints import needs_environment
 from weft_nb.activity.context import ActivityContext, CompleteAsync, EngineStopped
 from weft_nb.base import evidence
 from weft_nb.base.faults import fault_point
@@ -227,6 +228,9 @@ def _execute(
         assert error is not None
         if isinstance(error, EngineStopped):
             raise error
+        lacking = needs_environment(error)
+        if lacking is not None and not attempt_ctx.token_handed_out:
+            raise lacking from error  # no failed attempt: the run stops, resumable (errors.py)
         if attempt_ctx.token_handed_out and not task_tokens.spend(rt, attempt_ctx.task_token):
             return await_completion(rt, cursor, step)  # settled from outside first
         failed_attempt = AttemptRecord(

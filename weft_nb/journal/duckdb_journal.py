@@ -250,6 +250,11 @@ class DuckDBJournal(JournalFile):
         with self.connection() as con:
             return sql_progress.latest_heartbeats(con, run_id)
 
+    def heartbeat_history(self, run_id: str) -> list[HeartbeatRecord]:
+        """Every current heartbeat of a run, in the order written."""
+        with self.connection() as con:
+            return sql_progress.heartbeat_history(con, run_id)
+
     def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
         """Add a checkpoint row and drop all but the newest ``keep`` of that step."""
         with self.writing() as con:

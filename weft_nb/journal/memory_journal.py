@@ -268,6 +268,11 @@ class MemoryJournal:
             latest = {hb.position: hb for hb in store.current(store.heartbeats, run_id)}
         return {position: dataclasses.replace(hb) for position, hb in latest.items()}
 
+    def heartbeat_history(self, run_id: str) -> list[HeartbeatRecord]:
+        """Every current heartbeat of a run, in the order written."""
+        with self._use() as store:
+            return [dataclasses.replace(hb) for hb in store.current(store.heartbeats, run_id)]
+
     def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
         """Add a checkpoint and drop all but the newest ``keep`` of that step; return those."""
         record = storable(checkpoint)

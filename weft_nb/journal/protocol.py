@@ -251,6 +251,13 @@ class Journal(Protocol):
     def latest_heartbeats(self, run_id: str) -> dict[int, HeartbeatRecord]:
         """The most recently written current heartbeat of each step of a run, by position."""
 
+    def heartbeat_history(self, run_id: str) -> list[HeartbeatRecord]:
+        """Every current heartbeat of a run, all steps and attempts, in the order written.
+
+        The series a run panel rebuilt after a restart draws (``%weft show``). Superseded
+        heartbeats are left out, as every other read leaves them out.
+        """
+
     def add_checkpoint(self, checkpoint: CheckpointRecord, keep: int) -> list[CheckpointRecord]:
         """Add a checkpoint and drop all but the newest ``keep``; return the dropped ones."""
 

@@ -52,6 +52,16 @@ def latest_heartbeats(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, 
     return {row[0][1]: heartbeat_from_row(row[0]) for row in rows}
 
 
+def heartbeat_history(con: duckdb.DuckDBPyConnection, run_id: str) -> list[HeartbeatRecord]:
+    """Every current heartbeat of a run, in insertion order (``id``: timestamps may repeat)."""
+    rows = con.execute(
+        f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats WHERE run_id = ? AND NOT superseded "
+        "ORDER BY id",
+        [run_id],
+    ).fetchall()
+    return [heartbeat_from_row(row) for row in rows]
+
+
 def add_checkpoint(
     con: duckdb.DuckDBPyConnection, checkpoint: CheckpointRecord, keep: int
 ) -> list[CheckpointRecord]:

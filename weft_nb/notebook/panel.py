@@ -4,7 +4,7 @@ A header (workflow, run id, status, elapsed time, a retry countdown during backo
 with one row per step: name, status, attempt ``k/max``, a progress bar fed by heartbeats
 (``progress`` in 0..1, or ``current``/``total``), the duration, the latest heartbeat fields, the
 error on failure, and a small line chart of its numeric heartbeat fields over time. Bars and
-charts are inline SVG, so no plotting library is needed.
+charts are inline SVG, so no plotting library is needed; a chart starts from the heartbeats the journal recorded.
 
 The table is one HTML widget, rendered by `weft_nb.notebook.static_panel`: a panel is a
 handful of widget models whatever the number of steps (a row of widgets per step made a 50-step
@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from weft_nb.base.payloads import decode
 from weft_nb.engine.snapshot import RunSnapshot, StepView
+from weft_nb.journal.protocol import HeartbeatRecord
 from weft_nb.notebook.static_panel import (
     close_widgets,
     header_html,
@@ -78,6 +80,43 @@ class _Approval:
         self.box = widgets.HBox([self.label, self.comment, approve, reject])
 
 
+def add_points(series: dict[str, list[tuple[float, float]]], details: Any, at: float) -> None:
+    """Extend a step's chart with the numeric fields of one heartbeat's ``details``.
+
+    A point is added only when a field's value changed; past ``_MAX_POINTS`` every other point is
+    dropped, which keeps the curve's shape in bounded memory.
+    """
+    if not isinstance(details, dict):
+        return
+    for field, value in details.items():
+        if field in _CHART_SKIP or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        points = series.setdefault(str(field), [])
+        if not points or points[-1][1] != value:
+            points.append((at, float(value)))
+        if len(points) > _MAX_POINTS:
+            del points[1:-1:2]  # keep the shape and both ends, halve the points
+
+
+def recorded_series(
+    beats: list[HeartbeatRecord],
+) -> dict[int, dict[str, list[tuple[float, float]]]]:
+    """The charts of a run's steps, from its journaled heartbeats (oldest first).
+
+    What a panel built after a restart (``%weft show``) starts from, so its loss curve is the
+    one the run recorded rather than empty. A heartbeat whose details cannot be decoded here (a
+    class not loaded yet) is left out of the chart.
+    """
+    series: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for beat in beats:
+        try:
+            details = decode(beat.codec, beat.details, what="heartbeat details")
+        except Exception:
+            continue
+        add_points(series.setdefault(beat.position, {}), details, beat.recorded_at)
+    return series
+
+
 class RunPanel:
     """A live panel for one run. Display it; it refreshes itself while the run is active.
 
@@ -98,7 +137,9 @@ class RunPanel:
         self.steps = widgets.HTML()
         self.steps_box = widgets.VBox([self.steps])
         self._approvals: dict[int, _Approval] = {}
-        self._series: dict[int, dict[str, list[tuple[float, float]]]] = {}
+        # The charts start from what the journal recorded: a panel built after a restart draws
+        # the run's curve so far, and a live one goes on from there.
+        self._series = recorded_series(engine.journal.heartbeat_history(run_id))
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         children: list[Any] = [self.header]
@@ -155,16 +196,13 @@ class RunPanel:
     def _chart(self, step: StepView, now: float) -> None:
         """Add a running step's numeric heartbeat fields to its chart (``self._series``)."""
         series = self._series.setdefault(step.position, {})
-        if isinstance(step.details, dict) and step.status in ("running", "stopping"):
-            for field, value in step.details.items():
-                if field in _CHART_SKIP or isinstance(value, bool):
-                    continue
-                if isinstance(value, int | float):
-                    points = series.setdefault(field, [])
-                    if not points or points[-1][1] != value:
-                        points.append((now, float(value)))
-                    if len(points) > _MAX_POINTS:
-                        del points[1:-1:2]  # keep the shape and both ends, halve the points
+        if step.status in ("running", "stopping"):
+            add_points(series, step.details, now)
+
+    def series(self, position: int) -> dict[str, list[tuple[float, float]]]:
+        """The chart of step ``position``: each numeric heartbeat field's ``(time, value)``s."""
+        with self._lock:
+            return {field: list(points) for field, points in self._series.get(position, {}).items()}
 
     def follow(self, on_done: Callable[[], object] | None = None) -> None:
         """Refresh a few times a second in a background thread until the run is not live.

@@ -18,9 +18,14 @@ from IPython.core.error import UsageError
 
 from weft_nb.base.payloads import encode
 from weft_nb.engine.engine import Engine
-from weft_nb.errors import WeftError
+from weft_nb.errors import JournalLockedError, NotebookJournalLockedError, WeftError
 from weft_nb.executors.base import Executor
 from weft_nb.executors.spec import executor_from_spec
+from weft_nb.notebook.identity import NotebookIdentity, find_notebook, notebook_path, runner
+
+__all__ = ["NotebookSession", "NotebookSettings", "notebook_path"]
+
+SHARED_JOURNAL = os.path.join(".weft", "journal.duckdb")
 
 
 class NotebookSettings(Protocol):
@@ -37,14 +42,6 @@ class NotebookSettings(Protocol):
         ...
 
 
-def notebook_path(user_ns: dict[str, Any]) -> str | None:
-    """The notebook's path when the front end tells the kernel (VS Code, Jupyter Server)."""
-    for candidate in (user_ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME")):
-        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
-            return candidate
-    return None
-
-
 class NotebookSession:
     """The current engine of one notebook, opened on first use and closed on a switch or unload.
 
@@ -59,6 +56,7 @@ class NotebookSession:
         self.executor_spec = "thread"  # see %weft executor
         self._engine: Engine | None = None
         self._next_executor: Executor | None = None  # built (and checked) by %weft executor
+        self._identity: tuple[NotebookIdentity | None] | None = None  # found once, then kept
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -68,15 +66,30 @@ class NotebookSession:
 
     # -- the engine ----------------------------------------------------------------------------
 
+    def notebook(self) -> NotebookIdentity | None:
+        """The notebook this kernel runs, found once (see `weft_nb.notebook.identity`).
+
+        Kept for the kernel's life, so the journal and the run ids never change under it.
+        """
+        if self._identity is None:
+            history = getattr(self.shell, "history_manager", None)
+            executed = list(getattr(history, "input_hist_raw", [])[1:])
+            self._identity = (find_notebook(self.user_ns, executed, os.getcwd(), runner()),)
+        return self._identity[0]
+
+    def forget_notebook(self) -> None:
+        """Find the notebook again on next use (a shell reused for another notebook: tests)."""
+        self._identity = None
+
     def journal_path(self) -> str:
         """Where this notebook's journal lives (see the ``journal`` setting)."""
         if self.settings.journal:
             return str(self.settings.journal)
-        notebook = notebook_path(self.user_ns)
+        notebook = self.notebook()
         if notebook is None:
-            return os.path.join(".weft", "journal.duckdb")
-        stem = os.path.splitext(os.path.basename(notebook))[0]
-        return os.path.join(os.path.dirname(notebook), ".weft", f"{stem}.duckdb")
+            return SHARED_JOURNAL
+        stem = os.path.splitext(os.path.basename(notebook.path))[0]
+        return os.path.join(os.path.dirname(notebook.path), ".weft", f"{stem}.duckdb")
 
     @property
     def engine(self) -> Engine:
@@ -88,23 +101,48 @@ class NotebookSession:
     def _open_engine(self) -> Engine:
         """A new engine on this notebook's journal; a path that cannot be one is a UsageError."""
         path = self.journal_path()
+        notebook = self.notebook()
         try:
             return Engine(
                 path,
                 heartbeat_interval=self.settings.heartbeat_interval,
                 on_change=self.settings.on_change,
                 queue_limits=dict(self.settings.queue_limits),
-                program=notebook_path(self.user_ns) or "IPython kernel",
+                program=notebook.path if notebook is not None else "IPython kernel",
                 executor=self._take_executor(),
                 development=True if self.settings.development else None,
             )
+        except JournalLockedError as exc:
+            chosen = self._why_this_journal()
+            if chosen is None:  # named by the user or the front end: the error says enough
+                raise
+            raise NotebookJournalLockedError(exc, chosen=chosen) from exc
         except WeftError:
-            raise  # a locked, damaged or newer journal says so itself
+            raise  # a damaged or newer journal says so itself
         except (OSError, ValueError) as exc:  # a path or setting from %weft journal or %config
             raise UsageError(
                 f"cannot open the journal {path}: {exc}; choose another with %weft journal PATH "
                 "(or %config WeftMagics.journal)"
             ) from None
+
+    def _why_this_journal(self) -> str | None:
+        """Why weft_nb chose the journal in use, when it guessed; None when it was named."""
+        if self.settings.journal:
+            return None
+        notebook = self.notebook()
+        if notebook is None:
+            return (
+                "nothing told it which notebook this kernel runs (a headless runner that names "
+                "none, and no notebook in the working folder holds the cells run so far), so it "
+                "fell back to the folder's shared journal"
+            )
+        if notebook.found_by == "its cells":
+            return (
+                f"it took this kernel's notebook to be {notebook.path}, a notebook whose code "
+                "cells include every cell run so far (another notebook may begin with the same "
+                "cells)"
+            )
+        return None
 
     @property
     def open_engine(self) -> Engine | None:
@@ -154,6 +192,7 @@ class NotebookSession:
     def default_run_id(self, name: str, value: Any) -> str:
         """Same notebook, workflow and input: same run, so Restart & Run All resumes it."""
         codec, data = encode(value, what=f"input of workflow {name!r}")
-        notebook = notebook_path(self.user_ns) or self.journal_path()
+        found = self.notebook()
+        notebook = found.path if found is not None else self.journal_path()
         digest = hashlib.sha256(f"{notebook}\0{name}\0{codec}\0".encode() + data).hexdigest()
         return f"{name}-{digest[:12]}"
