@@ -4,7 +4,8 @@ A header (workflow, run id, status, elapsed time, a retry countdown during backo
 with one row per step: name, status, attempt ``k/max``, a progress bar fed by heartbeats
 (``progress`` in 0..1, or ``current``/``total``), the duration, the latest heartbeat fields, the
 error on failure, and a small line chart of its numeric heartbeat fields over time. Bars and
-charts are inline SVG, so no plotting library is needed; a chart starts from the heartbeats the journal recorded.
+charts are inline SVG, so no plotting library is needed. A chart starts from the heartbeats
+the journal recorded, so a panel rebuilt after a restart draws the curve so far.
 
 The table is one HTML widget, rendered by `weft_nb.notebook.static_panel`: a panel is a
 handful of widget models whatever the number of steps (a row of widgets per step made a 50-step
