@@ -8,6 +8,7 @@ the journal.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -153,6 +154,34 @@ class ActivityVerificationError(WeftError):
             run_id=run_id,
             attempt=attempt,
         )
+
+
+class CircuitOpenError(WeftError):
+    """An activity's circuit breaker is open: the attempt failed at once, the activity not called.
+
+    The retry policy decides what follows (list ``CircuitOpenError`` in ``non_retryable_errors``
+    to fail at once); a retry waits at least until ``retry_at``, when the breaker may half-open.
+    Attributes: ``activity``, ``opened_at`` and ``retry_at`` (seconds since the epoch, on the
+    engine's clock).
+    """
+
+    def __init__(self, activity: str, opened_at: float, retry_at: float) -> None:
+        super().__init__(
+            f"the circuit breaker of activity {activity!r} is open (it opened at "
+            f"{_utc(opened_at)} after repeated failed attempts), so the activity was not "
+            f"called; it may half-open and let a trial attempt through at {_utc(retry_at)}",
+            activity=activity,
+            opened_at=opened_at,
+            retry_at=retry_at,
+        )
+
+
+def _utc(seconds: float) -> str:
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g}s"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ActivityNotRegisteredError(WeftError):
@@ -771,6 +800,7 @@ __all__ = [
     "CellDefinitionError",
     "CellExecutionError",
     "CheckpointEnvironmentError",
+    "CircuitOpenError",
     "CliError",
     "DevelopmentWarning",
     "DurableActivityScopeError",

@@ -42,6 +42,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         "gave up", **_FAILURE, **_WHERE
     ),
     "ActivityVerificationError": lambda: errors.ActivityVerificationError("train", 3, "r1", 2),
+    "CircuitOpenError": lambda: errors.CircuitOpenError("charge", 1_700_000_000.0, 1_700_000_030.0),
     "ActivityNotRegisteredError": lambda: errors.ActivityNotRegisteredError(
         "train", workflow="pipeline", run_id="r1", registered={"known": None}
     ),

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from weft_nb.base.circuit_breaker import CircuitBreaker, circuit_breaker_from
 from weft_nb.base.retry import (
     DEFAULT_RETRY_POLICY,
     Duration,
@@ -74,6 +75,7 @@ class ActivityDefinition:
     idempotency_key: Callable[[Any], str] | None = None
     verify: Callable[..., Any] | None = None
     queue: str | None = None
+    circuit_breaker: CircuitBreaker | None = None
     source_hash: str = ""
     arity: int = 1
     is_async: bool = False
@@ -89,6 +91,8 @@ class ActivityDefinition:
             parts.append(f"heartbeat timeout {self.heartbeat_timeout:g}s")
         if self.queue:
             parts.append(f"queue {self.queue!r}")
+        if self.circuit_breaker is not None:
+            parts.append(f"circuit breaker {self.circuit_breaker.describe()}")
         parts.append(f"source {self.source_hash[:8]}")
         return ", ".join(parts)
 
@@ -118,6 +122,7 @@ def make_activity(  # noqa: PLR0913
     idempotency_key: Callable[[Any], str] | None = None,
     verify: Callable[..., Any] | None = None,
     queue: str | None = None,
+    circuit_breaker: CircuitBreaker | str | Mapping[str, Any] | None = None,
     source: str | None = None,
 ) -> ActivityDefinition:
     """Build an `ActivityDefinition`, validating every option."""
@@ -148,6 +153,7 @@ def make_activity(  # noqa: PLR0913
         idempotency_key=idempotency_key,
         verify=verify,
         queue=queue,
+        circuit_breaker=circuit_breaker_from(circuit_breaker),
         source_hash=source_hash(fn, source),
         arity=arity,
         is_async=inspect.iscoroutinefunction(fn),
@@ -208,6 +214,7 @@ def activity(
     idempotency_key: Callable[[Any], str] | None = None,
     verify: Callable[..., Any] | None = None,
     queue: str | None = None,
+    circuit_breaker: CircuitBreaker | str | Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 def activity(fn: Any = None, /, **options: Any) -> Any:
     """Mark a function ``(input)`` or ``(input, ctx)`` as an activity; bare or with options.

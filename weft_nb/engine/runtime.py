@@ -20,6 +20,7 @@ from weft_nb.activity.heartbeats import HeartbeatFlusher
 from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import Registry
 from weft_nb.base.payloads import decode
+from weft_nb.engine.circuit_breakers import CircuitBreakers
 from weft_nb.engine.development import DevelopmentChecks
 from weft_nb.engine.events import EventBus
 from weft_nb.engine.queue_limits import QueueLimits
@@ -48,6 +49,8 @@ class Runtime:
         queue_limits: Concurrency limits per activity queue.
         dev_checks: Development-mode warnings (inactive unless development mode is on).
         max_payload_bytes: Largest input or result stored in the journal.
+        breakers: The activities' circuit breakers, shared by all runs (built here, from the
+            journal and the clock).
     """
 
     journal: Journal
@@ -63,6 +66,11 @@ class Runtime:
     queue_limits: QueueLimits
     dev_checks: DevelopmentChecks
     max_payload_bytes: int
+    breakers: CircuitBreakers = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: the one assignment, at construction, so the engine need not build it.
+        object.__setattr__(self, "breakers", CircuitBreakers(self.journal, self.clock))
 
     def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
         """Send an engine event to the listeners (see `EventBus`)."""

@@ -23,6 +23,7 @@ from weft_nb.journal.protocol import (
     STEP_STARTED,
     TERMINAL_STATUSES,
     AttemptRecord,
+    BreakerRecord,
     CheckpointRecord,
     EventRecord,
     HeartbeatRecord,
@@ -137,6 +138,7 @@ class MemoryStore:
         self.events: list[EventRecord] = []
         self.signals: list[StoredSignal] = []
         self.tokens: dict[str, ParkedToken] = {}
+        self.breakers: dict[str, BreakerRecord] = {}  # by activity name
         self._folder: str | None = None
 
     @property
@@ -279,6 +281,7 @@ class MemoryStore:
             "runs": list(self.runs.values()),
             "events": self.events,
             "signals": self.signals,
+            "breakers": sorted(self.breakers.values(), key=lambda b: b.activity),
         }
         if table in plain:
             return [dataclasses.asdict(record) for record in plain[table]]

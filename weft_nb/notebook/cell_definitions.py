@@ -67,6 +67,12 @@ def activity_parser() -> UsageParser:
         metavar="Q",
         help="the activity's queue, limited by %%weft queue Q N or WeftMagics.queue_limits",
     )
+    parser.add_argument(
+        "--circuit-breaker",
+        metavar="N/DUR[/K]",
+        help="open the activity's circuit breaker after N consecutive failed attempts, for DUR; "
+        "then K trial attempts (default 1): 5/30s",
+    )
     return parser
 
 
@@ -150,6 +156,7 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
             heartbeat_timeout=options.heartbeat_timeout,
             non_retryable_errors=[n.strip() for n in options.non_retryable.split(",") if n.strip()],
             queue=options.queue,
+            circuit_breaker=options.circuit_breaker,
             source=f"{line}\n{cell}",
         )
     except ValueError as exc:
