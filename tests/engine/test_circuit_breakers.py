@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,67 @@ def test_an_activity_without_a_breaker_writes_nothing(engine: TestEngine) -> Non
     with pytest.raises(ActivityFailedError):
         engine.run(wf)
     assert engine.journal.breakers() == []
+
+
+def test_a_trial_failure_reopens_even_below_a_raised_threshold(engine: TestEngine) -> None:
+    service = Service(engine.clock)
+    _trip(engine, service)
+
+    @weft_nb.activity(name="charge", retry={"max_attempts": 1}, circuit_breaker="9/30s")
+    def charge(x: int) -> int:
+        return service.call(x)
+
+    @weft_nb.workflow
+    def pay(ctx: weft_nb.WorkflowContext, x: int) -> int:
+        return ctx.run(charge, x)
+
+    engine.register(charge)  # redefined with a higher threshold while open
+    engine.clock.advance(RESET)
+    _fails(engine, pay)
+    record = _breaker(engine)
+    assert (record.state, record.opened_at) == ("open", engine.clock.now())
+
+
+def test_cancelled_attempts_and_an_activitys_own_circuit_open_error_do_not_count(
+    engine: TestEngine,
+) -> None:
+    entered = threading.Event()
+
+    @weft_nb.activity(name="charge", retry={"max_attempts": 1}, circuit_breaker="1/30s")
+    def charge(x: int, activity: weft_nb.ActivityContext) -> int:
+        if x == 1:  # a breaker of a service this activity calls, not this one's
+            raise CircuitOpenError("inner", opened_at=0.0, retry_at=30.0)
+        entered.set()
+        for _ in range(6000):  # real time: a virtual-clock wait would time out at once
+            if activity.cancelled.is_set():
+                raise RuntimeError("stopped because the run was cancelled")
+            time.sleep(0.005)
+        raise AssertionError("never cancelled")
+
+    @weft_nb.workflow
+    def pay(ctx: weft_nb.WorkflowContext, x: int) -> int:
+        return ctx.run(charge, x)
+
+    _fails(engine, pay)  # x=1
+    handle = engine.start(pay, 2)
+    assert entered.wait(10)
+    engine.cancel(handle.run_id)
+    with pytest.raises(weft_nb.errors.WeftError):
+        handle.result(timeout=30)
+    assert engine.journal.breakers() == []  # threshold 1, and nothing counted
+
+
+def test_a_timed_out_attempt_counts_as_a_failure(engine: TestEngine) -> None:
+    @weft_nb.activity(
+        name="charge", retry={"max_attempts": 1}, timeout="1s", circuit_breaker="1/30s"
+    )
+    def charge(x: int, activity: weft_nb.ActivityContext) -> int:
+        activity.cancelled.wait(100)  # the virtual clock reaches the 1 s timeout first
+        return x
+
+    @weft_nb.workflow
+    def pay(ctx: weft_nb.WorkflowContext, x: int) -> int:
+        return ctx.run(charge, x)
+
+    assert _fails(engine, pay).cause_type == "ActivityPerAttemptTimeoutError"
+    assert _breaker(engine).state == "open"
