@@ -1133,6 +1133,7 @@ def make_breaker(activity: str = "charge", **changes: Any) -> BreakerRecord:
         "failures": 5,
         "opened_at": 100.0,
         "updated_at": 100.0,
+        "half_open_at": 130.0,
     }
     return BreakerRecord(**{**fields, **changes})
 
@@ -1144,12 +1145,13 @@ class TestCircuitBreakers:
     def test_a_saved_breaker_replaces_the_one_of_its_activity_and_survives_reopen(
         self, journal: Journal, reopen: Any
     ) -> None:
-        journal.save_breaker(make_breaker("zeta", state="closed", failures=1, opened_at=None))
+        closed = {"state": "closed", "failures": 1, "opened_at": None, "half_open_at": None}
+        journal.save_breaker(make_breaker("zeta", **closed))
         journal.save_breaker(make_breaker("charge", failures=4))
         journal.save_breaker(make_breaker("charge", failures=5, updated_at=130.0))
         expected = [
             make_breaker("charge", failures=5, updated_at=130.0),
-            make_breaker("zeta", state="closed", failures=1, opened_at=None),
+            make_breaker("zeta", **closed),
         ]
         assert journal.breakers() == expected
         assert len(stored_rows(journal, "breakers")) == 2  # one row per activity

@@ -137,10 +137,16 @@ class CircuitBreakers:
             if verdict:
                 if record.state == BREAKER_CLOSED and record.failures == 0:
                     return  # the common case: nothing changes, nothing is written
-                changed = dataclasses.replace(record, state=BREAKER_CLOSED, failures=0)
+                changed = dataclasses.replace(
+                    record, state=BREAKER_CLOSED, failures=0, half_open_at=None
+                )
             elif trial or record.failures + 1 >= config.failure_threshold:
                 changed = dataclasses.replace(
-                    record, state=BREAKER_OPEN, failures=record.failures + 1, opened_at=now
+                    record,
+                    state=BREAKER_OPEN,
+                    failures=record.failures + 1,
+                    opened_at=now,
+                    half_open_at=now + config.reset_seconds,
                 )
             else:
                 changed = dataclasses.replace(record, failures=record.failures + 1)

@@ -348,7 +348,7 @@ class DuckDBJournal(JournalFile):
         """Store an activity's circuit breaker, replacing the one stored under its name."""
         with self.writing() as con:
             con.execute(
-                f"INSERT OR REPLACE INTO breakers ({BREAKER_COLUMNS}) VALUES (?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO breakers ({BREAKER_COLUMNS}) VALUES (?,?,?,?,?,?)",
                 [getattr(breaker, name) for name in BREAKER_COLUMNS.split(", ")],
             )
 
@@ -365,4 +365,4 @@ class DuckDBJournal(JournalFile):
         return [BreakerRecord(**dict(zip(names, row, strict=True))) for row in rows]
 
 
-BREAKER_COLUMNS = "activity, state, failures, opened_at, updated_at"
+BREAKER_COLUMNS = "activity, state, failures, opened_at, updated_at, half_open_at"

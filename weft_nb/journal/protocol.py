@@ -152,6 +152,7 @@ class BreakerRecord:
     failures: int  # consecutive failed attempts counted since it last closed
     opened_at: float | None  # when it last opened (None while it never did)
     updated_at: float
+    half_open_at: float | None = None  # while open: when a trial may run (for people to read)
 
 
 class Journal(Protocol):

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS async_tokens (
     idempotency_key VARCHAR, created_at DOUBLE NOT NULL, consumed_at DOUBLE);
 CREATE TABLE IF NOT EXISTS breakers (
     activity VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, failures INTEGER NOT NULL,
-    opened_at DOUBLE, updated_at DOUBLE NOT NULL);
+    opened_at DOUBLE, updated_at DOUBLE NOT NULL, half_open_at DOUBLE);
 """
 NEWEST_TABLE = "breakers"
 """The table added last: a writer adds it (and any other missing) to a journal that lacks it.
