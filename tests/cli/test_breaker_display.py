@@ -1,4 +1,4 @@
-"""An open circuit breaker shows in a run's snapshot (panel, ``%weft show``) and ``weft-nb show``."""
+"""An open circuit breaker shows in a run's snapshot (panel, `%weft show`) and `weft-nb show`."""
 
 from __future__ import annotations
 
