@@ -571,14 +571,19 @@ _CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do
     "module": ("a module not installed here", "install its package (or run the cell defining it)"),
     "class": ("code not loaded here", "run the cell or import that defines it"),
     "device": ("a device this machine lacks", "resume where it exists, or checkpoint CPU tensors"),
+    "version": (
+        "the class or package version that wrote it",
+        "restore that version (or make the new code accept the old state)",
+    ),
 }
 
 
 class CheckpointEnvironmentError(PayloadError):
-    """An intact checkpoint needs something this process lacks: a module, a class or a device.
+    """An intact checkpoint does not unpickle here: it needs a module, class, device or version.
 
     Built from the file's ``path``, the step's ``run_id`` and ``position``, what is ``missing``
-    (``"module"``, ``"class"``, ``"device"``) and the unpickling error as ``cause`` (attributes).
+    (``"module"``, ``"class"``, ``"device"``, ``"version"``: a changed class or package) and the
+    unpickling error as ``cause`` (attributes).
     The run stops resumable, not failed; a *damaged* checkpoint is skipped with a warning instead.
     """
 
