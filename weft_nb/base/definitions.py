@@ -50,6 +50,41 @@ def _positional_arity(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
+def call_arguments(
+    fn: Callable[..., Any], *, arity: int, value: Any, context: Any, context_first: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The ``(args, kwargs)`` an activity or workflow function is called with (built only here).
+
+    An activity takes ``(input, context)`` and a workflow ``(context, input)``, each cut to the
+    function's ``arity``. No input (``None``) for an input parameter that has a default leaves the
+    input out, so the default applies, as a plain call would: the type checker lets
+    ``ctx.run(fn)`` and ``engine.start(wf)`` through for such a function and types the result
+    from it. A parameter after the input (an activity's context) then goes by keyword (or, if
+    positional-only, after the default itself). What is journaled is still the ``None`` given.
+    """
+    slots = ((context, value) if context_first else (value, context))[:arity]
+    index = 1 if context_first else 0
+    if value is None and arity > index:
+        params = _positional_parameters(fn)
+        if len(params) > index and params[index].default is not inspect.Parameter.empty:
+            if index == len(slots) - 1:
+                return slots[:index], {}
+            after = params[index + 1] if len(params) > index + 1 else None
+            if after is not None and after.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                return slots[:index], {after.name: slots[index + 1]}
+            return (*slots[:index], params[index].default, *slots[index + 1 :]), {}
+    return slots, {}
+
+
+def _positional_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin): nothing to leave out
+        return []
+    return [p for p in params if p.kind in kinds]
+
+
 def _hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
     """The (input, return) type hints of an activity, or ``None`` where absent or unresolvable."""
     try:
