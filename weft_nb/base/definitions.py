@@ -85,14 +85,14 @@ def _positional_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
     return [p for p in params if p.kind in kinds]
 
 
-def _hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
-    """The (input, return) type hints of an activity, or ``None`` where absent or unresolvable."""
+def _hints(fn: Callable[..., Any], input_index: int = 0) -> tuple[Any, Any]:
+    """The (input, return) type hints of a function, or ``None`` where absent or unresolvable."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
         return None, None
     params = list(inspect.signature(fn).parameters)
-    input_hint = hints.get(params[0]) if params else None
+    input_hint = hints.get(params[input_index]) if len(params) > input_index else None
     return input_hint, hints.get("return")
 
 
@@ -137,6 +137,7 @@ class WorkflowDefinition:
     version: str = "1"
     source_hash: str = ""
     arity: int = 2
+    input_hint: Any = None
 
 
 # PLR0913: one keyword-only option per activity setting is the public design (@activity,
@@ -169,6 +170,13 @@ def make_activity(  # noqa: PLR0913
         raise TypeError(
             f"activity {fn.__name__!r} takes {arity} positional parameters; an activity takes "
             "(input) or (input, ctx): pass several values as a dict or a pydantic model"
+        )
+    second = _positional_parameters(fn)[1:2]
+    if second and second[0].default not in (inspect.Parameter.empty, None):
+        raise TypeError(
+            f"activity {fn.__name__!r}: its second parameter {second[0].name!r} has a default, but "
+            "a second parameter always receives the ActivityContext; make it keyword-only "
+            f"(`*, {second[0].name}=...`) or pass it in the input"
         )
     input_hint, result_hint = _hints(fn)
     return ActivityDefinition(
@@ -215,6 +223,7 @@ def make_workflow(
         version=str(version),
         source_hash=source_hash(fn, source),
         arity=arity,
+        input_hint=_hints(fn, input_index=1)[0] if arity == 2 else None,
     )
 
 
