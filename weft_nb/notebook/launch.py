@@ -60,7 +60,10 @@ def run_parser() -> UsageParser:
         help="return the RunHandle at once (with a Cancel button on the panel) instead of waiting",
     )
     parser.add_argument(
-        "--as", dest="var", metavar="VAR", help="also store the result in the notebook variable VAR"
+        "--as",
+        dest="var",
+        metavar="VAR",
+        help="also store the result in the notebook variable VAR (waits: not with --background)",
     )
     return parser
 
