@@ -15,6 +15,7 @@ from executor_workflows import (
     retrying,
     squares,
     training,
+    with_defaults,
 )
 from helpers import wait_until
 
@@ -88,10 +89,28 @@ def check_worker_killed_from_outside(engine: weft_nb.Engine, folder: Path) -> No
     assert errors == [("WorkerLostError",)]
 
 
+def check_input_defaults(engine: weft_nb.Engine, folder: Path) -> None:
+    """No input (or None) lets the parameter's default apply, on the workers too; the journal
+    keeps the None that was given, so a replay signs the steps as before."""
+    result = engine.run(with_defaults, run_id="d", timeout=120)
+    assert result["n"] == 3
+    assert result["values"] == [5, 5, 7, 6, 8]
+    assert os.getpid() not in result["pids"]
+    assert engine.journal.query("SELECT input_codec, input FROM runs WHERE run_id = 'd'") == [
+        ("json", b"null")
+    ]
+    hashes = engine.journal.query(
+        "SELECT input_hash FROM steps WHERE run_id = 'd' AND position IN (0, 1) ORDER BY position"
+    )
+    assert hashes[0] == hashes[1]  # ctx.run(defaulted) is signed as ctx.run(defaulted, None)
+    assert engine.run(with_defaults, 4, run_id="d4", timeout=120)["n"] == 4
+
+
 CASES: dict[str, Any] = {
     "success_and_parallel": check_success_and_parallel,
     "retries": check_retries,
     "worker_crash_keeps_checkpoints": check_worker_crash_keeps_checkpoints,
     "cancellation_reaches_worker": check_cancellation_reaches_worker,
     "worker_killed_from_outside": check_worker_killed_from_outside,
+    "input_defaults": check_input_defaults,
 }

@@ -116,4 +116,37 @@ def runaway_then_square(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> A
     return None
 
 
-REGISTERED = [squares, retrying, training, around_blocker, runaway_then_square]
+@weft_nb.activity
+def defaulted(n: int = 5) -> list[int]:
+    """Its input's default applies when a call gives none (or None)."""
+    return [n, os.getpid()]
+
+
+@weft_nb.activity
+def defaulted_with_context(
+    n: int = 6, activity: weft_nb.ActivityContext | None = None
+) -> list[int]:
+    """The default applies and the context still arrives (by keyword)."""
+    assert activity is not None
+    return [n, os.getpid()]
+
+
+@weft_nb.activity
+async def defaulted_async(n: int = 8) -> list[int]:
+    return [n, os.getpid()]
+
+
+@weft_nb.workflow
+def with_defaults(ctx: weft_nb.WorkflowContext, n: int = 3) -> dict[str, Any]:
+    """Started without input, ``n`` is 3; each activity called without input gets its default."""
+    results = [
+        ctx.run(defaulted),
+        ctx.run(defaulted, None),
+        ctx.run(defaulted, 7),
+        ctx.run(defaulted_with_context),
+        ctx.run(defaulted_async),
+    ]
+    return {"n": n, "values": [value for value, _ in results], "pids": [p for _, p in results]}
+
+
+REGISTERED = [squares, retrying, training, around_blocker, runaway_then_square, with_defaults]

@@ -93,3 +93,4 @@ def test_the_typed_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows == 2
     assert everything[:4] == [[1.0, 2.0], 0.2, 0.4, b"https://example.org"]
     assert everything[4] == [1.0, 2.0]
+    assert everything[7:] == [4.0, 5]

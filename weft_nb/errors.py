@@ -542,6 +542,45 @@ class ActivityRedefinedWarning(WeftWarning):
     """An activity was redefined while a run used it; that run keeps its original definition."""
 
 
+class ShadowedBuiltinWarning(WeftWarning):
+    """A name a magic set in the notebook hides the Python builtin of the same name.
+
+    ``%%weft_activity eval(model)`` or ``%weft run ... --as max`` is allowed (Python allows
+    ``eval = ...`` too), but from then on ``eval(...)`` in the notebook calls the new value.
+    Attributes: ``name`` (the builtin hidden), ``set_by`` (``"activity"``, ``"workflow"`` or
+    ``"--as"``); both are None for a warning built from a finished message, as
+    ``warnings.warn(text, ShadowedBuiltinWarning)`` builds one.
+    """
+
+    def __init__(self, name: str, set_by: str | None = None) -> None:
+        message = name if set_by is None else _shadowed_builtin(name, set_by)
+        super().__init__(message)
+        self.args = (name,) if set_by is None else (name, set_by)  # what a pickled copy gets
+        self.message = message
+        self.name = None if set_by is None else name
+        self.set_by = set_by
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _shadowed_builtin(name: str, set_by: str) -> str:
+    if set_by == "--as":
+        what = f"--as {name} stores the result in `{name}`, which"
+        effect = f"`{name}` in this notebook is now the result"
+        instead = f"choose another name (--as {name}_result)"
+        kept = ""
+    else:
+        what = f"{set_by} {name!r}"
+        effect = f"{name}(...) in this notebook now runs the {set_by}"
+        instead = f"rename the {set_by} (%%weft_{set_by} {name}_step(...))"
+        kept = f" (the {set_by} stays registered as {name!r})"
+    return (
+        f"{what} hides Python's builtin `{name}`: {effect}, not the builtin. To keep the "
+        f"builtin, {instead}; `del {name}` brings it back{kept}"
+    )
+
+
 class JournalDamageWarning(WeftWarning):
     """Damaged journal data was found, reported and skipped; the intact data was still applied.
 
@@ -600,14 +639,19 @@ _CHECKPOINT_NEEDS = {  # what is missing: (what the checkpoint needs, what to do
     "module": ("a module not installed here", "install its package (or run the cell defining it)"),
     "class": ("code not loaded here", "run the cell or import that defines it"),
     "device": ("a device this machine lacks", "resume where it exists, or checkpoint CPU tensors"),
+    "version": (
+        "the class or package version that wrote it",
+        "restore that version (or make the new code accept the old state)",
+    ),
 }
 
 
 class CheckpointEnvironmentError(PayloadError):
-    """An intact checkpoint needs something this process lacks: a module, a class or a device.
+    """An intact checkpoint does not unpickle here: it needs a module, class, device or version.
 
     Built from the file's ``path``, the step's ``run_id`` and ``position``, what is ``missing``
-    (``"module"``, ``"class"``, ``"device"``) and the unpickling error as ``cause`` (attributes).
+    (``"module"``, ``"class"``, ``"device"``, ``"version"``: a changed class or package) and the
+    unpickling error as ``cause`` (attributes).
     The run stops resumable, not failed; a *damaged* checkpoint is skipped with a warning instead.
     """
 
@@ -823,6 +867,7 @@ __all__ = [
     "RunInterruptedError",
     "RunNotFoundError",
     "SchedulerUnreachableError",
+    "ShadowedBuiltinWarning",
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",

@@ -5,7 +5,7 @@ not run again after a restart) or a device (PyTorch tensors saved on a GPU, load
 machine). Falling back to an older checkpoint, or to none, would silently restart the training;
 instead ``CheckpointEnvironmentError`` says which checkpoint, what is missing and what to do, and
 the run stops resumable. Damaged bytes are another matter: skipped with a warning (see
-``test_checkpoint_store.py``), which these tests keep apart.
+``test_checkpoint_store.py`` and ``test_checkpoint_checksums.py``), which these tests keep apart.
 
 The module case is real: a child process that can import the module writes the checkpoint and
 dies mid-step, and this process, which cannot, resumes the run.
@@ -27,7 +27,11 @@ import pytest
 from helpers import run_status
 
 from weft_nb import Engine
-from weft_nb.activity.checkpoints import CheckpointStore, missing_from_environment
+from weft_nb.activity.checkpoints import (
+    CheckpointStore,
+    missing_from_environment,
+    recorded_sha256,
+)
 from weft_nb.base.clock import RealClock
 from weft_nb.errors import CheckpointEnvironmentError, PayloadError
 from weft_nb.journal.dispatch_log import CRASHED
@@ -82,6 +86,11 @@ def test_a_checkpoint_whose_module_is_missing_stops_the_run_and_resumes_once_ins
     assert importlib.util.find_spec(child.WEIGHTS_MODULE) is None  # absent in this process
     written = checkpoint_files(journal)
     assert len(written) == 2  # epochs 1 and 2 (keep=2)
+    reader = DuckDBJournal(journal, read_only=True)
+    try:  # intact by checksum, so the unpickling error below is the environment's
+        assert all(recorded_sha256(c.codec) for c in reader.checkpoints_of(child.RUN_ID, 0))
+    finally:
+        reader.close()
 
     for _ in range(3):  # running the notebook again (and again) before the fix changes nothing
         with Engine(journal) as engine, warnings.catch_warnings():
@@ -170,13 +179,16 @@ def test_a_checkpoint_saved_on_a_missing_device_raises_instead_of_falling_back(
         _AVAILABLE_DEVICES.discard("cuda")
 
 
-def test_damage_still_falls_back_and_a_damaged_newest_does_not_hide_a_missing_device(
+def test_intact_bytes_stop_whatever_the_error_and_damage_does_not_hide_a_missing_device(
     store: CheckpointStore,
 ) -> None:
     store.save("run", 0, 1, {"epoch": 1})
     store.save("run", 0, 1, {"epoch": 2, "state": Garbled()})
-    with pytest.warns(RuntimeWarning, match="unreadable.*PytorchStreamReader"):
-        assert store.load_latest("run", 0) == {"epoch": 1}  # damage: the previous one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its checksum matches: not damage, whatever the error
+        with pytest.raises(CheckpointEnvironmentError, match="PytorchStreamReader") as caught:
+            store.load_latest("run", 0)
+    assert caught.value.missing == "version"
     store.save("run", 1, 1, {"epoch": 1, "state": OnDevice("cuda", [1.0])})
     damaged = store.save("run", 1, 1, {"epoch": 2})
     (Path(store.root) / damaged.path).write_bytes(b"\x00" * damaged.size)

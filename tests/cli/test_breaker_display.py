@@ -36,6 +36,8 @@ def test_an_open_breaker_shows_in_the_snapshot_and_the_cli(tmp_path: Path) -> No
         note = "circuit breaker of 'charge' open for 0s; a trial attempt may run in 30s"
         assert note in snapshot.text()
         assert note.replace("'", "&#x27;") in static_html(snapshot)
+        [shown] = snapshot.to_json()["open_breakers"]
+        assert (shown["activity"], shown["half_open_at"]) == ("charge", engine.clock.now() + 30)
         engine.clock.advance(31)
         assert "half-open: the next attempt is a trial" in engine.snapshot("pay-1").text()
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -588,7 +588,8 @@ def test_write_commands_reach_a_kernel_through_its_rest_endpoint(
         line.split()[0] for line in ok(listing).splitlines()[2:]
     }
     assert f"journal in use by PID {child.proc.pid}" in listing.stderr
-    assert f"token {TOKEN_REVIEW}" in ok(cli(journal, "show", "review"))
+    shown = ok(cli(journal, "show", "review"))  # the run's text, not the endpoint's JSON
+    assert shown.startswith("review run review: running") and f"token {TOKEN_REVIEW}" in shown
 
     assert f"completed {TOKEN_REVIEW}" in ok(
         cli(journal, "complete", TOKEN_REVIEW, '{"approved": true}')

@@ -84,8 +84,9 @@ def test_routes_complete_fail_signal_and_list(served: tuple[TestEngine, Server, 
     status, runs = call(server, "GET", "/api/v1/runs")
     assert status == 200
     assert {r["run_id"]: r["status"] for r in runs} == {"review": "running", "gate": "running"}
-    status, text = call(server, "GET", "/api/v1/runs/review")
-    assert status == 200 and "review run review: running" in text
+    status, run = call(server, "GET", "/api/v1/runs/review")
+    assert status == 200 and (run["workflow"], run["status"]) == ("review", "running")
+    assert [(s["status"], s["token"]) for s in run["steps"]] == [("waiting", parked.tokens[0])]
     assert call(server, "POST", "/api/v1/runs/gate/signals/go", {"payload": 7}) == (
         200,
         {"ok": True, "delivered": True},

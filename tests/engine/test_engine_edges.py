@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from executor_workflows import with_defaults
 from helpers import cancellable_run, parked_run
 
 import weft_nb
@@ -174,3 +175,26 @@ def test_result_of_an_interrupted_run_raises_run_interrupted_error(engine: TestE
     with pytest.raises(RunInterruptedError, match="run 'i' stopped before it finished") as caught:
         handle.result(GUARD)
     assert caught.value.run_id == "i"
+
+
+def test_no_input_lets_the_parameters_default_apply_in_the_engines_process(
+    engine: TestEngine,
+) -> None:
+    """``ctx.run(fn)`` / ``engine.run(wf)`` for a defaulted parameter get the default, not None;
+    the run replays from the journal without running anything again."""
+
+    @weft_nb.activity
+    def positional_only(n: int = 9, activity: weft_nb.ActivityContext | None = None, /) -> int:
+        assert activity is not None  # the default is passed itself, so the context still lands
+        return n
+
+    @weft_nb.workflow
+    def bare(ctx: weft_nb.WorkflowContext, n: int = 2) -> list[int]:
+        return [n, ctx.run(positional_only), ctx.run(positional_only, 1)]
+
+    result = engine.run(with_defaults, run_id="d")
+    assert (result["n"], result["values"]) == (3, [5, 5, 7, 6, 8])
+    assert engine.run(with_defaults, run_id="d") == result  # replayed
+    assert engine.run(bare) == [2, 9, 1]
+    assert engine.run(bare, None) == [2, 9, 1]
+    assert engine.run(bare, 4) == [4, 9, 1]

@@ -8,6 +8,7 @@ throws generated lines and cells at the real magics and accepts only success or 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+from weft_nb.errors import ShadowedBuiltinWarning
 from weft_nb.notebook.commands import SUBCOMMANDS
 
 
@@ -47,6 +49,8 @@ def ip(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> InteractiveS
         ("weft_activity", "f(x) --retry", "x", "argument --retry: expected one argument"),
         ("weft_activity", "f(x) --retry many", "x", "invalid int value: 'many'"),
         ("weft_workflow", "w(x) --version", "x", "argument --version: expected one argument"),
+        ("weft_activity", "for(x)", "x", "'for' is a Python keyword.*choose another name"),
+        ("weft_workflow", "None(x)", "x", "'None' is a Python keyword.*\\(None_step\\)"),
     ],
 )
 def test_bad_cells_are_usage_errors_that_say_what_to_write(
@@ -84,6 +88,10 @@ add(x) + sum(numbers())
         ("run wf x=1 --id", "argument --id: expected one argument\nusage: %weft run NAME"),
         ("run wf x=1 --as", "argument --as: expected one argument"),
         ("run wf x=1 --as 1x", "--as 1x: not a Python name"),
+        ("run wf x=1 --as for", "--as for: 'for' is a Python keyword.*--as for_result"),
+        ("run wf --as r x=1 --background", "--as r stores the result, which --background does"),
+        ("run wf x=1 x=2", "x is given twice \\(x=1 and x=2\\); give each input once"),
+        ("run wf x=[1, 2] --new x=3", "x is given twice \\(x=\\[1, 2\\] and x=3\\)"),
         ("run wf x=1 --id 'a\tb'", "run id.*control character"),
         # the lone `{` keeps IPython from expanding the line: weft_nb evaluates {lock} itself
         ("run wf x={__import__('threading').Lock()}  # {", "input of workflow 'wf'"),
@@ -94,6 +102,11 @@ add(x) + sum(numbers())
         ("cancel 'r1", "no closing quotation"),
         ("queue gpu 0", "the limit of queue 'gpu' must be >= 1 or none"),
         ("queue a b c", "unrecognized arguments: c"),
+        ("queue gpu=2", "'gpu=2': a queue name holds no '='.*: %weft queue gpu 2\n"),
+        ("queue gpu=", "a queue name holds no '='.*: %weft queue gpu LIMIT\n"),
+        ("journal a b c", "takes one path, got 'a b c'; quote .*: %weft journal 'a b c'\n"),
+        ("journal 'my runs/j.duckdb", 'no closing quotation in "\'my runs/j.duckdb"'),
+        ("journal 'a' 'b'", "%weft journal takes one path, got 'a' 'b'"),
         ("executor thread more", "unknown executor .thread more.; use one of: thread"),
         ("executor process 2 3", "unrecognized arguments: 3"),
         ("executor warp", "unknown executor 'warp'"),
@@ -108,6 +121,61 @@ add(x) + sum(numbers())
 def test_bad_lines_are_usage_errors(ip: InteractiveShell, line: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("weft", line)
+
+
+def test_a_journal_path_with_unquoted_spaces_keeps_the_journal_in_use(
+    ip: InteractiveShell, tmp_path: Path
+) -> None:
+    in_use = ip.run_line_magic("weft", "journal")
+    with pytest.raises(UsageError, match="quote a path with spaces"):
+        ip.run_line_magic("weft", "journal a b c")
+    assert ip.run_line_magic("weft", "journal") == in_use
+    assert not (tmp_path / "a b c").exists()
+
+
+def test_a_queue_limit_written_as_key_value_sets_nothing(ip: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="%weft queue gpu 2"):
+        ip.run_line_magic("weft", "queue gpu=2")
+    assert ip.run_line_magic("weft", "queue") == {}
+    assert ip.run_line_magic("weft", "queue gpu 2") == {"gpu": 2}
+
+
+@pytest.mark.parametrize("magic", ["weft_activity", "weft_workflow"])
+def test_a_cell_named_after_a_builtin_warns_each_time_and_names_the_way_back(
+    ip: InteractiveShell, magic: str
+) -> None:
+    """``eval``, ``compile``, ``filter`` are natural step names: allowed, but said loudly."""
+    kind = magic.removeprefix("weft_")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per place, unless told apart
+        ip.run_cell_magic(magic, "print(x)", "x")
+        ip.run_cell_magic(magic, "print(x)", "x")  # a cell run again warns again
+    assert len(caught) == 2
+    for shown in caught:
+        warning = shown.message
+        assert isinstance(warning, ShadowedBuiltinWarning)
+        assert (warning.name, warning.set_by) == ("print", kind)
+        assert str(warning) == (
+            f"{kind} 'print' hides Python's builtin `print`: print(...) in this notebook now "
+            f"runs the {kind}, not the builtin. To keep the builtin, rename the {kind} "
+            f"(%%weft_{kind} print_step(...)); `del print` brings it back (the {kind} stays "
+            "registered as 'print')"
+        )
+    assert ip.user_ns["print"] is not print
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a name that hides nothing: no warning
+        ip.run_cell_magic(magic, "printer(x)", "x")
+
+
+def test_run_as_a_builtin_name_warns_and_stores(ip: InteractiveShell) -> None:
+    with pytest.warns(ShadowedBuiltinWarning, match=r"--as max stores the result in `max`"):
+        assert ip.run_line_magic("weft", "run wf x=3 --as max") == 6
+    assert ip.user_ns["max"] == 6
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("ignore", ShadowedBuiltinWarning)  # a filter still applies
+        ip.run_line_magic("weft", "run wf x=3 --as min")
+    assert ip.user_ns["min"] == 6
+    assert shown == []
 
 
 def test_a_journal_path_that_cannot_be_created_keeps_the_journal_in_use(

@@ -46,3 +46,18 @@ def pipeline(ctx: weft_nb.WorkflowContext, source: str) -> dict[str, float]:
 @weft_nb.workflow
 def no_input(ctx: weft_nb.WorkflowContext) -> int:
     return len(ctx.run(prepare, "abc"))
+
+
+@weft_nb.activity
+def scaled(value: float, *, factor: float = 2.0) -> float:
+    return value * factor
+
+
+@weft_nb.activity
+def sample(count: int = 5) -> int:
+    return count
+
+
+@weft_nb.workflow
+def from_config(ctx: weft_nb.WorkflowContext, config: TrainConfig) -> float:
+    return config.learning_rate

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from activities import TrainConfig, fetch, no_input, pipeline, prepare, train, version
+from activities import (
+    TrainConfig,
+    fetch,
+    from_config,
+    no_input,
+    pipeline,
+    prepare,
+    sample,
+    scaled,
+    train,
+    version,
+)
 from typing_extensions import assert_type
 
 import weft_nb
@@ -48,7 +59,11 @@ def everything(ctx: weft_nb.WorkflowContext, source: str) -> list[Any]:
 
     assert_type(ctx.memo("helper", in_a_memo), float)
     assert_type(ctx.memo("answer", lambda: 42), int)
-    return [rows, loss, from_fields, body, by_name, index, first]
+    doubled = ctx.run(scaled, 2.0, retry={"max_attempts": 2})  # a keyword-only extra is fine
+    assert_type(doubled, float)
+    defaulted = ctx.run(sample)  # no input: the parameter's default (5) applies
+    assert_type(defaulted, int)
+    return [rows, loss, from_fields, body, by_name, index, first, doubled, defaulted]
 
 
 def main() -> tuple[dict[str, float], int, list[Any]]:
@@ -61,6 +76,9 @@ def main() -> tuple[dict[str, float], int, list[Any]]:
         rows = engine.run(no_input, run_id="no-input")
         assert_type(rows, int)
         assert_type(engine.run(everything, "data.csv"), list[Any])
+        fields = engine.run(from_config, {"learning_rate": 0.3})  # validated into the model
+        assert_type(fields, float)
+        assert fields == 0.3
         by_name = engine.start("everything", "x")  # registered by the run above
         assert_type(by_name, weft_nb.RunHandle[Any])
         return summary, rows, by_name.result()

@@ -8,10 +8,15 @@ an error. Not imported anywhere: it only exists for the type checker.
 
 from __future__ import annotations
 
-from activities import TrainConfig, fetch, no_input, pipeline, prepare, train, version
+from activities import TrainConfig, fetch, from_config, no_input, pipeline, prepare, train, version
 
 import weft_nb
 from weft_nb.testing import TestEngine
+
+
+@weft_nb.activity
+def two_values(value: float, factor: float) -> float:  # the 2nd parameter gets the ActivityContext
+    return value * factor
 
 
 @weft_nb.workflow
@@ -28,6 +33,11 @@ def wrong(ctx: weft_nb.WorkflowContext, source: str) -> str:
     names: list[str] = ctx.all([ctx.submit(prepare, "a")])  # E: arg-type
     first: int = ctx.race([ctx.submit(version)])[1]  # E: assignment
     counted: str = ctx.memo("count", lambda: 3)  # E: assignment
+    ctx.run(two_values, 1.0)  # E
+    ctx.run(prepare, "x", retries=2)  # E: call-overload
+    ctx.submit(prepare, "x", timeout=[1])  # E: call-overload
+    weft_nb.durable_activity(prepare, "x", retries=2)  # E: call-overload
+    ctx.run("prepare", "x", retries=2)  # E: call-overload
     return ctx.run(prepare, source)  # E: return-value
 
 
@@ -39,3 +49,5 @@ def start_them(engine: TestEngine) -> None:
     handle: weft_nb.RunHandle[str] = engine.start(pipeline, "x")  # E: arg-type
     total: int = engine.run(pipeline, "x")  # E: assignment
     rows: str = engine.start(no_input).result()  # E: assignment
+    engine.run(from_config, 0.3)  # E
+    engine.start(from_config, {"learning_rate": 0.3}, retries=2)  # E: call-overload

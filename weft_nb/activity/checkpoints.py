@@ -10,6 +10,15 @@ row, so its bytes go to a file and the journal keeps its path and size. The writ
 A crash before step 3 leaves an unreferenced file that the next open deletes, and the previous
 checkpoint is still the latest one the journal names. Nothing is ever half-visible.
 
+The journal row also records the sha256 of the file's bytes, in its codec
+(``pickle+sha256:<hex>``), hashed as they are written. Reading checks size and checksum before
+unpickling, which is what tells damage from environment: bytes that fail the check (or a missing
+file) are damage, skipped with a warning for the previous checkpoint; intact bytes that fail to
+unpickle, for any reason, need something this process lacks (a module, a class, a device, the
+class or package version that wrote them), and the step stops with `CheckpointEnvironmentError`
+rather than silently starting from an older checkpoint. A row written before checksums (codec
+``pickle``) is told apart by the unpickling error alone, as before: `missing_from_environment`.
+
 ``checkpoint(state, background=True)`` pickles ``state`` into memory on the caller's thread (the
 snapshot: later changes to ``state`` do not leak into it) and hands the bytes to a
 `BackgroundWriter`, which runs the same three steps on its own thread. If a newer snapshot
@@ -21,6 +30,7 @@ always sees the newest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import re
@@ -39,6 +49,8 @@ from weft_nb.journal.paths import OWNER_FILE, claim_root, prepare_checkpoint_roo
 from weft_nb.journal.protocol import CheckpointRecord, Journal
 
 _TMP_PREFIX = ".tmp-"
+_CHECKSUMMED = "pickle+sha256:"  # codec of a checkpoint whose row records its bytes' sha256
+_READ_CHUNK = 1 << 20
 
 
 def _unlink_all(paths: list[str]) -> None:
@@ -65,7 +77,8 @@ def missing_from_environment(exc: BaseException) -> str | None:
     pickle found the module but not the class, as after a kernel restart before the defining cell
     ran again) or ``"device"`` (a ``RuntimeError`` about a device: PyTorch's "Attempting to
     deserialize object on a CUDA device but torch.cuda.is_available() is False"). None for
-    anything else, which is damage: truncated or garbled bytes, a missing file.
+    anything else. For a checkpoint with a checksum, None means the class or package version
+    differs from the writer's (``"version"``); for an older one without, it is taken for damage.
     """
     if isinstance(exc, ImportError):
         return "module"
@@ -77,15 +90,53 @@ def missing_from_environment(exc: BaseException) -> str | None:
 
 
 def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
-    """The `CheckpointEnvironmentError` at ``exc`` or in its cause/context chain."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, CheckpointEnvironmentError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    """``exc`` if it is the `CheckpointEnvironmentError` that reading a checkpoint raised.
+
+    Only the exception itself counts, never its cause or context: an activity (or workflow) that
+    catches it and raises an error of its own has handled it, and its error fails (or retries)
+    the step like any other instead of stopping the run as interrupted.
+    """
+    return exc if isinstance(exc, CheckpointEnvironmentError) else None
+
+
+def recorded_sha256(codec: str) -> str | None:
+    """The sha256 a checkpoint row records for its file; None for a row written before them."""
+    return codec[len(_CHECKSUMMED) :] if codec.startswith(_CHECKSUMMED) else None
+
+
+def _check_intact(path: str, size: int, sha256: str | None) -> None:
+    """Raise ValueError (or OSError) unless the file has the recorded size and checksum."""
+    if os.path.getsize(path) != size:
+        raise ValueError(f"size {os.path.getsize(path)} != recorded {size}")
+    if sha256 is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise ValueError(f"sha256 {digest.hexdigest()[:12]}... != recorded {sha256[:12]}...")
+
+
+def _warn_unreadable(path: str, run_id: str, position: int, exc: Exception) -> None:
+    warnings.warn(
+        f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
+        f"({type(exc).__name__}: {exc}); falling back to the previous one",
+        RuntimeWarning,
+        stacklevel=4,  # the reader of last_checkpoint
+    )
+
+
+class _HashingWriter:
+    """A write-only file that hashes every byte on its way to ``handle``."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
 
 
 class PickledState:
@@ -181,7 +232,7 @@ class CheckpointStore:
         if isinstance(state, PickledState):  # pickled by a worker already
             return self.save_snapshot(run_id, position, attempt, state.data)
 
-        def dump(handle: IO[bytes]) -> None:
+        def dump(handle: _HashingWriter) -> None:
             try:
                 pickle.dump(state, handle, protocol=5)
             except OSError:
@@ -206,7 +257,7 @@ class CheckpointStore:
         return self._write(run_id, position, attempt, lambda handle: handle.write(data))
 
     def _write(
-        self, run_id: str, position: int, attempt: int, dump: Callable[[IO[bytes]], Any]
+        self, run_id: str, position: int, attempt: int, dump: Callable[[_HashingWriter], Any]
     ) -> CheckpointRecord:
         folder = self._step_dir(run_id, position)
         if not self._claimed and self.owned:
@@ -227,7 +278,8 @@ class CheckpointStore:
             with open(tmp, "wb") as handle:
                 if io_faults.ENABLED:
                     io_faults.check("checkpoint.write", tmp)
-                dump(handle)
+                writer = _HashingWriter(handle)
+                dump(writer)
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
@@ -252,7 +304,7 @@ class CheckpointStore:
             created_at=self.clock.now(),
             path=os.path.relpath(final, self.root),
             size=size,
-            codec="pickle",
+            codec=_CHECKSUMMED + writer.digest.hexdigest(),
         )
         stale = [
             os.path.join(self.root, r.path) for r in self.journal.add_checkpoint(record, self.keep)
@@ -279,36 +331,37 @@ class CheckpointStore:
         """The newest readable checkpoint of a step, or None; skips (with a warning) bad files.
 
         Raises:
-            CheckpointEnvironmentError: The newest file is intact but needs a module, a class or
-                a device this process lacks. Falling back to an older checkpoint (or to None)
-                would silently restart the work, so the step stops instead.
+            CheckpointEnvironmentError: The newest file is intact (its checksum matches) but
+                does not unpickle here: it needs a module, a class, a device or a class or
+                package version this process lacks. Falling back to an older checkpoint (or to
+                None) would silently restart the work, so the step stops instead.
         """
         for record in self.journal.checkpoints_of(run_id, position):
             path = os.path.join(self.root, record.path)
+            sha256 = recorded_sha256(record.codec)
             try:
-                if os.path.getsize(path) != record.size:
-                    raise ValueError(f"size {os.path.getsize(path)} != recorded {record.size}")
+                _check_intact(path, record.size, sha256)
+            except (OSError, ValueError) as exc:  # damaged or missing: try the previous one
+                _warn_unreadable(path, run_id, position, exc)
+                continue
+            try:
                 with open(path, "rb") as handle:
                     state = pickle.load(handle)
-                if evidence.ENABLED:
-                    evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
-                return state
             except Exception as exc:
                 missing = missing_from_environment(exc)
-                if missing is not None:
-                    raise CheckpointEnvironmentError(
-                        path,
-                        run_id=run_id,
-                        position=position,
-                        missing=missing,
-                        cause=f"{type(exc).__name__}: {exc}",
-                    ) from exc
-                warnings.warn(
-                    f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
-                    f"({type(exc).__name__}: {exc}); falling back to the previous one",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                if missing is None and sha256 is None:  # no checksum: the error says damage
+                    _warn_unreadable(path, run_id, position, exc)
+                    continue
+                raise CheckpointEnvironmentError(
+                    path,
+                    run_id=run_id,
+                    position=position,
+                    missing=missing or "version",  # intact bytes: the code reading them differs
+                    cause=f"{type(exc).__name__}: {exc}",
+                ) from exc
+            if evidence.ENABLED:
+                evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
+            return state
         return None
 
     def remove_orphans(self) -> int:

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from weft_nb.errors import WorkflowCancelledError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from typing import TypeAlias
+
     from weft_nb.activity.checkpoints import BackgroundWriter, CheckpointStore
     from weft_nb.base.clock import Clock
+    from weft_nb.base.typed_api import InputT, ResultT
 
 _NOT_LOADED: Any = object()
 
@@ -263,3 +267,20 @@ class ActivityContext:
     def set_heartbeat_read_hook(self, hook: Callable[[Any], None] | None) -> None:
         """Call ``hook(details)`` on each read of `last_heartbeat_details` (development)."""
         self._on_last_heartbeat_read = hook
+
+
+if TYPE_CHECKING:  # the shapes the typed API accepts (weft_nb.base.typed_api), for type checkers
+    ActivityFn: TypeAlias = (
+        Callable[[InputT], ResultT] | Callable[[InputT, ActivityContext], ResultT]
+    )
+    """An activity ``(input)`` or ``(input, activity_context)`` returning ``ResultT``.
+
+    Only these two shapes: at runtime a second positional parameter always receives the
+    ``ActivityContext``, so a function whose second parameter wants anything else is refused.
+    """
+
+    AsyncActivityFn: TypeAlias = (
+        Callable[[InputT], Awaitable[ResultT]]
+        | Callable[[InputT, ActivityContext], Awaitable[ResultT]]
+    )
+    """An ``async def`` activity of either shape: the step's result is what it returns."""

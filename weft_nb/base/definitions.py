@@ -51,14 +51,49 @@ def _positional_arity(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
-def _hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
-    """The (input, return) type hints of an activity, or ``None`` where absent or unresolvable."""
+def call_arguments(
+    fn: Callable[..., Any], *, arity: int, value: Any, context: Any, context_first: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The ``(args, kwargs)`` an activity or workflow function is called with (built only here).
+
+    An activity takes ``(input, context)`` and a workflow ``(context, input)``, each cut to the
+    function's ``arity``. No input (``None``) for an input parameter that has a default leaves the
+    input out, so the default applies, as a plain call would: the type checker lets
+    ``ctx.run(fn)`` and ``engine.start(wf)`` through for such a function and types the result
+    from it. A parameter after the input (an activity's context) then goes by keyword (or, if
+    positional-only, after the default itself). What is journaled is still the ``None`` given.
+    """
+    slots = ((context, value) if context_first else (value, context))[:arity]
+    index = 1 if context_first else 0
+    if value is None and arity > index:
+        params = _positional_parameters(fn)
+        if len(params) > index and params[index].default is not inspect.Parameter.empty:
+            if index == len(slots) - 1:
+                return slots[:index], {}
+            after = params[index + 1] if len(params) > index + 1 else None
+            if after is not None and after.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                return slots[:index], {after.name: slots[index + 1]}
+            return (*slots[:index], params[index].default, *slots[index + 1 :]), {}
+    return slots, {}
+
+
+def _positional_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin): nothing to leave out
+        return []
+    return [p for p in params if p.kind in kinds]
+
+
+def _hints(fn: Callable[..., Any], input_index: int = 0) -> tuple[Any, Any]:
+    """The (input, return) type hints of a function, or ``None`` where absent or unresolvable."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
         return None, None
     params = list(inspect.signature(fn).parameters)
-    input_hint = hints.get(params[0]) if params else None
+    input_hint = hints.get(params[input_index]) if len(params) > input_index else None
     return input_hint, hints.get("return")
 
 
@@ -106,6 +141,7 @@ class WorkflowDefinition:
     version: str = "1"
     source_hash: str = ""
     arity: int = 2
+    input_hint: Any = None
 
 
 # PLR0913: one keyword-only option per activity setting is the public design (@activity,
@@ -139,6 +175,13 @@ def make_activity(  # noqa: PLR0913
         raise TypeError(
             f"activity {fn.__name__!r} takes {arity} positional parameters; an activity takes "
             "(input) or (input, ctx): pass several values as a dict or a pydantic model"
+        )
+    second = _positional_parameters(fn)[1:2]
+    if second and second[0].default not in (inspect.Parameter.empty, None):
+        raise TypeError(
+            f"activity {fn.__name__!r}: its second parameter {second[0].name!r} has a default, but "
+            "a second parameter always receives the ActivityContext; make it keyword-only "
+            f"(`*, {second[0].name}=...`) or pass it in the input"
         )
     input_hint, result_hint = _hints(fn)
     return ActivityDefinition(
@@ -186,6 +229,7 @@ def make_workflow(
         version=str(version),
         source_hash=source_hash(fn, source),
         arity=arity,
+        input_hint=_hints(fn, input_index=1)[0] if arity == 2 else None,
     )
 
 

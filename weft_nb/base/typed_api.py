@@ -5,18 +5,22 @@ type checker sees. The overloads of ``ctx.run``, ``ctx.submit``, ``durable_activ
 ``Engine.start``/``Engine.run`` read the input and result types from it through these names:
 ``ctx.run(train, config)`` is checked against ``train``'s first parameter and has ``train``'s
 return type (awaited, for an ``async def``); a name (a string) keeps returning ``Any``. Nothing
-here changes what runs: they are ordinary ``TypeVar`` objects and aliases of ``Callable``.
+here changes what runs: they are ordinary ``TypeVar`` objects and aliases of ``Callable``. The
+aliases naming an activity's shapes, ``(input)`` or ``(input, ActivityContext)``, live next to
+``ActivityContext`` (`weft_nb.activity.context`), as this layer cannot name it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from pydantic import BaseModel
 
+from weft_nb.base.retry import Duration, RetryPolicy
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
-    from typing import Any, Concatenate, TypeAlias
+    from typing import TypeAlias
 
 InputT = TypeVar("InputT")
 """The input an activity or workflow function takes (its first data parameter)."""
@@ -30,17 +34,27 @@ ResultT_co = TypeVar("ResultT_co", covariant=True)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 """A pydantic-model input: a mapping of its fields is accepted too, as the engine validates it."""
 
-MoreParams = ParamSpec("MoreParams")
-"""The parameters after an activity's input: its ``ActivityContext``, when it takes one."""
+
+class CallOptions(TypedDict, total=False):
+    """The keyword options of ``ctx.run``, ``ctx.submit`` and ``durable_activity``.
+
+    Their overloads take ``**call_options: Unpack[CallOptions]``, so a misspelt option
+    (``retries=2``) is a type error, and the engine refuses any other name at runtime.
+    """
+
+    timeout: Duration | None
+    schedule_to_close_timeout: Duration | None
+    retry: RetryPolicy | Mapping[str, Any] | None
+    queue: str | None
+    idempotency_key: str | None
+    heartbeat_timeout: Duration | None
+
+
+CALL_OPTION_NAMES = frozenset(CallOptions.__annotations__)
+"""The names `CallOptions` allows: the runtime check and the type check read the same list."""
 
 if TYPE_CHECKING:  # aliases for type checkers only: nothing at runtime needs them
-    ActivityFn: TypeAlias = Callable[Concatenate[InputT, MoreParams], ResultT]
-    """An activity ``(input)`` or ``(input, activity_context)`` returning ``ResultT``."""
-
-    AsyncActivityFn: TypeAlias = Callable[Concatenate[InputT, MoreParams], Awaitable[ResultT]]
-    """An ``async def`` activity: its step's result is what the coroutine returns."""
-
     ModelInput: TypeAlias = ModelT | Mapping[str, Any]
-    """The input of an activity taking a pydantic model: the model, or its fields to validate."""
+    """The input of a function taking a pydantic model: the model, or its fields to validate."""
 
-__all__ = ["InputT", "ModelT", "MoreParams", "ResultT", "ResultT_co"]
+__all__ = ["CALL_OPTION_NAMES", "CallOptions", "InputT", "ModelT", "ResultT", "ResultT_co"]

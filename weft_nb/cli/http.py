@@ -13,7 +13,10 @@ HTTP_TIMEOUT = 30.0
 
 
 def request_endpoint(endpoint: dict[str, Any], method: str, route: str, body: Any = None) -> Any:
-    """Call the holder's REST endpoint; its refusals become messages."""
+    """Call the holder's REST endpoint; its refusals become messages.
+
+    A JSON answer comes back decoded; a ``text/plain`` one (``?format=text``) as its text.
+    """
     url = str(endpoint["url"]).rstrip("/") + route
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
@@ -23,7 +26,10 @@ def request_endpoint(endpoint: dict[str, Any], method: str, route: str, body: An
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
     try:
         with opener.open(request, timeout=HTTP_TIMEOUT) as response:
-            return json.loads(response.read() or b"null")
+            data = response.read()
+            if response.headers.get_content_type() == "text/plain":
+                return data.decode(response.headers.get_content_charset() or "utf-8")
+            return json.loads(data or b"null")
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read() or b"{}").get("error")

@@ -100,7 +100,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_from(endpoint: dict[str, Any], run_id: str) -> int:
-    text = request_endpoint(endpoint, "GET", "/api/v1/runs/" + urllib.parse.quote(run_id, safe=""))
+    route = f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}?format=text"
+    text = request_endpoint(endpoint, "GET", route)  # an older kernel sends a JSON string
     print(text if isinstance(text, str) else json.dumps(text, indent=2))
     return 0
 

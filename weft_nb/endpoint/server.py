@@ -66,6 +66,13 @@ _RUN = re.compile(r"^/api/v1/runs/(?P<run>[^/]+)$")
 _SIGNAL = re.compile(r"^/api/v1/runs/(?P<run>[^/]+)/signals/(?P<name>[^/]+)$")
 
 
+@dataclasses.dataclass(frozen=True)
+class PlainText:
+    """A route's answer sent as ``text/plain`` rather than JSON."""
+
+    text: str
+
+
 class _Reject(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
@@ -302,8 +309,21 @@ def _handler(
             match = _RUN.match(path)
             if match:
                 run_id = urllib.parse.unquote(match["run"])
-                return _call(lambda: target.snapshot(run_id).text())
+                as_text = self._wants_text()
+                state = _call(lambda: target.snapshot(run_id))
+                return PlainText(state.text()) if as_text else state.to_json()
             raise _Reject(HTTPStatus.NOT_FOUND, f"no route {path}")
+
+        def _wants_text(self) -> bool:
+            """``?format=text``, or no ``format`` and an ``Accept`` naming text but not JSON."""
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            formats = query.get("format", [])
+            if formats:
+                if formats[-1] not in ("json", "text"):
+                    raise _Reject(HTTPStatus.BAD_REQUEST, "'format' must be 'json' or 'text'")
+                return formats[-1] == "text"
+            accept = self.headers.get("Accept") or ""
+            return "text/plain" in accept and "application/json" not in accept
 
         def _post(self, path: str) -> Any:
             if path in ("/api/v1/activities/complete", "/api/v1/activities/fail"):
@@ -335,10 +355,13 @@ def _handler(
             raise _Reject(HTTPStatus.NOT_FOUND, f"no route {path}")
 
         def _send(self, status: HTTPStatus, body: Any) -> None:
-            data = json.dumps(body, default=str).encode()
+            if isinstance(body, PlainText):
+                data, kind = body.text.encode(), "text/plain; charset=utf-8"
+            else:
+                data, kind = json.dumps(body, default=str).encode(), "application/json"
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -38,11 +38,14 @@ class RunRow(Protocol):
         """True while it executes in the serving process."""
 
 
-class RunText(Protocol):
+class RunState(Protocol):
     """A run's state, as ``GET /api/v1/runs/{id}`` sends it."""
 
+    def to_json(self) -> dict[str, Any]:
+        """The state as JSON types, in the versioned shape the route documents (``"schema"``)."""
+
     def text(self) -> str:
-        """The state as plain text."""
+        """The state as plain text (``?format=text``)."""
 
 
 class EndpointTarget(Protocol):
@@ -51,7 +54,7 @@ class EndpointTarget(Protocol):
     def runs(self, status: str | None = None) -> Sequence[RunRow]:
         """Every run in the journal."""
 
-    def snapshot(self, run_id: str) -> RunText:
+    def snapshot(self, run_id: str) -> RunState:
         """One run's state now (``RunNotFoundError`` when there is no such run)."""
 
     def signal(

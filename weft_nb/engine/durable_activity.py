@@ -31,13 +31,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, overload
 
 from weft_nb.base.payloads import decode, error_from_json
-from weft_nb.base.typed_api import InputT, ModelT, MoreParams, ResultT
+from weft_nb.base.typed_api import InputT, ModelT, ResultT
 from weft_nb.engine import steps
 from weft_nb.errors import DurableActivityScopeError
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
 if TYPE_CHECKING:
-    from weft_nb.base.typed_api import ActivityFn, AsyncActivityFn, ModelInput
+    from typing_extensions import Unpack
+
+    from weft_nb.activity.context import ActivityFn, AsyncActivityFn
+    from weft_nb.base.typed_api import CallOptions, ModelInput
     from weft_nb.engine.replay import StepCursor
     from weft_nb.engine.runtime import Runtime
 
@@ -85,34 +88,38 @@ def current_memo() -> tuple[int, str] | None:
 # The overloads follow WorkflowContext.run's: an activity function's types give the result's.
 @overload
 def durable_activity(
-    activity: AsyncActivityFn[ModelT, MoreParams, ResultT],
+    activity: AsyncActivityFn[ModelT, ResultT],
     input: ModelInput[ModelT],
-    **call_options: Any,
+    **call_options: Unpack[CallOptions],
 ) -> ResultT: ...
 @overload
 def durable_activity(
-    activity: AsyncActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+    activity: AsyncActivityFn[InputT, ResultT], input: InputT, **call_options: Unpack[CallOptions]
 ) -> ResultT: ...
 @overload
 def durable_activity(
-    activity: ActivityFn[ModelT, MoreParams, ResultT],
+    activity: ActivityFn[ModelT, ResultT],
     input: ModelInput[ModelT],
-    **call_options: Any,
+    **call_options: Unpack[CallOptions],
 ) -> ResultT: ...
 @overload
 def durable_activity(
-    activity: ActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+    activity: ActivityFn[InputT, ResultT], input: InputT, **call_options: Unpack[CallOptions]
 ) -> ResultT: ...
 @overload
 def durable_activity(
-    activity: Callable[[], Awaitable[ResultT]], input: None = None, **call_options: Any
+    activity: Callable[[], Awaitable[ResultT]],
+    input: None = None,
+    **call_options: Unpack[CallOptions],
 ) -> ResultT: ...
 @overload
 def durable_activity(
-    activity: Callable[[], ResultT], input: None = None, **call_options: Any
+    activity: Callable[[], ResultT], input: None = None, **call_options: Unpack[CallOptions]
 ) -> ResultT: ...
 @overload
-def durable_activity(activity: str, input: Any = None, **call_options: Any) -> Any: ...
+def durable_activity(
+    activity: str, input: Any = None, **call_options: Unpack[CallOptions]
+) -> Any: ...
 def durable_activity(
     activity: str | Callable[..., Any], input: Any = None, **call_options: Any
 ) -> Any:

@@ -9,23 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any
 
 from weft_nb.activity.context import ActivityContext
 from weft_nb.activity.heartbeats import HeartbeatFlusher
 from weft_nb.base.clock import Clock, RealClock
 from weft_nb.base.definitions import ON_CHANGE_POLICIES, Registry, definition_of
 from weft_nb.base.payloads import DEFAULT_MAX_PAYLOAD_BYTES
-from weft_nb.base.typed_api import InputT, ResultT
 from weft_nb.endpoint.server import EndpointSettings, Server, serve
 from weft_nb.engine import run_thread, views
 from weft_nb.engine.development import DevelopmentChecks, enabled
 from weft_nb.engine.events import EventBus, WeftEvent
 from weft_nb.engine.inputs import ExternalInputs
-from weft_nb.engine.launcher import RunLauncher, RunOptions, StartOptions
+from weft_nb.engine.launcher import RunLauncher, RunStarting
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
@@ -37,14 +35,8 @@ from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import endpoint_file
 from weft_nb.journal.protocol import Journal
 
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
-    from weft_nb.base.definitions import WorkflowDefinition
-    from weft_nb.engine.workflow_context import BareWorkflowFn, WorkflowFn
-
-
-class Engine:
+class Engine(RunStarting):
     """Runs durable workflows over a DuckDB journal.
 
     Args:
@@ -190,73 +182,7 @@ class Engine:
             if self.registry.add(definition):
                 self.emit("definition_replaced", None, None, name=definition.name)
 
-    # -- starting and resuming -------------------------------------------------------------
-
-    @overload
-    def start(
-        self, workflow: WorkflowFn[InputT, ResultT], input: InputT, **options: Unpack[StartOptions]
-    ) -> RunHandle[ResultT]: ...
-    @overload
-    def start(
-        self, workflow: BareWorkflowFn[ResultT], input: None = None, **options: Unpack[StartOptions]
-    ) -> RunHandle[ResultT]: ...
-    @overload
-    def start(
-        self, workflow: str | WorkflowDefinition, input: Any = None, **options: Unpack[StartOptions]
-    ) -> RunHandle[Any]: ...
-    def start(
-        self,
-        workflow: Any,
-        input: Any = None,
-        *,
-        run_id: str | None = None,
-        on_change: str | None = None,
-    ) -> RunHandle[Any]:
-        """Start a run in the background and return its handle at once.
-
-        With a ``run_id`` that exists, a finished run's handle returns its recorded outcome and an
-        unfinished run resumes.
-
-        Raises:
-            InvalidRunIdError: ``run_id`` cannot name a run (empty, too long, control characters).
-        """
-        self._live.check_open()
-        return self._launcher.start(workflow, run_id, input, on_change or self.on_change)
-
-    @overload
-    def run(
-        self, workflow: WorkflowFn[InputT, ResultT], input: InputT, **options: Unpack[RunOptions]
-    ) -> ResultT: ...
-    @overload
-    def run(
-        self, workflow: BareWorkflowFn[ResultT], input: None = None, **options: Unpack[RunOptions]
-    ) -> ResultT: ...
-    @overload
-    def run(
-        self, workflow: str | WorkflowDefinition, input: Any = None, **options: Unpack[RunOptions]
-    ) -> Any: ...
-    def run(
-        self,
-        workflow: Any,
-        input: Any = None,
-        *,
-        run_id: str | None = None,
-        timeout: float | None = None,
-        on_change: str | None = None,
-    ) -> Any:
-        """Start (or resume) a run and wait for its result.
-
-        Ctrl-C (``KeyboardInterrupt``) while it waits interrupts the run, as ``%weft run`` does:
-        its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
-        ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
-        """
-        if run_id is None:  # known here: Ctrl-C may land inside start()
-            run_id = uuid.uuid4().hex[:16]
-        try:
-            return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
-        except KeyboardInterrupt:
-            self.interrupt(run_id)  # False (nothing to do) when the run was not launched
-            raise
+    # -- starting (start and run: `RunStarting`) and resuming -----------------------------
 
     def resume(self, run_id: str) -> RunHandle[Any]:
         """Resume an unfinished run; a finished run's handle returns its recorded outcome."""

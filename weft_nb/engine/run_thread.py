@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 from weft_nb.activity.checkpoints import needs_environment
+from weft_nb.base.definitions import call_arguments
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
 from weft_nb.engine import crash_loops
 from weft_nb.engine.live_runs import LiveRuns
@@ -132,8 +133,15 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
     cancelled = (CANCELLED, None, cancelled_error(state.run_id))
     try:
         ctx = WorkflowContext(rt, state)
-        fn = state.workflow.fn
-        value = fn(ctx, state.input_value) if state.workflow.arity == 2 else fn(ctx)
+        workflow = state.workflow
+        args, kwargs = call_arguments(
+            workflow.fn,
+            arity=workflow.arity,
+            value=state.input_value,
+            context=ctx,
+            context_first=True,
+        )
+        value = workflow.fn(*args, **kwargs)
         codec, data = encode(
             value,
             what=f"result of workflow {state.workflow.name!r}",

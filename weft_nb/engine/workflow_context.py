@@ -14,7 +14,7 @@ from weft_nb.activity.context import EngineStopped
 from weft_nb.base import evidence
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.retry import Duration
-from weft_nb.base.typed_api import InputT, ModelT, MoreParams, ResultT
+from weft_nb.base.typed_api import CALL_OPTION_NAMES, InputT, ModelT, ResultT
 from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
 from weft_nb.engine import step_scope as _step_scope
@@ -27,20 +27,12 @@ from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from weft_nb.base.typed_api import ActivityFn, AsyncActivityFn, ModelInput
+    from typing_extensions import Unpack
+
+    from weft_nb.activity.context import ActivityFn, AsyncActivityFn
+    from weft_nb.base.typed_api import CallOptions, ModelInput
     from weft_nb.engine.runs import RunState
     from weft_nb.engine.runtime import Runtime
-
-_CALL_OPTIONS = frozenset(
-    {
-        "timeout",
-        "schedule_to_close_timeout",
-        "retry",
-        "queue",
-        "idempotency_key",
-        "heartbeat_timeout",
-    }
-)
 
 
 class WorkflowContext:
@@ -62,38 +54,47 @@ class WorkflowContext:
     @overload
     def run(
         self,
-        activity: AsyncActivityFn[ModelT, MoreParams, ResultT],
+        activity: AsyncActivityFn[ModelT, ResultT],
         input: ModelInput[ModelT],
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
     def run(
         self,
-        activity: AsyncActivityFn[InputT, MoreParams, ResultT],
+        activity: AsyncActivityFn[InputT, ResultT],
         input: InputT,
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
     def run(
         self,
-        activity: ActivityFn[ModelT, MoreParams, ResultT],
+        activity: ActivityFn[ModelT, ResultT],
         input: ModelInput[ModelT],
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
     def run(
-        self, activity: ActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+        self,
+        activity: ActivityFn[InputT, ResultT],
+        input: InputT,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
     def run(
-        self, activity: Callable[[], Awaitable[ResultT]], input: None = None, **call_options: Any
+        self,
+        activity: Callable[[], Awaitable[ResultT]],
+        input: None = None,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
     def run(
-        self, activity: Callable[[], ResultT], input: None = None, **call_options: Any
+        self,
+        activity: Callable[[], ResultT],
+        input: None = None,
+        **call_options: Unpack[CallOptions],
     ) -> ResultT: ...
     @overload
-    def run(self, activity: str, input: Any = None, **call_options: Any) -> Any: ...
+    def run(self, activity: str, input: Any = None, **call_options: Unpack[CallOptions]) -> Any: ...
     def run(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
     ) -> Any:
@@ -123,10 +124,10 @@ class WorkflowContext:
         """
         cursor = self.cursor
         cursor.check_alive()
-        unknown = set(call_options) - _CALL_OPTIONS
+        unknown = set(call_options) - CALL_OPTION_NAMES
         if unknown:
             raise TypeError(
-                f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(_CALL_OPTIONS)}"
+                f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(CALL_OPTION_NAMES)}"
             )
         step, recorded = _step_execution.prepare_step(
             self.runtime,
@@ -172,38 +173,49 @@ class WorkflowContext:
     @overload
     def submit(
         self,
-        activity: AsyncActivityFn[ModelT, MoreParams, ResultT],
+        activity: AsyncActivityFn[ModelT, ResultT],
         input: ModelInput[ModelT],
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
     def submit(
         self,
-        activity: AsyncActivityFn[InputT, MoreParams, ResultT],
+        activity: AsyncActivityFn[InputT, ResultT],
         input: InputT,
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
     def submit(
         self,
-        activity: ActivityFn[ModelT, MoreParams, ResultT],
+        activity: ActivityFn[ModelT, ResultT],
         input: ModelInput[ModelT],
-        **call_options: Any,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
     def submit(
-        self, activity: ActivityFn[InputT, MoreParams, ResultT], input: InputT, **call_options: Any
+        self,
+        activity: ActivityFn[InputT, ResultT],
+        input: InputT,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
     def submit(
-        self, activity: Callable[[], Awaitable[ResultT]], input: None = None, **call_options: Any
+        self,
+        activity: Callable[[], Awaitable[ResultT]],
+        input: None = None,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
     def submit(
-        self, activity: Callable[[], ResultT], input: None = None, **call_options: Any
+        self,
+        activity: Callable[[], ResultT],
+        input: None = None,
+        **call_options: Unpack[CallOptions],
     ) -> StepFuture[ResultT]: ...
     @overload
-    def submit(self, activity: str, input: Any = None, **call_options: Any) -> StepFuture[Any]: ...
+    def submit(
+        self, activity: str, input: Any = None, **call_options: Unpack[CallOptions]
+    ) -> StepFuture[Any]: ...
     def submit(
         self, activity: str | Callable[..., Any], input: Any = None, **call_options: Any
     ) -> StepFuture[Any]:

@@ -30,6 +30,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import CURRENT_ACTIVITY
+from weft_nb.base.definitions import call_arguments
 from weft_nb.errors import ActivityHeartbeatTimeoutError, ActivityPerAttemptTimeoutError
 
 if TYPE_CHECKING:
@@ -80,12 +81,9 @@ def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityConte
     try:
         if definition.is_async:
             result = asyncio.run(_run_coroutine(definition, value, ctx))
-        elif definition.arity >= 2:
-            result = definition.fn(value, ctx)
-        elif definition.arity == 1:
-            result = definition.fn(value)
         else:
-            result = definition.fn()
+            args, kwargs = activity_arguments(definition, value, ctx)
+            result = definition.fn(*args, **kwargs)
     except BaseException:
         with contextlib.suppress(Exception):  # the activity's own error is the one to report
             ctx.flush_checkpoints()
@@ -104,6 +102,18 @@ def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityConte
     return result
 
 
+def activity_arguments(
+    definition: ActivityDefinition, value: Any, ctx: ActivityContext
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """What the activity function is called with: its input and, when it takes one, its context.
+
+    An input of None is left out when the parameter has a default, so the default applies.
+    """
+    return call_arguments(
+        definition.fn, arity=min(definition.arity, 2), value=value, context=ctx, context_first=False
+    )
+
+
 async def _run_coroutine(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> Any:
     # Bridge the cooperative ``cancelled`` event to asyncio: cancel the task at its next await.
     task = asyncio.current_task()
@@ -118,8 +128,8 @@ async def _run_coroutine(definition: ActivityDefinition, value: Any, ctx: Activi
     try:
         if ctx.cancelled.is_set():
             task.cancel()
-        args = (value, ctx) if definition.arity >= 2 else (value,) if definition.arity == 1 else ()
-        return await definition.fn(*args)
+        args, kwargs = activity_arguments(definition, value, ctx)
+        return await definition.fn(*args, **kwargs)
     finally:
         ctx.set_cancel_callback(None)
 

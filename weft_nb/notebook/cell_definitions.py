@@ -27,7 +27,12 @@ from weft_nb.notebook.cells import (
     split_magic_line,
 )
 from weft_nb.notebook.session import NotebookSession
-from weft_nb.notebook.usage import UsageParser, asks_for_help, split_words
+from weft_nb.notebook.usage import (
+    UsageParser,
+    asks_for_help,
+    split_words,
+    warn_if_shadows_builtin,
+)
 
 SIGNATURE = "NAME(param, param=default)"
 
@@ -179,6 +184,7 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
 
     inline.__name__ = signature.name
     setattr(inline, DEFINITION_ATTR, definition)
+    warn_if_shadows_builtin(signature.name, set_by="activity")
     session.user_ns[signature.name] = inline
     note = ", replaced earlier definition" if replaced else ""
     policy = definition.summary()[len(what) + 2 :]
@@ -206,6 +212,7 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
     engine.register(definition)
     setattr(run_cell, DEFINITION_ATTR, definition)
     run_cell.__weft_signature__ = signature  # type: ignore[attr-defined]
+    warn_if_shadows_builtin(signature.name, set_by="workflow")
     session.user_ns[signature.name] = run_cell
     note = ", replaced earlier definition" if replaced else ""
     print(

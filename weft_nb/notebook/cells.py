@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import keyword
 import linecache
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -83,6 +84,12 @@ def split_magic_line(line: str) -> tuple[str, str]:
 def parse_signature(text: str, namespace: Mapping[str, Any], *, reserved: str) -> CellSignature:
     """Parse ``NAME`` or ``NAME(a, b=default)``; defaults are evaluated in ``namespace``."""
     source = text if "(" in text else f"{text}()"
+    name = source.partition("(")[0].strip()
+    if keyword.iskeyword(name):
+        raise CellDefinitionError(
+            f"{name!r} is a Python keyword, so it cannot name a function; choose another name "
+            f"({name}_step)"
+        )
     try:
         tree = ast.parse(f"def {source}: pass")
     except SyntaxError:

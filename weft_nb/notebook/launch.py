@@ -8,6 +8,7 @@ Restart & Run All resumes it instead of starting over.
 from __future__ import annotations
 
 import ast
+import keyword
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,12 @@ from weft_nb.journal.paths import check_run_id
 from weft_nb.notebook.cells import CellSignature
 from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.session import NotebookSession
-from weft_nb.notebook.usage import UsageParser, split_python_words, unquote
+from weft_nb.notebook.usage import (
+    UsageParser,
+    split_python_words,
+    unquote,
+    warn_if_shadows_builtin,
+)
 
 
 def run_parser() -> UsageParser:
@@ -54,7 +60,10 @@ def run_parser() -> UsageParser:
         help="return the RunHandle at once (with a Cancel button on the panel) instead of waiting",
     )
     parser.add_argument(
-        "--as", dest="var", metavar="VAR", help="also store the result in the notebook variable VAR"
+        "--as",
+        dest="var",
+        metavar="VAR",
+        help="also store the result in the notebook variable VAR (waits: not with --background)",
     )
     return parser
 
@@ -86,13 +95,20 @@ def run(session: NotebookSession, rest: str) -> Any:
     options = parser.parse_words(tokens)
     name = options.workflow
     variable = unquote(options.var) if options.var is not None else None
-    if variable is not None and not variable.isidentifier():
-        raise UsageError(f"--as {variable}: not a Python name\nusage: {RUN_USAGE}")
+    if variable is not None:
+        _check_variable(variable, background=options.background)
     pairs: dict[str, Any] = {}
+    given: dict[str, str] = {}  # key -> its key=value word, to quote a key given twice
     for token in options.inputs:
         if "=" not in token or token.startswith("="):
             raise UsageError(f"{token!r} is not key=value\nusage: {RUN_USAGE}")
         key, _, text = token.partition("=")
+        if key in given:
+            raise UsageError(
+                f"{key} is given twice ({given[key]} and {token}); give each input once"
+                f"\nusage: {RUN_USAGE}"
+            )
+        given[key] = token
         pairs[key] = _value(session.user_ns, key, text)
     workflows = session.engine.registry.workflows
     if name not in workflows:
@@ -123,9 +139,27 @@ def run(session: NotebookSession, rest: str) -> Any:
         lambda: session.engine.start(name, value, run_id=run_id),
         background=options.background,
     )
-    if variable is not None and not options.background:
+    if variable is not None:
+        warn_if_shadows_builtin(variable, set_by="--as")
         session.user_ns[variable] = result
     return result
+
+
+def _check_variable(variable: str, *, background: bool) -> None:
+    """``--as VAR``: a Python name that is no keyword, and a result to wait for."""
+    if not variable.isidentifier():
+        raise UsageError(f"--as {variable}: not a Python name\nusage: {RUN_USAGE}")
+    if keyword.iskeyword(variable):
+        raise UsageError(
+            f"--as {variable}: {variable!r} is a Python keyword, so no variable can have that "
+            f"name; choose another (--as {variable}_result)\nusage: {RUN_USAGE}"
+        )
+    if background:
+        raise UsageError(
+            f"--as {variable} stores the result, which --background does not wait for; write "
+            f"`handle = %weft run ... --background` and `{variable} = handle.result()` once it "
+            f"finished\nusage: {RUN_USAGE}"
+        )
 
 
 def _follow(

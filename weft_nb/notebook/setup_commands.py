@@ -30,10 +30,35 @@ def journal_parser() -> UsageParser:
 
 def journal(session: NotebookSession, rest: str) -> str:
     """``%weft journal [PATH]``: the journal in use, or switch to another one."""
-    text = unquote(rest.strip())
+    text = _journal_path_text(rest)
     if text:
         session.switch_journal(usable_journal_path(text))
     return session.journal_path()
+
+
+def _journal_path_text(rest: str) -> str:
+    """The path of ``%weft journal PATH``: one word, or quoted; otherwise a ``UsageError``.
+
+    The line is read as free text (a Windows path keeps its backslashes), so a space in an
+    unquoted line is a mistake: ``%weft journal a b c`` would otherwise name a file ``a b c``.
+    """
+    stripped = rest.strip()
+    text = unquote(stripped)
+    usage = journal_parser().usage_line()
+    quoted = text != stripped
+    if not quoted and stripped[:1] in ("'", '"'):
+        raise UsageError(
+            f"no closing quotation in {stripped!r}: close the quote "
+            f"(%weft journal {stripped}{stripped[0]})\nusage: {usage}"
+        )
+    if quoted and stripped[0] in text:  # 'a' 'b': two quoted words
+        raise UsageError(f"%weft journal takes one path, got {stripped}\nusage: {usage}")
+    if not quoted and any(char.isspace() for char in text):
+        raise UsageError(
+            f"%weft journal takes one path, got {stripped!r}; quote a path with spaces: "
+            f"%weft journal '{stripped}'\nusage: {usage}"
+        )
+    return text
 
 
 def usable_journal_path(text: str) -> str:
@@ -136,6 +161,13 @@ def queue(session: NotebookSession, rest: str) -> dict[str, int]:
     parser = queue_parser()
     options = parser.parse_line(rest)
     name, text = options.name, options.limit
+    if name is not None and "=" in name:  # gpu=2: a limit written as key=value
+        queue_name, _, limit = name.partition("=")
+        example = f"%weft queue {queue_name or 'NAME'} {limit or 'LIMIT'}"
+        raise UsageError(
+            f"{name!r}: a queue name holds no '='; to set a limit, write NAME and LIMIT apart: "
+            f"{example}\nusage: {parser.usage_line()}"
+        )
     settings = session.settings
     if name is not None and text is not None:
         if text.lower() != "none" and not (text.isdigit() and int(text) >= 1):

@@ -11,12 +11,16 @@ parser that reads the line, and cannot drift from it.
 from __future__ import annotations
 
 import argparse
+import builtins
 import shlex
 import textwrap
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
+
+from weft_nb.errors import ShadowedBuiltinWarning
 
 HELP_WORDS = ("-h", "--help")
 HELP_WIDTH = 96  # help text does not depend on the terminal the kernel was started from
@@ -197,3 +201,23 @@ def unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
     return text
+
+
+def warn_if_shadows_builtin(name: str, *, set_by: str) -> None:
+    """Warn (`ShadowedBuiltinWarning`) when a magic is about to set ``name`` over a builtin.
+
+    A warning, not a refusal: ``eval``, ``compile``, ``filter`` or ``max`` are natural names for
+    an activity or a result, and Python allows them. It shows every time the name is set again
+    (a fresh registry, not once per line of weft_nb), and filters still apply: ``ignore``
+    silences it, ``error`` raises it.
+    """
+    if name not in vars(builtins):
+        return
+    warnings.warn_explicit(
+        ShadowedBuiltinWarning(name, set_by=set_by),
+        ShadowedBuiltinWarning,
+        filename=f"%weft run --as {name}" if set_by == "--as" else f"%%weft_{set_by} {name}",
+        lineno=1,
+        module="weft_nb.notebook",
+        registry={},
+    )
