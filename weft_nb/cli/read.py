@@ -206,12 +206,9 @@ def _show(args: argparse.Namespace) -> int:
                     print(f"  {note}", file=out)
     names = {s["activity"] for s in steps.values()} | {a["activity"] for a in attempts}
     for breaker in (row for row in breakers if row["activity"] in names):
-        print(
-            f"circuit breaker of {breaker['activity']!r} open since "
-            f"{format_time(breaker['opened_at'])}; a trial attempt may run from "
-            f"{format_time(breaker['half_open_at'])}",
-            file=out,
-        )
+        since, trial = format_time(breaker["opened_at"]), format_time(breaker["half_open_at"])
+        what = f"circuit breaker of {breaker['activity']!r} open since {since}"
+        print(f"{what}; a trial attempt may run from {trial}", file=out)
     if signals:
         print(file=out)
         print("signals not yet received:", file=out)
