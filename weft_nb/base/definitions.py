@@ -276,7 +276,9 @@ def activity(fn: Any = None, /, **options: Any) -> Any:
     """Mark a function ``(input)`` or ``(input, ctx)`` as an activity; bare or with options.
 
     The function is returned unchanged (calling it directly still runs it plainly); it carries its
-    `ActivityDefinition` for ``Engine.register`` and ``ctx.run``.
+    `ActivityDefinition` for ``Engine.register`` and ``ctx.run``. ``compensate=undo`` names the
+    activity ``ctx.compensate()`` runs to undo a completed step, on
+    ``{"input": ..., "result": ...}`` (docs/guides/compensation.md).
     """
 
     def decorate(func: F) -> F:
