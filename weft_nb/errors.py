@@ -353,6 +353,26 @@ class SignalTimeoutError(WeftError):
         )
 
 
+class CompensationError(WeftError):
+    """Compensations failed after their retries; the others still ran (``ctx.compensate()``).
+
+    Attributes: ``run_id``, ``failures`` (``{"position", "activity", "compensation", "error"}``
+    per failed one). ``__cause__`` is the workflow's error (``compensate_on_failure``).
+    """
+
+    def __init__(self, run_id: str, failures: Sequence[dict[str, Any]]) -> None:
+        listed = "; ".join(
+            f"step {f['position']} ({f['activity']!r}) by {f['compensation']!r}: {f['error']}"
+            for f in failures
+        )
+        super().__init__(
+            f"run {run_id!r}: {len(failures)} compensation(s) failed after their retries and "
+            f"were not run again ({listed}); undo those by hand",
+            run_id=run_id,
+            failures=list(failures),
+        )
+
+
 class NonDeterminismError(WeftError):
     """Replay reached a step whose signature differs from the journal (``on_change="error"``).
 
@@ -846,6 +866,7 @@ __all__ = [
     "CheckpointEnvironmentError",
     "CircuitOpenError",
     "CliError",
+    "CompensationError",
     "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",

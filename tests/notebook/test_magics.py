@@ -370,3 +370,19 @@ def test_development_mode_watches_a_workflow_cell_for_clock_reads(ip: Interactiv
         assert weft_magics(ip).session.engine.development
     finally:
         ip.run_line_magic("config", "WeftMagics.development = False")
+
+
+def test_compensate_options_of_the_cell_magics(ip: InteractiveShell) -> None:
+    ip.user_ns["undone"] = []
+    cell(ip, "weft_activity release(undo)", "undone.append(undo)")
+    cell(ip, "weft_activity book(room) --compensate release", "f'booking-{room}'")
+    cell(ip, "weft_workflow trip(room) --compensate-on-failure", BOOK_THEN_FAIL)
+    with pytest.raises(ValueError, match="sold out"):
+        ip.run_line_magic("weft", "run trip room=12")
+    assert ip.user_ns["undone"] == [{"input": {"room": 12}, "result": "booking-12"}]
+
+
+BOOK_THEN_FAIL = """
+ctx.run("book", {"room": room})
+raise ValueError("sold out")
+"""

@@ -78,6 +78,11 @@ def activity_parser() -> UsageParser:
         help="open the activity's circuit breaker after N consecutive failed attempts, for DUR; "
         "then K trial attempts (default 1): 5/30s",
     )
+    parser.add_argument(
+        "--compensate",
+        metavar="UNDO",
+        help="the activity that undoes this one (ctx.compensate(); docs/guides/compensation.md)",
+    )
     return parser
 
 
@@ -95,6 +100,11 @@ def workflow_parser() -> UsageParser:
         default="1",
         metavar="V",
         help="the workflow's version, recorded with each run (default 1)",
+    )
+    parser.add_argument(
+        "--compensate-on-failure",
+        action="store_true",
+        help="when the workflow fails, undo its completed steps (ctx.compensate()), then fail",
     )
     return parser
 
@@ -163,6 +173,7 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
             queue=options.queue,
             circuit_breaker=options.circuit_breaker,
             source=f"{line}\n{cell}",
+            compensate=options.compensate,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}\nusage: {ACTIVITY_USAGE}") from None
@@ -205,7 +216,11 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
 
     transparent(run_cell)  # development mode watches the cell's code, not this wrapper
     definition = make_workflow(
-        run_cell, name=signature.name, version=options.version, source=f"{line}\n{cell}"
+        run_cell,
+        name=signature.name,
+        version=options.version,
+        source=f"{line}\n{cell}",
+        compensate_on_failure=options.compensate_on_failure,
     )
     engine = session.engine
     replaced = engine.registry.workflow(signature.name) is not None
