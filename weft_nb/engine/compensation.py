@@ -165,21 +165,19 @@ def is_step_failure(exc: BaseException) -> bool:
     )
 
 
-def call_workflow(
-    workflow: WorkflowDefinition, compensations: Compensations, call: Callable[[], Any]
-) -> Any:
-    """Call a workflow function; with ``compensate_on_failure``, compensate when it fails.
+def compensate_after_failure(
+    workflow: WorkflowDefinition, compensations: Compensations, error: Exception
+) -> None:
+    """With ``compensate_on_failure``, compensate after the workflow function raised ``error``.
 
-    The workflow's error is raised again after the compensations ran, or is the ``__cause__``
-    of the `CompensationError` that says which of them failed.
+    Returns when the caller should raise ``error`` again (compensated, or nothing to do); raises
+    the `CompensationError` that says which compensations failed, with ``error`` as its cause.
+    The workflow function is called by the run's thread itself, not from here, so development
+    mode sees the workflow's own frames.
     """
+    if not workflow.compensate_on_failure or not is_step_failure(error):
+        return
     try:
-        return call()
-    except Exception as exc:
-        if not workflow.compensate_on_failure or not is_step_failure(exc):
-            raise
-        try:
-            compensations.compensate()
-        except CompensationError as failed:
-            raise failed from exc
-        raise
+        compensations.compensate()
+    except CompensationError as failed:
+        raise failed from error

@@ -141,9 +141,11 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
             context=ctx,
             context_first=True,
         )
-        value = compensation.call_workflow(
-            workflow, ctx.compensations, lambda: workflow.fn(*args, **kwargs)
-        )
+        try:
+            value = workflow.fn(*args, **kwargs)
+        except Exception as exc:
+            compensation.compensate_after_failure(workflow, ctx.compensations, exc)
+            raise
         codec, data = encode(
             value,
             what=f"result of workflow {state.workflow.name!r}",
