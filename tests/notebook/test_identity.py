@@ -138,13 +138,17 @@ def test_a_session_name_the_starting_process_carries_too_was_inherited_and_is_ig
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real process stands for the runner (a parent kernel, papermill run from a cell)."""
-    holds = "import sys; sys.stdin.read()"  # waits until the test closes its stdin
+    holds = "import sys; print(flush=True); sys.stdin.read()"  # waits for the test to close stdin
     for runner_value, counts in (("/w/parent.ipynb", False), ("/w/other.ipynb", True), ("", True)):
         env = {k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}
         if runner_value:
             env["JPY_SESSION_NAME"] = runner_value
-        process = subprocess.Popen([sys.executable, "-c", holds], env=env, stdin=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-c", holds], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         try:
+            assert process.stdout is not None
+            process.stdout.readline()  # it runs: /proc shows its environment (not mid-exec)
             monkeypatch.setenv("JPY_PARENT_PID", str(process.pid))
             monkeypatch.setenv("JPY_SESSION_NAME", "/w/parent.ipynb")
             expected = "/w/parent.ipynb" if counts else None
