@@ -463,7 +463,7 @@ class UndecidedNotebookError(WeftError):
             "this notebook's journal in a cell before its first run: "
             "`%weft journal .weft/NAME.duckdb` (with papermill, make NAME a parameter, or run "
             "with --inject-paths); or give the notebook a cell of its own before the run.",
-            candidates=tuple(candidates),
+            candidates=list(candidates),
         )
 
 
@@ -817,6 +817,7 @@ __all__ = [
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",
+    "UndecidedNotebookError",
     "UnsupportedPlatformError",
     "WeftError",
     "WeftWarning",

@@ -209,8 +209,7 @@ class NotebookSession:
         if notebook.found_by == "its cells":
             return (
                 f"it took this kernel's notebook to be {notebook.path}, a notebook whose code "
-                "cells include every cell run so far (another notebook may begin with the same "
-                "cells)"
+                "cells include every cell run so far (another kernel may run the same notebook)"
             )
         return None
 
