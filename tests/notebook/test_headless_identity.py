@@ -35,7 +35,7 @@ client = nbclient.NotebookClient(
 )
 session = os.environ.get("WEFT_TEST_KERNEL_SESSION")  # set for the kernel only, as a server does
 client.execute(**({"env": {**os.environ, "JPY_SESSION_NAME": session}} if session else {}))
-print(notebook.cells[-1].outputs[0]["text"], end="")
+print("".join(o.get("text", "") for o in notebook.cells[-1].outputs), end="")  # may be chunked
 """
 
 
