@@ -495,6 +495,27 @@ class NotebookJournalLockedError(JournalLockedError):
         self.fields["chosen"] = self.chosen = chosen
 
 
+class UndecidedNotebookError(WeftError):
+    """weft_nb cannot tell which notebook this kernel runs, so it will not choose a journal.
+
+    The cells run so far fit several notebooks (``candidates``, an attribute), and nothing else
+    (front end, papermill's parameters, the runner's command line) says which. A guess would put
+    a run in another notebook's journal, or change with the folder's contents and run completed
+    work again. The advice says how to name the journal.
+    """
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        names = ", ".join(candidates)
+        super().__init__(
+            f"weft_nb cannot tell which notebook this kernel runs: the cells run so far are in "
+            f"{len(candidates)} notebooks ({names}), so it will not guess their journal. Name "
+            "this notebook's journal in a cell before its first run: "
+            "`%weft journal .weft/NAME.duckdb` (with papermill, make NAME a parameter, or run "
+            "with --inject-paths); or give the notebook a cell of its own before the run.",
+            candidates=list(candidates),
+        )
+
+
 class JournalReadOnlyError(JournalError):
     """A write reached a journal opened read-only. Attribute: ``path``."""
 
@@ -892,6 +913,7 @@ __all__ = [
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",
+    "UndecidedNotebookError",
     "UnsupportedPlatformError",
     "WeftError",
     "WeftWarning",

@@ -78,6 +78,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         errors.JournalLockedError("/nb/.weft/journal.duckdb", "PID 42 on host", holder_pid=42),
         chosen="nothing told it which notebook this kernel runs",
     ),
+    "UndecidedNotebookError": lambda: errors.UndecidedNotebookError(
+        ["/nb/train.ipynb", "/nb/train-copy.ipynb"]
+    ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),
     "JournalCorruptError": lambda: errors.JournalCorruptError("/tmp/j.duckdb", "is truncated"),
     "JournalClosedError": lambda: errors.JournalClosedError("/tmp/j.duckdb"),

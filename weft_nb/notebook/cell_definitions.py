@@ -177,9 +177,7 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
         )
     except ValueError as exc:
         raise UsageError(f"{exc}\nusage: {ACTIVITY_USAGE}") from None
-    engine = session.engine
-    replaced = engine.registry.activity(signature.name) is not None
-    engine.register(definition)
+    replaced = session.register(definition)
 
     def inline(*args: Any, **kwargs: Any) -> Any:
         """Run the cell's body once, here, outside any workflow (for quick testing)."""
@@ -222,9 +220,7 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
         source=f"{line}\n{cell}",
         compensate_on_failure=options.compensate_on_failure,
     )
-    engine = session.engine
-    replaced = engine.registry.workflow(signature.name) is not None
-    engine.register(definition)
+    replaced = session.register(definition)
     setattr(run_cell, DEFINITION_ATTR, definition)
     run_cell.__weft_signature__ = signature  # type: ignore[attr-defined]
     warn_if_shadows_builtin(signature.name, set_by="workflow")
