@@ -105,6 +105,10 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
     ),
+    "CompensationError": lambda: errors.CompensationError(
+        "r1",
+        [{"position": 2, "activity": "charge", "compensation": "refund", "error": "timeout"}],
+    ),
     "UnsupportedPlatformError": lambda: errors.UnsupportedPlatformError("win32"),
     "WorkerLostError": lambda: errors.WorkerLostError(
         "worker process (pid 123)",
