@@ -86,8 +86,12 @@ def test_a_completion_in_the_recovery_window_is_kept_and_used(engine: TestEngine
 
 def test_a_parked_step_is_not_re_run_after_a_restart(engine: TestEngine) -> None:
     job = Approval()
+    parked: list[str] = []
+    engine.add_listener(lambda e: parked.append(e.kind) if e.kind == "async_pending" else None)
     engine.start(job.workflow, "ship it?", run_id="r")
-    wait_until(lambda: job.tokens)
+    # Parked, not only handed out: a token read by an attempt still running when the kernel
+    # dies is an attempt that crashed, and runs again (at least once).
+    wait_until(lambda: parked)
     restarted = engine.simulate_restart()
     handle = restarted.resume("r")  # resumed before any completion: it waits again
     wait_until(lambda: restarted.clock._blocked == 1)
