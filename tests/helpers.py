@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,6 +20,19 @@ if TYPE_CHECKING:  # the magics are imported only by the tests that use them
     from weft_nb.notebook.magics import WeftMagics
 
 T = TypeVar("T")
+
+
+CHECKPOINT_CHILD = Path(__file__).resolve().parent / "crash_children" / "checkpoint_env_child.py"
+"""The child script that writes checkpoints of a class only its own process can import."""
+
+
+def load_checkpoint_child() -> types.ModuleType:
+    """The checkpoint child script as a module: the same activity and workflow definitions."""
+    spec = importlib.util.spec_from_file_location("checkpoint_env_child", CHECKPOINT_CHILD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:

@@ -14,7 +14,6 @@ and dies mid-step; this process, with version 2, resumes the run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_status
+from helpers import CHECKPOINT_CHILD, load_checkpoint_child, run_status
 
 import weft_nb
 from weft_nb import Engine
@@ -35,7 +34,7 @@ from weft_nb.errors import CheckpointEnvironmentError
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.protocol import CheckpointRecord
 
-CHILD_PATH = Path(__file__).resolve().parents[1] / "crash_children" / "checkpoint_env_child.py"
+CHILD_PATH = CHECKPOINT_CHILD
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = "weft_test_checksum_state"  # a module of this test process only
 
@@ -51,15 +50,7 @@ WEIGHTS_V2 = WEIGHTS_V1.replace("(self, epoch)", "(self, epoch, optimizer)")
 WEIGHTS_V3 = WEIGHTS_V1.replace("(self, epoch)", "(self, epoch, optimizer=None)")
 
 
-def _load_child() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("checkpoint_env_child", CHILD_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-child = _load_child()
+child = load_checkpoint_child()
 
 
 @pytest.fixture

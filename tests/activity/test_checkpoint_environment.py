@@ -17,14 +17,13 @@ import importlib.util
 import os
 import subprocess
 import sys
-import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_status
+from helpers import CHECKPOINT_CHILD, load_checkpoint_child, run_status
 
 from weft_nb import Engine
 from weft_nb.activity.checkpoints import (
@@ -37,20 +36,11 @@ from weft_nb.errors import CheckpointEnvironmentError, PayloadError
 from weft_nb.journal.dispatch_log import CRASHED
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 
-CHILD_PATH = Path(__file__).resolve().parents[1] / "crash_children" / "checkpoint_env_child.py"
+CHILD_PATH = CHECKPOINT_CHILD
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_child() -> types.ModuleType:
-    """The child script as a module: the same activity and workflow definitions."""
-    spec = importlib.util.spec_from_file_location("checkpoint_env_child", CHILD_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-child = load_child()
+child = load_checkpoint_child()
 
 
 @pytest.fixture

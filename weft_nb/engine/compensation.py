@@ -81,6 +81,15 @@ class Compensations:
 
         Compensation steps themselves are not kept: an undo is not undone.
         """
+        self._keep(step, result=result)
+
+    def submitted(self, step: PreparedStep, future: StepFuture[Any]) -> None:
+        """A step was submitted: keep it, to undo if it completes."""
+        self._keep(step, future=future)
+
+    def _keep(
+        self, step: PreparedStep, *, result: Any = None, future: StepFuture[Any] | None = None
+    ) -> None:
         compensate = step.definition.compensate
         if compensate is None or self._compensating:
             return
@@ -90,18 +99,6 @@ class Compensations:
             compensate=compensate,
             input=step.value,
             result=result,
-        )
-
-    def submitted(self, step: PreparedStep, future: StepFuture[Any]) -> None:
-        """A step was submitted: keep it, to undo if it completes."""
-        compensate = step.definition.compensate
-        if compensate is None or self._compensating:
-            return
-        self._pending[step.position] = CompletedStep(
-            position=step.position,
-            activity=step.definition.name,
-            compensate=compensate,
-            input=step.value,
             future=future,
         )
 
