@@ -28,6 +28,12 @@ from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine.durable_activity import durable_activity
 from weft_nb.engine.engine import Engine
 from weft_nb.engine.events import WeftEvent
+from weft_nb.engine.interceptors import (
+    InterceptedAttempt,
+    InterceptedRun,
+    InterceptedStep,
+    Interceptor,
+)
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.reconciliation import VerificationContext
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
@@ -60,6 +66,10 @@ __all__ = [
     "DevelopmentWarning",
     "Engine",
     "Executor",
+    "InterceptedAttempt",
+    "InterceptedRun",
+    "InterceptedStep",
+    "Interceptor",
     "ProcessExecutor",
     "RecoveryReport",
     "RetryPolicy",

@@ -32,6 +32,11 @@ class EventBus:
         self._clock = clock
         self._listeners: list[Callable[[WeftEvent], None]] = []
 
+    @property
+    def listening(self) -> bool:
+        """Whether any listener is attached (run code skips building events when not)."""
+        return bool(self._listeners)
+
     def add_listener(self, listener: Callable[[WeftEvent], None]) -> None:
         """Call ``listener(event)`` for every event from now on."""
         self._listeners.append(listener)

@@ -16,7 +16,7 @@ from typing import Any
 from weft_nb.activity.checkpoints import needs_environment
 from weft_nb.base.definitions import call_arguments
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
-from weft_nb.engine import crash_loops
+from weft_nb.engine import crash_loops, interceptors
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.runs import RunState
 from weft_nb.engine.runtime import Runtime
@@ -141,7 +141,9 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
             context=ctx,
             context_first=True,
         )
-        value = workflow.fn(*args, **kwargs)
+        value = interceptors.around_run(
+            rt, state.run_id, workflow.name, state.input_value, lambda: workflow.fn(*args, **kwargs)
+        )
         codec, data = encode(
             value,
             what=f"result of workflow {state.workflow.name!r}",
