@@ -37,6 +37,7 @@ from weft_nb.engine.interceptors import (
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.reconciliation import VerificationContext
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
+from weft_nb.engine.tracing import OpenTelemetryInterceptor
 from weft_nb.engine.workflow_context import WorkflowContext
 from weft_nb.errors import ActivityRedefinedWarning, DevelopmentWarning, StepChangedWarning
 from weft_nb.executors.base import Executor, ThreadExecutor
@@ -70,6 +71,7 @@ __all__ = [
     "InterceptedRun",
     "InterceptedStep",
     "Interceptor",
+    "OpenTelemetryInterceptor",
     "ProcessExecutor",
     "RecoveryReport",
     "RetryPolicy",

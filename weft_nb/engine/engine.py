@@ -32,6 +32,7 @@ from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
 from weft_nb.engine.runtime import Runtime, open_sidecars, release_at_exit
 from weft_nb.engine.snapshot import RunSnapshot
 from weft_nb.engine.step_pool import StepPool
+from weft_nb.engine.tracing import with_tracing
 from weft_nb.executors.base import Executor, ThreadExecutor
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import endpoint_file
@@ -119,6 +120,7 @@ class Engine(RunStarting):
         self.development = enabled(development)
         self.dev_checks = DevelopmentChecks(self.development, self._events.emit)
         self._servers: list[Server] = []
+        chain = with_tracing(interceptors)
         self.runtime = Runtime(
             journal=self.journal,
             clock=self.clock,
@@ -133,8 +135,8 @@ class Engine(RunStarting):
             queue_limits=self.queue_limits,
             dev_checks=self.dev_checks,
             max_payload_bytes=max_payload_bytes,
-            interceptors=(LoggingInterceptor(), *interceptors),
-            quiet_interceptors=tuple(interceptors),
+            interceptors=(LoggingInterceptor(), *chain),
+            quiet_interceptors=chain,
         )
         self._inputs = ExternalInputs(self.runtime, self._live)
         self._launcher = RunLauncher(self.runtime, self._live, self.cancel)
