@@ -189,3 +189,26 @@ def test_without_the_extra_nothing_of_opentelemetry_is_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_resumed_run_continues_the_trace_its_first_execution_journaled(
+    telemetry: Any, tmp_path: Any
+) -> None:
+    exporter, _, interceptor = telemetry
+    engine = TestEngine(tmp_path / "journal.duckdb", interceptors=[interceptor])
+    engine.register(training)
+    handle = engine.start(training, 1)
+    assert beating.wait(10)
+    restarted = engine.simulate_restart()  # a crash while the attempt runs
+    release.set()
+    beating.clear()
+    with restarted:
+        assert restarted.resume(handle.run_id).result(10) == 1
+    runs = [span for span in exporter.get_finished_spans() if span.name == "weft.run"]
+    assert len(runs) == 2
+    first = next(span for span in runs if "weft.resumed" not in span.attributes)
+    resumed = next(span for span in runs if span.attributes.get("weft.resumed"))
+    assert resumed.context.trace_id == first.context.trace_id  # one trace
+    assert resumed.parent.span_id == first.context.span_id
+    attempts = [s for s in exporter.get_finished_spans() if s.name == "weft.attempt"]
+    assert {s.context.trace_id for s in attempts} == {first.context.trace_id}

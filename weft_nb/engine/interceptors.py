@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from weft_nb.engine.events import EventBus
     from weft_nb.engine.replay import PreparedStep
     from weft_nb.executors.base import Executor
+    from weft_nb.journal.protocol import Journal
 
 InfoT = TypeVar("InfoT")
 
@@ -52,11 +53,15 @@ class InterceptedRun:
         run_id: The run's id.
         workflow: The workflow's registered name.
         input: The workflow's input value.
+        trace_context: The run's durable slot for a tracing context (a W3C ``traceparent``):
+            ``trace_context(None)`` reads it, ``trace_context(value)`` journals ``value`` when the
+            run has none yet and returns the one kept, so a resume continues the first trace.
     """
 
     run_id: str
     workflow: str
     input: Any
+    trace_context: Callable[[str | None], str | None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,6 +116,10 @@ class Intercepting(Protocol):
     @property
     def executor(self) -> Executor:
         """Where attempts run."""
+
+    @property
+    def journal(self) -> Journal:
+        """Where the run's trace context is kept."""
 
     def interceptor_chain(self) -> tuple[Interceptor, ...]:
         """The interceptors that wrap run code now."""
@@ -195,7 +204,12 @@ def around_run(
     chain = rt.interceptor_chain()
     if not chain:
         return call()
-    info = InterceptedRun(run_id=run_id, workflow=workflow, input=value)
+    info = InterceptedRun(
+        run_id=run_id,
+        workflow=workflow,
+        input=value,
+        trace_context=functools.partial(rt.journal.trace_context, run_id),
+    )
     return _through(chain, _run_hook, info, call)
 
 

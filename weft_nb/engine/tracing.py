@@ -65,6 +65,10 @@ class OpenTelemetryInterceptor(Interceptor):
         trace = import_extra("opentelemetry.trace", extra="otel", feature=_FEATURE)
         metrics = import_extra("opentelemetry.metrics", extra="otel", feature=_FEATURE)
         self._trace = trace
+        propagation = import_extra(
+            "opentelemetry.trace.propagation.tracecontext", extra="otel", feature=_FEATURE
+        )
+        self._propagator = propagation.TraceContextTextMapPropagator()
         self._context = import_extra("opentelemetry.context", extra="otel", feature=_FEATURE)
         self._metrics = metrics
         self._explicit = tracer_provider is not None or meter_provider is not None
@@ -114,6 +118,29 @@ class OpenTelemetryInterceptor(Interceptor):
             _LOG.exception("weft_nb could not start an OpenTelemetry span %r", name)
             return None
 
+    def _start_run(self, info: InterceptedRun, attributes: dict[str, Any]) -> Any:
+        """The run's span: a resume continues the trace its first execution journaled."""
+        try:
+            first = info.trace_context(None)
+            if first is None:
+                span = self._start("weft.run", None, attributes)
+                carrier: dict[str, str] = {}
+                self._propagator.inject(carrier, self._trace.set_span_in_context(span))
+                if "traceparent" in carrier:
+                    info.trace_context(carrier["traceparent"])
+                return span
+            # A resume: the child of the first execution's run span, linked to the caller's span.
+            caller = self._trace.get_current_span().get_span_context()
+            links = [self._trace.Link(caller)] if caller.is_valid else []
+            parent = self._propagator.extract({"traceparent": first})
+            attributes = attributes | {"weft.resumed": True}
+            return self._tracer.start_span(
+                "weft.run", context=parent, attributes=attributes, links=links
+            )
+        except Exception:
+            _LOG.exception("weft_nb could not start the OpenTelemetry span of run %s", info.run_id)
+            return None
+
     def _fail(self, span: Any, exc: BaseException) -> None:
         span.record_exception(exc)
         span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f"{type(exc).__name__}"))
@@ -135,7 +162,7 @@ class OpenTelemetryInterceptor(Interceptor):
         if not self._configured():
             return call_next()
         attributes = {"weft.run_id": info.run_id, "weft.workflow": info.workflow}
-        span = self._start("weft.run", None, attributes)
+        span = self._start_run(info, attributes)
         if span is None:
             return call_next()
         self._run_spans[info.run_id] = span

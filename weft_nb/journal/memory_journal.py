@@ -161,6 +161,11 @@ class MemoryJournal:
         """Change an unfinished run's status; False (nothing written) if it already finished."""
         return self._update_run(run_id, status=status, updated_at=at)
 
+    def trace_context(self, run_id: str, keep: str | None = None) -> str | None:
+        """The run's journaled trace context; with ``keep``, the first one kept (see `Journal`)."""
+        with self._use() as store:
+            return store.trace_context(run_id, keep)
+
     def _update_run(self, run_id: str, **changes: Any) -> bool:
         with self._use() as store:
             run = store.runs.get(run_id)
