@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 import weft_nb
+from weft_nb.engine.interceptors import Interceptor
+from weft_nb.engine.logs import LoggingInterceptor
 from weft_nb.errors import ActivityFailedError, JournalDamageWarning
 from weft_nb.journal.dispatch_log import DispatchLog
 from weft_nb.testing import MemoryJournal, TestEngine
@@ -99,16 +103,37 @@ def test_a_timeout_is_logged_as_one(caplog: pytest.LogCaptureFixture) -> None:
     assert any("attempt 1 of 1 timed out: ActivityPerAttemptTimeoutError" in m for m in timed_out)
 
 
-def test_with_weft_nb_loggers_off_no_logging_interceptor_runs() -> None:
+def test_with_weft_nb_loggers_off_no_logging_interceptor_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     logger = logging.getLogger("weft_nb")
     before = logger.level
-    with TestEngine(MemoryJournal()) as engine:
-        assert len(engine.runtime.interceptor_chain()) == 1  # WARNING is on by default
+    with TestEngine(MemoryJournal(), interceptors=[Interceptor()]) as engine:
+        assert len(engine.runtime.interceptor_chain()) >= 2  # caplog's handler: logging is on
         logger.setLevel(logging.CRITICAL)
         try:
-            assert engine.runtime.interceptor_chain() == ()
+            assert engine.runtime.interceptor_chain()[:1] == engine.runtime.quiet_interceptors[:1]
+            assert not any(
+                isinstance(each, LoggingInterceptor) for each in engine.runtime.interceptor_chain()
+            )
         finally:
             logger.setLevel(before)
+
+
+def test_an_application_without_logging_handlers_runs_no_interceptor() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None  # as without the otel extra\n"
+        "import weft_nb\n"
+        "from weft_nb.testing import MemoryJournal, TestEngine\n"
+        "with TestEngine(MemoryJournal()) as engine:\n"
+        "    assert engine.runtime.interceptor_chain() == (), engine.runtime.interceptor_chain()\n"
+        "    import logging; logging.basicConfig()\n"
+        "    assert len(engine.runtime.interceptor_chain()) == 1  # a handler now: logging runs\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_reconciliation_verdicts_are_logged(

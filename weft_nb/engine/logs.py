@@ -35,6 +35,25 @@ ACTIVITY_LOG = logging.getLogger("weft_nb.activity")
 JOURNAL_LOG = logging.getLogger("weft_nb.journal")
 
 
+def logging_on() -> bool:
+    """Whether ``weft_nb.engine`` WARNING records would reach a handler (not our NullHandler).
+
+    Checked per step and attempt (a few attribute reads, no allocation): the logging interceptor
+    joins the chain only then, so an application that configured no logging pays nothing.
+    """
+    if not ENGINE_LOG.isEnabledFor(logging.WARNING):
+        return False
+    logger: logging.Logger | None = ENGINE_LOG
+    while logger is not None:
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.NullHandler):
+                return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return False
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 

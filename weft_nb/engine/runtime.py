@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import threading
 from typing import Any
 
@@ -25,7 +24,7 @@ from weft_nb.engine import interceptors
 from weft_nb.engine.development import DevelopmentChecks
 from weft_nb.engine.events import EventBus
 from weft_nb.engine.interceptors import Interceptor
-from weft_nb.engine.logs import log_event
+from weft_nb.engine.logs import log_event, logging_on
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.step_pool import StepPool
 from weft_nb.executors.attempts import AttemptOutcome, AttemptRequest
@@ -33,9 +32,6 @@ from weft_nb.executors.base import Executor
 from weft_nb.journal import dispatch_log
 from weft_nb.journal.dispatch_log import DispatchLog
 from weft_nb.journal.protocol import Journal
-
-# The built-in logging interceptor joins the chain only while these records would go somewhere.
-_ENGINE_LOG = logging.getLogger("weft_nb.engine")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,7 +55,7 @@ class Runtime:
         interceptors: The whole interceptor chain, outermost first: the built-in logging
             interceptor, then the user's (``Engine(interceptors=...)``), then tracing.
         quiet_interceptors: The same chain without the logging interceptor, used while the
-            ``weft_nb`` loggers are off (above ``WARNING``): often empty, so free.
+            ``weft_nb`` loggers reach no handler (`logs.logging_on()`): often empty, so free.
     """
 
     journal: Journal
@@ -80,7 +76,7 @@ class Runtime:
 
     def interceptor_chain(self) -> tuple[Interceptor, ...]:
         """The interceptors that wrap run code now (`weft_nb.engine.interceptors`)."""
-        if _ENGINE_LOG.isEnabledFor(logging.WARNING):
+        if logging_on():
             return self.interceptors
         return self.quiet_interceptors
 

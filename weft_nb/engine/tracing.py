@@ -12,8 +12,8 @@ stopped by an interrupt or a closing engine is not an error (``weft.stopped`` is
 explicit (run, then step, then attempt), so steps on ``ctx.submit``'s threads nest correctly.
 
 Metrics: ``weft.attempt.duration`` (histogram, seconds), ``weft.attempt.failures`` and
-``weft.attempt.retries`` (counters), ``weft.queue.wait`` (histogram, seconds: from an attempt's
-scheduling to its start, waits for a queue slot included) and ``weft.heartbeat.age`` (a gauge:
+``weft.attempt.retries`` (counters), ``weft.queue.wait`` (histogram, seconds: how long an attempt
+of a step with a ``queue`` waited for a slot of its queue) and ``weft.heartbeat.age`` (a gauge:
 seconds since each live attempt's latest heartbeat).
 """
 
@@ -200,7 +200,9 @@ class OpenTelemetryInterceptor(Interceptor):
             return call_next()
         ctx = info.context
         labels = {"weft.activity": info.activity}
-        self._queue_wait.record(max(0.0, ctx.started_at - ctx.scheduled_at), labels)
+        if info.queue is not None:  # only a queue's attempts wait for a slot
+            wait = max(0.0, ctx.started_at - ctx.scheduled_at)
+            self._queue_wait.record(wait, labels | {"weft.queue": info.queue})
         if info.attempt > 1:
             self._retries.add(1, labels)
         attributes = {
