@@ -68,8 +68,9 @@ class Engine(RunStarting):
             can see; see docs/engine.md. None (the default) follows ``WEFT_NB_DEV=1``.
         interceptors: [`Interceptor`][weft_nb.Interceptor]s that wrap every run, step, attempt
             and `durable_activity` call, outermost first (docs/guides/interceptors.md). The
-            engine's own logging interceptor always comes first, and OpenTelemetry tracing
-            last when ``opentelemetry-api`` is installed (docs/guides/logging-and-tracing.md).
+            engine's logging interceptor comes first while a logging handler would receive its
+            records, and OpenTelemetry tracing last when ``opentelemetry-api`` is installed
+            (docs/guides/logging-and-tracing.md).
     """
 
     def __init__(  # noqa: PLR0913 - public: keyword-only options by design
