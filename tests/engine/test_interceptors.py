@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -205,3 +207,22 @@ def test_listeners_receive_step_and_attempt_events() -> None:
     assert ("attempt_failed", 0) in events
     assert kinds.count("attempt_started") == 3
     assert kinds.count("attempt_completed") == 2
+
+
+def test_development_mode_still_sees_the_workflow_s_own_code_through_interceptors() -> None:
+    @weft_nb.workflow
+    def reads_the_clock(ctx: weft_nb.WorkflowContext, x: int) -> float:
+        ctx.run(double, x)
+        return time.time()
+
+    recorder = Recorder()
+    events: list[str] = []
+    with TestEngine(MemoryJournal(), interceptors=[recorder], development=True) as engine:
+        engine.add_listener(
+            lambda e: events.append(e.kind) if e.kind == "development_warning" else None
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", weft_nb.DevelopmentWarning)
+            engine.run(reads_the_clock, 1)
+    assert events == ["development_warning"]
+    assert recorder.seen[0] == ("run", "start", "reads_the_clock")
