@@ -214,3 +214,30 @@ def test_a_resumed_run_continues_the_trace_its_first_execution_journaled(
     assert resumed.parent.span_id == first.context.span_id
     attempts = [s for s in exporter.get_finished_spans() if s.name == "weft.attempt"]
     assert {s.context.trace_id for s in attempts} == {first.context.trace_id}
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+@weft_nb.activity(retry={"max_attempts": 1})
+def breaks(x: int) -> int:
+    raise Unprintable
+
+
+@weft_nb.workflow
+def breaking(ctx: weft_nb.WorkflowContext, x: int) -> int:
+    return ctx.run(breaks, x)
+
+
+def test_an_unprintable_error_stays_the_activity_s_error(telemetry: Any) -> None:
+    exporter, _, interceptor = telemetry
+    with TestEngine(MemoryJournal(), interceptors=[interceptor]) as engine:
+        handle = engine.start(breaking, 1)
+        with pytest.raises(ActivityFailedError):
+            handle.result()
+        (attempt,) = engine.journal.attempts_of_run(handle.run_id)
+    assert attempt.error_type == "Unprintable"
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert spans["weft.attempt"].status.status_code == StatusCode.ERROR

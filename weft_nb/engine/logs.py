@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from weft_nb.activity.context import CompleteAsync
+from weft_nb.base.payloads import exception_text
 from weft_nb.engine.interceptors import (
     InterceptedAttempt,
     InterceptedRun,
@@ -55,7 +56,7 @@ def logging_on() -> bool:
 
 
 def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return exception_text(exc, with_type=True)  # never raises, even for a broken __str__
 
 
 def _step_fields(info: InterceptedStep | InterceptedAttempt) -> dict[str, Any]:

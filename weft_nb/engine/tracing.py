@@ -142,8 +142,11 @@ class OpenTelemetryInterceptor(Interceptor):
             return None
 
     def _fail(self, span: Any, exc: BaseException) -> None:
-        span.record_exception(exc)
-        span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f"{type(exc).__name__}"))
+        try:  # observe only: an unprintable error must stay the activity's error, not ours
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, type(exc).__name__))
+            span.record_exception(exc)
+        except Exception:
+            _LOG.exception("weft_nb could not record an error on an OpenTelemetry span")
 
     def _traced(self, span: Any, call_next: Callable[[], Any]) -> Any:
         try:
