@@ -8,6 +8,7 @@ the journal.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -153,6 +154,34 @@ class ActivityVerificationError(WeftError):
             run_id=run_id,
             attempt=attempt,
         )
+
+
+class CircuitOpenError(WeftError):
+    """An activity's circuit breaker is open: the attempt failed at once, the activity not called.
+
+    The retry policy decides what follows (list ``CircuitOpenError`` in ``non_retryable_errors``
+    to fail at once); a retry waits at least until ``retry_at``, when the breaker may half-open.
+    Attributes: ``activity``, ``opened_at`` and ``retry_at`` (seconds since the epoch, on the
+    engine's clock).
+    """
+
+    def __init__(self, activity: str, opened_at: float, retry_at: float) -> None:
+        super().__init__(
+            f"the circuit breaker of activity {activity!r} is open (it opened at "
+            f"{_utc(opened_at)} after repeated failed attempts), so the activity was not "
+            f"called; it may half-open and let a trial attempt through at {_utc(retry_at)}",
+            activity=activity,
+            opened_at=opened_at,
+            retry_at=retry_at,
+        )
+
+
+def _utc(seconds: float) -> str:
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g}s"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ActivityNotRegisteredError(WeftError):
@@ -324,6 +353,26 @@ class SignalTimeoutError(WeftError):
         )
 
 
+class CompensationError(WeftError):
+    """Compensations failed after their retries; the others still ran (``ctx.compensate()``).
+
+    Attributes: ``run_id``, ``failures`` (``{"position", "activity", "compensation", "error"}``
+    per failed one). ``__cause__`` is the workflow's error (``compensate_on_failure``).
+    """
+
+    def __init__(self, run_id: str, failures: Sequence[dict[str, Any]]) -> None:
+        listed = "; ".join(
+            f"step {f['position']} ({f['activity']!r}) by {f['compensation']!r}: {f['error']}"
+            for f in failures
+        )
+        super().__init__(
+            f"run {run_id!r}: {len(failures)} compensation(s) failed after their retries and "
+            f"were not run again ({listed}); undo those by hand",
+            run_id=run_id,
+            failures=list(failures),
+        )
+
+
 class NonDeterminismError(WeftError):
     """Replay reached a step whose signature differs from the journal (``on_change="error"``).
 
@@ -444,6 +493,27 @@ class NotebookJournalLockedError(JournalLockedError):
             ),
         )
         self.fields["chosen"] = self.chosen = chosen
+
+
+class UndecidedNotebookError(WeftError):
+    """weft_nb cannot tell which notebook this kernel runs, so it will not choose a journal.
+
+    The cells run so far fit several notebooks (``candidates``, an attribute), and nothing else
+    (front end, papermill's parameters, the runner's command line) says which. A guess would put
+    a run in another notebook's journal, or change with the folder's contents and run completed
+    work again. The advice says how to name the journal.
+    """
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        names = ", ".join(candidates)
+        super().__init__(
+            f"weft_nb cannot tell which notebook this kernel runs: the cells run so far are in "
+            f"{len(candidates)} notebooks ({names}), so it will not guess their journal. Name "
+            "this notebook's journal in a cell before its first run: "
+            "`%weft journal .weft/NAME.duckdb` (with papermill, make NAME a parameter, or run "
+            "with --inject-paths); or give the notebook a cell of its own before the run.",
+            candidates=list(candidates),
+        )
 
 
 class JournalReadOnlyError(JournalError):
@@ -815,7 +885,9 @@ __all__ = [
     "CellDefinitionError",
     "CellExecutionError",
     "CheckpointEnvironmentError",
+    "CircuitOpenError",
     "CliError",
+    "CompensationError",
     "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",
@@ -841,6 +913,7 @@ __all__ = [
     "SignalTimeoutError",
     "StepChangedWarning",
     "StepScopeError",
+    "UndecidedNotebookError",
     "UnsupportedPlatformError",
     "WeftError",
     "WeftWarning",

@@ -42,6 +42,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         "gave up", **_FAILURE, **_WHERE
     ),
     "ActivityVerificationError": lambda: errors.ActivityVerificationError("train", 3, "r1", 2),
+    "CircuitOpenError": lambda: errors.CircuitOpenError("charge", 1_700_000_000.0, 1_700_000_030.0),
     "ActivityNotRegisteredError": lambda: errors.ActivityNotRegisteredError(
         "train", workflow="pipeline", run_id="r1", registered={"known": None}
     ),
@@ -77,6 +78,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         errors.JournalLockedError("/nb/.weft/journal.duckdb", "PID 42 on host", holder_pid=42),
         chosen="nothing told it which notebook this kernel runs",
     ),
+    "UndecidedNotebookError": lambda: errors.UndecidedNotebookError(
+        ["/nb/train.ipynb", "/nb/train-copy.ipynb"]
+    ),
     "JournalReadOnlyError": lambda: errors.JournalReadOnlyError("/tmp/j.duckdb"),
     "JournalCorruptError": lambda: errors.JournalCorruptError("/tmp/j.duckdb", "is truncated"),
     "JournalClosedError": lambda: errors.JournalClosedError("/tmp/j.duckdb"),
@@ -100,6 +104,10 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     ),
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
+    ),
+    "CompensationError": lambda: errors.CompensationError(
+        "r1",
+        [{"position": 2, "activity": "charge", "compensation": "refund", "error": "timeout"}],
     ),
     "UnsupportedPlatformError": lambda: errors.UnsupportedPlatformError("win32"),
     "WorkerLostError": lambda: errors.WorkerLostError(

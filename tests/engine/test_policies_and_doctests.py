@@ -8,12 +8,13 @@ import pytest
 
 import weft_nb
 from weft_nb import testing
+from weft_nb.base import circuit_breaker as _circuit_breaker
 from weft_nb.base import payloads as _payloads
 from weft_nb.base import retry as _retry
 from weft_nb.base.retry import RetryPolicy, parse_duration
 
 
-@pytest.mark.parametrize("module", [_retry, _payloads, testing])
+@pytest.mark.parametrize("module", [_retry, _payloads, _circuit_breaker, testing])
 def test_doctests(module: object) -> None:
     failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert tried > 0

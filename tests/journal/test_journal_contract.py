@@ -37,6 +37,7 @@ from weft_nb.journal.protocol import (
     STEP_FAILED,
     STEP_STARTED,
     AttemptRecord,
+    BreakerRecord,
     CheckpointRecord,
     EventRecord,
     HeartbeatRecord,
@@ -1131,6 +1132,48 @@ class TestLastCheckpointSeq:
         journal.supersede_from("run-1", 0, make_event(position=0))
         assert journal.checkpoints_of("run-1", 0) == []
         assert journal.last_checkpoint_seq("run-1", 0) == 4
+
+
+# -- circuit breakers --------------------------------------------------------------------------
+
+
+def make_breaker(activity: str = "charge", **changes: Any) -> BreakerRecord:
+    fields: dict[str, Any] = {
+        "activity": activity,
+        "state": "open",
+        "failures": 5,
+        "opened_at": 100.0,
+        "updated_at": 100.0,
+        "half_open_at": 130.0,
+    }
+    return BreakerRecord(**{**fields, **changes})
+
+
+class TestCircuitBreakers:
+    def test_a_new_journal_has_no_breakers(self, journal: Journal) -> None:
+        assert journal.breakers() == []
+
+    def test_a_saved_breaker_replaces_the_one_of_its_activity_and_survives_reopen(
+        self, journal: Journal, reopen: Any
+    ) -> None:
+        closed = {"state": "closed", "failures": 1, "opened_at": None, "half_open_at": None}
+        journal.save_breaker(make_breaker("zeta", **closed))
+        journal.save_breaker(make_breaker("charge", failures=4))
+        journal.save_breaker(make_breaker("charge", failures=5, updated_at=130.0))
+        expected = [
+            make_breaker("charge", failures=5, updated_at=130.0),
+            make_breaker("zeta", **closed),
+        ]
+        assert journal.breakers() == expected
+        assert len(stored_rows(journal, "breakers")) == 2  # one row per activity
+        assert reopen().breakers() == expected
+
+    def test_a_stored_breaker_is_a_copy(self, journal: Journal) -> None:
+        record = make_breaker()
+        journal.save_breaker(record)
+        record.failures = 99
+        journal.breakers()[0].failures = 98
+        assert journal.breakers()[0].failures == 5
 
 
 # -- storage: ownership and the files beside the records -------------------------------------

@@ -35,7 +35,7 @@ client = nbclient.NotebookClient(
     resources={"metadata": {"path": os.path.dirname(path)}},  # the kernel runs in its folder
 )
 client.execute()
-print(notebook.cells[-1].outputs[0]["text"], end="")
+print("".join(o.get("text", "") for o in notebook.cells[-1].outputs), end="")  # may be chunked
 """
 
 MEET = """\

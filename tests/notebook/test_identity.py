@@ -7,6 +7,7 @@ identity is checked on its own, with notebooks written by ``nbformat`` into ``tm
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,14 @@ from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from weft_nb.errors import NotebookJournalLockedError
-from weft_nb.notebook.identity import Runner, find_notebook, notebook_by_cells, runner
+from weft_nb.notebook.identity import (
+    Runner,
+    Undecided,
+    find_notebook,
+    notebook_by_cells,
+    notebook_path,
+    runner,
+)
 from weft_nb.testing import TestEngine
 
 CELLS_A = [
@@ -88,20 +96,65 @@ def test_the_notebook_is_found_by_the_cells_the_kernel_ran(tmp_path: Path) -> No
     assert notebook_by_cells(ran(CELLS_A), str(tmp_path / "missing"), None) is None
 
 
-def test_when_several_notebooks_hold_the_cells_the_runners_last_named_then_the_shortest_wins(
+def test_when_several_notebooks_hold_the_cells_only_the_runners_command_line_decides(
     tmp_path: Path,
 ) -> None:
     a = write_notebook(tmp_path / "a.ipynb", CELLS_A)
     copy = write_notebook(tmp_path / "a.nbconvert.ipynb", CELLS_A)  # nbconvert's output
     folder = str(tmp_path)
-    assert notebook_by_cells(ran(CELLS_A), folder, None) == str(a)
+    both = Undecided(candidates=(str(a), str(copy)))  # sorted
+    assert notebook_by_cells(ran(CELLS_A), folder, None) == both  # no guess by name length
     nbconvert = Runner(cwd=folder, argv=("jupyter-nbconvert", "--execute", "a.nbconvert.ipynb"))
-    assert notebook_by_cells(ran(CELLS_A), folder, nbconvert) == str(copy)
+    assert notebook_by_cells(ran(CELLS_A), folder, nbconvert) == str(copy)  # the one it names
     out = tmp_path / "out"
     out.mkdir()
     output = write_notebook(out / "o.ipynb", CELLS_A)  # papermill's output, outside the folder
     papermill = Runner(cwd=folder, argv=("papermill", "a.ipynb", "out/o.ipynb", "-p", "n", "1"))
-    assert notebook_by_cells(ran(CELLS_A), folder, papermill) == str(output)
+    assert notebook_by_cells(ran(CELLS_A), folder, papermill) == str(output)  # copies: the last
+
+
+def test_two_named_notebooks_that_differ_later_stay_undecided_until_their_cells_differ(
+    tmp_path: Path,
+) -> None:
+    a = write_notebook(tmp_path / "a.ipynb", CELLS_A)
+    b = write_notebook(tmp_path / "b.ipynb", [*CELLS_A[:2], "%%weft_activity b(n)\nn * 2"])
+    both = Runner(cwd=str(tmp_path), argv=("jupyter-nbconvert", "--execute", "a.ipynb", "b.ipynb"))
+    opening = ran(CELLS_A[:2])
+    assert notebook_by_cells(opening, str(tmp_path), both) == Undecided((str(a), str(b)))
+    assert notebook_by_cells(ran(CELLS_A), str(tmp_path), both) == str(a)  # a's own cell ran
+
+
+def test_papermills_parameters_win_over_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "/w/orchestrator.ipynb")
+    names = {"PAPERMILL_OUTPUT_PATH": "out/lr-0.1.ipynb"}
+    found = find_notebook(names, [], str(tmp_path), Runner(cwd="/runs", argv=("papermill",)))
+    assert found is not None and not isinstance(found, Undecided)
+    assert (found.path, found.found_by) == ("/runs/out/lr-0.1.ipynb", "papermill's parameters")
+
+
+def test_a_session_name_the_starting_process_carries_too_was_inherited_and_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real process stands for the runner (a parent kernel, papermill run from a cell)."""
+    holds = "import sys; print(flush=True); sys.stdin.read()"  # waits for the test to close stdin
+    for runner_value, counts in (("/w/parent.ipynb", False), ("/w/other.ipynb", True), ("", True)):
+        env = {k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}
+        if runner_value:
+            env["JPY_SESSION_NAME"] = runner_value
+        process = subprocess.Popen(
+            [sys.executable, "-c", holds], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            assert process.stdout is not None
+            process.stdout.readline()  # it runs: /proc shows its environment (not mid-exec)
+            monkeypatch.setenv("JPY_PARENT_PID", str(process.pid))
+            monkeypatch.setenv("JPY_SESSION_NAME", "/w/parent.ipynb")
+            expected = "/w/parent.ipynb" if counts else None
+            assert notebook_path({}) == expected, runner_value
+        finally:
+            process.communicate(b"")
 
 
 def test_the_runner_is_read_from_the_process_that_started_the_kernel(
@@ -158,3 +211,52 @@ def test_the_shared_journal_locked_by_another_kernel_says_to_name_one(
     assert "fell back to the folder's shared journal" in message
     assert "%weft journal .weft/NAME.duckdb" in message and "papermill" in message
     assert caught.value.holder_pid == os.getpid()
+
+
+def test_commands_that_only_read_do_not_choose_the_notebook_from_too_few_cells(
+    unnamed: InteractiveShell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two notebooks begin with the same cells; only a later cell tells which one this is."""
+    ip = unnamed
+    session = weft_magics(ip).session
+    opening = [*ip.history_manager.input_hist_raw[1:], "%weft runs", "%weft journal"]
+    shared = "%%weft_activity prep(n)\nn + 1"  # both notebooks define it the same way
+    own = ["%%weft_workflow wf(n)\nreturn ctx.run(prep, n)", "%weft run wf n=3"]
+    write_notebook(tmp_path / "train.ipynb", [*opening, shared, *own])
+    write_notebook(tmp_path / "eval.ipynb", [*opening, shared, "%weft journal"])
+    for cell in [*opening[-2:], shared]:
+        assert ip.run_cell(cell, store_history=True).success
+        assert session.open_engine is None and session.undecided() is not None
+    assert "no journal chosen yet" in capsys.readouterr().out
+    result = ip.run_cell(own[0], store_history=True)  # only train.ipynb has it
+    assert result.success and session.undecided() is None
+    result = ip.run_cell(own[1], store_history=True)
+    assert result.success and result.result == 4  # the activity registered before is known
+    notebook = session.notebook()
+    assert notebook is not None and notebook.path == str(tmp_path / "train.ipynb")
+    assert session.journal_path() == str(tmp_path / ".weft" / "train.duckdb")
+    assert {p.name for p in (tmp_path / ".weft").glob("*.duckdb")} == {"train.duckdb"}
+
+
+def test_a_run_while_the_cells_fit_several_notebooks_says_to_name_the_journal(
+    unnamed: InteractiveShell, tmp_path: Path
+) -> None:
+    ip = unnamed
+    session = weft_magics(ip).session
+    cells = [
+        *ip.history_manager.input_hist_raw[1:],
+        "%%weft_activity twice(n)\nn * 2",
+        "%%weft_workflow wf2(n)\nreturn ctx.run(twice, n)",
+        "%weft run wf2 n=3",
+    ]
+    write_notebook(tmp_path / "train.ipynb", cells)
+    write_notebook(tmp_path / "train-copy.ipynb", cells)  # a copy: the kernel cannot tell
+    for cell in cells[-3:-1]:
+        assert ip.run_cell(cell, store_history=True).success
+    result = ip.run_cell(cells[-1], store_history=True)
+    assert not result.success and "UsageError" in type(result.error_in_exec).__name__
+    message = str(result.error_in_exec)
+    assert "train-copy.ipynb" in message and "%weft journal .weft/NAME.duckdb" in message
+    assert session.open_engine is None and not (tmp_path / ".weft").exists()  # nothing chosen
+    weft_magics(ip).session.switch_journal(str(tmp_path / "named.duckdb"))
+    assert ip.run_cell(cells[-1], store_history=True).result == 6  # named: the cells are known

@@ -70,6 +70,16 @@ def test_activity_cell_registers_without_running_and_gives_an_inline_callable(
     assert "replaced earlier definition" in capsys.readouterr().out
 
 
+def test_activity_cell_takes_a_circuit_breaker(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell(ip, "weft_activity prepare(n, scale=1) --circuit-breaker 3/1m", PREPARE)
+    assert "circuit breaker 3/60s" in capsys.readouterr().out
+    definition = weft_magics(ip).session.engine.registry.activity("prepare")
+    assert definition is not None
+    assert definition.circuit_breaker == weft_nb.CircuitBreaker(3, "1m", 1)
+
+
 def test_workflow_cell_and_weft_run_replay_the_recorded_run(
     ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -137,6 +147,9 @@ for epoch in range(start, epochs):
         ("weft_activity", "f(x) --retry many", "1", "invalid int value"),
         ("weft_activity", "f(x) --colour red", "1", "unrecognized arguments"),
         ("weft_activity", "f(x) --timeout soon", "1", "not a duration"),
+        ("weft_activity", "f(x) --circuit-breaker 5", "1", "expected 'FAILURES/RESET_TIMEOUT'"),
+        ("weft_activity", "f(x) --circuit-breaker 0/30s", "1", "failure_threshold must be"),
+        ("weft_activity", "f(x) --circuit-breaker 5/soon", "1", "not a duration"),
         ("weft_activity", "f(activity)", "1", "'activity' is provided by weft_nb"),
         ("weft_activity", "f(*args)", "1", "only plain parameters"),
         ("weft_activity", "f(x)", "y = (1,\nz = 2", "syntax error in the cell, line 1"),
@@ -357,3 +370,19 @@ def test_development_mode_watches_a_workflow_cell_for_clock_reads(ip: Interactiv
         assert weft_magics(ip).session.engine.development
     finally:
         ip.run_line_magic("config", "WeftMagics.development = False")
+
+
+def test_compensate_options_of_the_cell_magics(ip: InteractiveShell) -> None:
+    ip.user_ns["undone"] = []
+    cell(ip, "weft_activity release(undo)", "undone.append(undo)")
+    cell(ip, "weft_activity book(room) --compensate release", "f'booking-{room}'")
+    cell(ip, "weft_workflow trip(room) --compensate-on-failure", BOOK_THEN_FAIL)
+    with pytest.raises(ValueError, match="sold out"):
+        ip.run_line_magic("weft", "run trip room=12")
+    assert ip.user_ns["undone"] == [{"input": {"room": 12}, "result": "booking-12"}]
+
+
+BOOK_THEN_FAIL = """
+ctx.run("book", {"room": room})
+raise ValueError("sold out")
+"""

@@ -6,11 +6,16 @@ kernel under nbclient and nbconvert.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import cancellable_run, wait_until
+from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets.widgets.widget import _instances as open_widget_models
 from panel_html import read_rows
 
@@ -20,6 +25,7 @@ from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.static_panel import CHART_POINTS, sparkline, static_html
 from weft_nb.testing import TestEngine
 
+ROOT = Path(__file__).resolve().parents[2]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 HOSTILE = "<script>alert('weft')</script>"
 
@@ -186,3 +192,35 @@ def test_a_long_chart_keeps_its_latest_value_when_it_halves(engine: TestEngine) 
     points = panel._series[7]["loss"]
     assert len(points) <= 400 and points[0] == (0.0, 1000.0) and points[-1] == (400.0, 600.0)
     assert "loss 600" in sparkline(panel._series[7])
+
+
+CRASH = """\
+import os, sys, weft_nb
+@weft_nb.activity
+def die(n: int) -> int:
+    os._exit(9)  # the process dies mid-run: the journal keeps the run 'running'
+@weft_nb.workflow
+def wf(ctx, n: int) -> int:
+    return ctx.run(die, n)
+with weft_nb.Engine(sys.argv[1]) as engine:
+    engine.start(wf, 1, run_id="crashed").result()
+"""
+
+
+def test_show_of_a_run_its_dead_process_left_running_is_static_with_a_resume_hint(
+    ip: InteractiveShell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "crashed.duckdb"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, str(journal)], env=env, check=False, timeout=120
+    )
+    assert done.returncode == 9
+    ip.run_line_magic("weft", f"journal {journal}")
+    capsys.readouterr()
+    panel = ip.run_line_magic("weft", "show crashed")
+    assert panel.snapshot.status == "running"
+    assert panel.finished  # static at once: nothing here would ever settle it
+    assert WIDGET_VIEW not in panel._repr_mimebundle_()
+    assert not [t for t in threading.enumerate() if t.name == "weft-panel-crashed"]
+    assert "%weft resume crashed" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from weft_nb.base.circuit_breaker import CircuitBreaker, circuit_breaker_from
 from weft_nb.base.retry import (
     DEFAULT_RETRY_POLICY,
     Duration,
@@ -109,11 +110,13 @@ class ActivityDefinition:
     idempotency_key: Callable[[Any], str] | None = None
     verify: Callable[..., Any] | None = None
     queue: str | None = None
+    circuit_breaker: CircuitBreaker | None = None
     source_hash: str = ""
     arity: int = 1
     is_async: bool = False
     input_hint: Any = None
     result_hint: Any = None
+    compensate: str | Callable[..., Any] | None = None  # the activity that undoes this one
 
     def summary(self) -> str:
         """One line: name, policy and source hash."""
@@ -124,6 +127,10 @@ class ActivityDefinition:
             parts.append(f"heartbeat timeout {self.heartbeat_timeout:g}s")
         if self.queue:
             parts.append(f"queue {self.queue!r}")
+        if self.circuit_breaker is not None:
+            parts.append(f"circuit breaker {self.circuit_breaker.describe()}")
+        if self.compensate is not None:
+            parts.append(f"compensate {compensation_name(self.compensate)!r}")
         parts.append(f"source {self.source_hash[:8]}")
         return ", ".join(parts)
 
@@ -138,6 +145,15 @@ class WorkflowDefinition:
     source_hash: str = ""
     arity: int = 2
     input_hint: Any = None
+    compensate_on_failure: bool = False  # run ctx.compensate() when the workflow fails
+
+
+def compensation_name(compensate: str | Callable[..., Any]) -> str:
+    """The name of a compensation given by name or as a function, for messages."""
+    if isinstance(compensate, str):
+        return compensate
+    definition = definition_of(compensate)
+    return definition.name if definition is not None else getattr(compensate, "__name__", "?")
 
 
 # PLR0913: one keyword-only option per activity setting is the public design (@activity,
@@ -154,11 +170,15 @@ def make_activity(  # noqa: PLR0913
     idempotency_key: Callable[[Any], str] | None = None,
     verify: Callable[..., Any] | None = None,
     queue: str | None = None,
+    circuit_breaker: CircuitBreaker | str | Mapping[str, Any] | None = None,
     source: str | None = None,
+    compensate: str | Callable[..., Any] | None = None,
 ) -> ActivityDefinition:
     """Build an `ActivityDefinition`, validating every option."""
     if not callable(fn):
         raise TypeError(f"an activity must be a function; got {fn!r}")
+    if compensate is not None and not (isinstance(compensate, str) or callable(compensate)):
+        raise TypeError(f"compensate= takes an activity (name or function); got {compensate!r}")
     policy = DEFAULT_RETRY_POLICY.merged(retry)
     if non_retryable_errors:
         policy = dataclasses.replace(
@@ -191,11 +211,13 @@ def make_activity(  # noqa: PLR0913
         idempotency_key=idempotency_key,
         verify=verify,
         queue=queue,
+        circuit_breaker=circuit_breaker_from(circuit_breaker),
         source_hash=source_hash(fn, source),
         arity=arity,
         is_async=inspect.iscoroutinefunction(fn),
         input_hint=input_hint,
         result_hint=result_hint,
+        compensate=compensate,
     )
 
 
@@ -205,6 +227,7 @@ def make_workflow(
     name: str | None = None,
     version: str = "1",
     source: str | None = None,
+    compensate_on_failure: bool = False,
 ) -> WorkflowDefinition:
     """Build a `WorkflowDefinition`."""
     if not callable(fn):
@@ -224,6 +247,7 @@ def make_workflow(
         source_hash=source_hash(fn, source),
         arity=arity,
         input_hint=_hints(fn, input_index=1)[0] if arity == 2 else None,
+        compensate_on_failure=bool(compensate_on_failure),
     )
 
 
@@ -252,12 +276,16 @@ def activity(
     idempotency_key: Callable[[Any], str] | None = None,
     verify: Callable[..., Any] | None = None,
     queue: str | None = None,
+    circuit_breaker: CircuitBreaker | str | Mapping[str, Any] | None = None,
+    compensate: str | Callable[..., Any] | None = None,
 ) -> Callable[[F], F]: ...
 def activity(fn: Any = None, /, **options: Any) -> Any:
     """Mark a function ``(input)`` or ``(input, ctx)`` as an activity; bare or with options.
 
     The function is returned unchanged (calling it directly still runs it plainly); it carries its
-    `ActivityDefinition` for ``Engine.register`` and ``ctx.run``.
+    `ActivityDefinition` for ``Engine.register`` and ``ctx.run``. ``compensate=undo`` names the
+    activity ``ctx.compensate()`` runs to undo a completed step, on
+    ``{"input": ..., "result": ...}`` (docs/guides/compensation.md).
     """
 
     def decorate(func: F) -> F:
@@ -270,9 +298,15 @@ def activity(fn: Any = None, /, **options: Any) -> Any:
 @overload
 def workflow(fn: F, /) -> F: ...
 @overload
-def workflow(*, name: str | None = None, version: str = "1") -> Callable[[F], F]: ...
+def workflow(
+    *, name: str | None = None, version: str = "1", compensate_on_failure: bool = False
+) -> Callable[[F], F]: ...
 def workflow(fn: Any = None, /, **options: Any) -> Any:
-    """Mark a plain function ``(ctx, input)`` as a workflow; bare or with ``name``/``version``."""
+    """Mark a plain function ``(ctx, input)`` as a workflow; bare or with options.
+
+    Options: ``name``, ``version``, and ``compensate_on_failure`` (when the workflow fails, run
+    ``ctx.compensate()`` before the error ends the run: docs/guides/compensation.md).
+    """
 
     def decorate(func: F) -> F:
         setattr(func, DEFINITION_ATTR, make_workflow(func, **options))

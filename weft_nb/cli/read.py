@@ -128,6 +128,7 @@ def _show(args: argparse.Namespace) -> int:
         )
         signals = reader.rows("signals", "run_id = ? AND consumed_at IS NULL", [run_id], "id")
         events = reader.rows("events", "run_id = ?", [run_id], "created_at, id")
+        breakers = reader.rows("breakers", "state = 'open'", [], "activity")
         superseded = reader.query(
             "SELECT count(*) FROM steps WHERE run_id = ? AND superseded", [run_id]
         )[0][0]
@@ -203,6 +204,11 @@ def _show(args: argparse.Namespace) -> int:
                 print(f"step {position}:", file=out)
                 for note in notes:
                     print(f"  {note}", file=out)
+    names = {s["activity"] for s in steps.values()} | {a["activity"] for a in attempts}
+    for breaker in (row for row in breakers if row["activity"] in names):
+        since, trial = format_time(breaker["opened_at"]), format_time(breaker["half_open_at"])
+        what = f"circuit breaker of {breaker['activity']!r} open since {since}"
+        print(f"{what}; a trial attempt may run from {trial}", file=out)
     if signals:
         print(file=out)
         print("signals not yet received:", file=out)

@@ -21,6 +21,7 @@ from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import Registry
 from weft_nb.base.payloads import decode
 from weft_nb.engine import interceptors
+from weft_nb.engine.circuit_breakers import CircuitBreakers
 from weft_nb.engine.development import DevelopmentChecks
 from weft_nb.engine.events import EventBus
 from weft_nb.engine.interceptors import Interceptor
@@ -56,6 +57,8 @@ class Runtime:
             interceptor, then the user's (``Engine(interceptors=...)``), then tracing.
         quiet_interceptors: The same chain without the logging interceptor, used while the
             ``weft_nb`` loggers reach no handler (`logs.logging_on()`): often empty, so free.
+        breakers: The activities' circuit breakers, shared by all runs (built here, from the
+            journal and the clock).
     """
 
     journal: Journal
@@ -73,6 +76,11 @@ class Runtime:
     max_payload_bytes: int
     interceptors: tuple[Interceptor, ...] = ()
     quiet_interceptors: tuple[Interceptor, ...] = ()
+    breakers: CircuitBreakers = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: the one assignment, at construction, so the engine need not build it.
+        object.__setattr__(self, "breakers", CircuitBreakers(self.journal, self.clock))
 
     def interceptor_chain(self) -> tuple[Interceptor, ...]:
         """The interceptors that wrap run code now (`weft_nb.engine.interceptors`)."""

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.engine.json_values import UndecodedDetails, details_json, finite
 from weft_nb.errors import PayloadError
-from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED, STEP_STARTED
+from weft_nb.journal.protocol import (
+    BREAKER_OPEN,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_STARTED,
+    BreakerRecord,
+)
 
 MAX_ROWS = 50  # steps shown with a row of their own: the newest, plus unfinished older ones
 SCHEMA = 1
@@ -153,6 +159,20 @@ class RunSnapshot:
     now: float
     steps: tuple[StepView, ...]
     error: str | None
+    breakers: tuple[BreakerRecord, ...] = ()  # the open circuit breakers of its activities
+
+    def breaker_notes(self) -> list[str]:
+        """One line per open circuit breaker of the run's activities."""
+        notes = []
+        for breaker in self.breakers:
+            since = self.now - (breaker.opened_at or self.now)
+            note = f"circuit breaker of {breaker.activity!r} open for {since:.0f}s"
+            if breaker.half_open_at is not None and breaker.half_open_at > self.now:
+                note += f"; a trial attempt may run in {breaker.half_open_at - self.now:.0f}s"
+            elif breaker.half_open_at is not None:
+                note += "; half-open: the next attempt is a trial"
+            notes.append(note)
+        return notes
 
     @property
     def elapsed(self) -> float:
@@ -199,6 +219,7 @@ class RunSnapshot:
             "elapsed": self.elapsed,
             "error": self.error,
             "steps": [step.to_json() for step in self.steps],
+            "open_breakers": [dataclasses.asdict(breaker) for breaker in self.breakers],
         }
 
     def text(self) -> str:
@@ -219,6 +240,7 @@ class RunSnapshot:
                 lines.append(f"      waiting for completion: token {step.token}")
         if self.error:
             lines.append(f"  error: {self.error}")
+        lines += [f"  {note}" for note in self.breaker_notes()]
         return "\n".join(lines)
 
 
@@ -338,7 +360,13 @@ def take_snapshot(journal: Journal, live: LiveRuns, clock: Clock, run_id: str) -
         now=clock.now(),
         steps=tuple(views[p] for p in sorted(views)),
         error=str(error_from_json(record.error, run_id=run_id)) if record.error else None,
+        breakers=_open_breakers(journal, {view.activity for view in views.values()}),
     )
+
+
+def _open_breakers(journal: Journal, activities: set[str]) -> tuple[BreakerRecord, ...]:
+    found = journal.breakers()
+    return tuple(b for b in found if b.state == BREAKER_OPEN and b.activity in activities)
 
 
 def _decoded(codec: str, data: bytes) -> Any:

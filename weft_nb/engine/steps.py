@@ -195,7 +195,7 @@ def _execute(
                         heartbeat_timeout=hb_timeout,
                         queue=queue,
                     )
-                    outcome = rt.run_attempt(request, wake)
+                    outcome = rt.breakers.guard(request, wake, rt.run_attempt)
                 finally:
                     rt.queue_limits.release(queue)
         finally:
@@ -247,7 +247,7 @@ def _execute(
         final = None
         if not will_retry(policy, attempt, error):
             final = final_error(state.run_id, step, attempt, error, outcome.traceback_text)
-        delay = policy.backoff(attempt)
+        delay = rt.breakers.backoff(definition, policy.backoff(attempt))
         if final is None and s2c is not None and clock.now() + delay >= first_start + s2c:
             final = ActivityScheduleToCloseTimeoutError(
                 f"activity {definition.name!r} (step {position}, run {state.run_id!r}) "

@@ -15,6 +15,7 @@ from weft_nb.base import evidence
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.retry import Duration
 from weft_nb.base.typed_api import CALL_OPTION_NAMES, InputT, ModelT, ResultT
+from weft_nb.engine import compensation as _compensation
 from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
 from weft_nb.engine import step_scope as _step_scope
@@ -47,6 +48,8 @@ class WorkflowContext:
         )
         self.run_id = state.run_id
         self.workflow_name = state.workflow.name
+        # The completed steps that name a compensation, for ctx.compensate() (Saga).
+        self.compensations = _compensation.Compensations(self.cursor, self.run)
         runtime.dev_checks.watch_workflow_thread(self.cursor)  # built on the workflow's thread
 
     # -- public API ------------------------------------------------------------------------
@@ -112,8 +115,11 @@ class WorkflowContext:
         if step.replayed:
             if step.error is not None:
                 raise step.error
-            return step.result
-        return _step_execution.execute(self.runtime, self.cursor, step)
+            result = step.result
+        else:
+            result = _step_execution.execute(self.runtime, self.cursor, step)
+        self.compensations.completed(step, result)
+        return result
 
     def _prepare(
         self, activity: str | Callable[..., Any], input: Any, call_options: dict[str, Any]
@@ -226,9 +232,10 @@ class WorkflowContext:
         or [`race()`][weft_nb.WorkflowContext.race].
         """
         _step_scope.check_scope(self.cursor, f"ctx.submit({_name_of(activity)!r})")
-        return _parallel.submit(
-            self.runtime, self.cursor, self._prepare(activity, input, call_options)
-        )
+        step = self._prepare(activity, input, call_options)
+        future = _parallel.submit(self.runtime, self.cursor, step)
+        self.compensations.submitted(step, future)
+        return future
 
     def all(self, futures: Sequence[StepFuture[ResultT]]) -> list[ResultT]:
         """Results in order. If one fails, wait for its siblings to settle, then raise.
@@ -256,6 +263,18 @@ class WorkflowContext:
         """
         _step_scope.check_scope(self.cursor, "ctx.run_all")
         return _parallel.run_all(self.runtime, self.cursor, branches, self.submit)
+
+    def compensate(self) -> None:
+        """Undo the run's completed steps that name a compensation, latest first (Saga).
+
+        Each ``@activity(compensate=undo)`` step completed so far (replayed ones included) and
+        not undone yet runs ``undo({"input": ..., "result": ...})`` as a durable, retried step
+        at the run's next position, so a resume never runs a journaled compensation again.
+        Submitted steps are undone in reverse submission order, once settled. All are tried;
+        failures after retries raise ``CompensationError`` (docs/guides/compensation.md).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.compensate")
+        self.compensations.compensate()
 
     def sleep(self, duration: Duration) -> None:
         """Sleep durably: after a restart it ends at the original deadline."""

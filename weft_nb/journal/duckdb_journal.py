@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
+
 from weft_nb.errors import JournalError
 from weft_nb.journal import sql_inputs, sql_progress
 from weft_nb.journal.dispatch_log import CRASHED as CRASHED_ERROR_TYPE
 from weft_nb.journal.file import JournalFile
 from weft_nb.journal.protocol import (
     AttemptRecord,
+    BreakerRecord,
     CheckpointRecord,
     EventRecord,
     HeartbeatRecord,
@@ -353,3 +356,28 @@ class DuckDBJournal(JournalFile):
         """Consume the token and record the step's outcome together (see the protocol)."""
         with self.writing() as con:  # commits before the value is returned
             return sql_inputs.complete_async_token(con, token, outcome)
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    def save_breaker(self, breaker: BreakerRecord) -> None:
+        """Store an activity's circuit breaker, replacing the one stored under its name."""
+        with self.writing() as con:
+            con.execute(
+                f"INSERT OR REPLACE INTO breakers ({BREAKER_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                [getattr(breaker, name) for name in BREAKER_COLUMNS.split(", ")],
+            )
+
+    def breakers(self) -> list[BreakerRecord]:
+        """Every stored circuit breaker (none in a journal an older weft_nb wrote, read-only)."""
+        with self.connection() as con:
+            try:
+                rows = con.execute(
+                    f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY activity"
+                ).fetchall()
+            except duckdb.CatalogException:  # read-only, and older than the breakers table
+                return []
+        names = BREAKER_COLUMNS.split(", ")
+        return [BreakerRecord(**dict(zip(names, row, strict=True))) for row in rows]
+
+
+BREAKER_COLUMNS = "activity, state, failures, opened_at, updated_at, half_open_at"

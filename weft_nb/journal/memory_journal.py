@@ -1,13 +1,12 @@
 """An in-memory journal: the `Journal` protocol with no database.
 
 For tests and throwaway runs (``TestEngine(MemoryJournal())``): nothing survives the process.
-The records live in a `MemoryStore`; a
-[`MemoryJournal`][weft_nb.testing.MemoryJournal] is one open handle on it, as a
-`DuckDBJournal` is on its file. Closing the handle keeps
-the store, and ``MemoryJournal(closed.store)`` opens the same records again, as a restarted
-process opens the same file (``TestEngine.simulate_restart`` does that). One open handle at a
-time holds a store; another gets [`JournalLockedError`][weft_nb.errors.JournalLockedError], so the
-threads of a "crashed" engine can no longer write.
+The records live in a `MemoryStore`; a [`MemoryJournal`][weft_nb.testing.MemoryJournal] is one
+open handle on it, as a `DuckDBJournal` is on its file. Closing the handle keeps the store, and
+``MemoryJournal(closed.store)`` opens the same records again, as a restarted process opens the
+same file (``TestEngine.simulate_restart`` does that). One open handle at a time holds a store;
+another gets [`JournalLockedError`][weft_nb.errors.JournalLockedError], so the threads of a
+"crashed" engine can no longer write.
 
 Each operation runs under the store's lock and checks its whole input before it changes
 anything, so it is atomic and isolated as a DuckDB transaction is: a value no journal column
@@ -28,17 +27,12 @@ from typing import Any
 
 from weft_nb.errors import JournalClosedError, JournalError, JournalLockedError
 from weft_nb.journal.dispatch_log import CRASHED
-from weft_nb.journal.memory_store import (
-    SETTLED,
-    MemoryStore,
-    ParkedToken,
-    Row,
-    storable,
-)
+from weft_nb.journal.memory_store import SETTLED, MemoryStore, ParkedToken, Row, storable
 from weft_nb.journal.protocol import (
     STEP_STARTED,
     TERMINAL_STATUSES,
     AttemptRecord,
+    BreakerRecord,
     CheckpointRecord,
     EventRecord,
     HeartbeatRecord,
@@ -381,17 +375,22 @@ class MemoryJournal:
             events = [dataclasses.replace(e) for e in store.events if e.run_id == run_id]
         return sorted(events, key=lambda e: e.created_at)  # stable: ties keep their write order
 
-    # -- inspection ------------------------------------------------------------------------
+    def save_breaker(self, breaker: BreakerRecord) -> None:
+        """Store an activity's circuit breaker, replacing the one stored under its name."""
+        record = storable(breaker)
+        with self._use() as store:
+            store.breakers[record.activity] = record
+
+    def breakers(self) -> list[BreakerRecord]:
+        """Every stored circuit breaker, by activity name."""
+        with self._use() as store:
+            return [dataclasses.replace(store.breakers[name]) for name in sorted(store.breakers)]
 
     def stored_rows(self, table: str) -> list[dict[str, Any]]:
         """Every stored row of a table, superseded and consumed ones included, for audit checks.
 
-        The tables and column names are those of the DuckDB journal (docs/journal-schema.md),
-        less its ``id`` columns (rows come in write order): ``runs``, ``steps``, ``attempts``,
-        ``heartbeats``, ``checkpoints`` (each row with its ``superseded`` flag), ``events``,
-        ``signals`` and ``async_tokens``. Like
-        ``DuckDBJournal.query``, this serves tests and tools; it is not part of the ``Journal``
-        protocol.
+        The tables and columns of the DuckDB journal (docs/journal-schema.md), less its ``id``
+        columns (rows in write order); like ``DuckDBJournal.query``, for tests and tools only.
 
         Raises:
             ValueError: An unknown table.

@@ -23,6 +23,7 @@ from weft_nb.journal.protocol import (
     STEP_STARTED,
     TERMINAL_STATUSES,
     AttemptRecord,
+    BreakerRecord,
     CheckpointRecord,
     EventRecord,
     HeartbeatRecord,
@@ -138,6 +139,7 @@ class MemoryStore:
         self.signals: list[StoredSignal] = []
         self.tokens: dict[str, ParkedToken] = {}
         self.trace_contexts: dict[str, str] = {}  # run id -> traceparent (DuckDB: weft_meta)
+        self.breakers: dict[str, BreakerRecord] = {}  # by activity name
         self._folder: str | None = None
 
     def trace_context(self, run_id: str, keep: str | None) -> str | None:
@@ -286,6 +288,7 @@ class MemoryStore:
             "runs": list(self.runs.values()),
             "events": self.events,
             "signals": self.signals,
+            "breakers": sorted(self.breakers.values(), key=lambda b: b.activity),
         }
         if table in plain:
             return [dataclasses.asdict(record) for record in plain[table]]

@@ -139,6 +139,22 @@ class EventRecord:
     created_at: float
 
 
+BREAKER_CLOSED = "closed"
+BREAKER_OPEN = "open"  # half-open is an open breaker past its reset timeout: not stored
+
+
+@dataclasses.dataclass(kw_only=True)
+class BreakerRecord:
+    """An activity's circuit breaker, shared by all its runs: one record per activity name."""
+
+    activity: str
+    state: str  # BREAKER_CLOSED or BREAKER_OPEN
+    failures: int  # consecutive failed attempts counted since it last closed
+    opened_at: float | None  # when it last opened (None while it never did)
+    updated_at: float
+    half_open_at: float | None = None  # while open: when a trial may run (for people to read)
+
+
 class Journal(Protocol):
     """Durable storage for runs, steps, attempts, heartbeats, checkpoints and events.
 
@@ -320,3 +336,9 @@ class Journal(Protocol):
 
     def events_of(self, run_id: str) -> list[EventRecord]:
         """A run's events, oldest first."""
+
+    def save_breaker(self, breaker: BreakerRecord) -> None:
+        """Store an activity's circuit breaker, replacing the one stored under its name."""
+
+    def breakers(self) -> list[BreakerRecord]:
+        """Every stored circuit breaker, by activity name."""

@@ -60,7 +60,15 @@ CREATE TABLE IF NOT EXISTS async_tokens (
     token VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, position INTEGER NOT NULL,
     attempt INTEGER NOT NULL, activity VARCHAR NOT NULL, input_hash VARCHAR, source_hash VARCHAR,
     idempotency_key VARCHAR, created_at DOUBLE NOT NULL, consumed_at DOUBLE);
+CREATE TABLE IF NOT EXISTS breakers (
+    activity VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, failures INTEGER NOT NULL,
+    opened_at DOUBLE, updated_at DOUBLE NOT NULL, half_open_at DOUBLE);
 """
+NEWEST_TABLE = "breakers"
+"""The table added last: a writer adds it (and any other missing) to a journal that lacks it.
+
+Tables are only ever added, so this stays schema version 1: an older weft_nb opens a newer
+journal and never looks at the tables it does not know."""
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
 
@@ -90,7 +98,7 @@ def ensure_schema(
             con.execute(SCHEMA)
             con.execute("INSERT INTO weft_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         return "created"
-    if "async_tokens" not in tables and not read_only:
+    if NEWEST_TABLE not in tables and not read_only:
         with transaction(con):
             con.execute(SCHEMA)  # every statement is IF NOT EXISTS: adds what is missing
     row = con.execute("SELECT value FROM weft_meta WHERE key = 'schema_version'").fetchone()

@@ -72,6 +72,17 @@ def activity_parser() -> UsageParser:
         metavar="Q",
         help="the activity's queue, limited by %%weft queue Q N or WeftMagics.queue_limits",
     )
+    parser.add_argument(
+        "--circuit-breaker",
+        metavar="N/DUR[/K]",
+        help="open the activity's circuit breaker after N consecutive failed attempts, for DUR; "
+        "then K trial attempts (default 1): 5/30s",
+    )
+    parser.add_argument(
+        "--compensate",
+        metavar="UNDO",
+        help="the activity that undoes this one (ctx.compensate(); docs/guides/compensation.md)",
+    )
     return parser
 
 
@@ -89,6 +100,11 @@ def workflow_parser() -> UsageParser:
         default="1",
         metavar="V",
         help="the workflow's version, recorded with each run (default 1)",
+    )
+    parser.add_argument(
+        "--compensate-on-failure",
+        action="store_true",
+        help="when the workflow fails, undo its completed steps (ctx.compensate()), then fail",
     )
     return parser
 
@@ -155,13 +171,13 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
             heartbeat_timeout=options.heartbeat_timeout,
             non_retryable_errors=[n.strip() for n in options.non_retryable.split(",") if n.strip()],
             queue=options.queue,
+            circuit_breaker=options.circuit_breaker,
             source=f"{line}\n{cell}",
+            compensate=options.compensate,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}\nusage: {ACTIVITY_USAGE}") from None
-    engine = session.engine
-    replaced = engine.registry.activity(signature.name) is not None
-    engine.register(definition)
+    replaced = session.register(definition)
 
     def inline(*args: Any, **kwargs: Any) -> Any:
         """Run the cell's body once, here, outside any workflow (for quick testing)."""
@@ -198,11 +214,13 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
 
     transparent(run_cell)  # development mode watches the cell's code, not this wrapper
     definition = make_workflow(
-        run_cell, name=signature.name, version=options.version, source=f"{line}\n{cell}"
+        run_cell,
+        name=signature.name,
+        version=options.version,
+        source=f"{line}\n{cell}",
+        compensate_on_failure=options.compensate_on_failure,
     )
-    engine = session.engine
-    replaced = engine.registry.workflow(signature.name) is not None
-    engine.register(definition)
+    replaced = session.register(definition)
     setattr(run_cell, DEFINITION_ATTR, definition)
     run_cell.__weft_signature__ = signature  # type: ignore[attr-defined]
     warn_if_shadows_builtin(signature.name, set_by="workflow")

@@ -49,6 +49,10 @@ def runs_parser() -> UsageParser:
 def runs(session: NotebookSession, rest: str) -> RunTable:
     """``%weft runs [STATUS]``: the journal's runs."""
     options = runs_parser().parse_line(rest)
+    waiting = session.undecided()
+    if waiting is not None:  # listing runs must not choose the journal from too few cells
+        print(f"no journal chosen yet, so no runs to list. {waiting}")
+        return RunTable([])
     return RunTable(session.engine.runs(options.status))
 
 
@@ -64,7 +68,8 @@ def run_parser_of(prog: str, description: str) -> Callable[[], UsageParser]:
 
 
 show_parser = run_parser_of(
-    "%weft show", "The run's panel, rebuilt from the journal (and live if the run is active here)."
+    "%weft show",
+    "The run's panel, rebuilt from the journal; live while the run executes in this kernel.",
 )
 timeline_parser = run_parser_of(
     "%weft timeline",
@@ -75,9 +80,22 @@ cancel_parser = run_parser_of("%weft cancel", "Cancel a run (True if it was live
 
 
 def show(session: NotebookSession, rest: str) -> RunPanel:
-    """The run's panel, rebuilt from the journal (and live if the run is active here)."""
-    panel = RunPanel(session.engine, session.known_run(show_parser().parse_line(rest).run))
-    panel.follow()
+    """The run's panel, rebuilt from the journal; live while the run executes in this kernel.
+
+    A run the journal calls running that no thread of this engine runs (its process stopped
+    mid-run) would never settle: its panel is static at once, with a hint to resume it.
+    """
+    run_id = session.known_run(show_parser().parse_line(rest).run)
+    engine = session.engine
+    panel = RunPanel(engine, run_id)
+    if engine.is_active(run_id) or engine.live_attempts(run_id):
+        panel.follow()
+    elif panel.snapshot.status == RUNNING:
+        panel.freeze()
+        print(
+            f"run {run_id!r} is running in the journal but not live in this kernel (the "
+            f"process that ran it stopped): %weft resume {run_id} continues it"
+        )
     return panel
 
 

@@ -260,6 +260,20 @@ class RunPanel:
                 close_widgets(self.widget)
         return self.finished
 
+    def freeze(self) -> None:
+        """Turn static now, whatever the run's status.
+
+        For a run that is not live in this engine although the journal says running (its
+        process stopped mid-run): no refresh would ever settle it (``%weft show``).
+        """
+        with _FINISHING:
+            with self._lock:
+                if self.finished:
+                    return
+                self.finished = True
+            self.header.value = self.steps.value = ""
+            close_widgets(self.widget)
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if not self.finished and self.settled(self.snapshot):
             self.finish()  # a settled run (replayed, or %weft show) is shown static at once

@@ -16,12 +16,24 @@ from typing import Any, Protocol
 
 from IPython.core.error import UsageError
 
+from weft_nb.base.definitions import ActivityDefinition, Registry, WorkflowDefinition
 from weft_nb.base.payloads import encode
 from weft_nb.engine.engine import Engine
-from weft_nb.errors import JournalLockedError, NotebookJournalLockedError, WeftError
+from weft_nb.errors import (
+    JournalLockedError,
+    NotebookJournalLockedError,
+    UndecidedNotebookError,
+    WeftError,
+)
 from weft_nb.executors.base import Executor
 from weft_nb.executors.spec import executor_from_spec
-from weft_nb.notebook.identity import NotebookIdentity, find_notebook, notebook_path, runner
+from weft_nb.notebook.identity import (
+    NotebookIdentity,
+    Undecided,
+    find_notebook,
+    notebook_path,
+    runner,
+)
 
 __all__ = ["NotebookSession", "NotebookSettings", "notebook_path"]
 
@@ -57,6 +69,7 @@ class NotebookSession:
         self._engine: Engine | None = None
         self._next_executor: Executor | None = None  # built (and checked) by %weft executor
         self._identity: tuple[NotebookIdentity | None] | None = None  # found once, then kept
+        self._pending = Registry()  # cells defined while no journal can be chosen yet
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -69,20 +82,49 @@ class NotebookSession:
     def notebook(self) -> NotebookIdentity | None:
         """The notebook this kernel runs, found once (see `weft_nb.notebook.identity`).
 
-        Kept for the kernel's life, so the journal and the run ids never change under it.
+        Kept for the kernel's life once found, so the journal and the run ids never change
+        under it. An undecided answer (the cells run so far fit several notebooks) is never
+        kept: it raises `UndecidedNotebookError`, and the next call looks again, with more
+        cells run.
         """
         if self._identity is None:
             history = getattr(self.shell, "history_manager", None)
             executed = list(getattr(history, "input_hist_raw", [])[1:])
-            self._identity = (find_notebook(self.user_ns, executed, os.getcwd(), runner()),)
+            found = find_notebook(self.user_ns, executed, os.getcwd(), runner())
+            if isinstance(found, Undecided):
+                raise UndecidedNotebookError(found.candidates)
+            self._identity = (found,)
         return self._identity[0]
+
+    def undecided(self) -> UndecidedNotebookError | None:
+        """Why no journal can be chosen yet, or None when one can (or an engine is open).
+
+        Commands that only read ask this first, so that they never make the choice too early.
+        """
+        if self._engine is not None or self.settings.journal:
+            return None
+        try:
+            self.notebook()
+        except UndecidedNotebookError as exc:
+            return exc
+        return None
+
+    def _notebook_if_known(self) -> NotebookIdentity | None:
+        """The notebook, or None when not known yet (a journal named by the user needs none)."""
+        try:
+            return self.notebook()
+        except UndecidedNotebookError:
+            return None
 
     def forget_notebook(self) -> None:
         """Find the notebook again on next use (a shell reused for another notebook: tests)."""
         self._identity = None
 
     def journal_path(self) -> str:
-        """Where this notebook's journal lives (see the ``journal`` setting)."""
+        """Where this notebook's journal lives (see the ``journal`` setting).
+
+        Raises `UndecidedNotebookError` when none is named and the notebook is not known yet.
+        """
         if self.settings.journal:
             return str(self.settings.journal)
         notebook = self.notebook()
@@ -93,15 +135,43 @@ class NotebookSession:
 
     @property
     def engine(self) -> Engine:
-        """The notebook's engine, opened on first use."""
+        """The notebook's engine, opened on first use.
+
+        A ``UsageError`` says to name the journal when the notebook is not known yet.
+        """
         if self._engine is None:
-            self._engine = self._open_engine()
+            try:
+                engine = self._open_engine()
+            except UndecidedNotebookError as exc:
+                raise UsageError(str(exc)) from None
+            pending, self._pending = self._pending, Registry()
+            engine.register(*pending.activities.values(), *pending.workflows.values())
+            self._engine = engine
         return self._engine
+
+    def register(self, definition: ActivityDefinition | WorkflowDefinition) -> bool:
+        """Register a cell's definition; returns whether it replaced one of the same name.
+
+        It goes into the engine, opened now if the journal can be chosen. While the cells run
+        so far fit several notebooks it is kept here, and the engine that opens once they tell
+        the notebooks apart (or the journal is named) gets it.
+        """
+        engine = self.engine if self.undecided() is None else None
+        known = engine.registry if engine is not None else self._pending
+        table: dict[str, Any] = (
+            known.activities if isinstance(definition, ActivityDefinition) else known.workflows
+        )
+        replaced = definition.name in table
+        if engine is not None:
+            engine.register(definition)
+        else:
+            known.add(definition)
+        return replaced
 
     def _open_engine(self) -> Engine:
         """A new engine on this notebook's journal; a path that cannot be one is a UsageError."""
-        path = self.journal_path()
-        notebook = self.notebook()
+        path = self.journal_path()  # raises while the notebook is not known and none is named
+        notebook = self._notebook_if_known()
         try:
             return Engine(
                 path,
@@ -139,8 +209,7 @@ class NotebookSession:
         if notebook.found_by == "its cells":
             return (
                 f"it took this kernel's notebook to be {notebook.path}, a notebook whose code "
-                "cells include every cell run so far (another notebook may begin with the same "
-                "cells)"
+                "cells include every cell run so far (another kernel may run the same notebook)"
             )
         return None
 
@@ -192,7 +261,7 @@ class NotebookSession:
     def default_run_id(self, name: str, value: Any) -> str:
         """Same notebook, workflow and input: same run, so Restart & Run All resumes it."""
         codec, data = encode(value, what=f"input of workflow {name!r}")
-        found = self.notebook()
+        found = self._notebook_if_known()
         notebook = found.path if found is not None else self.journal_path()
         digest = hashlib.sha256(f"{notebook}\0{name}\0{codec}\0".encode() + data).hexdigest()
         return f"{name}-{digest[:12]}"

@@ -28,11 +28,19 @@ def journal_parser() -> UsageParser:
     return parser
 
 
-def journal(session: NotebookSession, rest: str) -> str:
-    """``%weft journal [PATH]``: the journal in use, or switch to another one."""
+def journal(session: NotebookSession, rest: str) -> str | None:
+    """``%weft journal [PATH]``: the journal in use, or switch to another one.
+
+    Asked before the notebook is known (the cells run so far fit several notebooks), it says so
+    and chooses none: the choice waits for a cell that tells them apart, or for a PATH.
+    """
     text = _journal_path_text(rest)
     if text:
         session.switch_journal(usable_journal_path(text))
+    waiting = session.undecided()
+    if waiting is not None:
+        print(f"no journal chosen yet. {waiting}")
+        return None
     return session.journal_path()
 
 

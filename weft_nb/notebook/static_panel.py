@@ -144,7 +144,7 @@ def _step_rows(step: StepView, now: float, series: Series | None) -> Iterable[st
 
 
 def header_html(snapshot: RunSnapshot, status: str | None = None) -> str:
-    """The panel's header: workflow, run id, status, elapsed time, error, steps left out.
+    """The panel's header: workflow, run id, status, elapsed time, errors, steps left out.
 
     ``status`` replaces the run's own (the live panel adds a retry countdown to it).
     """
@@ -154,6 +154,8 @@ def header_html(snapshot: RunSnapshot, status: str | None = None) -> str:
     )
     if snapshot.error:
         header += f'<br><span class="weft-bad">{html.escape(snapshot.error)}</span>'
+    for note in snapshot.breaker_notes():
+        header += f'<br><span class="weft-bad">{html.escape(note)}</span>'
     if note := snapshot.hidden_note(snapshot.shown_steps()):
         header += f"<br><small>{html.escape(note)}</small>"
     return header
