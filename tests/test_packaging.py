@@ -160,6 +160,7 @@ EXTRAS = {
     "dask": {"distributed"},
     "chaos": {"jupyter-client", "nbformat", "ipykernel"},
     "timeline": {"matplotlib"},
+    "otel": {"opentelemetry-api"},
 }
 
 

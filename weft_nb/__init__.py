@@ -29,9 +29,16 @@ from weft_nb.base.retry import RetryPolicy, parse_duration
 from weft_nb.engine.durable_activity import durable_activity
 from weft_nb.engine.engine import Engine
 from weft_nb.engine.events import WeftEvent
+from weft_nb.engine.interceptors import (
+    InterceptedAttempt,
+    InterceptedRun,
+    InterceptedStep,
+    Interceptor,
+)
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.reconciliation import VerificationContext
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
+from weft_nb.engine.tracing import OpenTelemetryInterceptor
 from weft_nb.engine.workflow_context import WorkflowContext
 from weft_nb.errors import ActivityRedefinedWarning, DevelopmentWarning, StepChangedWarning
 from weft_nb.executors.base import Executor, ThreadExecutor
@@ -62,6 +69,11 @@ __all__ = [
     "DevelopmentWarning",
     "Engine",
     "Executor",
+    "InterceptedAttempt",
+    "InterceptedRun",
+    "InterceptedStep",
+    "Interceptor",
+    "OpenTelemetryInterceptor",
     "ProcessExecutor",
     "RecoveryReport",
     "RetryPolicy",

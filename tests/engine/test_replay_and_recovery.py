@@ -416,8 +416,14 @@ def test_listeners_see_the_run_lifecycle_and_a_failing_listener_is_not_fatal(
     engine.add_listener(broken_listener)
     with pytest.warns(RuntimeWarning, match="listener failed"):
         assert engine.run(wf, run_id="ev") == 7
-    assert seen == [
+    assert seen == [  # step and attempt events too (issue 16.4)
         ("run_started", None),
+        ("step_started", None),
+        ("attempt_started", None),
+        ("attempt_failed", None),
         ("retry_scheduled", None),
+        ("attempt_started", None),
+        ("attempt_completed", None),
+        ("step_completed", None),
         ("run_finished", "completed"),
     ]

@@ -249,6 +249,17 @@ def reopen(journal: Journal, factory: JournalFactory, tmp_path: Path) -> Iterato
 
 
 class TestRuns:
+    def test_the_first_trace_context_kept_stays_and_survives_a_reopen(
+        self, journal: Journal, reopen: Any
+    ) -> None:
+        journal.create_run(make_run())
+        assert journal.trace_context("run-1") is None
+        first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        assert journal.trace_context("run-1", keep=first) == first
+        assert journal.trace_context("run-1", keep="00-another-01") == first
+        assert journal.trace_context("run-2") is None
+        assert reopen().trace_context("run-1") == first
+
     def test_create_and_get_round_trips_every_field(self, journal: Journal) -> None:
         run = make_run()
         run.input = ALL_BYTES

@@ -36,13 +36,13 @@ import pickle
 import re
 import threading
 import uuid
-import warnings
 from collections.abc import Callable
 from typing import IO, Any
 
 from weft_nb.base import evidence, io_faults
 from weft_nb.base.clock import Clock
 from weft_nb.base.faults import fault_point
+from weft_nb.base.operational import report
 from weft_nb.errors import CheckpointEnvironmentError, PayloadError
 from weft_nb.journal.io_errors import from_os_error
 from weft_nb.journal.paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
@@ -119,11 +119,12 @@ def _check_intact(path: str, size: int, sha256: str | None) -> None:
 
 
 def _warn_unreadable(path: str, run_id: str, position: int, exc: Exception) -> None:
-    warnings.warn(
+    report(
         f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
         f"({type(exc).__name__}: {exc}); falling back to the previous one",
         RuntimeWarning,
-        stacklevel=4,  # the reader of last_checkpoint
+        stacklevel=4,
+        logger="weft_nb.activity",  # the reader of last_checkpoint
     )
 
 

@@ -103,6 +103,7 @@ class ActivityContext:
         self.heartbeat_count = 0
         self.first_heartbeat_at: float | None = None
         self.restart_watch()
+        self.scheduled_at = self.started_at  # before any wait for a queue slot (queue wait time)
         self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
 
     def heartbeat(self, details: Any = None) -> None:
@@ -139,6 +140,11 @@ class ActivityContext:
     @last_heartbeat_at.setter
     def last_heartbeat_at(self, value: float) -> None:
         self.last_beat_monotonic = value - self._wall_offset
+
+    @property
+    def heartbeat_age(self) -> float:
+        """Seconds since the latest heartbeat (or the attempt's start), on the engine clock."""
+        return self._monotonic() - self.last_beat_monotonic
 
     @property
     def last_heartbeat_details(self) -> Any:

@@ -10,6 +10,7 @@ with the step's outcome, so the journal's last heartbeat of a finished attempt i
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import warnings
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from weft_nb.base.clock import Clock
 
 _MAX_DETAILS_BYTES = 1024 * 1024
+
+_LOG = logging.getLogger("weft_nb.activity")
 
 
 class HeartbeatFlusher:
@@ -141,9 +144,8 @@ class HeartbeatFlusher:
             except JournalClosedError:
                 return
             except Exception as exc:
-                warnings.warn(
-                    f"weft_nb could not write heartbeats: {exc}", RuntimeWarning, stacklevel=1
-                )
+                # Operational, on a background thread, every interval: a log, not a warning.
+                _LOG.warning("weft_nb could not write heartbeats: %s", exc)
 
     def stop(self, *, flush: bool) -> None:
         """Stop the thread, writing what is buffered first when ``flush`` is true."""

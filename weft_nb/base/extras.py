@@ -8,7 +8,9 @@ and say so when used, never at ``import weft_nb``. Every optional import goes th
 - ``dask``: ``distributed``, for ``weft_nb.DaskExecutor``;
 - ``chaos``: ``jupyter_client``, ``nbformat`` and ``ipykernel``, for ``python -m weft_nb.chaos``
   (it runs notebooks in real kernels);
-- ``timeline``: ``matplotlib``, for ``%weft timeline``.
+- ``timeline``: ``matplotlib``, for ``%weft timeline``;
+- ``otel``: ``opentelemetry-api``, for ``weft_nb.OpenTelemetryInterceptor`` (added by the engine
+  itself when installed).
 """
 
 from __future__ import annotations

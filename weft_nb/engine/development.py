@@ -202,12 +202,21 @@ class DevelopmentChecks:
 
 def _profile_hook(checks: DevelopmentChecks, cursor: StepCursor) -> Callable[..., None]:
     inside: FrameType | None = None  # the engine frame the workflow's code called into
+    # Interceptors call the workflow from engine frames: its own frame is watched again there.
+    workflow_code = getattr(cursor.state.workflow.fn, "__code__", None)
+    suspended: list[FrameType] = []
 
     def hook(frame: FrameType, event: str, arg: Any) -> None:
         nonlocal inside
         if inside is not None:
             if frame is inside and event == "return":
                 inside = None
+            elif event == "call" and frame.f_code is workflow_code:
+                suspended.append(inside)
+                inside = None
+            return
+        if event == "return" and suspended and frame.f_code is workflow_code:
+            inside = suspended.pop()  # back in the interceptors' (engine) frames
             return
         if event == "call":
             if _is_engine(frame.f_code):

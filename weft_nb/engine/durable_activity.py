@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, overload
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.typed_api import InputT, ModelT, ResultT
 from weft_nb.engine import steps
+from weft_nb.engine.interceptors import InterceptedStep, around_durable_activity
 from weft_nb.errors import DurableActivityScopeError
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
@@ -169,6 +170,13 @@ def durable_activity(
                 return result
     scope.busy = True
     try:
-        return steps.execute(rt, cursor, step)
+        info = InterceptedStep(
+            run_id=cursor.run_id,
+            activity=definition.name,
+            position=position,
+            idempotency_key=key,
+            durable_activity=True,
+        )
+        return around_durable_activity(rt, info, lambda: steps.execute(rt, cursor, step))
     finally:
         scope.busy = False

@@ -10,7 +10,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from weft_nb.activity.context import ActivityContext
@@ -23,13 +23,16 @@ from weft_nb.engine import run_thread, views
 from weft_nb.engine.development import DevelopmentChecks, enabled
 from weft_nb.engine.events import EventBus, WeftEvent
 from weft_nb.engine.inputs import ExternalInputs
+from weft_nb.engine.interceptors import Interceptor
 from weft_nb.engine.launcher import RunLauncher, RunStarting
 from weft_nb.engine.live_runs import LiveRuns
+from weft_nb.engine.logs import LoggingInterceptor
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
 from weft_nb.engine.runtime import Runtime, open_sidecars, release_at_exit
 from weft_nb.engine.snapshot import RunSnapshot
 from weft_nb.engine.step_pool import StepPool
+from weft_nb.engine.tracing import with_tracing
 from weft_nb.executors.base import Executor, ThreadExecutor
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import endpoint_file
@@ -63,6 +66,11 @@ class Engine(RunStarting):
             stays here; the engine closes the executor when it closes.
         development: Development mode: warn (``DevelopmentWarning``) about mistakes the engine
             can see; see docs/engine.md. None (the default) follows ``WEFT_NB_DEV=1``.
+        interceptors: [`Interceptor`][weft_nb.Interceptor]s that wrap every run, step, attempt
+            and `durable_activity` call, outermost first (docs/guides/interceptors.md). The
+            engine's logging interceptor comes first while a logging handler would receive its
+            records, and OpenTelemetry tracing last when ``opentelemetry-api`` is installed
+            (docs/guides/logging-and-tracing.md).
     """
 
     def __init__(  # noqa: PLR0913 - public: keyword-only options by design
@@ -80,6 +88,7 @@ class Engine(RunStarting):
         program: str = "",
         executor: Executor | None = None,
         development: bool | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         if on_change not in ON_CHANGE_POLICIES:
             raise ValueError(f"on_change must be one of {ON_CHANGE_POLICIES}; got {on_change!r}")
@@ -112,6 +121,7 @@ class Engine(RunStarting):
         self.development = enabled(development)
         self.dev_checks = DevelopmentChecks(self.development, self._events.emit)
         self._servers: list[Server] = []
+        chain = with_tracing(interceptors)
         self.runtime = Runtime(
             journal=self.journal,
             clock=self.clock,
@@ -126,6 +136,8 @@ class Engine(RunStarting):
             queue_limits=self.queue_limits,
             dev_checks=self.dev_checks,
             max_payload_bytes=max_payload_bytes,
+            interceptors=(LoggingInterceptor(), *chain),
+            quiet_interceptors=chain,
         )
         self._inputs = ExternalInputs(self.runtime, self._live)
         self._launcher = RunLauncher(self.runtime, self._live, self.cancel)

@@ -1,7 +1,12 @@
 """The engine's events: what happened to runs and steps, sent to listeners (widgets, logs, tests).
 
 Run code emits through `EventBus.emit()` (reached as ``rt.emit``); a failing listener is
-reported as a warning and never stops the run that emitted.
+reported as a warning and never stops the run that emitted. The kinds, and their data: runs
+(``run_started``, ``run_finished``, ``run_interrupted``, ``run_cancelled``), steps executed live
+(``step_started``, ``step_completed``, ``step_failed``), attempts (``attempt_started``,
+``attempt_completed``, ``attempt_failed``), ``retry_scheduled`` (with the backoff), ``crash_loop``,
+``async_pending``, ``async_completed``, ``signal``, ``definition_replaced`` and
+``development_warning``; docs/guides/logging-and-tracing.md tabulates them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ class EventBus:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._listeners: list[Callable[[WeftEvent], None]] = []
+
+    @property
+    def listening(self) -> bool:
+        """Whether any listener is attached (run code skips building events when not)."""
+        return bool(self._listeners)
 
     def add_listener(self, listener: Callable[[WeftEvent], None]) -> None:
         """Call ``listener(event)`` for every event from now on."""

@@ -16,6 +16,7 @@ the step's.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 NOT_COMPLETED = "not-completed"
 COMPLETED_WITH_RESULT = "completed-with-result"
+
+_LOG = logging.getLogger("weft_nb.engine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +105,16 @@ def reconcile(
         verdict = definition.verify(None, context)
     except Exception as exc:
         verdict = f"indeterminate (verify raised {type(exc).__name__}: {exc})"
+    fields = {"run_id": run_id, "position": position, "activity": definition.name}
     if verdict == NOT_COMPLETED:
+        _LOG.info("%s: reconciled as not completed; dispatching again", where, extra=fields)
         return False, None
     if isinstance(verdict, Mapping) and verdict.get("status") == COMPLETED_WITH_RESULT:
+        _LOG.info("%s: reconciled as completed; adopting the result", where, extra=fields)
         return True, verdict.get("result")
+    _LOG.error(
+        "%s: reconciliation indeterminate (%r); failing closed", where, verdict, extra=fields
+    )
     raise ActivityReconciliationIndeterminateError(
         f"{where}: verify reported {verdict!r} for the dispatch before the crash; weft_nb fails "
         "closed rather than run the side effect again. Resolve it by hand and start a new run.",

@@ -16,7 +16,7 @@ from typing import Any
 from weft_nb.activity.checkpoints import needs_environment
 from weft_nb.base.definitions import call_arguments
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
-from weft_nb.engine import compensation, crash_loops
+from weft_nb.engine import compensation, crash_loops, interceptors
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.runs import RunState
 from weft_nb.engine.runtime import Runtime
@@ -141,11 +141,17 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
             context=ctx,
             context_first=True,
         )
-        try:
-            value = workflow.fn(*args, **kwargs)
-        except Exception as exc:
-            compensation.compensate_after_failure(workflow, ctx.compensations, exc)
-            raise
+
+        def call_workflow() -> Any:  # compensation inside the run's hooks: its steps are traced
+            try:
+                return workflow.fn(*args, **kwargs)
+            except Exception as exc:
+                compensation.compensate_after_failure(workflow, ctx.compensations, exc)
+                raise
+
+        value = interceptors.around_run(
+            rt, state.run_id, workflow.name, state.input_value, call_workflow
+        )
         codec, data = encode(
             value,
             what=f"result of workflow {state.workflow.name!r}",

@@ -20,11 +20,15 @@ from weft_nb.activity.heartbeats import HeartbeatFlusher
 from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import Registry
 from weft_nb.base.payloads import decode
+from weft_nb.engine import interceptors
 from weft_nb.engine.circuit_breakers import CircuitBreakers
 from weft_nb.engine.development import DevelopmentChecks
 from weft_nb.engine.events import EventBus
+from weft_nb.engine.interceptors import Interceptor
+from weft_nb.engine.logs import log_event, logging_on
 from weft_nb.engine.queue_limits import QueueLimits
 from weft_nb.engine.step_pool import StepPool
+from weft_nb.executors.attempts import AttemptOutcome, AttemptRequest
 from weft_nb.executors.base import Executor
 from weft_nb.journal import dispatch_log
 from weft_nb.journal.dispatch_log import DispatchLog
@@ -49,6 +53,10 @@ class Runtime:
         queue_limits: Concurrency limits per activity queue.
         dev_checks: Development-mode warnings (inactive unless development mode is on).
         max_payload_bytes: Largest input or result stored in the journal.
+        interceptors: The whole interceptor chain, outermost first: the built-in logging
+            interceptor, then the user's (``Engine(interceptors=...)``), then tracing.
+        quiet_interceptors: The same chain without the logging interceptor, used while the
+            ``weft_nb`` loggers reach no handler (`logs.logging_on()`): often empty, so free.
         breakers: The activities' circuit breakers, shared by all runs (built here, from the
             journal and the clock).
     """
@@ -66,14 +74,27 @@ class Runtime:
     queue_limits: QueueLimits
     dev_checks: DevelopmentChecks
     max_payload_bytes: int
+    interceptors: tuple[Interceptor, ...] = ()
+    quiet_interceptors: tuple[Interceptor, ...] = ()
     breakers: CircuitBreakers = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         # Frozen: the one assignment, at construction, so the engine need not build it.
         object.__setattr__(self, "breakers", CircuitBreakers(self.journal, self.clock))
 
+    def interceptor_chain(self) -> tuple[Interceptor, ...]:
+        """The interceptors that wrap run code now (`weft_nb.engine.interceptors`)."""
+        if logging_on():
+            return self.interceptors
+        return self.quiet_interceptors
+
+    def run_attempt(self, request: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:
+        """Run one attempt on the executor, through the interceptors' attempt hooks."""
+        return interceptors.around_attempt(self, request, wake)
+
     def emit(self, kind: str, run_id: str | None, position: int | None, **data: Any) -> None:
-        """Send an engine event to the listeners (see `EventBus`)."""
+        """Send an engine event to the listeners (see `EventBus`), and log the ones with no hook."""
+        log_event(kind, run_id, position, data)
         self.events.emit(kind, run_id, position, **data)
 
     def new_activity_context(

@@ -30,7 +30,7 @@ from weft_nb.base.payloads import (
     validate,
 )
 from weft_nb.base.retry import RetryPolicy, parse_duration
-from weft_nb.engine import crash_loops, task_tokens
+from weft_nb.engine import crash_loops, interceptors, task_tokens
 from weft_nb.engine.reconciliation import check_result, reconcile
 from weft_nb.engine.replay import PreparedStep
 from weft_nb.errors import (
@@ -130,7 +130,7 @@ def execute(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> Any:
     """
     dispatches = crash_loops.DispatchTracker(rt.dispatches, cursor.run_id, step)
     try:
-        return _execute(rt, cursor, step, dispatches)
+        return interceptors.around_step(rt, cursor, step, _execute, dispatches)
     finally:
         dispatches.end()
 
@@ -195,7 +195,7 @@ def _execute(
                         heartbeat_timeout=hb_timeout,
                         queue=queue,
                     )
-                    outcome = rt.breakers.guard(request, wake, rt.executor.run)
+                    outcome = rt.breakers.guard(request, wake, rt.run_attempt)
                 finally:
                     rt.queue_limits.release(queue)
         finally:

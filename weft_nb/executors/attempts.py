@@ -26,11 +26,11 @@ import asyncio
 import contextlib
 import dataclasses
 import traceback
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import CURRENT_ACTIVITY
 from weft_nb.base.definitions import call_arguments
+from weft_nb.base.operational import report
 from weft_nb.errors import ActivityHeartbeatTimeoutError, ActivityPerAttemptTimeoutError
 
 if TYPE_CHECKING:
@@ -93,11 +93,12 @@ def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityConte
     try:
         ctx.flush_checkpoints()
     except Exception as exc:  # the step's result is what matters now; keep it
-        warnings.warn(
+        report(
             f"a background checkpoint of step {ctx.position} (run {ctx.run_id!r}) failed: "
             f"{type(exc).__name__}: {exc}. The step's result is kept.",
             RuntimeWarning,
             stacklevel=2,
+            logger="weft_nb.activity",
         )
     return result
 

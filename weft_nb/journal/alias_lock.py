@@ -28,8 +28,8 @@ import stat
 import sys
 import tempfile
 import time
-import warnings
 
+from weft_nb.base.operational import report
 from weft_nb.errors import JournalIOError, JournalLockedError
 from weft_nb.journal.lock import holder_text, read_holder_at, try_flock
 
@@ -58,7 +58,7 @@ def _private_folder() -> str | None:
         and stat.S_IMODE(info.st_mode) == 0o700
     ):
         return folder
-    warnings.warn(
+    report(
         f"weft_nb's lock folder {folder} is not a private folder of this user (a symlink, "
         f"another owner, or mode {stat.S_IMODE(info.st_mode):o} instead of 700); journals opened "
         "by hard links are not detected while it is so (the sidecar lock still keeps a second "

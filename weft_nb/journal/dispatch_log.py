@@ -36,11 +36,11 @@ import marshal
 import os
 import struct
 import threading
-import warnings
 import zlib
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base import io_faults
+from weft_nb.base.operational import report
 from weft_nb.errors import JournalDamageWarning
 from weft_nb.journal.framing import describe_ranges, keep_aside, walk
 from weft_nb.journal.protocol import TERMINAL_STATUSES, AttemptRecord, EventRecord
@@ -121,7 +121,7 @@ def read_open(path: str) -> list[OpenRecord]:
 
 def _unusable(path: str, exc: OSError, stacklevel: int, doing: str = "write") -> None:
     """Say once that crashes are not counted while the dispatch log cannot be used."""
-    warnings.warn(
+    report(
         f"weft_nb could not {doing} its dispatch log {path} ({exc}); until the engine is opened "
         "again, attempts killed with their process are not counted toward max_attempts (crash "
         "loops are not stopped). Free disk space (or make the journal's folder writable), then "
@@ -294,7 +294,7 @@ def recover(journal: Journal, path: str, now: float) -> int:
     try:
         if damaged:
             kept = keep_aside(path)
-            warnings.warn(
+            report(
                 f"the dispatch log {path} is damaged: skipped {len(damaged)} damaged range(s) "
                 f"(byte offsets {describe_ranges(damaged)} of {size}) and read the intact "
                 f"records around them ({counted} crashed attempt(s) counted). An attempt whose "

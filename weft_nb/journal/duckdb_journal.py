@@ -128,6 +128,21 @@ class DuckDBJournal(JournalFile):
                 [status, at, run_id],
             )
 
+    def trace_context(self, run_id: str, keep: str | None = None) -> str | None:
+        """The run's journaled trace context; with ``keep``, the first one kept (see `Journal`).
+
+        Kept in ``weft_meta`` under ``trace_context/<run id>``: no schema change.
+        """
+        key = f"trace_context/{run_id}"
+        if keep is not None:
+            with self.writing() as con:  # commits before the value is returned
+                con.execute(
+                    "INSERT INTO weft_meta VALUES (?, ?) ON CONFLICT DO NOTHING", [key, keep]
+                )
+        with self.connection() as con:
+            row = con.execute("SELECT value FROM weft_meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
     # -- steps and attempts ----------------------------------------------------------------
 
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:

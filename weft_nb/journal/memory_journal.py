@@ -27,13 +27,7 @@ from typing import Any
 
 from weft_nb.errors import JournalClosedError, JournalError, JournalLockedError
 from weft_nb.journal.dispatch_log import CRASHED
-from weft_nb.journal.memory_store import (
-    SETTLED,
-    MemoryStore,
-    ParkedToken,
-    Row,
-    storable,
-)
+from weft_nb.journal.memory_store import SETTLED, MemoryStore, ParkedToken, Row, storable
 from weft_nb.journal.protocol import (
     STEP_STARTED,
     TERMINAL_STATUSES,
@@ -160,6 +154,11 @@ class MemoryJournal:
     def set_run_status(self, run_id: str, status: str, at: float) -> bool:
         """Change an unfinished run's status; False (nothing written) if it already finished."""
         return self._update_run(run_id, status=status, updated_at=at)
+
+    def trace_context(self, run_id: str, keep: str | None = None) -> str | None:
+        """The run's journaled trace context; with ``keep``, the first one kept (see `Journal`)."""
+        with self._use() as store:
+            return store.trace_context(run_id, keep)
 
     def _update_run(self, run_id: str, **changes: Any) -> bool:
         with self._use() as store:

@@ -138,8 +138,15 @@ class MemoryStore:
         self.events: list[EventRecord] = []
         self.signals: list[StoredSignal] = []
         self.tokens: dict[str, ParkedToken] = {}
+        self.trace_contexts: dict[str, str] = {}  # run id -> traceparent (DuckDB: weft_meta)
         self.breakers: dict[str, BreakerRecord] = {}  # by activity name
         self._folder: str | None = None
+
+    def trace_context(self, run_id: str, keep: str | None) -> str | None:
+        """A run's trace context; ``keep`` is stored when it has none yet (the first one stays)."""
+        if keep is not None:
+            return self.trace_contexts.setdefault(run_id, keep)
+        return self.trace_contexts.get(run_id)
 
     @property
     def folder(self) -> str:

@@ -21,9 +21,9 @@ import json
 import os
 import re
 import unicodedata
-import warnings
 from typing import Any
 
+from weft_nb.base.operational import report
 from weft_nb.errors import InvalidRunIdError
 from weft_nb.journal.io_errors import from_os_error
 
@@ -210,7 +210,7 @@ def prepare_checkpoint_root(journal_path: str) -> tuple[str, bool]:
                 if owner is not None
                 else f"other journals beside it would share it: {', '.join(sharing)}"
             )
-            warnings.warn(
+            report(
                 f"checkpoint folder {legacy} (the old naming) was not adopted by journal "
                 f"{journal_path}: {whose}. Its files are left untouched. If it belongs to this "
                 f"journal, rename it to {root}.",

@@ -209,6 +209,13 @@ class Journal(Protocol):
     def set_run_status(self, run_id: str, status: str, at: float) -> bool:
         """Change the status of a run that has not finished yet (False when it had)."""
 
+    def trace_context(self, run_id: str, keep: str | None = None) -> str | None:
+        """The run's journaled trace context (a W3C ``traceparent``), or None.
+
+        With ``keep``, journal it first when the run has none yet: the first execution's stays,
+        so a resumed run continues its trace. Durable once the call returns.
+        """
+
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         """The current (not superseded) step records of a run, by position."""
 

@@ -18,12 +18,12 @@ close, so the hot path (one append and one ``fdatasync`` per step) pays nothing 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import duckdb
 
+from weft_nb.base.operational import report
 from weft_nb.errors import JournalDamageWarning, JournalIOError, JournalLockedError
 from weft_nb.journal.framing import describe_ranges, keep_aside
 from weft_nb.journal.step_log import apply_rows, scan, unapplied
@@ -48,7 +48,7 @@ def recover(
             data = handle.read()
     except FileNotFoundError:
         if previous.get("steplog") == LOG_OPEN:
-            warnings.warn(
+            report(
                 f"the step log {log_path} of journal {journal_path} is missing, although the "
                 f"last writer (PID {previous.get('pid', '?')}) did not shut down cleanly: the "
                 "steps it had completed but not yet moved into the journal are lost and will "
@@ -64,7 +64,7 @@ def recover(
         apply_rows(con, rows)
     if found.damaged:
         kept = keep_aside(log_path)  # only after the intact records are committed
-        warnings.warn(
+        report(
             f"the step log {log_path} of journal {journal_path} is damaged: skipped "
             f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
             f"(byte offsets {describe_ranges(found.damaged)} of {len(data)}) and applied the "
@@ -102,7 +102,7 @@ def recover_as_reader(
     except JournalLockedError:
         return
     except (OSError, JournalIOError) as exc:  # e.g. read-only: read DuckDB, and say so
-        warnings.warn(
+        report(
             f"completed steps of journal {journal_path} are still in its step log "
             f"and could not be moved into it ({exc}); open the journal once with write "
             "access (an Engine, or any weft-nb command run by its owner) to apply them",

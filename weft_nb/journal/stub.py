@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 
+from weft_nb.base.operational import report
 from weft_nb.errors import JournalError
 from weft_nb.journal.io_errors import from_os_error
 
@@ -71,7 +71,7 @@ def replace_creation_stub(journal_path: str) -> bool:
         os.unlink(journal_path)
     except OSError as exc:
         raise from_os_error(exc, journal_path, "removing an interrupted creation's file") from None
-    warnings.warn(
+    report(
         f"journal {journal_path} was {size} zero byte(s), not a DuckDB database: a creation that "
         "was interrupted (a kill, a full disk) left it, and it held no data. weft_nb starts a "
         "new journal there.",
