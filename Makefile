@@ -53,6 +53,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_executors.py
+	$(BIN)/python benchmarks/bench_observability.py  # per step: off, logging, tracing (ratios)
 
 # The browser test (tests/e2e): JupyterLab on loopback, the notebooks run in headless Chromium.
 # It needs the system Chromium (Debian: apt-get install chromium; .ci/run installs it). Its tests
