@@ -185,3 +185,34 @@ def test_journal_damage_is_logged_beside_its_warning(
     damage: Any = [r for r in records(caplog, "weft_nb.journal") if "is damaged" in r.msg]
     assert len(damage) == 1 and damage[0].levelno == logging.WARNING
     assert damage[0].warning == "JournalDamageWarning"
+
+
+class _RaisingHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise OSError(5, "log shipper I/O error")
+
+
+class _RaisingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise RuntimeError("filter bug")
+
+
+@pytest.mark.parametrize("breaks", ["handler", "filter"])
+def test_a_handler_or_filter_that_raises_never_fails_the_run(breaks: str) -> None:
+    """``logging`` does not catch a custom handler's or filter's error: the engine must."""
+    failures_left[:] = [1]  # a failed attempt and a retry: every hook and event logs something
+    logger = logging.getLogger("weft_nb")
+    handler = logging.StreamHandler() if breaks == "filter" else _RaisingHandler()
+    if breaks == "filter":
+        handler.addFilter(_RaisingFilter())
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        with TestEngine(MemoryJournal()) as engine:
+            handle = engine.start(fetching, 7)
+            assert handle.result() == 7
+            assert engine.snapshot(handle.run_id).status == "completed"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -10,13 +10,13 @@ with the step's outcome, so the journal's last heartbeat of a finished attempt i
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 import warnings
 from typing import TYPE_CHECKING
 
 from weft_nb.base import evidence
+from weft_nb.base.operational import QuietLogger
 from weft_nb.base.payloads import encode
 from weft_nb.errors import JournalClosedError, PayloadError
 from weft_nb.journal.protocol import HeartbeatRecord, Journal
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 _MAX_DETAILS_BYTES = 1024 * 1024
 
-_LOG = logging.getLogger("weft_nb.activity")
+_LOG = QuietLogger("weft_nb.activity")
 
 
 class HeartbeatFlusher:

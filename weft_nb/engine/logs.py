@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from weft_nb.activity.context import CompleteAsync
+from weft_nb.base.operational import QuietLogger
 from weft_nb.base.payloads import exception_text
 from weft_nb.engine.interceptors import (
     InterceptedAttempt,
@@ -31,9 +32,9 @@ from weft_nb.errors import ActivityTimeoutError
 
 logging.getLogger("weft_nb").addHandler(logging.NullHandler())
 
-ENGINE_LOG = logging.getLogger("weft_nb.engine")
-ACTIVITY_LOG = logging.getLogger("weft_nb.activity")
-JOURNAL_LOG = logging.getLogger("weft_nb.journal")
+# Quiet: a handler or filter that raises drops its record, never fails the run it describes.
+ENGINE_LOG = QuietLogger("weft_nb.engine")
+ACTIVITY_LOG = QuietLogger("weft_nb.activity")
 
 
 def logging_on() -> bool:
@@ -44,7 +45,7 @@ def logging_on() -> bool:
     """
     if not ENGINE_LOG.isEnabledFor(logging.WARNING):
         return False
-    logger: logging.Logger | None = ENGINE_LOG
+    logger: logging.Logger | None = ENGINE_LOG.logger
     while logger is not None:
         for handler in logger.handlers:
             if not isinstance(handler, logging.NullHandler):
@@ -74,8 +75,8 @@ class LoggingInterceptor(Interceptor):
     """Logs runs, steps and attempts; the engine puts it first in every chain.
 
     It only observes: it re-raises what ``call_next`` raised and returns what it returned, and
-    ``logging`` itself never raises into the caller (a failing handler is reported by
-    ``logging.Handler.handleError``).
+    its loggers are `QuietLogger`s: a handler or filter that raises drops the record, never the
+    step.
     """
 
     def intercept_run(self, info: InterceptedRun, call_next: Callable[[], Any]) -> Any:

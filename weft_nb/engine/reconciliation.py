@@ -16,11 +16,11 @@ the step's.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.definitions import ActivityDefinition
+from weft_nb.base.operational import QuietLogger
 from weft_nb.errors import ActivityReconciliationIndeterminateError, ActivityVerificationError
 from weft_nb.journal.protocol import StepRecord
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 NOT_COMPLETED = "not-completed"
 COMPLETED_WITH_RESULT = "completed-with-result"
 
-_LOG = logging.getLogger("weft_nb.engine")
+_LOG = QuietLogger("weft_nb.engine")
 
 
 @dataclasses.dataclass(frozen=True)
