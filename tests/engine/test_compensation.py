@@ -156,6 +156,31 @@ def test_a_failing_compensation_retries_then_the_others_run_and_an_error_lists_i
     assert calls == [("hold", "r4"), ("flaky_release", "hold-r4"), ("flaky_release", "hold-r4")]
 
 
+def test_an_unregistered_compensation_is_a_listed_failure_and_the_others_still_run(
+    engine: TestEngine,
+) -> None:
+    """A typo in ``compensate="..."`` must not strand the other undos or hide the run's error."""
+    calls: Calls = []
+    acts = saga_activities(calls)
+
+    @weft_nb.activity(compensate="no_such_undo")
+    def reserve(seat: str) -> str:
+        return f"seat-{seat}"
+
+    @weft_nb.workflow(compensate_on_failure=True)
+    def trip(ctx: weft_nb.WorkflowContext, room: str) -> None:
+        ctx.run(acts["book"], room)
+        ctx.run(reserve, "12A")
+        ctx.run(acts["ship"], None)
+
+    with pytest.raises(CompensationError) as info:
+        engine.run(trip, "r5")
+    assert [f["compensation"] for f in info.value.failures] == ["no_such_undo"]
+    assert "no_such_undo" in info.value.failures[0]["error"]
+    assert isinstance(info.value.__cause__, ActivityFailedError)  # the workflow's own error
+    assert ("release", {"input": "r5", "result": "booking-r5"}) in calls  # book still undone
+
+
 def test_replayed_steps_count_and_a_resume_does_not_undo_twice(engine: TestEngine) -> None:
     calls: Calls = []
     acts = saga_activities(calls)

@@ -33,10 +33,8 @@ from weft_nb.base.definitions import compensation_name
 from weft_nb.base.payloads import exception_text
 from weft_nb.engine import crash_loops
 from weft_nb.errors import (
-    ActivityFailedError,
     CompensationError,
     NonDeterminismError,
-    PayloadError,
     WorkflowCancelledError,
 )
 from weft_nb.journal.io_errors import is_storage_failure
@@ -120,7 +118,7 @@ class Compensations:
                 undo = step.compensate
                 try:
                     self._run_step(undo, {"input": step.input, "result": step.result})
-                except (ActivityFailedError, PayloadError) as exc:
+                except Exception as exc:  # an unregistered undo, a bad input: a failure too
                     if not is_step_failure(exc):
                         raise
                     first_error = first_error or exc
