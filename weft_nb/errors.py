@@ -305,6 +305,23 @@ class DurableActivityScopeError(WeftError):
     """``durable_activity()`` was called outside a ``ctx.memo`` callback, or not sequentially."""
 
 
+class InterceptorCallError(WeftError):
+    """An interceptor called ``call_next`` a second time: the wrapped work runs once per hook call.
+
+    A second call would run the activity (or the step, or the workflow) again and journal it over
+    the first. Attributes: ``interceptor`` (its class name), ``hook``.
+    """
+
+    def __init__(self, interceptor: str, hook: str) -> None:
+        super().__init__(
+            f"interceptor {interceptor} called call_next() twice in {hook}: the wrapped call "
+            "runs once per hook call (a second would run the work again). Keep the value of the "
+            "first call, or raise to fail it.",
+            interceptor=interceptor,
+            hook=hook,
+        )
+
+
 class RunFinishedError(WeftError):
     """The run already finished: it takes no more signals (or completions).
 
@@ -891,6 +908,7 @@ __all__ = [
     "DevelopmentWarning",
     "DurableActivityScopeError",
     "ExecutorUnavailableError",
+    "InterceptorCallError",
     "InvalidRunIdError",
     "JournalClosedError",
     "JournalCorruptError",

@@ -56,6 +56,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     ),
     "AsyncTokenNotFoundError": lambda: errors.AsyncTokenNotFoundError("tok-1"),
     "DurableActivityScopeError": lambda: errors.DurableActivityScopeError("outside a memo"),
+    "InterceptorCallError": lambda: errors.InterceptorCallError("Retrying", "intercept_attempt"),
     "RunFinishedError": lambda: errors.RunFinishedError("r1", "completed", signal="approve"),
     "RunInterruptedError": lambda: errors.RunInterruptedError("r1", "interrupted by the user"),
     "SignalTimeoutError": lambda: errors.SignalTimeoutError("approve", 30, run_id="r1", position=4),

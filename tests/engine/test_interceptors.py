@@ -226,3 +226,49 @@ def test_development_mode_still_sees_the_workflow_s_own_code_through_interceptor
             engine.run(reads_the_clock, 1)
     assert events == ["development_warning"]
     assert recorder.seen[0] == ("run", "start", "reads_the_clock")
+
+
+class CallingTwice(weft_nb.Interceptor):
+    """Calls ``call_next`` twice in one hook (``kind``): the work must not run twice."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def _twice(self, kind: str, call_next: Callable[[], Any]) -> Any:
+        if kind != self.kind:
+            return call_next()
+        call_next()
+        return call_next()
+
+    def intercept_step(self, info: weft_nb.InterceptedStep, call_next: Callable[[], Any]) -> Any:
+        return self._twice("step", call_next)
+
+    def intercept_attempt(
+        self, info: weft_nb.InterceptedAttempt, call_next: Callable[[], Any]
+    ) -> Any:
+        return self._twice("attempt", call_next)
+
+
+ran: list[int] = []
+
+
+@weft_nb.activity(retry={"max_attempts": 1})
+def counted(x: int) -> int:
+    ran.append(x)
+    return x + 1
+
+
+@weft_nb.workflow
+def one_counted(ctx: weft_nb.WorkflowContext, x: int) -> int:
+    return ctx.run(counted, x)
+
+
+@pytest.mark.parametrize("kind", ["step", "attempt"])
+def test_call_next_runs_the_work_once_and_a_second_call_is_refused(kind: str) -> None:
+    ran.clear()
+    journal = MemoryJournal()
+    with TestEngine(journal, interceptors=[CallingTwice(kind)]) as engine:
+        handle = engine.start(one_counted, 1)
+        with pytest.raises(weft_nb.errors.WeftError, match="call_next\\(\\) twice"):
+            handle.result()
+    assert ran == [1]  # the activity ran once; no result was journaled over another

@@ -30,24 +30,28 @@ class QuietLogger:
 
     def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
         """``Logger.log``, except that an error of a handler or filter is dropped."""
-        with contextlib.suppress(Exception):
-            self.logger.log(level, message, *args, **kwargs)
+        self._log(level, message, args, kwargs)
 
     def debug(self, message: str, *args: Any, **kwargs: Any) -> None:
         """Log at DEBUG."""
-        self.log(logging.DEBUG, message, *args, **kwargs)
+        self._log(logging.DEBUG, message, args, kwargs)
 
     def info(self, message: str, *args: Any, **kwargs: Any) -> None:
         """Log at INFO."""
-        self.log(logging.INFO, message, *args, **kwargs)
+        self._log(logging.INFO, message, args, kwargs)
 
     def warning(self, message: str, *args: Any, **kwargs: Any) -> None:
         """Log at WARNING."""
-        self.log(logging.WARNING, message, *args, **kwargs)
+        self._log(logging.WARNING, message, args, kwargs)
 
     def error(self, message: str, *args: Any, **kwargs: Any) -> None:
         """Log at ERROR."""
-        self.log(logging.ERROR, message, *args, **kwargs)
+        self._log(logging.ERROR, message, args, kwargs)
+
+    def _log(self, level: int, message: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        kwargs.setdefault("stacklevel", 3)  # the record names our caller, not this wrapper
+        with contextlib.suppress(Exception):
+            self.logger.log(level, message, *args, **kwargs)
 
 
 def report(

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from weft_nb.activity.context import ActivityContext, EngineStopped
+from weft_nb.errors import InterceptorCallError
 from weft_nb.executors.attempts import AttemptOutcome, AttemptRequest
 
 if TYPE_CHECKING:
@@ -184,6 +185,14 @@ def _attempt_hook(
     return interceptor.intercept_attempt(info, call_next)
 
 
+_HOOK_NAMES = {
+    "_run_hook": "intercept_run",
+    "_step_hook": "intercept_step",
+    "_call_hook": "intercept_durable_activity",
+    "_attempt_hook": "intercept_attempt",
+}
+
+
 def _through(
     chain: Sequence[Interceptor],
     hook: Callable[[Interceptor, InfoT, Callable[[], Any]], Any],
@@ -191,10 +200,20 @@ def _through(
     call: Callable[[], Any],
     index: int = 0,
 ) -> Any:
-    """Call ``hook`` of ``chain[index]``, whose ``call_next`` is the rest of the chain."""
+    """Call ``hook`` of ``chain[index]``, whose ``call_next`` (callable once) is the rest."""
     if index == len(chain):
         return call()
-    return hook(chain[index], info, functools.partial(_through, chain, hook, info, call, index + 1))
+    interceptor = chain[index]
+    called = False
+
+    def call_next() -> Any:
+        nonlocal called
+        if called:  # a second run of the work would be journaled over the first
+            raise InterceptorCallError(type(interceptor).__name__, _HOOK_NAMES[hook.__name__])
+        called = True
+        return _through(chain, hook, info, call, index + 1)
+
+    return hook(interceptor, info, call_next)
 
 
 def around_run(
