@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import weft_nb
-from weft_nb.errors import ActivityFailedError, CircuitOpenError
+from weft_nb.errors import ActivityFailedError, CircuitOpenError, JournalIOError
 from weft_nb.journal.protocol import BreakerRecord
 from weft_nb.testing import MemoryJournal, TestEngine, VirtualClock
 
@@ -291,3 +291,27 @@ def test_a_timed_out_attempt_counts_as_a_failure(engine: TestEngine) -> None:
 
     assert _fails(engine, pay).cause_type == "ActivityPerAttemptTimeoutError"
     assert _breaker(engine).state == "open"
+
+
+class FullDiskForBreakers(MemoryJournal):
+    """A journal whose breaker table is on a disk that is full; everything else is written."""
+
+    def save_breaker(self, record: BreakerRecord) -> None:
+        raise JournalIOError("disk full", path="breakers", cause="disk full", errno=28)
+
+
+def test_a_breaker_state_the_journal_refuses_never_costs_the_attempt_its_outcome() -> None:
+    clock = VirtualClock(auto_advance=False)
+    with TestEngine(FullDiskForBreakers(), clock=clock) as engine:
+        service = Service(clock)
+        pay = _setup(engine, service)
+        failed = _fails(engine, pay)  # the failure is the activity's, not the journal's
+        assert "service down" in str(failed)
+        _fails(engine, pay)  # the breaker opens in this engine, though it was not recorded
+        rejected = engine.start(pay, 1)
+        with pytest.raises(ActivityFailedError, match="circuit breaker"):
+            rejected.result(timeout=30)
+        assert len(service.calls) == 2  # the open breaker kept the third call away
+        clock.advance(RESET)
+        service.up = True
+        assert engine.run(pay, 5) == 6  # the trial succeeds; its result is journaled

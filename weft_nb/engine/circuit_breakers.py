@@ -10,7 +10,9 @@ half-open. Once ``reset_timeout`` has passed the breaker is half-open: up to
 The state is written to the journal (`Journal.save_breaker`) whenever it changes, so an engine
 opened on the same journal after a restart finds an open breaker open. Half-open is not stored:
 it is an open breaker past its reset timeout, and trial attempts in flight die with their
-process. Only attempts of the activity that failed count (an exception, a timeout): cancelled
+process. Writing the state is best effort: when the journal refuses it (a full disk), the
+breaker still moves in this engine, the failure is logged on ``weft_nb.journal``, and the
+attempt's own outcome is journaled as usual. Only attempts of the activity that failed count (an exception, a timeout): cancelled
 attempts, an engine that stopped, a parked step and `CircuitOpenError` itself do not. An activity
 without a breaker pays one attribute test per attempt.
 """
@@ -25,6 +27,7 @@ from weft_nb.activity.checkpoints import needs_environment
 from weft_nb.base.circuit_breaker import CircuitBreaker
 from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import ActivityDefinition
+from weft_nb.base.operational import QuietLogger
 from weft_nb.errors import ActivityTimeoutError, CircuitOpenError
 from weft_nb.executors.attempts import AttemptOutcome, AttemptRequest
 from weft_nb.journal.protocol import BREAKER_CLOSED, BREAKER_OPEN, BreakerRecord, Journal
@@ -36,6 +39,9 @@ RunAttempt = Callable[[AttemptRequest, threading.Event], AttemptOutcome | None]
 class _Breaker:
     record: BreakerRecord  # as last written to the journal
     trials: int = 0  # half-open trial attempts running now (never durable)
+
+
+_LOG = QuietLogger("weft_nb.journal")
 
 
 class CircuitBreakers:
@@ -151,8 +157,17 @@ class CircuitBreakers:
             else:
                 changed = dataclasses.replace(record, failures=record.failures + 1)
             changed.updated_at = now
-            self._journal.save_breaker(changed)  # durable first, then in effect
             breaker.record = changed
+            try:
+                self._journal.save_breaker(changed)
+            except Exception as exc:  # best effort: the attempt's own outcome must not be lost
+                _LOG.warning(
+                    "circuit breaker of %r: could not record its state (%s); it is in effect in "
+                    "this engine, and a restart starts from the last recorded state",
+                    name,
+                    exc,
+                    extra={"activity": name},
+                )
 
 
 def _retry_at(breaker: _Breaker, config: CircuitBreaker, now: float) -> float:
