@@ -67,3 +67,13 @@ def test_the_decorator_keeps_it_on_the_definition() -> None:
     assert isinstance(definition, weft_nb.ActivityDefinition)
     assert definition.circuit_breaker == CircuitBreaker(4, 10)
     assert "circuit breaker 4/10s" in definition.summary()
+
+
+def test_bad_settings_get_a_breaker_s_own_message() -> None:
+    with pytest.raises(ValueError, match="counts must be integers"):
+        CircuitBreaker.parse("\u0661/30s")  # an Arabic-Indic one: isdigit() says yes, int() too
+    with pytest.raises(ValueError, match=r"unknown circuit breaker option\(s\) \['bogus'\]"):
+        circuit_breaker_from({"bogus": 1})
+    with pytest.raises(ValueError, match="reset_timeout") as info:
+        CircuitBreaker(reset_timeout=-5)
+    assert "no limit" not in str(info.value)  # "leave it unset" is no advice for a breaker

@@ -40,10 +40,14 @@ class CircuitBreaker:
             count = getattr(self, name)
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"circuit breaker {name} must be an integer >= 1; got {count!r}")
-        seconds = parse_duration(self.reset_timeout, what="circuit breaker reset_timeout")
+        try:
+            seconds = parse_duration(self.reset_timeout, what="circuit breaker reset_timeout")
+        except ValueError as exc:  # its advice "None for no limit" does not fit a breaker
+            raise ValueError(str(exc).split("; for no limit")[0]) from None
         if not seconds:
             raise ValueError(
-                f"circuit breaker reset_timeout must be longer than 0; got {self.reset_timeout!r}"
+                "circuit breaker reset_timeout must be longer than 0 (seconds, or a string like "
+                f"'30s' or '5m'); got {self.reset_timeout!r}"
             )
         object.__setattr__(self, "reset_timeout", seconds)  # stored in seconds, as the policy's
 
@@ -68,7 +72,7 @@ class CircuitBreaker:
         if len(parts) not in (2, 3) or not all(parts):
             raise ValueError(f"circuit breaker {text!r}: expected {_FORM}")
         counts = [parts[0], *parts[2:]]
-        if not all(count.isdigit() for count in counts):
+        if not all(count.isascii() and count.isdigit() for count in counts):
             raise ValueError(f"circuit breaker {text!r}: the counts must be integers; {_FORM}")
         half_open = int(parts[2]) if len(parts) == 3 else 1
         return cls(int(parts[0]), parts[1], half_open)
@@ -83,6 +87,12 @@ def circuit_breaker_from(
     if isinstance(value, str):
         return CircuitBreaker.parse(value)
     if isinstance(value, Mapping):
+        unknown = set(value) - {f.name for f in dataclasses.fields(CircuitBreaker)}
+        if unknown:
+            raise ValueError(
+                f"unknown circuit breaker option(s) {sorted(unknown)}; expected some of "
+                "['failure_threshold', 'reset_timeout', 'half_open_max_calls']"
+            )
         return CircuitBreaker(**value)
     raise ValueError(
         f"circuit_breaker must be a weft_nb.CircuitBreaker, a string like '5/30s' or a mapping; "

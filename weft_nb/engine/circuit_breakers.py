@@ -12,9 +12,11 @@ opened on the same journal after a restart finds an open breaker open. Half-open
 it is an open breaker past its reset timeout, and trial attempts in flight die with their
 process. Writing the state is best effort: when the journal refuses it (a full disk), the
 breaker still moves in this engine, the failure is logged on ``weft_nb.journal``, and the
-attempt's own outcome is journaled as usual. Only attempts of the activity that failed count (an exception, a timeout): cancelled
-attempts, an engine that stopped, a parked step and `CircuitOpenError` itself do not. An activity
-without a breaker pays one attribute test per attempt.
+attempt's own outcome is journaled as usual.
+
+Only attempts of the activity that failed count (an exception, a timeout): cancelled attempts, an
+engine that stopped, a parked step and `CircuitOpenError` itself do not. An activity without a
+breaker pays one attribute test per attempt.
 """
 
 from __future__ import annotations
