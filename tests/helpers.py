@@ -86,10 +86,13 @@ def parked_run(
 ) -> tuple[weft_nb.RunHandle, list[str]]:
     """Start a run whose one activity hands out its task token and calls ``complete_async``.
 
-    Returns once the token is out: the run's handle and the list holding that token.
-    ``call_options`` go to the workflow's ``ctx.run`` (e.g. ``idempotency_key``).
+    Returns once the step is parked on its token (not only once the token is out: a restart
+    while the attempt still runs counts it as crashed): the run's handle and the list holding
+    that token. ``call_options`` go to the workflow's ``ctx.run`` (e.g. ``idempotency_key``).
     """
     tokens: list[str] = []
+    parked = threading.Event()
+    engine.add_listener(lambda e: parked.set() if e.kind == "async_pending" else None)
 
     @weft_nb.activity
     def ask(_: object, activity: weft_nb.ActivityContext) -> None:
@@ -101,7 +104,7 @@ def parked_run(
         return ctx.run(ask, **call_options)
 
     handle = engine.start(review, run_id=run_id)
-    wait_until(lambda: tokens, what="the parked activity's task token")
+    wait_until(parked.is_set, what="the activity parked on its task token")
     return handle, tokens
 
 
