@@ -144,6 +144,14 @@ class Interceptor:
     (or a replacement). See the module for what an exception from a hook does.
     """
 
+    def active(self) -> bool:
+        """Whether to wrap calls now (asked per step and attempt); True unless overridden.
+
+        An interceptor that would only pass calls through at the moment (tracing with no
+        provider configured) answers False, so the engine runs without it and pays nothing.
+        """
+        return True
+
     def intercept_run(self, info: InterceptedRun, call_next: Callable[[], Any]) -> Any:
         """Wrap one execution of the workflow function (a start, or a resume after a restart)."""
         return call_next()

@@ -83,10 +83,15 @@ class Runtime:
         object.__setattr__(self, "breakers", CircuitBreakers(self.journal, self.clock))
 
     def interceptor_chain(self) -> tuple[Interceptor, ...]:
-        """The interceptors that wrap run code now (`weft_nb.engine.interceptors`)."""
-        if logging_on():
-            return self.interceptors
-        return self.quiet_interceptors
+        """The interceptors that wrap run code now (`weft_nb.engine.interceptors`).
+
+        Without a logging handler the logging interceptor is left out, and so is any interceptor
+        that is not `Interceptor.active()` (tracing with no provider): often none is left.
+        """
+        chain = self.interceptors if logging_on() else self.quiet_interceptors
+        if chain and not all(each.active() for each in chain):
+            chain = tuple(each for each in chain if each.active())
+        return chain
 
     def run_attempt(self, request: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:
         """Run one attempt on the executor, through the interceptors' attempt hooks."""

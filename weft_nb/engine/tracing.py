@@ -72,6 +72,7 @@ class OpenTelemetryInterceptor(Interceptor):
         self._context = import_extra("opentelemetry.context", extra="otel", feature=_FEATURE)
         self._metrics = metrics
         self._explicit = tracer_provider is not None or meter_provider is not None
+        self._active, self._checked_until = self._explicit, 0.0
         self._tracer = trace.get_tracer("weft_nb", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("weft_nb", __version__, meter_provider=meter_provider)
         self._duration = meter.create_histogram(
@@ -96,6 +97,19 @@ class OpenTelemetryInterceptor(Interceptor):
         self._run_spans: dict[str, Any] = {}  # run id -> its weft.run span
         self._step_spans: dict[tuple[str, int], Any] = {}  # (run id, position) -> weft.step
         self._live: dict[int, tuple[InterceptedAttempt, ActivityContext]] = {}
+
+    def active(self) -> bool:
+        """Tracing wraps calls only while a tracer or meter provider is configured (or given).
+
+        The global providers are looked up at most once a second (asked per step, the lookups
+        cost more than a step's own bookkeeping): a provider set later takes effect within 1 s.
+        """
+        if self._explicit:
+            return True
+        now = time.monotonic()
+        if now >= self._checked_until:
+            self._active, self._checked_until = self._configured(), now + 1.0
+        return self._active
 
     def _configured(self) -> bool:
         if self._explicit:
