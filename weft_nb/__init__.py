@@ -26,6 +26,7 @@ from weft_nb.base.circuit_breaker import CircuitBreaker
 from weft_nb.base.definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
 from weft_nb.base.release import __version__
 from weft_nb.base.retry import RetryPolicy, parse_duration
+from weft_nb.engine.async_context import AsyncWorkflowContext
 from weft_nb.engine.durable_activity import durable_activity
 from weft_nb.engine.engine import Engine
 from weft_nb.engine.events import WeftEvent
@@ -64,6 +65,7 @@ __all__ = [
     "ActivityContext",
     "ActivityDefinition",
     "ActivityRedefinedWarning",
+    "AsyncWorkflowContext",
     "CircuitBreaker",
     "DaskExecutor",
     "DevelopmentWarning",

@@ -672,6 +672,37 @@ class StepScopeError(WeftError):
     """
 
 
+class AsyncStyleError(WeftError):
+    """Sync and async styles were mixed: a coroutine where a value belongs (docs/guides/async.md).
+
+    A sync workflow or a sync activity returned a coroutine (make it ``async def``), or an async
+    workflow's durable call was used without ``await``. Attributes: ``what`` (what happened),
+    ``instead`` (what to write), ``where`` (``file:line``).
+    """
+
+    def __init__(self, what: str, instead: str, *, where: str) -> None:
+        super().__init__(f"{what} (at {where}); {instead}", what=what, instead=instead, where=where)
+
+
+class StepNotAwaitedError(AsyncStyleError):
+    """An ``async def`` workflow called ``ctx.run``/``ctx.sleep``/... and never awaited it.
+
+    Attributes: ``call`` (such as ``ctx.run('train')``), ``where`` (its ``file:line``), ``run_id``.
+    """
+
+    def __init__(self, call: str, *, where: str, run_id: str) -> None:
+        WeftError.__init__(
+            self,
+            f"{call} in async workflow run {run_id!r} was never awaited (at {where}); write "
+            f"`await {call}` (its step runs either way, but its result and error are lost), or "
+            "hand it to asyncio.gather(...) or asyncio.ensure_future(...) before the workflow "
+            "awaits anything else",
+            call=call,
+            where=where,
+            run_id=run_id,
+        )
+
+
 class ActivityCrashLoopError(ActivityFailedError):
     """A step's attempts kept killing their process: started ``max_attempts`` times, never ended.
 
@@ -897,6 +928,7 @@ __all__ = [
     "ActivityScheduleToCloseTimeoutError",
     "ActivityTimeoutError",
     "ActivityVerificationError",
+    "AsyncStyleError",
     "AsyncTokenNotFoundError",
     "BranchTopologyChangedError",
     "CellDefinitionError",
@@ -930,6 +962,7 @@ __all__ = [
     "ShadowedBuiltinWarning",
     "SignalTimeoutError",
     "StepChangedWarning",
+    "StepNotAwaitedError",
     "StepScopeError",
     "UndecidedNotebookError",
     "UnsupportedPlatformError",

@@ -60,6 +60,12 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "RunFinishedError": lambda: errors.RunFinishedError("r1", "completed", signal="approve"),
     "RunInterruptedError": lambda: errors.RunInterruptedError("r1", "interrupted by the user"),
     "SignalTimeoutError": lambda: errors.SignalTimeoutError("approve", 30, run_id="r1", position=4),
+    "AsyncStyleError": lambda: errors.AsyncStyleError(
+        "sync workflow 'wf' returned a coroutine", "make it `async def wf`", where="nb.py:3"
+    ),
+    "StepNotAwaitedError": lambda: errors.StepNotAwaitedError(
+        "ctx.run('train')", where="nb.py:4", run_id="r1"
+    ),
     "StepScopeError": lambda: errors.StepScopeError("ctx.run in a memo", run_id="r1", call="run"),
     "NonDeterminismError": lambda: errors.NonDeterminismError("r1", 1, "its input changed"),
     "WorkflowVersionMismatchError": lambda: errors.WorkflowVersionMismatchError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+from collections.abc import Iterator
 
 import pytest
 
@@ -78,11 +79,11 @@ def test_activities_with_too_many_parameters_are_refused() -> None:
         def three(a: int, b: int, c: int) -> int:
             return a
 
-    with pytest.raises(TypeError, match="plain function"):
+    with pytest.raises(TypeError, match="not a generator"):
 
         @weft_nb.workflow
-        async def not_plain(ctx: object) -> None:
-            return None
+        def generator(ctx: object) -> Iterator[int]:
+            yield 1
 
 
 def test_unknown_call_option_is_refused(tmp_path: object) -> None:

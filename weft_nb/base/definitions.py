@@ -137,7 +137,7 @@ class ActivityDefinition:
 
 @dataclasses.dataclass(frozen=True)
 class WorkflowDefinition:
-    """A registered workflow: a plain function ``(ctx, input)``."""
+    """A registered workflow: a function ``(ctx, input)``, plain or ``async def``."""
 
     name: str
     fn: Callable[..., Any]
@@ -146,6 +146,7 @@ class WorkflowDefinition:
     arity: int = 2
     input_hint: Any = None
     compensate_on_failure: bool = False  # run ctx.compensate() when the workflow fails
+    is_async: bool = False  # ``async def``: it gets an AsyncWorkflowContext and is awaited
 
 
 def compensation_name(compensate: str | Callable[..., Any]) -> str:
@@ -232,10 +233,10 @@ def make_workflow(
     """Build a `WorkflowDefinition`."""
     if not callable(fn):
         raise TypeError(f"a workflow must be a function; got {fn!r}")
-    if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn):
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(
-            f"workflow {fn.__name__!r} must be a plain function (ctx, input); ctx.run blocks "
-            "and returns the activity's result, so no async or yield is needed"
+            f"workflow {fn.__name__!r} must be a function (ctx, input), plain or `async def`, "
+            "not a generator: return the result instead of yielding it"
         )
     arity = _positional_arity(fn)
     if arity not in (1, 2):
@@ -248,6 +249,7 @@ def make_workflow(
         arity=arity,
         input_hint=_hints(fn, input_index=1)[0] if arity == 2 else None,
         compensate_on_failure=bool(compensate_on_failure),
+        is_async=inspect.iscoroutinefunction(fn),
     )
 
 
@@ -302,7 +304,7 @@ def workflow(
     *, name: str | None = None, version: str = "1", compensate_on_failure: bool = False
 ) -> Callable[[F], F]: ...
 def workflow(fn: Any = None, /, **options: Any) -> Any:
-    """Mark a plain function ``(ctx, input)`` as a workflow; bare or with options.
+    """Mark a function ``(ctx, input)``, plain or async, as a workflow; bare or with options.
 
     Options: ``name``, ``version``, and ``compensate_on_failure`` (when the workflow fails, run
     ``ctx.compensate()`` before the error ends the run: docs/guides/compensation.md).

@@ -8,6 +8,7 @@ delegate here.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import uuid
@@ -169,6 +170,28 @@ class RunStarting:
             return self.start(workflow, input, run_id=run_id, on_change=on_change).result(timeout)
         except KeyboardInterrupt:
             self.interrupt(run_id)  # False (nothing to do) when the run was not launched
+            raise
+
+    async def run_async(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        on_change: str | None = None,
+    ) -> Any:
+        """``await engine.run_async(wf, input)``: `run()` without blocking the running loop.
+
+        For a cell's top-level ``await``, or any coroutine; sync and ``async def`` workflows alike.
+
+        Cancelling the awaiting task (or Ctrl-C) interrupts the run, as `run()` does on Ctrl-C.
+        """
+        if run_id is None:
+            run_id = uuid.uuid4().hex[:16]
+        try:
+            return await self.start(workflow, input, run_id=run_id, on_change=on_change)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            self.interrupt(run_id)
             raise
 
 

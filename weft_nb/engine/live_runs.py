@@ -80,6 +80,8 @@ class LiveRuns:
         state = self.get(run_id)
         if state is not None and state.signal_arrived is not None:
             state.signal_arrived.set()
+        for waiter in list(state.signal_waiters) if state is not None else ():
+            waiter.set()
 
     def cancel(self, run_id: str) -> None:
         """Set ``cancelled`` on the run and its attempts in flight (after the journal says so)."""
@@ -118,6 +120,8 @@ def _cancel_in_flight(state: RunState, reason: str) -> None:
     state.cancel_requested.set()
     if state.signal_arrived is not None:
         state.signal_arrived.set()
+    for waiter in list(state.signal_waiters):
+        waiter.set()
     for ctx, wake in list(state.live):
         ctx.cancel(reason)
         wake.set()

@@ -19,12 +19,12 @@ import contextvars
 import itertools
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 from weft_nb.base.payloads import digest
 from weft_nb.base.typed_api import ResultT, ResultT_co
-from weft_nb.engine import steps
+from weft_nb.engine import async_loop, steps
 from weft_nb.errors import BranchTopologyChangedError
 from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
 
@@ -53,6 +53,7 @@ class StepFuture(Generic[ResultT_co]):
         self._value: Any = None
         self._error: BaseException | None = None
         self._watchers: list[threading.Event] = []
+        self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.settled_order = 0  # global settle order: the true first of a race
 
@@ -62,9 +63,11 @@ class StepFuture(Generic[ResultT_co]):
             self._value, self._error = value, error
             self.settled_order = next(_SETTLE_ORDER)
             self._settled.set()
-            watchers = list(self._watchers)
+            watchers, callbacks = list(self._watchers), list(self._callbacks)
         for watcher in watchers:
             watcher.set()
+        for callback in callbacks:
+            callback()
 
     def watch(self, event: threading.Event) -> None:
         """Set ``event`` when the step settles (at once if it has)."""
@@ -72,6 +75,23 @@ class StepFuture(Generic[ResultT_co]):
             self._watchers.append(event)
             if self._settled.is_set():
                 event.set()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the step settles (at once if it has), on the settling thread."""
+        with self._lock:
+            if not self._settled.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def __await__(self) -> Generator[Any, None, ResultT_co]:
+        """``await future`` in an ``async def`` workflow (or any coroutine): its result.
+
+        Waits without blocking the awaiting event loop; raises the step's error.
+        """
+        if not self.done():
+            yield from async_loop.settled(self.add_done_callback).__await__()
+        return self.result()
 
     def done(self) -> bool:
         """True once the step completed or failed."""
@@ -138,40 +158,55 @@ def race(
     behaviour): a race selects a result, it does not stop work. Stop a loser yourself (a timeout,
     a cancellation token in its input) when its work is not worth finishing.
     """
+    position, winner = race_position(cursor, futures)
+    if winner is None:
+        wake = rt.clock.new_event()
+        for future in futures:
+            future.watch(wake)
+        while not rt.clock.wait(wake, None):
+            pass
+        winner = record_winner(rt, cursor, position, futures)
+    return winner, futures[winner].result()
+
+
+def race_position(cursor: StepCursor, futures: Sequence[StepFuture[Any]]) -> tuple[int, int | None]:
+    """Take a race's position: ``(position, winner)``, the winner when the journal has it."""
     if not futures:
         raise ValueError("ctx.race needs at least one future")
     position = cursor.take_position()
     members = json.dumps([f.position for f in futures]).encode()
     recorded = cursor.match(position, RACE, "", digest(members))
     if recorded is not None and recorded.status == STEP_COMPLETED and recorded.result:
-        winner = int(recorded.result)
         cursor.count_replayed()
-    else:
-        wake = rt.clock.new_event()
-        for future in futures:
-            future.watch(wake)
-        while not rt.clock.wait(wake, None):
-            pass
-        winner = min(
-            (i for i, f in enumerate(futures) if f.done()), key=lambda i: futures[i].settled_order
+        return position, int(recorded.result)
+    return position, None
+
+
+def record_winner(
+    rt: Runtime, cursor: StepCursor, position: int, futures: Sequence[StepFuture[Any]]
+) -> int:
+    """Journal the first of ``futures`` to settle (one has) as the race's winner; its index."""
+    winner = min(
+        (i for i, f in enumerate(futures) if f.done()), key=lambda i: futures[i].settled_order
+    )
+    members = json.dumps([f.position for f in futures]).encode()
+    now = rt.clock.now()
+    rt.journal.record_step(
+        StepRecord(
+            run_id=cursor.run_id,
+            position=position,
+            activity=RACE,
+            status=STEP_COMPLETED,
+            input_hash=digest(members),
+            source_hash="",
+            attempts=1,
+            started_at=now,
+            finished_at=now,
+            result_codec="json",
+            result=str(winner).encode(),
         )
-        now = rt.clock.now()
-        rt.journal.record_step(
-            StepRecord(
-                run_id=cursor.run_id,
-                position=position,
-                activity=RACE,
-                status=STEP_COMPLETED,
-                input_hash=digest(members),
-                source_hash="",
-                attempts=1,
-                started_at=now,
-                finished_at=now,
-                result_codec="json",
-                result=str(winner).encode(),
-            )
-        )
-    return winner, futures[winner].result()
+    )
+    return winner
 
 
 def run_all(
@@ -181,6 +216,17 @@ def run_all(
     submit_one: Callable[..., StepFuture[Any]],
 ) -> dict[str, Any]:
     """Named branches run in parallel; a dict of their results. The topology is journaled."""
+    names, futures = start_group(rt, cursor, branches, submit_one)
+    return dict(zip(names, wait_all(futures), strict=True))
+
+
+def start_group(
+    rt: Runtime,
+    cursor: StepCursor,
+    branches: Mapping[str, tuple[str | Callable[..., Any], Any] | tuple[str | Callable[..., Any]]],
+    submit_one: Callable[..., StepFuture[Any]],
+) -> tuple[list[str], list[StepFuture[Any]]]:
+    """Journal a ``run_all`` group's topology and submit its branches: names and futures."""
     names = list(branches)
     position = cursor.take_position()
     topology = json.dumps(names).encode()
@@ -214,4 +260,4 @@ def run_all(
         branch = branches[name]
         activity, value = (branch[0], branch[1] if len(branch) > 1 else None)
         futures.append(submit_one(activity, value))
-    return dict(zip(names, wait_all(futures), strict=True))
+    return names, futures

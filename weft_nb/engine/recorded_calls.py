@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,17 @@ def _record(run_id: str, position: int, kind: str, signature: str, started_at: f
 
 def sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> None:
     """Sleep durably: the deadline is journaled before waiting."""
+    wait = begin_sleep(rt, cursor, duration)
+    if wait is not None:
+        wait()
+
+
+def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable[[], None] | None:
+    """Take a sleep's position and journal its deadline (on the workflow's thread).
+
+    Returns None when the journal has the sleep done, else the wait itself: it may run on any
+    thread (an async workflow's sleep waits off its loop), and journals the sleep's end.
+    """
     seconds = parse_duration(duration, what="ctx.sleep duration")
     assert seconds is not None
     position = cursor.take_position()
@@ -50,7 +62,7 @@ def sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> None:
     recorded = cursor.match(position, SLEEP, "", signature)
     if recorded is not None and recorded.status == STEP_COMPLETED:
         cursor.count_replayed()
-        return
+        return None
     if recorded is not None and recorded.result is not None:
         deadline = float(recorded.result)  # the original deadline, from before the restart
     else:
@@ -64,21 +76,25 @@ def sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> None:
                 idempotency_key=SLEEP,
             )
         )
-    remaining = deadline - rt.clock.now()
-    if remaining > 0:
-        cursor.pause(remaining)
-    cursor.check_alive()
-    now = rt.clock.now()
-    rt.journal.record_step(
-        dataclasses.replace(
-            _record(cursor.run_id, position, SLEEP, signature, now),
-            status=STEP_COMPLETED,
-            finished_at=now,
-            result_codec="json",
-            result=json.dumps(deadline).encode(),
-            idempotency_key=SLEEP,
+
+    def wait() -> None:
+        remaining = deadline - rt.clock.now()
+        if remaining > 0:
+            cursor.pause(remaining)
+        cursor.check_alive()
+        now = rt.clock.now()
+        rt.journal.record_step(
+            dataclasses.replace(
+                _record(cursor.run_id, position, SLEEP, signature, now),
+                status=STEP_COMPLETED,
+                finished_at=now,
+                result_codec="json",
+                result=json.dumps(deadline).encode(),
+                idempotency_key=SLEEP,
+            )
         )
-    )
+
+    return wait
 
 
 def now(rt: Runtime, cursor: StepCursor) -> float:
@@ -156,6 +172,19 @@ def wait_for_signal(
     rt: Runtime, cursor: StepCursor, name: str, timeout: Duration | None = None
 ) -> Any:
     """Wait for signal ``name`` and return its payload; see ``WorkflowContext.wait_for_signal``."""
+    replayed, wait = begin_signal_wait(rt, cursor, name, timeout)
+    return replayed() if replayed is not None else wait(None)
+
+
+def begin_signal_wait(
+    rt: Runtime, cursor: StepCursor, name: str, timeout: Duration | None = None
+) -> tuple[Callable[[], Any] | None, Callable[[threading.Event | None], Any]]:
+    """Take a signal wait's position, journal its deadline: ``(replayed, wait)``.
+
+    ``replayed`` answers from the journal (the payload, or the timeout raised again) when it
+    can; otherwise ``wait(arrived)`` waits, on any thread, for the signal, waking on
+    ``arrived`` (an event `weft_nb.engine.live_runs` sets with the run's own; None: the run's).
+    """
     seconds = parse_duration(timeout, what="wait_for_signal timeout")
     run_id = cursor.run_id
     position = cursor.take_position()
@@ -164,14 +193,19 @@ def wait_for_signal(
     where = f"signal {name!r} (step {position}, run {run_id!r})"
     if recorded is not None and recorded.status in (STEP_COMPLETED, STEP_FAILED):
         cursor.count_replayed()
-        if recorded.status == STEP_FAILED:
-            assert recorded.error is not None
-            raise error_from_json(recorded.error, run_id=run_id)
-        assert recorded.result_codec is not None
-        assert recorded.result is not None
-        payload = decode(recorded.result_codec, recorded.result, what=f"the payload of {where}")
-        cursor.remember(payload, recorded.result_codec, recorded.result)
-        return payload
+        done = recorded
+
+        def replayed() -> Any:
+            if done.status == STEP_FAILED:
+                assert done.error is not None
+                raise error_from_json(done.error, run_id=run_id)
+            assert done.result_codec is not None
+            assert done.result is not None
+            payload = decode(done.result_codec, done.result, what=f"the payload of {where}")
+            cursor.remember(payload, done.result_codec, done.result)
+            return payload
+
+        return replayed, _never
     started = rt.clock.now()
     deadline = None
     if recorded is not None and recorded.result is not None:
@@ -189,33 +223,43 @@ def wait_for_signal(
     # The journaled deadline is wall time (it must survive a restart); in this process the wait
     # counts down on the monotonic clock, so stepping the system clock back cannot disable it.
     local_deadline = None if deadline is None else rt.clock.monotonic() + deadline - rt.clock.now()
-    while True:
-        cursor.check_alive()
-        cursor.clear_signal()  # before looking: a signal sent from now on sets it again
-        step = dataclasses.replace(
-            _record(run_id, position, SIGNAL, signature, started),
-            status=STEP_COMPLETED,
-            finished_at=rt.clock.now(),
-            idempotency_key=SIGNAL,
-        )
-        received = rt.journal.consume_signal(run_id, name, step)
-        if received is not None:
-            assert received.result_codec is not None
-            assert received.result is not None
-            payload = decode(received.result_codec, received.result, what=f"the payload of {where}")
-            cursor.remember(payload, received.result_codec, received.result)
-            return payload
-        remaining = None if local_deadline is None else local_deadline - rt.clock.monotonic()
-        if remaining is not None and remaining <= 0:
-            error = SignalTimeoutError(name, seconds or 0, run_id=run_id, position=position)
-            rt.journal.record_step(
-                dataclasses.replace(
-                    _record(run_id, position, SIGNAL, signature, started),
-                    status=STEP_FAILED,
-                    finished_at=rt.clock.now(),
-                    error=error_to_json(error),
-                    idempotency_key=SIGNAL,
-                )
+
+    def wait(arrived: threading.Event | None) -> Any:
+        while True:
+            cursor.check_alive()
+            cursor.clear_signal(arrived)  # before looking: a signal sent from now on sets it
+            step = dataclasses.replace(
+                _record(run_id, position, SIGNAL, signature, started),
+                status=STEP_COMPLETED,
+                finished_at=rt.clock.now(),
+                idempotency_key=SIGNAL,
             )
-            raise error
-        cursor.wait_signal(remaining)
+            received = rt.journal.consume_signal(run_id, name, step)
+            if received is not None:
+                assert received.result_codec is not None
+                assert received.result is not None
+                payload = decode(
+                    received.result_codec, received.result, what=f"the payload of {where}"
+                )
+                cursor.remember(payload, received.result_codec, received.result)
+                return payload
+            remaining = None if local_deadline is None else local_deadline - rt.clock.monotonic()
+            if remaining is not None and remaining <= 0:
+                error = SignalTimeoutError(name, seconds or 0, run_id=run_id, position=position)
+                rt.journal.record_step(
+                    dataclasses.replace(
+                        _record(run_id, position, SIGNAL, signature, started),
+                        status=STEP_FAILED,
+                        finished_at=rt.clock.now(),
+                        error=error_to_json(error),
+                        idempotency_key=SIGNAL,
+                    )
+                )
+                raise error
+            cursor.wait_signal(remaining, arrived)
+
+    return None, wait
+
+
+def _never(arrived: threading.Event | None) -> Any:
+    raise AssertionError("a replayed signal wait does not wait")

@@ -258,15 +258,19 @@ class StepCursor:
         if self._clock.wait(self._state.cancel_requested, seconds):
             self.check_alive()
 
-    def wait_signal(self, timeout: float | None) -> None:
-        """Wait until a signal, completion, cancel or stop arrives (or ``timeout`` passes)."""
-        arrived = self._state.signal_arrived
+    def wait_signal(self, timeout: float | None, arrived: threading.Event | None = None) -> None:
+        """Wait until a signal, completion, cancel or stop arrives (or ``timeout`` passes).
+
+        ``arrived``: a waiter's own event (an async workflow's concurrent signal waits), which
+        is set with the run's own; None: the run's.
+        """
+        arrived = arrived or self._state.signal_arrived
         assert arrived is not None
         self._clock.wait(arrived, timeout)
 
-    def clear_signal(self) -> None:
+    def clear_signal(self, arrived: threading.Event | None = None) -> None:
         """Forget earlier arrivals: call it before looking, so a later one wakes the wait."""
-        arrived = self._state.signal_arrived
+        arrived = arrived or self._state.signal_arrived
         assert arrived is not None
         arrived.clear()
 

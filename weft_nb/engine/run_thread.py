@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import threading
 import traceback
 from typing import Any
 
 from weft_nb.activity.checkpoints import needs_environment
-from weft_nb.base.definitions import call_arguments
+from weft_nb.base.definitions import WorkflowDefinition, call_arguments
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
 from weft_nb.engine import compensation, crash_loops, interceptors
+from weft_nb.engine.async_context import AsyncWorkflowContext
+from weft_nb.engine.async_loop import RunLoop
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.runs import RunState
 from weft_nb.engine.runtime import Runtime
 from weft_nb.engine.workflow_context import EngineStopped, WorkflowContext
 from weft_nb.errors import (
+    AsyncStyleError,
     JournalClosedError,
     JournalError,
     RunInterruptedError,
@@ -134,17 +138,22 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
     try:
         ctx = WorkflowContext(rt, state)
         workflow = state.workflow
+        run_loop = RunLoop(rt.clock) if workflow.is_async else None
+        face = ctx if run_loop is None else AsyncWorkflowContext(ctx, run_loop)
         args, kwargs = call_arguments(
             workflow.fn,
             arity=workflow.arity,
             value=state.input_value,
-            context=ctx,
+            context=face,
             context_first=True,
         )
 
         def call_workflow() -> Any:  # compensation inside the run's hooks: its steps are traced
             try:
-                return workflow.fn(*args, **kwargs)
+                if isinstance(face, AsyncWorkflowContext):
+                    assert run_loop is not None
+                    return run_loop.drive(face.finish(workflow.fn(*args, **kwargs)))
+                return refuse_coroutine(workflow, workflow.fn(*args, **kwargs))
             except Exception as exc:
                 compensation.compensate_after_failure(workflow, ctx.compensations, exc)
                 raise
@@ -223,6 +232,22 @@ def _finish(
             executed=state.executed,
         )
     return recorded
+
+
+def refuse_coroutine(workflow: WorkflowDefinition, value: Any) -> Any:
+    """A sync workflow's value; an awaitable (it awaited nothing: it is ``def``) is refused."""
+    if not inspect.isawaitable(value):
+        return value
+    if inspect.iscoroutine(value):
+        value.close()  # no "never awaited" warning on top of the error
+    code = getattr(workflow.fn, "__code__", None)
+    where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else workflow.name
+    raise AsyncStyleError(
+        f"workflow {workflow.name!r} is a plain `def` but returned {type(value).__name__!r}",
+        f"make it `async def {workflow.name}(ctx, ...)` and `await` its ctx calls there "
+        "(docs/guides/async.md)",
+        where=where,
+    )
 
 
 def unrecorded_error(run_id: str, exc: BaseException) -> BaseException:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic
 
 from weft_nb.base.typed_api import ResultT_co
+from weft_nb.engine.async_loop import settled
 from weft_nb.journal.protocol import RUNNING
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class RunCompletion:
         self.error: BaseException | None = None
         self.replayed = False
         self.progress: RunState | None = None
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def settle(
         self,
@@ -46,7 +49,19 @@ class RunCompletion:
         self.value = value
         self.error = error
         self.replayed = replayed
-        self.done.set()
+        with self._lock:
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the run has its outcome (at once if it has), on that thread."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,6 +83,7 @@ class RunState:
     stop_reason: str = ""
     backoff: tuple[int, float] | None = None  # (position, retry time) while a retry waits
     signal_arrived: threading.Event | None = None  # set by signals, completions, cancel, stop
+    signal_waiters: set[threading.Event] = dataclasses.field(default_factory=set)  # and these
     pending_tokens: dict[int, str] = dataclasses.field(default_factory=dict)
     thread: threading.Thread | None = None
     replayed: int = 0
@@ -181,6 +197,17 @@ class RunHandle(Generic[ResultT_co]):
             raise self._completion.error
         value: ResultT_co = self._completion.value
         return value
+
+    def __await__(self) -> Generator[Any, None, ResultT_co]:
+        """``await handle``: the run's result (or its error), never blocking the event loop.
+
+        For a notebook cell with top-level ``await``: the kernel's loop keeps running while the
+        run does. Cancelling the awaiting task leaves the run running (``engine.run_async``
+        interrupts it instead).
+        """
+        if not self._done.is_set():
+            yield from settled(self._completion.add_done_callback).__await__()
+        return self.result()
 
     def wait_for_token(self, timeout: float = 30.0) -> str:
         """Wait until a step of this run parks on ``activity.complete_async()``; its token.

@@ -39,7 +39,7 @@ def check_scope(cursor: StepCursor, call: str) -> None:
     if memo is not None:
         raise StepScopeError(
             f"{call} was called inside the ctx.memo({memo[1]!r}) callback (step {memo[0]} of run "
-            f"{run_id!r}), at {_caller()}. A memo's callback does not run again on resume, so "
+            f"{run_id!r}), at {call_site()}. A memo's callback does not run again on resume, so "
             "steps it takes cannot be replayed and later steps would run twice. Call activities "
             "from a memo with weft_nb.durable_activity(), or make the call in the workflow "
             "itself, outside the callback.",
@@ -51,7 +51,7 @@ def check_scope(cursor: StepCursor, call: str) -> None:
     if owner is not None and current is not owner:
         raise StepScopeError(
             f"{call} was called from thread {current.name!r}, not from run {run_id!r}'s "
-            f"workflow thread {owner.name!r}, at {_caller()}. Steps take positions in program "
+            f"workflow thread {owner.name!r}, at {call_site()}. Steps take positions in program "
             "order, which another thread cannot keep. Call it from the workflow function; for "
             "parallel work use ctx.submit with ctx.all or ctx.race, or ctx.run_all.",
             run_id=run_id,
@@ -59,7 +59,7 @@ def check_scope(cursor: StepCursor, call: str) -> None:
         )
 
 
-def _caller() -> str:
+def call_site() -> str:
     """``file:line`` of the innermost frame outside weft_nb: the user's call."""
     frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith(_PACKAGE + "."):

@@ -319,8 +319,8 @@ def await_completion(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> Any
 
 def will_retry(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
     """Whether the policy retries after ``attempt`` failed with ``error``."""
-    retryable = policy.is_retryable(error) and not isinstance(error, _errors.PayloadError)
-    return retryable and attempt < policy.max_attempts
+    mistake = isinstance(error, _errors.PayloadError | _errors.AsyncStyleError)  # fails again
+    return policy.is_retryable(error) and not mistake and attempt < policy.max_attempts
 
 
 def final_error(

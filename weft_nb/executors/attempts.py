@@ -25,13 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import CURRENT_ACTIVITY
 from weft_nb.base.definitions import call_arguments
 from weft_nb.base.operational import report
-from weft_nb.errors import ActivityHeartbeatTimeoutError, ActivityPerAttemptTimeoutError
+from weft_nb.errors import (
+    ActivityHeartbeatTimeoutError,
+    ActivityPerAttemptTimeoutError,
+    AsyncStyleError,
+)
 
 if TYPE_CHECKING:
     from weft_nb.activity.context import ActivityContext
@@ -83,7 +88,7 @@ def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityConte
             result = asyncio.run(_run_coroutine(definition, value, ctx))
         else:
             args, kwargs = activity_arguments(definition, value, ctx)
-            result = definition.fn(*args, **kwargs)
+            result = refuse_coroutine(definition, definition.fn(*args, **kwargs))
     except BaseException:
         with contextlib.suppress(Exception):  # the activity's own error is the one to report
             ctx.flush_checkpoints()
@@ -101,6 +106,21 @@ def call_activity(definition: ActivityDefinition, value: Any, ctx: ActivityConte
             logger="weft_nb.activity",
         )
     return result
+
+
+def refuse_coroutine(definition: ActivityDefinition, result: Any) -> Any:
+    """A sync activity's result; a coroutine (a plain `def` returning one) is refused."""
+    if not inspect.iscoroutine(result):
+        return result
+    result.close()  # no "never awaited" warning on top of the error
+    code = getattr(definition.fn, "__code__", None)
+    where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else definition.name
+    raise AsyncStyleError(
+        f"activity {definition.name!r} is a plain `def` but returned a coroutine",
+        f"make it `async def {definition.name}(...)` (awaited in the attempt), or run the "
+        "coroutine inside it with asyncio.run(...)",
+        where=where,
+    )
 
 
 def activity_arguments(

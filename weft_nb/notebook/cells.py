@@ -128,7 +128,9 @@ def compile_body(
 ) -> Callable[..., Any]:
     """Compile a cell body into ``f(first, *params)`` whose globals are ``namespace``.
 
-    The last expression becomes the return value. Raises
+    The last expression becomes the return value. A body that uses ``await``, ``async for`` or
+    ``async with`` outside nested functions becomes an ``async def`` (an async activity, or an
+    async workflow whose ``ctx`` calls are awaited). Raises
     [`CellDefinitionError`][weft_nb.errors.CellDefinitionError] for a syntax error, quoting the
     offending line.
     """
@@ -144,9 +146,10 @@ def compile_body(
     if body and isinstance(body[-1], ast.Expr):
         last = body[-1]
         body[-1] = ast.copy_location(ast.Return(value=last.value), last)
-    shell = ast.parse(f"def __weft_cell__({', '.join((first, *signature.params))}): pass")
+    define = "async def" if uses_await(tree) else "def"
+    shell = ast.parse(f"{define} __weft_cell__({', '.join((first, *signature.params))}): pass")
     func = shell.body[0]
-    assert isinstance(func, ast.FunctionDef)
+    assert isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
     func.body = body or [ast.Pass()]
     ast.fix_missing_locations(shell)
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
@@ -176,12 +179,22 @@ def _own_nodes(node: ast.AST) -> list[ast.AST]:
     return found
 
 
+def uses_await(tree: ast.Module) -> bool:
+    """True when the cell's own scope awaits (``await``, ``async for``, ``async with``)."""
+    return any(
+        isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith)
+        or (isinstance(node, ast.comprehension) and bool(node.is_async))
+        for node in _own_nodes(tree)
+    )
+
+
 def refuse_function_breakers(tree: ast.Module, *, kind: str) -> None:
     """Refuse what a cell may hold but a function body may not, or should not.
 
-    The body runs as a function, so ``global``, ``nonlocal``, ``yield``, top-level ``await``
-    and ``from m import *`` either do not compile there or change what the cell means. Each
-    is a `CellDefinitionError` saying what to write instead.
+    The body runs as a function, so ``global``, ``nonlocal``, ``yield`` and ``from m import *``
+    either do not compile there or change what the cell means. Each is a `CellDefinitionError`
+    saying what to write instead. (A top-level ``await`` is no breaker: the body becomes an
+    ``async def``, see `uses_await()`.)
     """
     for node in _own_nodes(tree):
         line = f"line {getattr(node, 'lineno', '?')}"
@@ -197,11 +210,6 @@ def refuse_function_breakers(tree: ast.Module, *, kind: str) -> None:
             raise CellDefinitionError(
                 f"{line}: `nonlocal {', '.join(node.names)}` has no enclosing function in the "
                 f"{kind}'s cell; assign the name directly"
-            )
-        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith):
-            raise CellDefinitionError(
-                f"{line}: top-level `await`/`async for`/`async with`: the {kind} body runs as a "
-                "plain function; run the coroutine with asyncio.run(...) inside the body"
             )
         if isinstance(node, ast.Yield | ast.YieldFrom):
             raise CellDefinitionError(
