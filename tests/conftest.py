@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+from workflow_kinds import workflow_decorator
 
+import weft_nb
 from weft_nb.testing import TestEngine
 
 if TYPE_CHECKING:  # a real kernel's client is imported only by the tests that start one
@@ -53,3 +55,18 @@ def kernels() -> Iterator[list[Kernel]]:
     yield started
     for kernel in started:
         kernel.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def workflow_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: its workflows as written, then as ``async def`` (tests/workflow_kinds.py).
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("workflow_kind")``; a test that
+    only makes sense for one kind is marked ``@pytest.mark.sync_only``.
+    """
+    kind: str = request.param
+    marker = request.node.get_closest_marker("sync_only")
+    if kind == "async" and marker is not None:
+        pytest.skip(f"sync only: {marker.args[0] if marker.args else ''}")
+    monkeypatch.setattr(weft_nb, "workflow", workflow_decorator(kind, weft_nb.workflow))
+    return kind

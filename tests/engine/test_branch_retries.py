@@ -7,9 +7,13 @@ docs/engine.md, "Branches retry (a deliberate difference from Weft)".
 
 from __future__ import annotations
 
+import pytest
+
 import weft_nb
 from weft_nb.errors import ActivityScheduleToCloseTimeoutError
 from weft_nb.testing import TestEngine
+
+pytestmark = pytest.mark.usefixtures("workflow_kind")
 
 
 def test_a_flaky_branch_retries_with_backoff_and_its_siblings_are_kept(

@@ -26,6 +26,8 @@ from weft_nb.testing import VirtualClock
 
 HANG_GUARD = 60.0  # real seconds: far beyond the 2 s timeouts, far below the hour stepped back
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 class SteppedClock(RealClock):
     """Real time whose wall reading can be stepped; the monotonic reading never is.

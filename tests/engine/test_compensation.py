@@ -23,6 +23,8 @@ from weft_nb.testing import TestEngine
 
 Calls = list[tuple[str, Any]]
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def saga_activities(calls: Calls) -> dict[str, Any]:
     """book -> release and charge -> refund, recording every execution in ``calls``."""

@@ -21,6 +21,8 @@ from weft_nb.testing import TestEngine
 calls: Counter[str] = Counter()
 gate = threading.Event()
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @weft_nb.activity
 def execute_tool(args: dict[str, int]) -> dict[str, int]:

@@ -24,6 +24,8 @@ GUARD = 30.0
 
 # -- (a) an oversized failure is refused before its token is consumed --------------------------
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def test_an_oversized_failure_is_refused_and_its_token_stays_usable(journal_path: Path) -> None:
     with TestEngine(journal_path, max_payload_bytes=10_000) as engine:

@@ -12,6 +12,8 @@ import weft_nb
 from weft_nb.errors import ActivityFailedError, ActivityReconciliationIndeterminateError
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def _crash_during_keyed_step(
     engine: TestEngine, verify: Callable[..., Any] | None

@@ -21,6 +21,8 @@ from weft_nb.testing import TestEngine
 calls: Counter[str] = Counter()
 gate = threading.Event()
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 class QuotaError(Exception):
     """A plain exception of the workflow's own, raised inside a memo callback."""

@@ -12,6 +12,8 @@ import weft_nb
 from weft_nb.errors import ActivityFailedError, BranchTopologyChangedError
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def test_submit_and_all_run_concurrently_and_return_in_order(engine: TestEngine) -> None:
     a_started, b_started = threading.Event(), threading.Event()

@@ -21,6 +21,8 @@ from weft_nb.errors import (
 )
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 class Pipeline:
     """Three steps; the third blocks on a gate until released, so a 'crash' can happen there."""

@@ -17,6 +17,8 @@ from weft_nb.errors import (
 )
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def test_default_policy_retries_with_exponential_backoff(engine: TestEngine) -> None:
     starts: list[float] = []

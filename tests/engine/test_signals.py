@@ -17,6 +17,8 @@ from weft_nb.errors import (
 )
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @weft_nb.workflow
 def approval(ctx: weft_nb.WorkflowContext) -> list[object]:
@@ -37,7 +39,7 @@ def test_signals_are_buffered_and_delivered_in_order_once_per_id(engine: TestEng
     assert rows == [("s1", 0), ("s2", 1)]
 
 
-def test_a_signal_wakes_a_waiting_workflow(engine: TestEngine) -> None:
+def test_a_signal_wakes_a_waiting_workflow(engine: TestEngine, workflow_kind: str) -> None:
     got: list[object] = []
 
     @weft_nb.workflow
@@ -45,8 +47,10 @@ def test_a_signal_wakes_a_waiting_workflow(engine: TestEngine) -> None:
         got.append(ctx.wait_for_signal("go"))
 
     handle = engine.start(wf, run_id="w")
-    # the workflow thread is the only participant; wait until it blocks in wait_for_signal
-    wait_until(lambda: engine.clock._blocked == 1)
+    # wait until every participant blocks: the workflow thread in wait_for_signal (an async
+    # workflow's loop and the thread its wait runs on)
+    participants = 2 if workflow_kind == "async" else 1
+    wait_until(lambda: engine.clock._blocked == participants)
     assert engine.journal.query("SELECT count(*) FROM signals") == [(0,)]
     engine.signal("w", "go", 42)
     handle.result(10)

@@ -12,6 +12,8 @@ import weft_nb
 from weft_nb.errors import ActivityFailedError, StepScopeError
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @weft_nb.activity
 def double(x: int) -> int:

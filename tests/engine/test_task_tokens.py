@@ -18,6 +18,8 @@ from weft_nb.errors import (
 from weft_nb.journal.protocol import HeartbeatRecord, StepRecord
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def completed_rows(engine: TestEngine, run_id: str) -> list[tuple[int, int]]:
     return engine.journal.query(
@@ -216,12 +218,13 @@ def test_the_journal_refuses_a_second_outcome_for_a_step(engine: TestEngine) -> 
 
 
 def test_a_keyed_step_parked_on_its_token_waits_after_a_restart_instead_of_failing_closed(
-    engine: TestEngine,
+    engine: TestEngine, workflow_kind: str
 ) -> None:
     _, tokens = parked_run(engine, "keyed", idempotency_key="approval-1")
     restarted = engine.simulate_restart()
     handle = restarted.resume("keyed")  # before the fix: ActivityReconciliationIndeterminateError
-    wait_until(lambda: restarted.clock._blocked == 1, what="the resumed run waits on its token")
+    blocked = 2 if workflow_kind == "async" else 1  # async: the run's loop and the step's thread
+    wait_until(lambda: restarted.clock._blocked == blocked, what="the resumed run waits")
     restarted.complete_async_activity(tokens[0], "approved")
     assert handle.result(20) == "approved"
     assert len(tokens) == 1

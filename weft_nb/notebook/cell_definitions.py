@@ -162,6 +162,13 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
     def run_cell(value: Any, activity: ActivityContext) -> Any:
         return body(activity, **signature.bind(value, what=what))
 
+    if inspect.iscoroutinefunction(body):  # the cell awaits: an async activity
+
+        async def run_cell_async(value: Any, activity: ActivityContext) -> Any:
+            return await body(activity, **signature.bind(value, what=what))
+
+        run_cell = run_cell_async
+
     try:
         definition = make_activity(
             run_cell,
@@ -189,8 +196,10 @@ def register_activity(session: NotebookSession, line: str, cell: str) -> None:
             checkpoints=InlineCheckpoints(),  # type: ignore[arg-type]
             last_heartbeat_loader=lambda: None,
         )
-        return body(ctx, **bound.arguments)
+        return body(ctx, **bound.arguments)  # a coroutine for an awaiting cell: `await f(x)`
 
+    if inspect.iscoroutinefunction(body):
+        inline = _as_async(inline)
     inline.__name__ = signature.name
     setattr(inline, DEFINITION_ATTR, definition)
     warn_if_shadows_builtin(signature.name, set_by="activity")
@@ -212,6 +221,13 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
     def run_cell(ctx: Any, value: Any) -> Any:
         return body(ctx, **signature.bind(value, what=what))
 
+    if inspect.iscoroutinefunction(body):  # the cell awaits: an async workflow
+
+        async def run_cell_async(ctx: Any, value: Any) -> Any:
+            return await body(ctx, **signature.bind(value, what=what))
+
+        run_cell = run_cell_async
+
     transparent(run_cell)  # development mode watches the cell's code, not this wrapper
     definition = make_workflow(
         run_cell,
@@ -230,6 +246,15 @@ def register_workflow(session: NotebookSession, line: str, cell: str) -> None:
         f"registered {what}: {signature.describe()}, version {definition.version}, "
         f"source {definition.source_hash[:8]}{note}"
     )
+
+
+def _as_async(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (which returns a coroutine) as an ``async def``, so it is seen as one."""
+
+    async def awaited(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    return awaited
 
 
 def _python_signature(signature: CellSignature) -> inspect.Signature:

@@ -1,0 +1,277 @@
+"""``async def`` workflows (issue 15): what only the async kind has.
+
+The semantics both kinds share (replay, retries, parallel steps, sleep, signals, memo, cancel)
+run against both in the suites that use the ``workflow_kind`` fixture; these tests cover
+``asyncio.gather`` over durable calls, mixing kinds across a restart, awaiting from a running
+loop (``engine.run_async``, ``await handle``), and the named errors for mixed styles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from workflow_kinds import asyncify
+
+import weft_nb
+from weft_nb.errors import AsyncStyleError, StepNotAwaitedError, WorkflowCancelledError
+from weft_nb.testing import TestEngine
+
+
+@weft_nb.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_gather_takes_positions_in_call_order_and_replays_them(engine: TestEngine) -> None:
+    """The second call finishes first; positions still follow the calls, live and on resume."""
+    calls: Counter[str] = Counter()
+    first_may_finish, second_done = threading.Event(), threading.Event()
+
+    @weft_nb.activity
+    def first(x: int) -> str:
+        calls["first"] += 1
+        assert first_may_finish.wait(10)
+        return f"first {x}"
+
+    @weft_nb.activity
+    def second(x: int) -> str:
+        calls["second"] += 1
+        second_done.set()
+        return f"second {x}"
+
+    @weft_nb.activity
+    def blocker(_: object) -> None:
+        calls["blocker"] += 1
+        threading.Event().wait()  # the process 'dies' here
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> list[str]:
+        results = await asyncio.gather(ctx.run(first, 1), ctx.run(second, 2))
+        await ctx.run(blocker)
+        return list(results)
+
+    engine.start(wf, run_id="g")
+    assert second_done.wait(10)
+    first_may_finish.set()
+    wait_until(lambda: calls["blocker"] == 1)
+    rows = engine.journal.query("SELECT position, activity, status FROM steps ORDER BY position")
+    assert rows == [(0, "first", "completed"), (1, "second", "completed")]
+    restarted = engine.simulate_restart()
+    handle = restarted.resume("g")
+    wait_until(lambda: calls["blocker"] == 2)
+    assert (calls["first"], calls["second"]) == (1, 1)  # both replayed, in the same positions
+    assert handle.replayed_steps == 2  # both matched: no step changed
+    restarted.close()
+
+
+@pytest.mark.parametrize(("first", "then"), [("sync", "async"), ("async", "sync")])
+def test_a_run_started_by_one_kind_resumes_with_the_other(
+    engine: TestEngine, first: str, then: str
+) -> None:
+    """One journal format: a run written by one kind replays with the other."""
+    calls: Counter[str] = Counter()
+    gate = threading.Event()
+
+    @weft_nb.activity
+    def step(x: int) -> int:
+        calls[f"step {x}"] += 1
+        if x == 3 and not gate.is_set():
+            threading.Event().wait()  # the first execution dies here
+        return x
+
+    def pipeline(ctx: weft_nb.WorkflowContext) -> list[int]:
+        a = ctx.run(step, 1)
+        ctx.sleep("1h")
+        b = ctx.all([ctx.submit(step, 2)])
+        return [a, *b, ctx.run(step, 3)]
+
+    kinds = {"sync": pipeline, "async": asyncify(pipeline)}
+    engine.register(weft_nb.workflow(name="pipeline")(kinds[first]))
+    engine.start("pipeline", run_id="k")
+    wait_until(lambda: calls["step 3"] == 1)
+    restarted = engine.simulate_restart()
+    restarted.register(weft_nb.workflow(name="pipeline")(kinds[then]))
+    gate.set()
+    handle = restarted.resume("k")
+    assert handle.result(10) == [1, 2, 3]
+    assert (calls["step 1"], calls["step 2"]) == (1, 1)
+    assert handle.replayed_steps == 3  # step 1, the sleep, step 2
+    restarted.close()
+
+
+def test_concurrent_signal_waits_each_get_their_signal(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> list[Any]:
+        return list(await asyncio.gather(ctx.wait_for_signal("a"), ctx.wait_for_signal("b")))
+
+    handle = engine.start(wf, run_id="s")
+    wait_until(lambda: engine.clock._blocked == 3)  # the loop and two waits
+    engine.signal("s", "b", 2)
+    engine.signal("s", "a", 1)
+    assert handle.result(10) == [1, 2]
+
+
+def test_cancel_wakes_an_async_workflow_awaiting_a_signal_and_a_step(engine: TestEngine) -> None:
+    started = threading.Event()
+
+    @weft_nb.activity
+    def patient(_: object, activity: weft_nb.ActivityContext) -> None:
+        started.set()
+        activity.cancelled.wait()
+        activity.raise_if_cancelled()
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> None:
+        await asyncio.gather(ctx.wait_for_signal("never"), ctx.run(patient))
+
+    handle = engine.start(wf, run_id="c")
+    assert started.wait(10)
+    engine.cancel("c")
+    with pytest.raises(WorkflowCancelledError):
+        handle.result(10)
+    assert handle.status == "cancelled"
+
+
+def test_run_async_never_blocks_the_callers_loop(engine: TestEngine) -> None:
+    """While a run is awaited, another task of the same loop runs; the activity waits for it."""
+    ticks: list[int] = []
+    ticked = threading.Event()
+
+    @weft_nb.activity
+    def waits_for_ticks(_: object) -> str:
+        assert ticked.wait(10), "the caller's loop was blocked"
+        return "done"
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> str:
+        result: str = await ctx.run(waits_for_ticks)
+        return result
+
+    async def ticker() -> None:
+        while len(ticks) < 3:
+            ticks.append(len(ticks))
+            await asyncio.sleep(0)
+        ticked.set()
+
+    async def cell() -> tuple[str, str]:
+        tick = asyncio.create_task(ticker())
+        first = await engine.run_async(wf, run_id="a1")
+        second = await engine.start(wf, run_id="a1")  # `await handle`: recorded outcome
+        await tick
+        return first, second
+
+    assert asyncio.run(cell()) == ("done", "done")
+
+
+def test_cancelling_run_async_interrupts_the_run(engine: TestEngine) -> None:
+    started = threading.Event()
+
+    @weft_nb.activity
+    def forever(_: object, activity: weft_nb.ActivityContext) -> None:
+        started.set()
+        activity.cancelled.wait()
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> None:
+        await ctx.run(forever)
+
+    async def cell() -> None:
+        task = asyncio.create_task(engine.run_async(wf, run_id="i"))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cell())
+    assert engine.journal.get_run("i").status == "interrupted"  # resumable
+
+
+def test_a_call_not_awaited_is_refused_at_return_naming_its_line(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> None:
+        ctx.run(double, 1)  # the mistake
+
+    with pytest.raises(StepNotAwaitedError) as caught:
+        engine.run(wf)
+    message = str(caught.value)
+    assert "ctx.run('double')" in message and "await ctx.run('double')" in message
+    assert f"{__file__}:{wf.__code__.co_firstlineno + 2}" in message
+
+
+def test_a_call_not_awaited_is_refused_at_the_next_call_after_an_await(
+    engine: TestEngine,
+) -> None:
+    reached: list[str] = []
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> None:
+        ctx.sleep(1)  # the mistake
+        await ctx.run(double, 1)
+        reached.append("after the await")
+        await ctx.run(double, 2)
+        reached.append("never")
+
+    with pytest.raises(StepNotAwaitedError, match=r"ctx.sleep\(1\)"):
+        engine.run(wf)
+    assert reached == ["after the await"]
+
+
+def test_a_call_not_awaited_passed_as_input_is_refused(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        return await ctx.run(double, ctx.run(double, 1))
+
+    with pytest.raises(AsyncStyleError, match=r"write `await ctx.run\('double'\)`"):
+        engine.run(wf)
+
+
+def test_a_sync_workflow_returning_a_coroutine_is_refused(engine: TestEngine) -> None:
+    async def helper(ctx: weft_nb.WorkflowContext) -> int:
+        return 1
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> Any:
+        return helper(ctx)
+
+    with pytest.raises(AsyncStyleError, match=r"make it `async def wf\(ctx, ...\)`") as caught:
+        engine.run(wf)
+    assert f"{__file__}:{wf.__code__.co_firstlineno}" in str(caught.value)
+
+
+def test_a_sync_activity_returning_a_coroutine_is_refused_without_retries(
+    engine: TestEngine,
+) -> None:
+    attempts: list[int] = []
+
+    async def fetch() -> int:
+        return 1
+
+    @weft_nb.activity
+    def looks_sync(_: object) -> Any:
+        attempts.append(1)
+        return fetch()
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        return await ctx.run(looks_sync)
+
+    with pytest.raises(weft_nb.errors.ActivityFailedError, match="make it `async def looks_sync"):
+        engine.run(wf)
+    assert attempts == [1]  # a coding mistake fails again every time: not retried
+
+
+def test_an_async_memo_callback_is_refused(engine: TestEngine) -> None:
+    async def fetch() -> int:
+        return 1
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        return await ctx.memo("k", fetch)
+
+    with pytest.raises(AsyncStyleError, match="make the async work an activity"):
+        engine.run(wf)
