@@ -1,9 +1,10 @@
 """An ``async def`` workflow killed with SIGKILL mid-run resumes in a new process (issue 15).
 
 The child (``tests/crash_children/async_child.py``) gathers three async activities, notes
-``sleeping`` from a memo once its sleep's deadline is journaled, sleeps, then runs ``finish``. It is killed inside ``finish``
-(its own SIGKILL) or by this test during the sleep; a second child resumes the run on the same
-journal. Completed steps never run again, and the sleep keeps its journaled deadline.
+``sleeping`` from a memo once its sleep's deadline is journaled, sleeps, then runs ``finish``.
+It is killed inside ``finish`` (its own SIGKILL) or by this test during the sleep; a second
+child resumes the run on the same journal. Completed steps never run again, and the sleep keeps
+its journaled deadline.
 """
 
 from __future__ import annotations

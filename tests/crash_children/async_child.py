@@ -1,11 +1,11 @@
 """Child process for tests/crash/test_async_crash.py: an ``async def`` workflow killed mid-run.
 
-Usage: ``python async_child.py CONFIG.json``. Config keys: ``journal``, ``evidence`` (a JSON-lines
-file), ``kill`` (``"in_step"``: activity ``finish`` SIGKILLs its own process on its first
+Usage: ``python async_child.py CONFIG.json``. Config keys: ``journal``, ``evidence`` (a
+JSON-lines file), ``kill`` (``"in_step"``: activity ``finish`` SIGKILLs its own process on its first
 execution; ``"in_sleep"``: the workflow notes ``sleeping`` once its durable sleep's deadline is
-journaled, and the parent SIGKILLs the child during the sleep). Every activity execution appends ``{"ran": name}`` (fsynced) before
-it returns; a finished run appends ``{"outcome": value}`` and exits 0. The first start runs the
-workflow; a second child resumes it.
+journaled, and the parent SIGKILLs the child during the sleep). Every activity execution appends
+``{"ran": name}`` (fsynced) before it returns; a finished run appends ``{"outcome": value}`` and
+exits 0. The first start runs the workflow; a second child resumes it.
 """
 
 from __future__ import annotations
