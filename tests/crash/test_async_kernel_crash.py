@@ -28,7 +28,8 @@ def notebook_cells(journal: Path, evidence: Path) -> list[str]:
     return [
         *opening_cells(journal, evidence),
         "import asyncio",
-        "%%weft_activity fetch(x)\nawait asyncio.sleep(0)\nnote('fetch', pid=os.getpid(), x=x)\nx * 10",
+        "%%weft_activity fetch(x)\n"
+        "await asyncio.sleep(0)\nnote('fetch', pid=os.getpid(), x=x)\nx * 10",
         "%%weft_activity finish(total)\n"
         "note('finish', pid=os.getpid())\n"
         "if not os.path.exists(os.path.join(EVIDENCE, 'killed-once')):\n"
