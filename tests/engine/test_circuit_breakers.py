@@ -16,6 +16,8 @@ from weft_nb.testing import MemoryJournal, TestEngine, VirtualClock
 
 RESET = 30.0
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 class Service:
     """A remote service the activity calls: up or down, and when each call reached it."""

@@ -20,6 +20,8 @@ from weft_nb.errors import ActivityCrashLoopError, ActivityScheduleToCloseTimeou
 from weft_nb.journal.dispatch_log import CRASHED
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @pytest.mark.parametrize(("how", "killed"), [("exit", 1), ("sigkill", -signal.SIGKILL)])
 def test_an_activity_that_kills_its_process_fails_after_max_attempts(

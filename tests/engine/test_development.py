@@ -20,6 +20,8 @@ from weft_nb.testing import TestEngine
 
 RETRY_ONCE = {"max_attempts": 2, "initial_backoff": 0.01}
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[TestEngine]:

@@ -16,6 +16,8 @@ from weft_nb.testing import MemoryJournal, TestEngine
 
 flaky_failures: list[int] = []
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @weft_nb.activity(retry={"max_attempts": 3, "initial_backoff": "1s"})
 def flaky(x: int) -> int:

@@ -20,6 +20,8 @@ from weft_nb.testing import MemoryJournal, TestEngine
 
 failures_left: list[int] = []
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 @weft_nb.activity(retry={"max_attempts": 3, "initial_backoff": "2s"})
 def fetch(x: int) -> int:

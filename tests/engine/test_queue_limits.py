@@ -23,6 +23,8 @@ from weft_nb.testing import TestEngine
 
 GUARD = 30.0
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 class Overlap:
     """Counts attempts inside the limited section; ``peak`` is the most at once."""
