@@ -275,3 +275,44 @@ def test_an_async_memo_callback_is_refused(engine: TestEngine) -> None:
 
     with pytest.raises(AsyncStyleError, match="make the async work an activity"):
         engine.run(wf)
+
+
+def test_all_and_race_take_run_calls_and_futures_and_race_replays_its_winner(
+    engine: TestEngine,
+) -> None:
+    release = threading.Event()
+    calls: Counter[str] = Counter()
+
+    @weft_nb.activity
+    def slow(x: int) -> int:
+        calls["slow"] += 1
+        assert release.wait(10)
+        return x
+
+    @weft_nb.activity
+    def blocker(_: object) -> None:
+        calls["blocker"] += 1
+        threading.Event().wait()  # the process 'dies' here
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        both = await ctx.all([ctx.submit(double, 1), ctx.run(double, 2)])
+        winner = await ctx.race([ctx.run(slow, 5), ctx.submit(double, 3)])
+        release.set()
+        await ctx.run(blocker)
+        return both, winner
+
+    engine.start(wf, run_id="ar")
+    wait_until(lambda: calls["blocker"] == 1)
+    slow_done = "SELECT count(*) FROM steps WHERE activity = 'slow' AND status = 'completed'"
+    wait_until(lambda: engine.journal.query(slow_done) == [(1,)])  # the loser finished too
+    restarted = engine.simulate_restart()
+    handle = restarted.resume("ar")
+    wait_until(lambda: calls["blocker"] == 2)
+    assert calls["slow"] == 1  # journaled (the loser kept running to completion)
+    rows = restarted.journal.query(
+        "SELECT position, activity, result FROM steps WHERE activity = '<race>'"
+    )
+    assert rows == [(4, "<race>", b"1")]  # the journaled winner: double(3), at position 4
+    assert handle.replayed_steps == 5  # 4 steps and the race
+    restarted.close()
