@@ -316,3 +316,28 @@ def test_all_and_race_take_run_calls_and_futures_and_race_replays_its_winner(
     assert rows == [(4, "<race>", b"1")]  # the journaled winner: double(3), at position 4
     assert handle.replayed_steps == 5  # 4 steps and the race
     restarted.close()
+
+
+def test_a_call_kept_for_later_in_a_task_is_not_refused(engine: TestEngine) -> None:
+    """The documented way to hold a step across other awaits: ensure_future; and gather later."""
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        kept = asyncio.ensure_future(ctx.run(double, 1))
+        first, second = ctx.run(double, 2), ctx.run(double, 3)  # awaited below, no await between
+        await ctx.sleep(1)
+        after = await ctx.run(double, 4)
+        return await kept, await asyncio.gather(first, second), after
+
+    with pytest.raises(StepNotAwaitedError, match=r"ctx.run\('double'\)"):
+        engine.run(wf)  # `first` and `second` were not awaited before the sleep
+
+    @weft_nb.workflow
+    async def fixed(ctx: weft_nb.AsyncWorkflowContext) -> Any:
+        kept = asyncio.ensure_future(ctx.run(double, 1))
+        pair = asyncio.gather(ctx.run(double, 2), ctx.run(double, 3))
+        await ctx.sleep(1)
+        after = await ctx.run(double, 4)
+        return await kept, await pair, after
+
+    assert engine.run(fixed) == (2, [4, 6], 8)
