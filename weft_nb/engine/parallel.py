@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import json
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
@@ -77,10 +78,36 @@ class StepFuture(Generic[ResultT_co]):
         """True once the step completed or failed."""
         return self._settled.is_set()
 
+    def poll(self) -> float | None:
+        """Settle now if this future settles itself and is due; how long it may still take.
+
+        None for a submitted step, which its worker thread settles whatever the run does (a
+        stopped or cancelled run's attempts see ``cancelled``): waiting for it alone is enough.
+        A future the waiting thread must tend (a timer: `weft_nb.engine.timers`), or one that
+        may outlive a stopped run (a child workflow: `weft_nb.engine.child_workflows`), returns
+        the seconds until it is due (``math.inf``: whenever it is settled elsewhere), and its
+        waiters also wake when the run is cancelled or stopped.
+        """
+        return None
+
     def wait(self) -> None:
-        """Wait until the step settles, whatever its outcome and whatever the run's state."""
-        while not self._clock.wait(self._settled, None):
-            pass
+        """Wait until the step settles, whatever its outcome.
+
+        A future whose `poll()` is not None also stops waiting once the run is cancelled or
+        stopped; `result()` then raises that.
+        """
+        if self.poll() is None:
+            while not self._clock.wait(self._settled, None):
+                pass
+            return
+        wake = self._cursor.run_wake()
+        self.watch(wake)
+        while True:
+            self._cursor.clear_signal()  # before looking: a settle from now on sets it again
+            left = self.poll()
+            if self.done() or not self._cursor.is_alive():
+                return
+            self._cursor.wait_signal(None if left is None or left == math.inf else left)
 
     def result(self) -> ResultT_co:
         """Wait for the step; return its result or raise its error."""
@@ -147,11 +174,9 @@ def race(
         winner = int(recorded.result)
         cursor.count_replayed()
     else:
-        wake = rt.clock.new_event()
-        for future in futures:
-            future.watch(wake)
-        while not rt.clock.wait(wake, None):
-            pass
+        _wait_first(rt, cursor, futures)
+        # A stop or cancel settles the steps it interrupts: such a "winner" is not journaled.
+        cursor.check_alive()
         winner = min(
             (i for i, f in enumerate(futures) if f.done()), key=lambda i: futures[i].settled_order
         )
@@ -172,6 +197,34 @@ def race(
             )
         )
     return winner, futures[winner].result()
+
+
+def _wait_first(rt: Runtime, cursor: StepCursor, futures: Sequence[StepFuture[Any]]) -> None:
+    """Wait until one of ``futures`` settles (firing due timers on the way).
+
+    With only submitted steps, waits for the first to settle. With a timer or a child workflow
+    among them, also wakes at the earliest timer's deadline and when the run is cancelled or
+    stopped (then raises that: nothing is journaled).
+    """
+    due = [left for left in (f.poll() for f in futures) if left is not None]
+    if not due:
+        wake = rt.clock.new_event()
+        for future in futures:
+            future.watch(wake)
+        while not rt.clock.wait(wake, None):
+            pass
+        return
+    wake = cursor.run_wake()
+    for future in futures:
+        future.watch(wake)
+    while True:
+        cursor.clear_signal()  # before looking: a settle from now on sets it again
+        due = [left for left in (f.poll() for f in futures) if left is not None]
+        if any(f.done() for f in futures):
+            return
+        cursor.check_alive()
+        earliest = min(due, default=math.inf)
+        cursor.wait_signal(None if earliest == math.inf else earliest)
 
 
 def run_all(

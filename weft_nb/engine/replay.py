@@ -253,6 +253,16 @@ class StepCursor:
         if state.cancel_requested.is_set():
             raise WorkflowCancelledError(state.run_id)
 
+    def is_alive(self) -> bool:
+        """False once the run was stopped or cancelled (`check_alive()` would raise)."""
+        return not (self._state.stopped or self._state.cancel_requested.is_set())
+
+    def run_wake(self) -> threading.Event:
+        """The run's wake-up event: set by signals, completions, cancel and stop (a clock event)."""
+        arrived = self._state.signal_arrived
+        assert arrived is not None
+        return arrived
+
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` on the engine's clock, ending early (and raising) on cancel."""
         if self._clock.wait(self._state.cancel_requested, seconds):

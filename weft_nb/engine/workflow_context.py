@@ -20,6 +20,7 @@ from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
 from weft_nb.engine import step_scope as _step_scope
 from weft_nb.engine import steps as _step_execution
+from weft_nb.engine import timers as _timers
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.replay import PreparedStep, StepCursor
 from weft_nb.errors import StepChangedWarning
@@ -280,6 +281,17 @@ class WorkflowContext:
         """Sleep durably: after a restart it ends at the original deadline."""
         _step_scope.check_scope(self.cursor, "ctx.sleep")
         _durable_ops.sleep(self.runtime, self.cursor, duration)
+
+    def timer(self, duration: Duration) -> _timers.TimerFuture:
+        """A durable timer: a future that settles (with None) ``duration`` from now.
+
+        Its deadline is journaled now, so after a restart it fires at the original deadline; its
+        firing is journaled too. Pass it to ``ctx.race`` (``ctx.race([ctx.submit(job),
+        ctx.timer("5s")])`` returns index 1 when the timer fires first; the job keeps running)
+        or ``ctx.all``, or call ``.result()`` (docs/guides/signals-sleep-approval.md).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.timer")
+        return _timers.timer(self.runtime, self.cursor, duration)
 
     def now(self) -> float:
         """The current time, recorded: a replay returns the same value."""
