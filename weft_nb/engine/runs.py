@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -32,6 +33,8 @@ class RunCompletion:
         self.error: BaseException | None = None
         self.replayed = False
         self.progress: RunState | None = None
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     def settle(
         self,
@@ -46,7 +49,19 @@ class RunCompletion:
         self.value = value
         self.error = error
         self.replayed = replayed
-        self.done.set()
+        with self._lock:
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once settled: at once if it is, else on the settling thread."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
 
 @dataclasses.dataclass(eq=False)
@@ -181,6 +196,19 @@ class RunHandle(Generic[ResultT_co]):
             raise self._completion.error
         value: ResultT_co = self._completion.value
         return value
+
+    def add_done_callback(self, callback: Callable[[RunHandle[ResultT_co]], None]) -> None:
+        """Call ``callback(handle)`` once the run has an outcome (or its execution stopped).
+
+        At once when it has one already; otherwise on the run's own thread, right after the
+        outcome is journaled: keep it short, and let it not raise (what it raises is lost).
+        """
+
+        def call() -> None:
+            with contextlib.suppress(Exception):
+                callback(self)
+
+        self._completion.add_callback(call)
 
     def wait_for_token(self, timeout: float = 30.0) -> str:
         """Wait until a step of this run parks on ``activity.complete_async()``; its token.
