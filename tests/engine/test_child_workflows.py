@@ -1,4 +1,4 @@
-"""Child workflows (``ctx.run_workflow``, ``ctx.start_workflow``): live, replayed, across restarts."""
+"""Child workflows (``ctx.run_workflow``, ``ctx.start_workflow``): live, replayed, restarted."""
 
 from __future__ import annotations
 
