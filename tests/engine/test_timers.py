@@ -161,3 +161,21 @@ def test_a_timer_fires_after_the_wall_clock_steps_back(tmp_path: Path) -> None:
         handle = real.start(wf)
         assert handle.result(timeout=HANG_GUARD) == 0
         wait_until(lambda: handle.done)
+
+
+def test_a_race_stopped_by_a_restart_journals_no_winner(engine: TestEngine) -> None:
+    @weft_nb.activity
+    def never(_: object, activity: weft_nb.ActivityContext) -> str:
+        activity.cancelled.wait()  # the stop settles it, with an error
+        return "never"
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> int:
+        return ctx.race([ctx.submit(never), ctx.submit(never)])[0]
+
+    handle = engine.start(wf, run_id="w")
+    wait_until(lambda: len(engine.live_attempts("w")) == 2)
+    restarted = engine.simulate_restart()
+    wait_until(lambda: handle.done)
+    assert restarted.journal.query("SELECT 1 FROM steps WHERE activity = '<race>'") == []
+    restarted.close()
