@@ -190,7 +190,7 @@ def start(
         started_at=rt.clock.now() if recorded is None else recorded.started_at,
         result_codec="json",
         result=json.dumps(child_id).encode(),
-        idempotency_key=CHILD,
+        idempotency_key=child_id,  # kept by the outcome too: the panel links the child run
     )
     future = ChildFuture(rt, cursor, marker, name, child_id)
     if recorded is not None and recorded.status in (STEP_COMPLETED, STEP_FAILED):

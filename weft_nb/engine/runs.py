@@ -99,6 +99,7 @@ class RunInfo:
     created_at: float
     updated_at: float
     active: bool
+    parent_run_id: str | None = None  # a child workflow's parent run (``ctx.run_workflow``)
 
 
 @dataclasses.dataclass
