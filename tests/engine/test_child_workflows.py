@@ -14,7 +14,7 @@ from weft_nb.errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
 )
-from weft_nb.testing import TestEngine
+from weft_nb.testing import MemoryJournal, TestEngine
 
 calls: Counter[str] = Counter()
 
@@ -207,3 +207,30 @@ def test_interrupting_the_parent_interrupts_the_child_and_both_resume(
     engine.signal("i.0", "go")
     assert handle.result(10) == 1.0
     assert calls["score"] == 1
+
+
+def test_a_child_cancelled_on_its_own_fails_the_parents_step(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    def sweep(ctx: weft_nb.WorkflowContext) -> list[Any]:
+        try:
+            return [ctx.run_workflow(gated_trial, {"lr": 0.01})]
+        except ChildWorkflowFailedError as error:
+            return [error.reason, type(error.__cause__).__name__]
+
+    handle = engine.start(sweep, run_id="k")
+    wait_until(lambda: engine.is_active("k.0"))
+    assert engine.cancel("k.0")
+    assert handle.result(10) == ["it was cancelled", "WorkflowCancelledError"]
+    assert child_rows(engine, "k") == [(0, "failed", None)]
+
+
+def test_children_on_a_memory_journal() -> None:
+    with TestEngine(MemoryJournal()) as memory:
+
+        @weft_nb.workflow
+        def sweep(ctx: weft_nb.WorkflowContext) -> list[float]:
+            return ctx.all([ctx.start_workflow(trial, {"lr": lr}) for lr in (0.01, 0.02)])
+
+        assert memory.run(sweep, run_id="m") == [1.0, 0.9]
+        linked = [(r.run_id, r.parent_run_id) for r in memory.journal.list_runs()]
+        assert linked == [("m", None), ("m.0", "m"), ("m.1", "m")]
