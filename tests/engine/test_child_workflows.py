@@ -234,3 +234,23 @@ def test_children_on_a_memory_journal() -> None:
         assert memory.run(sweep, run_id="m") == [1.0, 0.9]
         linked = [(r.run_id, r.parent_run_id) for r in memory.journal.list_runs()]
         assert linked == [("m", None), ("m.0", "m"), ("m.1", "m")]
+
+
+def test_a_timer_that_beats_a_child_wins_and_the_child_keeps_running(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    def sweep(ctx: weft_nb.WorkflowContext) -> list[Any]:
+        child = ctx.start_workflow(gated_trial, {"lr": 0.01})
+        index, _ = ctx.race([child, ctx.timer("10s")])
+        ctx.wait_for_signal("finish")
+        return [index, child.result()]
+
+    handle = engine.start(sweep, run_id="t")
+    wait_until(
+        lambda: engine.journal.query(
+            "SELECT 1 FROM steps WHERE activity = '<race>' AND run_id = 't'"
+        )
+    )
+    assert engine.is_active("t.0")  # the losing child runs on
+    engine.signal("t.0", "go")
+    engine.signal("t", "finish")
+    assert handle.result(10) == [1, 1.0]
