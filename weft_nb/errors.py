@@ -370,6 +370,37 @@ class SignalTimeoutError(WeftError):
         )
 
 
+class ChildWorkflowFailedError(WeftError):
+    """A child workflow (``ctx.run_workflow``/``ctx.start_workflow``) failed or was cancelled.
+
+    Attributes: ``workflow``, ``child_run_id``, ``run_id`` (the parent), ``position``, ``reason``
+    and ``child_error`` (the child's journaled error, JSON). ``__cause__`` is the child's error,
+    rebuilt from its run's journal, live and on replay alike.
+    """
+
+    def __init__(  # noqa: PLR0913
+        self,
+        workflow: str,
+        child_run_id: str,
+        *,
+        run_id: str,
+        position: int,
+        reason: str,
+        child_error: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"child workflow {workflow!r} (run {child_run_id!r}, step {position} of run "
+            f"{run_id!r}) did not complete: {reason}. Its error is this error's __cause__; "
+            f"inspect it with `%weft show {child_run_id}`, or catch this error in the parent",
+            workflow=workflow,
+            child_run_id=child_run_id,
+            run_id=run_id,
+            position=position,
+            reason=reason,
+            child_error=child_error,
+        )
+
+
 class CompensationError(WeftError):
     """Compensations failed after their retries; the others still ran (``ctx.compensate()``).
 
@@ -934,6 +965,7 @@ __all__ = [
     "CellDefinitionError",
     "CellExecutionError",
     "CheckpointEnvironmentError",
+    "ChildWorkflowFailedError",
     "CircuitOpenError",
     "CliError",
     "CompensationError",

@@ -59,6 +59,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "InterceptorCallError": lambda: errors.InterceptorCallError("Retrying", "intercept_attempt"),
     "RunFinishedError": lambda: errors.RunFinishedError("r1", "completed", signal="approve"),
     "RunInterruptedError": lambda: errors.RunInterruptedError("r1", "interrupted by the user"),
+    "ChildWorkflowFailedError": lambda: errors.ChildWorkflowFailedError(
+        "trial", "sweep.3", run_id="sweep", position=3, reason="ValueError: lr too high"
+    ),
     "SignalTimeoutError": lambda: errors.SignalTimeoutError("approve", 30, run_id="r1", position=4),
     "AsyncStyleError": lambda: errors.AsyncStyleError(
         "sync workflow 'wf' returned a coroutine", "make it `async def wf`", where="nb.py:3"

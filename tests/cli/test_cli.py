@@ -169,7 +169,16 @@ def snapshot(folder: Path) -> dict[str, str]:
 def test_runs_lists_every_run_and_filters_by_status(journal: Path) -> None:
     out = ok(cli(journal, "runs"))
     lines = out.splitlines()
-    assert lines[0].split() == ["RUN", "WORKFLOW", "VERSION", "STATUS", "STEPS", "STARTED", "TOOK"]
+    assert lines[0].split() == [
+        "RUN",
+        "WORKFLOW",
+        "VERSION",
+        "STATUS",
+        "STEPS",
+        "STARTED",
+        "TOOK",
+        "PARENT",
+    ]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"good-1", "bad-1", "review", "reject", "gate"}
     assert rows["good-1"][1:5] == ["good", "1", "completed", "2"]  # the memo and the flaky step

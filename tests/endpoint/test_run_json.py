@@ -65,6 +65,7 @@ STEP_KEYS = {
     "error",
     "token",
     "attempts",
+    "note",
 }
 
 

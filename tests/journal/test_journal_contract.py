@@ -268,6 +268,25 @@ class TestRuns:
         assert journal.get_run("run-1") == run
         assert journal.get_run("missing") is None
 
+    def test_a_child_run_keeps_its_parent_link_across_a_reopen(
+        self, journal: Journal, reopen: Any
+    ) -> None:
+        journal.create_run(make_run("parent"))
+        child = make_run("parent.3", created_at=200.0)
+        child.parent_run_id = "parent"
+        journal.create_run(child)
+        assert journal.get_run("parent.3") == child
+        assert journal.get_run("parent") == make_run("parent")  # no parent: None
+        fresh = reopen()
+        assert [(r.run_id, r.parent_run_id) for r in fresh.list_runs()] == [
+            ("parent", None),
+            ("parent.3", "parent"),
+        ]
+        assert fresh.finish_run("parent.3", RunOutcome(status=COMPLETED, at=5.0))
+        finished = fresh.get_run("parent.3")
+        assert finished is not None
+        assert finished.parent_run_id == "parent"  # an outcome keeps the link
+
     def test_empty_input_bytes_stay_bytes(self, journal: Journal) -> None:
         run = make_run()
         run.input = b""

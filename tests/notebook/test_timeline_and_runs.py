@@ -126,7 +126,7 @@ def test_weft_runs_is_an_escaped_html_table_with_a_text_fallback(ip: Interactive
     assert page.count("<tr>") == 3  # the header and two runs
 
     text = shown["text/plain"].splitlines()
-    assert text[0].split() == ["run", "workflow", "status", "started", "updated", "here"]
+    assert text[0].split() == ["run", "workflow", "status", "started", "updated", "here", "parent"]
     assert text[1].startswith("<script>alert('run')</script>  pipeline")
     assert text[2].startswith("日本-run")
     # columns line up on screen, a wide character taking two columns

@@ -34,6 +34,11 @@ def in_a_memo() -> float:
 
 
 @weft_nb.workflow
+def child_sum(ctx: weft_nb.WorkflowContext, values: list[float]) -> float:
+    return sum(values)
+
+
+@weft_nb.workflow
 def everything(ctx: weft_nb.WorkflowContext, source: str) -> list[Any]:
     rows = ctx.run(prepare, source, timeout="1m")
     assert_type(rows, list[float])
@@ -56,6 +61,14 @@ def everything(ctx: weft_nb.WorkflowContext, source: str) -> list[Any]:
     mixed = [ctx.submit(version), ctx.submit(train, TrainConfig(learning_rate=1.0))]
     ctx.all(mixed)
     assert_type(futures[1].result(), list[float])
+
+    assert_type(ctx.run_workflow(child_sum, rows), float)  # a child workflow's result type
+    assert_type(ctx.start_workflow(child_sum, rows), weft_nb.StepFuture[float])
+    assert_type(ctx.run_workflow("child_sum", rows, run_id="c1"), Any)
+    tick = ctx.timer("5s")
+    assert_type(tick.result(), None)
+    winner, _ = ctx.race([ctx.submit(fetch, "c"), tick])
+    assert_type(winner, int)
 
     assert_type(ctx.memo("helper", in_a_memo), float)
     assert_type(ctx.memo("answer", lambda: 42), int)

@@ -63,12 +63,12 @@ def _runs(args: argparse.Namespace) -> int:
             format_seconds(span(r["created_at"], r["updated_at"]))
             if r["status"] in ("completed", "failed", "cancelled")
             else "-",
+            r.get("parent_run_id") or "-",  # a child workflow's parent run
         ]
         for r in runs
     ]
-    print_table(
-        ["RUN", "WORKFLOW", "VERSION", "STATUS", "STEPS", "STARTED", "TOOK"], rows, sys.stdout
-    )
+    heads = ["RUN", "WORKFLOW", "VERSION", "STATUS", "STEPS", "STARTED", "TOOK", "PARENT"]
+    print_table(heads, rows, sys.stdout)
     return 0
 
 
@@ -136,6 +136,7 @@ def _show(args: argparse.Namespace) -> int:
     finished = run["status"] in ("completed", "failed", "cancelled")
     print(f"run {run['run_id']}: workflow {run['workflow']} (version {run['version']})", file=out)
     print(f"  status    {run['status']}", file=out)
+    print(f"  parent    {run['parent_run_id']}", file=out) if run.get("parent_run_id") else None
     print(f"  started   {format_time(run['created_at'])}", file=out)
     updated = f"  updated   {format_time(run['updated_at'])}"
     if finished:

@@ -13,23 +13,21 @@ A call that is never awaited raises `StepNotAwaitedError` (its line named) at th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import inspect
-import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from weft_nb.base.retry import Duration
 from weft_nb.engine import async_loop, parallel, recorded_calls
 from weft_nb.engine import step_scope as _step_scope
+from weft_nb.engine.async_loop import off_loop
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.errors import AsyncStyleError, StepNotAwaitedError
 
 if TYPE_CHECKING:
-    from weft_nb.base.clock import Clock
     from weft_nb.engine.async_loop import RunLoop
+    from weft_nb.engine.timers import TimerFuture
     from weft_nb.engine.workflow_context import WorkflowContext
 
 T = TypeVar("T")
@@ -99,10 +97,30 @@ class AsyncWorkflowContext:
         position, winner = parallel.race_position(self.cursor, futures)
         return self._track(self._race(position, winner, futures), "ctx.race([...])")
 
-    # TODO(lead, after merging timers-children): add `timer(duration)` (a StepFuture-compatible
-    # future from self.sync.timer, usable in all/race as is), `run_workflow(...)` (wrap
-    # self.sync.start_workflow's future like run() does with _result_of) and `start_workflow(...)`
-    # (return the sync future: StepFuture.__await__ makes it awaitable).
+    def timer(self, duration: Duration) -> TimerFuture:
+        """A durable timer (the sync ``ctx.timer``): ``await`` it, or race it against steps."""
+        self._check_awaited()
+        return self.sync.timer(duration)
+
+    def start_workflow(
+        self, workflow: str | Callable[..., Any], input: Any = None, **options: Any
+    ) -> StepFuture[Any]:
+        """Start a child workflow now (the sync ``ctx.start_workflow``); ``await`` its future."""
+        self._check_awaited()
+        return self.sync.start_workflow(workflow, self._input(input), **options)
+
+    def run_workflow(
+        self, workflow: str | Callable[..., Any], input: Any = None, **options: Any
+    ) -> Step[Any]:
+        """``await ctx.run_workflow(workflow, input, run_id=None, **options)``: its result.
+
+        The child starts now; a failed child raises ``ChildWorkflowFailedError`` here.
+        """
+        self._check_awaited()
+        future = self.sync.start_workflow(workflow, self._input(input), **options)
+        step = _result_of(future)
+        self._futures[step] = future
+        return self._track(step, f"ctx.run_workflow({_name_of(workflow)!r})")
 
     def run_all(self, branches: Mapping[str, Any]) -> Step[dict[str, Any]]:
         """``await ctx.run_all({"name": (activity, input), ...})``: ``{"name": result}``."""
@@ -221,7 +239,11 @@ class AsyncWorkflowContext:
         self, position: int, winner: int | None, futures: Sequence[StepFuture[T]]
     ) -> tuple[int, T]:
         if winner is None:
-            if not any(f.done() for f in futures):
+            if any(f.poll() is not None for f in futures):  # a timer, a child: tended off-loop
+                rt, cursor = self.runtime, self.cursor
+                await off_loop(rt.clock, lambda: parallel.wait_first(rt, cursor, futures))
+                cursor.check_alive()  # a stop or cancel's "winner" is not journaled
+            elif not any(f.done() for f in futures):
 
                 def on_any(callback: Callable[[], None]) -> None:
                     for future in futures:
@@ -232,53 +254,14 @@ class AsyncWorkflowContext:
         return winner, futures[winner].result()
 
 
-def off_loop(clock: Clock, wait: Callable[[], T]) -> Step[T]:
-    """Run a blocking wait (a sleep, a signal wait) on a thread of its own; await its value."""
-
-    async def waiting() -> T:
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[T] = loop.create_future()
-
-        def deliver(value: Any, error: BaseException | None) -> None:
-            if not outcome.done():
-                if error is None:
-                    outcome.set_result(value)
-                else:
-                    outcome.set_exception(error)
-
-        def work() -> None:
-            clock.bind_participant()
-            try:
-                try:
-                    result: tuple[Any, BaseException | None] = (wait(), None)
-                except BaseException as exc:  # the workflow sees it where it awaits
-                    result = (None, exc)
-                with contextlib.suppress(RuntimeError):  # closed: the workflow ended meanwhile
-                    loop.call_soon_threadsafe(deliver, *result)
-            finally:
-                clock.release_participant()
-
-        clock.reserve_participant()
-        context = contextvars.copy_context()  # output routing follows the cell
-        thread = threading.Thread(target=context.run, args=(work,), daemon=True, name="weft-wait")
-        try:
-            thread.start()
-        except BaseException:
-            clock.release_participant()
-            raise
-        return await outcome
-
-    return waiting()
-
-
 async def _result_of(future: StepFuture[T]) -> T:
     return await future
 
 
 async def _all_of(futures: Sequence[StepFuture[T]]) -> list[T]:
     for future in futures:
-        if not future.done():
-            await async_loop.settled(future.add_done_callback)
+        with contextlib.suppress(BaseException):  # raised below, in order, once all settled
+            await future
     return [future.result() for future in futures]  # settled: raises the first error in order
 
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import selectors
 import threading
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from weft_nb.base.clock import Clock
+
+T = TypeVar("T")
 
 
 class _ClockSelector(selectors.BaseSelector):
@@ -115,6 +118,45 @@ class RunLoop:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+
+
+def off_loop(clock: Clock, wait: Callable[[], T]) -> Coroutine[Any, Any, T]:
+    """Run a blocking wait (a sleep, a signal wait) on a thread of its own; await its value."""
+
+    async def waiting() -> T:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[T] = loop.create_future()
+
+        def deliver(value: Any, error: BaseException | None) -> None:
+            if not outcome.done():
+                if error is None:
+                    outcome.set_result(value)
+                else:
+                    outcome.set_exception(error)
+
+        def work() -> None:
+            clock.bind_participant()
+            try:
+                try:
+                    result: tuple[Any, BaseException | None] = (wait(), None)
+                except BaseException as exc:  # the workflow sees it where it awaits
+                    result = (None, exc)
+                with contextlib.suppress(RuntimeError):  # closed: the workflow ended meanwhile
+                    loop.call_soon_threadsafe(deliver, *result)
+            finally:
+                clock.release_participant()
+
+        clock.reserve_participant()
+        context = contextvars.copy_context()  # output routing follows the cell
+        thread = threading.Thread(target=context.run, args=(work,), daemon=True, name="weft-wait")
+        try:
+            thread.start()
+        except BaseException:
+            clock.release_participant()
+            raise
+        return await outcome
+
+    return waiting()
 
 
 async def settled(register: Callable[[Callable[[], None]], None]) -> None:

@@ -141,6 +141,7 @@ class Engine(RunStarting):
         )
         self._inputs = ExternalInputs(self.runtime, self._live)
         self._launcher = RunLauncher(self.runtime, self._live, self.cancel)
+        self.runtime.children.bind(self._launcher.start_child, self.cancel, self.interrupt)
         # An engine left open is closed at interpreter exit: heartbeats flushed, journal released.
         self._finalizer = weakref.finalize(
             self, release_at_exit, self.flusher, self.journal, self.dispatches

@@ -98,6 +98,11 @@ class ExternalInputs:
             return False  # it finished first
         self._live.cancel(run_id)
         self._rt.emit("run_cancelled", run_id, None)
+        # Its child workflows, after its own cancel is set: a child the parent creates from
+        # now on is cancelled by the parent itself (weft_nb.engine.child_workflows).
+        for child in self._rt.journal.list_runs():
+            if child.parent_run_id == run_id and child.status not in TERMINAL_STATUSES:
+                self.cancel(child.run_id)
         return True
 
     def complete_async_activity(self, token: str, result: Any = None) -> None:

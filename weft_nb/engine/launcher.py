@@ -230,7 +230,21 @@ class RunLauncher:
         # before it leaves the live set), never a stale copy of its steps.
         self._launching = threading.RLock()
 
-    def start(self, workflow: Any, run_id: str | None, input: Any, policy: str) -> RunHandle[Any]:
+    def start_child(
+        self, workflow: Any, run_id: str, input: Any, policy: str, *, parent_run_id: str
+    ) -> RunHandle[Any]:
+        """`start()` for a child workflow: its run records ``parent_run_id``."""
+        return self.start(workflow, run_id, input, policy, parent_run_id=parent_run_id)
+
+    def start(
+        self,
+        workflow: Any,
+        run_id: str | None,
+        input: Any,
+        policy: str,
+        *,
+        parent_run_id: str | None = None,
+    ) -> RunHandle[Any]:
         """Start a new run, or resume the run ``run_id`` names when it exists.
 
         Raises:
@@ -269,6 +283,7 @@ class RunLauncher:
                 input=data,
                 created_at=now,
                 updated_at=now,
+                parent_run_id=parent_run_id,
             )
             return self._create(definition, record, input)
 

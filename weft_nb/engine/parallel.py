@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import json
+import math
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
@@ -89,7 +90,9 @@ class StepFuture(Generic[ResultT_co]):
 
         Waits without blocking the awaiting event loop; raises the step's error.
         """
-        if not self.done():
+        if self.poll() is not None:  # it needs tending (a timer fires when its waiter looks)
+            yield from async_loop.off_loop(self._clock, self.wait).__await__()
+        elif not self.done():
             yield from async_loop.settled(self.add_done_callback).__await__()
         return self.result()
 
@@ -97,10 +100,37 @@ class StepFuture(Generic[ResultT_co]):
         """True once the step completed or failed."""
         return self._settled.is_set()
 
+    def poll(self) -> float | None:
+        """Settle now if this future settles itself and is due; how long it may still take.
+
+        None for a submitted step, which its worker thread settles whatever the run does (a
+        stopped or cancelled run's attempts see ``cancelled``): waiting for it alone is enough.
+        A future the waiting thread must tend (a timer: `weft_nb.engine.timers`), or one that
+        may outlive a stopped run (a child workflow: `weft_nb.engine.child_workflows`), returns
+        the seconds until it is due (``math.inf``: whenever it is settled elsewhere), and its
+        waiters also wake when the run is cancelled or stopped.
+        """
+        return None
+
     def wait(self) -> None:
-        """Wait until the step settles, whatever its outcome and whatever the run's state."""
-        while not self._clock.wait(self._settled, None):
-            pass
+        """Wait until the step settles, whatever its outcome.
+
+        A future whose `poll()` is not None also stops waiting once the run is cancelled or
+        stopped; `result()` then raises that.
+        """
+        if self.poll() is None:
+            while not self._clock.wait(self._settled, None):
+                pass
+            return
+        cursor = self._cursor
+        with cursor.own_wake() as wake:
+            self.watch(wake)
+            while True:
+                cursor.clear_signal(wake)  # before looking: a settle from now on sets it again
+                left = self.poll()
+                if self.done() or not cursor.is_alive():
+                    return
+                cursor.wait_signal(None if left is None or left == math.inf else left, wake)
 
     def result(self) -> ResultT_co:
         """Wait for the step; return its result or raise its error."""
@@ -160,11 +190,9 @@ def race(
     """
     position, winner = race_position(cursor, futures)
     if winner is None:
-        wake = rt.clock.new_event()
-        for future in futures:
-            future.watch(wake)
-        while not rt.clock.wait(wake, None):
-            pass
+        wait_first(rt, cursor, futures)
+        # A stop or cancel settles the steps it interrupts: such a "winner" is not journaled.
+        cursor.check_alive()
         winner = record_winner(rt, cursor, position, futures)
     return winner, futures[winner].result()
 
@@ -207,6 +235,34 @@ def record_winner(
         )
     )
     return winner
+
+
+def wait_first(rt: Runtime, cursor: StepCursor, futures: Sequence[StepFuture[Any]]) -> None:
+    """Wait until one of ``futures`` settles (firing due timers on the way).
+
+    With only submitted steps, waits for the first to settle. With a timer or a child workflow
+    among them, also wakes at the earliest timer's deadline and when the run is cancelled or
+    stopped (then raises that: nothing is journaled).
+    """
+    due = [left for left in (f.poll() for f in futures) if left is not None]
+    if not due:
+        wake = rt.clock.new_event()
+        for future in futures:
+            future.watch(wake)
+        while not rt.clock.wait(wake, None):
+            pass
+        return
+    with cursor.own_wake() as wake:
+        for future in futures:
+            future.watch(wake)
+        while True:
+            cursor.clear_signal(wake)  # before looking: a settle from now on sets it again
+            due = [left for left in (f.poll() for f in futures) if left is not None]
+            if any(f.done() for f in futures):
+                return
+            cursor.check_alive()
+            earliest = min(due, default=math.inf)
+            cursor.wait_signal(None if earliest == math.inf else earliest, wake)
 
 
 def run_all(

@@ -16,10 +16,11 @@ executes steps (`weft_nb.engine.steps`, `weft_nb.engine.parallel`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import EngineStopped
@@ -252,6 +253,30 @@ class StepCursor:
             raise EngineStopped
         if state.cancel_requested.is_set():
             raise WorkflowCancelledError(state.run_id)
+
+    def is_alive(self) -> bool:
+        """False once the run was stopped or cancelled (`check_alive()` would raise)."""
+        return not (self._state.stopped or self._state.cancel_requested.is_set())
+
+    def run_wake(self) -> threading.Event:
+        """The run's wake-up event: set by signals, completions, cancel and stop (a clock event)."""
+        arrived = self._state.signal_arrived
+        assert arrived is not None
+        return arrived
+
+    @contextlib.contextmanager
+    def own_wake(self) -> Iterator[threading.Event]:
+        """A wake-up event of the caller's own, set whenever the run's is (signal, cancel, stop).
+
+        For a wait that clears its event before looking: concurrent waiters (an async workflow's
+        awaits, each on a thread) never clear each other's wake-up.
+        """
+        event = self._clock.new_event()
+        self._state.signal_waiters.add(event)
+        try:
+            yield event
+        finally:
+            self._state.signal_waiters.discard(event)
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` on the engine's clock, ending early (and raising) on cancel."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -100,6 +101,7 @@ class RunInfo:
     created_at: float
     updated_at: float
     active: bool
+    parent_run_id: str | None = None  # a child workflow's parent run (``ctx.run_workflow``)
 
 
 @dataclasses.dataclass
@@ -208,6 +210,19 @@ class RunHandle(Generic[ResultT_co]):
         if not self._done.is_set():
             yield from settled(self._completion.add_done_callback).__await__()
         return self.result()
+
+    def add_done_callback(self, callback: Callable[[RunHandle[ResultT_co]], None]) -> None:
+        """Call ``callback(handle)`` once the run has an outcome (or its execution stopped).
+
+        At once when it has one already; otherwise on the run's own thread, right after the
+        outcome is journaled: keep it short, and let it not raise (what it raises is lost).
+        """
+
+        def call() -> None:
+            with contextlib.suppress(Exception):
+                callback(self)
+
+        self._completion.add_done_callback(call)
 
     def wait_for_token(self, timeout: float = 30.0) -> str:
         """Wait until a step of this run parks on ``activity.complete_async()``; its token.

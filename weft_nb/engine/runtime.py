@@ -21,6 +21,7 @@ from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import Registry
 from weft_nb.base.payloads import decode
 from weft_nb.engine import interceptors
+from weft_nb.engine.child_links import ChildRuns
 from weft_nb.engine.circuit_breakers import CircuitBreakers
 from weft_nb.engine.development import DevelopmentChecks
 from weft_nb.engine.events import EventBus
@@ -57,6 +58,7 @@ class Runtime:
             interceptor, then the user's (``Engine(interceptors=...)``), then tracing.
         quiet_interceptors: The same chain without the logging interceptor, used while the
             ``weft_nb`` loggers reach no handler (`logs.logging_on()`): often empty, so free.
+        children: Starts, cancels and interrupts child workflows' runs (bound by the engine).
         breakers: The activities' circuit breakers, shared by all runs (built here, from the
             journal and the clock).
     """
@@ -76,6 +78,7 @@ class Runtime:
     max_payload_bytes: int
     interceptors: tuple[Interceptor, ...] = ()
     quiet_interceptors: tuple[Interceptor, ...] = ()
+    children: ChildRuns = dataclasses.field(default_factory=ChildRuns)
     breakers: CircuitBreakers = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.engine.json_values import UndecodedDetails, details_json, finite
+from weft_nb.engine.step_notes import step_note
 from weft_nb.errors import PayloadError
 from weft_nb.journal.protocol import (
     BREAKER_OPEN,
@@ -71,6 +72,7 @@ class StepView:
     token: str | None = None  # a parked step's out-of-band completion token
     failed_attempts: tuple[AttemptView, ...] = ()  # journaled failures, oldest first
     heartbeat_at: float | None = None  # when ``details`` were recorded (None: no heartbeat)
+    note: str | None = None  # a timer's deadline, a child workflow's run (engine.step_notes)
 
     @property
     def progress(self) -> float | None:
@@ -137,6 +139,7 @@ class StepView:
             "error": self.error,
             "token": self.token,
             "attempts": self.attempts_json(),
+            "note": self.note,
         }
 
 
@@ -160,6 +163,7 @@ class RunSnapshot:
     steps: tuple[StepView, ...]
     error: str | None
     breakers: tuple[BreakerRecord, ...] = ()  # the open circuit breakers of its activities
+    parent_run_id: str | None = None  # a child workflow's parent run
 
     def breaker_notes(self) -> list[str]:
         """One line per open circuit breaker of the run's activities."""
@@ -220,11 +224,13 @@ class RunSnapshot:
             "error": self.error,
             "steps": [step.to_json() for step in self.steps],
             "open_breakers": [dataclasses.asdict(breaker) for breaker in self.breakers],
+            "parent_run_id": self.parent_run_id,
         }
 
     def text(self) -> str:
         """Plain text: what a terminal, nbval or GitHub shows."""
         lines = [f"{self.workflow} run {self.run_id}: {self.status}, {self.elapsed:.1f}s"]
+        lines += [f"  child of run {self.parent_run_id}"] if self.parent_run_id else []
         shown = self.shown_steps()
         if note := self.hidden_note(shown):
             lines.append(f"  ({note})")
@@ -236,6 +242,7 @@ class RunSnapshot:
             )
             if step.error:
                 lines.append(f"      error: {step.error}")
+            lines += [f"      {step.note}"] if step.note else []
             if step.token:
                 lines.append(f"      waiting for completion: token {step.token}")
         if self.error:
@@ -295,6 +302,7 @@ def take_snapshot(journal: Journal, live: LiveRuns, clock: Clock, run_id: str) -
                 error=error,
                 failed_attempts=earlier_tries,
                 heartbeat_at=beat_at,
+                note=step_note(step, clock.now()),
             )
         else:
             name = beat.activity if beat is not None else None
@@ -361,6 +369,7 @@ def take_snapshot(journal: Journal, live: LiveRuns, clock: Clock, run_id: str) -
         steps=tuple(views[p] for p in sorted(views)),
         error=str(error_from_json(record.error, run_id=run_id)) if record.error else None,
         breakers=_open_breakers(journal, {view.activity for view in views.values()}),
+        parent_run_id=record.parent_run_id,
     )
 
 

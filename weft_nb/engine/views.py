@@ -25,6 +25,7 @@ def list_runs(journal: Journal, live: LiveRuns, status: str | None = None) -> li
             created_at=r.created_at,
             updated_at=r.updated_at,
             active=r.run_id in active,
+            parent_run_id=r.parent_run_id,
         )
         for r in journal.list_runs(status)
     ]

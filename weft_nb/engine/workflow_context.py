@@ -15,11 +15,13 @@ from weft_nb.base import evidence
 from weft_nb.base.payloads import decode, error_from_json
 from weft_nb.base.retry import Duration
 from weft_nb.base.typed_api import CALL_OPTION_NAMES, InputT, ModelT, ResultT
+from weft_nb.engine import child_workflows as _child_workflows
 from weft_nb.engine import compensation as _compensation
 from weft_nb.engine import parallel as _parallel
 from weft_nb.engine import recorded_calls as _durable_ops
 from weft_nb.engine import step_scope as _step_scope
 from weft_nb.engine import steps as _step_execution
+from weft_nb.engine import timers as _timers
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.replay import PreparedStep, StepCursor
 from weft_nb.errors import StepChangedWarning
@@ -280,6 +282,78 @@ class WorkflowContext:
         """Sleep durably: after a restart it ends at the original deadline."""
         _step_scope.check_scope(self.cursor, "ctx.sleep")
         _durable_ops.sleep(self.runtime, self.cursor, duration)
+
+    def timer(self, duration: Duration) -> _timers.TimerFuture:
+        """A durable timer: a future that settles (with None) ``duration`` from now.
+
+        Its deadline is journaled now, so after a restart it fires at the original deadline; its
+        firing is journaled too. Pass it to ``ctx.race`` (``ctx.race([ctx.submit(job),
+        ctx.timer("5s")])`` returns index 1 when the timer fires first; the job keeps running)
+        or ``ctx.all``, or call ``.result()`` (docs/guides/signals-sleep-approval.md).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.timer")
+        return _timers.timer(self.runtime, self.cursor, duration)
+
+    @overload
+    def run_workflow(
+        self,
+        workflow: Callable[..., ResultT],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        **options: Any,
+    ) -> ResultT: ...
+    @overload
+    def run_workflow(
+        self, workflow: str, input: Any = None, *, run_id: str | None = None, **options: Any
+    ) -> Any: ...
+    def run_workflow(
+        self, workflow: Any, input: Any = None, *, run_id: str | None = None, **options: Any
+    ) -> Any:
+        """Run another workflow as a durable step of this one: a child run; return its result.
+
+        The child is a run of its own (``parent_run_id`` names this run), with the id ``run_id``
+        or ``"<this run id>.<position>"``, journaled before it starts: a resumed parent
+        re-attaches to (or resumes) the same child and never starts a second one. Its result is
+        journaled here once. Options: ``on_change`` (default: this run's). Cancelling this run
+        cancels the child.
+
+        Raises:
+            ChildWorkflowFailedError: The child failed or was cancelled; ``__cause__`` is its
+                error (docs/guides/child-workflows.md).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.run_workflow")
+        future = _child_workflows.start(
+            self.runtime, self.cursor, workflow, input, {**options, "run_id": run_id}
+        )
+        return future.result()
+
+    @overload
+    def start_workflow(
+        self,
+        workflow: Callable[..., ResultT],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        **options: Any,
+    ) -> StepFuture[ResultT]: ...
+    @overload
+    def start_workflow(
+        self, workflow: str, input: Any = None, *, run_id: str | None = None, **options: Any
+    ) -> StepFuture[Any]: ...
+    def start_workflow(
+        self, workflow: Any, input: Any = None, *, run_id: str | None = None, **options: Any
+    ) -> StepFuture[Any]:
+        """Start a child workflow (as `run_workflow()` does) without waiting: a future.
+
+        Pass it to ``ctx.all`` or ``ctx.race``, or call ``.result()``; it raises
+        ``ChildWorkflowFailedError`` when the child fails. Children run in parallel, each on its
+        own run thread (not bounded by ``max_parallel``; their activities are).
+        """
+        _step_scope.check_scope(self.cursor, "ctx.start_workflow")
+        return _child_workflows.start(
+            self.runtime, self.cursor, workflow, input, {**options, "run_id": run_id}
+        )
 
     def now(self) -> float:
         """The current time, recorded: a replay returns the same value."""

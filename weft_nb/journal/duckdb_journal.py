@@ -41,7 +41,7 @@ from weft_nb.journal.sql_records import (
     heartbeat_row,
     insert_event,
     insert_outcome,
-    run_from_row,
+    runs_from,
     settled,
     step_from_row,
     step_row,
@@ -66,7 +66,7 @@ class DuckDBJournal(JournalFile):
                     run_id=run.run_id,
                 )
             con.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     run.run_id,
                     run.workflow,
@@ -80,27 +80,25 @@ class DuckDBJournal(JournalFile):
                     run.result_codec,
                     run.result,
                     run.error,
+                    run.parent_run_id,
                 ],
             )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
         with self.connection() as con:
-            row = con.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id]
-            ).fetchone()
-        return run_from_row(row) if row else None
+            runs = runs_from(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        return runs[0] if runs else None
 
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
         """Runs, oldest first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
+        sql = "SELECT * FROM runs"
         params: list[Any] = []
         if status is not None:
             sql += " WHERE status = ?"
             params.append(status)
         with self.connection() as con:
-            rows = con.execute(sql + " ORDER BY created_at, run_id", params).fetchall()
-        return [run_from_row(row) for row in rows]
+            return runs_from(con.execute(sql + " ORDER BY created_at, run_id", params))
 
     def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
         """Record an unfinished run's outcome; False (nothing written) if it already finished."""

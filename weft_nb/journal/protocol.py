@@ -41,6 +41,7 @@ class RunRecord:
     result_codec: str | None = None
     result: bytes | None = None
     error: str | None = None
+    parent_run_id: str | None = None  # a child workflow's parent run (``ctx.run_workflow``)
 
 
 @dataclasses.dataclass(kw_only=True)

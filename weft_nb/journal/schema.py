@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, workflow VARCHAR NOT NULL, version VARCHAR NOT NULL,
     status VARCHAR NOT NULL, on_change VARCHAR NOT NULL, input_codec VARCHAR NOT NULL,
     input BLOB, result_codec VARCHAR, result BLOB, error VARCHAR,
-    created_at DOUBLE NOT NULL, updated_at DOUBLE NOT NULL);
+    created_at DOUBLE NOT NULL, updated_at DOUBLE NOT NULL, parent_run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, activity VARCHAR NOT NULL,
     status VARCHAR NOT NULL, input_hash VARCHAR, source_hash VARCHAR, attempts INTEGER,
@@ -69,6 +69,12 @@ NEWEST_TABLE = "breakers"
 
 Tables are only ever added, so this stays schema version 1: an older weft_nb opens a newer
 journal and never looks at the tables it does not know."""
+ADDED_COLUMNS = (("runs", "parent_run_id", "VARCHAR"),)
+"""Nullable columns added to existing tables since version 1, by a writer (``ALTER TABLE``).
+
+Still version 1: weft_nb names its columns in every insert, so an older weft_nb keeps writing
+to a journal that has them (leaving them NULL), and reads select columns by name. A read-only
+view of a journal that lacks one reads it as NULL (`weft_nb.journal.sql_records.runs_from`)."""
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers
 
@@ -101,6 +107,8 @@ def ensure_schema(
     if NEWEST_TABLE not in tables and not read_only:
         with transaction(con):
             con.execute(SCHEMA)  # every statement is IF NOT EXISTS: adds what is missing
+    if not read_only:
+        _add_columns(con, transaction)
     row = con.execute("SELECT value FROM weft_meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 0
     if version != SCHEMA_VERSION:
@@ -110,6 +118,16 @@ def ensure_schema(
             path=path,
         )
     return "existing"
+
+
+def _add_columns(con: duckdb.DuckDBPyConnection, transaction: Transaction) -> None:
+    """Add the `ADDED_COLUMNS` a journal written by an older weft_nb lacks (the migration)."""
+    present = set(con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
+    missing = [(t, c, kind) for t, c, kind in ADDED_COLUMNS if (t, c) not in present]
+    if missing:
+        with transaction(con):
+            for table, column, kind in missing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def check_length(con: duckdb.DuckDBPyConnection, path: str) -> None:

@@ -31,7 +31,7 @@ D = TypeVar("D", bound="DataclassInstance")
 
 RUN_COLUMNS = (
     "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
-    "result_codec, result, error"
+    "result_codec, result, error, parent_run_id"
 )
 ATTEMPT_COLUMNS = (
     "run_id, position, attempt, activity, started_at, finished_at, error_type, error_message, "
@@ -70,6 +70,18 @@ def _record(cls: type[D], fields: tuple[str, ...], row: Sequence[Any]) -> D:
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """A run from a row of `RUN_COLUMNS`."""
     return _record(RunRecord, _RUN_FIELDS, row)
+
+
+def runs_from(cursor: duckdb.DuckDBPyConnection) -> list[RunRecord]:
+    """The runs of an executed ``SELECT * FROM runs ...``, mapped by column name.
+
+    A column the journal lacks (a read-only view of one an older weft_nb wrote: see
+    ``schema.ADDED_COLUMNS``) keeps its field's default; a column weft_nb does not know is left
+    out.
+    """
+    names = [d[0] for d in cursor.description or ()]
+    keep = [(i, name) for i, name in enumerate(names) if name in _RUN_FIELDS]
+    return [RunRecord(**{name: row[i] for i, name in keep}) for row in cursor.fetchall()]
 
 
 def step_from_row(row: Sequence[Any]) -> StepRecord:

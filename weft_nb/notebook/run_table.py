@@ -17,7 +17,7 @@ from typing import Any
 
 from weft_nb.engine.runs import RunInfo
 
-COLUMNS = ("run", "workflow", "status", "started", "updated", "here")
+COLUMNS = ("run", "workflow", "status", "started", "updated", "here", "parent")
 
 
 def _time(at: float) -> str:
@@ -32,6 +32,7 @@ def _row(run: RunInfo) -> tuple[str, ...]:
         _time(run.created_at),
         _time(run.updated_at),
         "live" if run.active else "",
+        run.parent_run_id or "",  # a child workflow's parent run
     )
 
 

@@ -134,6 +134,8 @@ def _step_rows(step: StepView, now: float, series: Series | None) -> Iterable[st
     notes = []
     if step.error:
         notes.append(f'<div class="weft-bad">{html.escape(step.error)}</div>')
+    if step.note:
+        notes.append(f'<small class="weft-step-note">{html.escape(step.note)}</small>')
     if step.token:
         notes.append(f"<small>waiting for completion: token {html.escape(step.token)}</small>")
     chart = sparkline(series) if series else ""
@@ -152,6 +154,8 @@ def header_html(snapshot: RunSnapshot, status: str | None = None) -> str:
         f"<b>{html.escape(snapshot.workflow)}</b> run <code>{html.escape(snapshot.run_id)}</code>"
         f" &middot; {_status(status or snapshot.status)} &middot; {snapshot.elapsed:.1f}s"
     )
+    if snapshot.parent_run_id:
+        header += f" &middot; child of run <code>{html.escape(snapshot.parent_run_id)}</code>"
     if snapshot.error:
         header += f'<br><span class="weft-bad">{html.escape(snapshot.error)}</span>'
     for note in snapshot.breaker_notes():

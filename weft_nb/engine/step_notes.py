@@ -1,0 +1,33 @@
+"""What a person reading a run's steps is told about its timers, sleeps and child workflows.
+
+A ``<timer>`` or ``<sleep>`` step shows its journaled deadline (and, while pending, how long is
+left); a ``<child>`` step names the child's run, whose id the step keeps (in its
+``idempotency_key``, which a marker needs anyway). The run panel, ``%weft show`` and the REST
+endpoint show these notes under the step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from weft_nb.engine.child_workflows import CHILD
+from weft_nb.engine.recorded_calls import SLEEP
+from weft_nb.engine.timers import TIMER
+from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
+
+
+def step_note(step: StepRecord, now: float) -> str | None:
+    """The note for a journaled step, or None when it has nothing to add."""
+    if step.activity in (TIMER, SLEEP) and step.result is not None:
+        try:
+            deadline = float(json.loads(step.result))
+        except (ValueError, TypeError):
+            return None
+        at = datetime.datetime.fromtimestamp(deadline).strftime("%Y-%m-%d %H:%M:%S")
+        if step.status == STEP_COMPLETED:
+            return f"deadline {at}: fired"
+        return f"deadline {at} (in {max(0.0, deadline - now):.0f}s)"
+    if step.activity == CHILD and step.idempotency_key:
+        return f"child workflow run {step.idempotency_key}"
+    return None
