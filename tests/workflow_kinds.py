@@ -19,7 +19,17 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-AWAITED = {"run", "all", "race", "run_all", "sleep", "wait_for_signal", "memo", "compensate"}
+AWAITED = {
+    "run",
+    "all",
+    "race",
+    "run_all",
+    "sleep",
+    "wait_for_signal",
+    "memo",
+    "compensate",
+    "run_workflow",
+}
 
 
 class _AwaitDurableCalls(ast.NodeTransformer):

@@ -16,6 +16,8 @@ from weft_nb.errors import (
 )
 from weft_nb.testing import MemoryJournal, TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 calls: Counter[str] = Counter()
 
 

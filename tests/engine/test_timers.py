@@ -12,6 +12,8 @@ import weft_nb
 from weft_nb.errors import WorkflowCancelledError
 from weft_nb.testing import TestEngine
 
+pytestmark = pytest.mark.usefixtures("workflow_kind")
+
 
 def timer_rows(engine: TestEngine, run_id: str) -> list[tuple[str, bytes]]:
     return engine.journal.query(

@@ -242,7 +242,6 @@ class AsyncWorkflowContext:
             if any(f.poll() is not None for f in futures):  # a timer, a child: tended off-loop
                 rt, cursor = self.runtime, self.cursor
                 await off_loop(rt.clock, lambda: parallel.wait_first(rt, cursor, futures))
-                cursor.check_alive()  # a stop or cancel's "winner" is not journaled
             elif not any(f.done() for f in futures):
 
                 def on_any(callback: Callable[[], None]) -> None:
@@ -250,6 +249,7 @@ class AsyncWorkflowContext:
                         future.add_done_callback(callback)
 
                 await async_loop.settled(on_any)
+            self.cursor.check_alive()  # a stop or cancel settles its steps: no winner journaled
             winner = parallel.record_winner(self.runtime, self.cursor, position, futures)
         return winner, futures[winner].result()
 
