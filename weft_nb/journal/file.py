@@ -32,7 +32,7 @@ from weft_nb.errors import (
     JournalError,
     JournalReadOnlyError,
 )
-from weft_nb.journal import step_log_recovery
+from weft_nb.journal import group_commit, step_log_recovery
 from weft_nb.journal.alias_lock import AliasLock, recorded_home, take_alias_lock
 from weft_nb.journal.connection import connect, ctrl_c_stays_keyboard_interrupt, transaction
 from weft_nb.journal.io_errors import from_duckdb_error, from_os_error
@@ -197,11 +197,10 @@ class JournalFile:
         fault: str,
         check: Callable[[PendingLog], bool] | None = None,
     ) -> bool:
-        """Append a record to the step log and return once it is on disk.
+        """Append a record to the step log; return once it is on disk (see `group_commit`).
 
         ``check`` runs under the journal's lock first, given the `PendingLog`; when it returns
         False nothing is written and False is returned.
-        Concurrent callers share their ``fdatasync`` (group commit).
         """
         with self._lock:
             if self._closed:
@@ -215,11 +214,16 @@ class JournalFile:
                 lsn = log.append(row)
             except OSError as exc:  # the log was cut back to its last whole record
                 raise from_os_error(exc, self.step_log_path, doing) from None
-        try:
-            log.log.sync(lsn)
-        except OSError as exc:
-            raise from_os_error(exc, self.step_log_path, doing) from None
-        fault_point(fault)
+        deferral = group_commit.current()
+        if deferral is not None:  # a parallel step: its pool thread moves on (group_commit)
+            deferral.note(log.commit, lsn)
+            deferral.after.append(lambda: fault_point(fault))
+        else:
+            try:
+                log.log.sync(lsn)
+            except OSError as exc:
+                raise from_os_error(exc, self.step_log_path, doing) from None
+            fault_point(fault)
         if log.full():
             with self._lock:
                 if self._pending:
@@ -377,11 +381,8 @@ class JournalFile:
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Internal: run weft_nb's own SQL on the journal's connection (read-write in an engine).
 
-        Not part of the `Journal` protocol: the engine uses its
-        named reads. For the CLI, chaos trials and tests only; it runs whatever it is given,
-        writes included. User SQL (``%weft sql``, ``weft-nb sql``) never comes here: it goes through
-        `select_frame()` / `weft_nb.journal.sql_sandbox.query_journal()`, which run it on a
-        sandboxed copy.
+        Not part of the `Journal` protocol; for the CLI, chaos trials and tests. It runs whatever
+        it is given, writes included. User SQL (``%weft sql``) goes through `select_frame()`.
         """
         with self.connection() as con:
             result: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
@@ -390,9 +391,8 @@ class JournalFile:
     def select_frame(self, sql: str) -> Any:
         """Run a user's query over a snapshot of the journal and return a pandas DataFrame.
 
-        The query runs in a sandbox that cannot change the journal or write any file
-        (`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` are
-        accepted.
+        It runs in a sandbox that cannot change the journal or write any file
+        (`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` pass.
 
         Raises:
             JournalError: Another kind of statement, a parse error, or a failed query.

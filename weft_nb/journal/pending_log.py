@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from weft_nb.journal.group_commit import GroupCommit
 from weft_nb.journal.run_log import is_finished, run_status_of
 from weft_nb.journal.step_log import APPLY_BYTES, APPLY_ROWS, StepLog, StepRow
 
@@ -33,6 +34,7 @@ class PendingLog:
         except OSError:
             self.log.close()
             raise
+        self.commit = GroupCommit(self.log)  # syncs shared by parallel steps
         self.rows: list[StepRow] = []
         self.runs: dict[str, str] = {}
         self._ids: set[str] | None = None  # every run id in DuckDB, once loaded

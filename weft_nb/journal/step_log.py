@@ -328,6 +328,16 @@ class StepLog:
             os.fdatasync(self._fd)
             self._synced = max(self._synced, target)
 
+    @property
+    def written(self) -> int:
+        """The highest lsn written to the file."""
+        return self._written
+
+    @property
+    def synced(self) -> int:
+        """The highest lsn known to be durable (on disk in the log, or committed to DuckDB)."""
+        return self._synced
+
     def mark_durable(self, lsn: int) -> None:
         """Note that everything through ``lsn`` is durable elsewhere (committed to DuckDB)."""
         self._synced = max(self._synced, lsn)
