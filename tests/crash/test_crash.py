@@ -260,22 +260,25 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(
 # -- d) killed around a journal commit ------------------------------------------------------
 
 # With a pre-created journal, ``heartbeat=True`` steps and a flusher that never fires, the
-# child's journal transactions are: #1 create_run, #2..#9 steps 0..7 (each step's result is
-# committed with its final heartbeat), #10 finish_run. ``step.before_record:N`` is the N-th
-# activity return.
+# child's run start is a step-log record (``runlog.started``), its journal transactions are #1..#8
+# steps 0..7 (each step's result is committed with its final heartbeat; #1 also moves the run's
+# start into DuckDB), and its outcome is a step-log record (``runlog.finished``) that reaches
+# DuckDB at close. ``step.before_record:N`` is the N-th activity return.
 LAST = MANY_INPUT["steps"] - 1
 
 
 @pytest.mark.parametrize(
     ("kill_at", "run_status", "committed", "twice"),
     [
-        ("journal.before_commit:1", None, set(), None),
-        ("journal.after_commit:1", "running", set(), None),
-        ("journal.before_commit:5", "running", {0, 1, 2}, 3),
-        ("journal.after_commit:5", "running", {0, 1, 2, 3}, None),
+        ("runlog.started:1", "running", set(), None),
+        ("journal.before_commit:1", "running", set(), 0),
+        ("journal.after_commit:1", "running", {0}, None),
+        ("journal.before_commit:5", "running", {0, 1, 2, 3}, 4),
+        ("journal.after_commit:5", "running", {0, 1, 2, 3, 4}, None),
         ("step.before_record:4", "running", {0, 1, 2}, 3),
-        ("journal.before_commit:10", "running", set(range(LAST + 1)), None),
-        ("journal.after_commit:10", "completed", set(range(LAST + 1)), None),
+        ("journal.after_commit:8", "running", set(range(LAST + 1)), None),
+        ("runlog.finished:1", "completed", set(range(LAST + 1)), None),
+        ("steplog.before_apply_commit:2", "completed", set(range(LAST + 1)), None),  # at close
     ],
 )
 def test_kill_around_a_journal_commit(

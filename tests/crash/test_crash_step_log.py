@@ -61,12 +61,13 @@ def resume_and_check(tmp_path: Path, spec: dict[str, int | bool], acknowledged: 
     ("kill_at", "spec", "acknowledged", "status"),
     [
         ("steplog.appended:5", SMALL, 5, "running"),
-        # The 8 steps are applied in the transaction that finishes the run: all or nothing.
-        ("steplog.before_apply_commit:1", SMALL, 8, "running"),
+        # The run's outcome was acknowledged in the step log before its batch (applied at close).
+        ("steplog.before_apply_commit:1", SMALL, 8, "completed"),
         ("steplog.after_apply_commit:1", SMALL, 8, "completed"),
         (f"steplog.appended:{APPLY_ROWS + 200}", LARGE, APPLY_ROWS + 200, "running"),
-        ("steplog.before_apply_commit:1", LARGE, APPLY_ROWS, "running"),
-        ("steplog.after_apply_commit:1", LARGE, APPLY_ROWS, "running"),
+        # The mid-run batch: the run's start and APPLY_ROWS - 1 steps.
+        ("steplog.before_apply_commit:1", LARGE, APPLY_ROWS - 1, "running"),
+        ("steplog.after_apply_commit:1", LARGE, APPLY_ROWS - 1, "running"),
     ],
     ids=[
         "after-append",
@@ -102,7 +103,7 @@ def test_kill_during_the_recovery_of_a_step_log(tmp_path: Path) -> None:
     first = Child(tmp_path, "first", workflow="many", input=SMALL, kill_at="steplog.appended:6")
     first.expect_killed()
     log = tmp_path / "journal.duckdb.steplog"
-    assert [lsn for lsn, _row in read_records(str(log))] == [1, 2, 3, 4, 5, 6]
+    assert [lsn for lsn, _row in read_records(str(log))] == [1, 2, 3, 4, 5, 6, 7]  # run + 6
 
     # The next engine dies while it applies the log it found: nothing committed, log intact.
     recovering = Child(
@@ -110,7 +111,7 @@ def test_kill_during_the_recovery_of_a_step_log(tmp_path: Path) -> None:
     )
     recovering.expect_killed()
     assert executions(recovering.evidence, recovering.proc.pid) == {}
-    assert len(list(read_records(str(log)))) == 6
+    assert len(list(read_records(str(log)))) == 7
 
     resume_and_check(tmp_path, SMALL, set(range(6)))
 

@@ -12,7 +12,7 @@ that survive SIGKILL (appended, flushed and fsynced before the activity goes on)
 - ``markers/<name>``: readiness signals the parent waits for;
 - ``result.json``: the run's outcome (written only when the run finished).
 
-Config keys: ``journal``, ``evidence``, ``run_id``, ``workflow`` (``pipeline`` or ``many``),
+Config keys: ``journal``, ``evidence``, ``run_id``, ``workflow`` (``pipeline``, ``many``, ``fan``),
 ``input``, ``api`` (``start`` or ``resume``), ``heartbeat_interval``, ``checkpoint_keep``, and
 optionally ``block`` (``{"activity": name, "epoch": e or null}``: signal ``blocked`` there and
 wait to be killed) and ``random_kill`` (``{"seed", "first", "last", "max_delay"}``: once the step
@@ -222,7 +222,20 @@ def many(ctx: weft_nb.WorkflowContext, cfg: dict[str, Any]) -> dict[str, Any]:
     return {"acc": acc, "digest": sum(trail) % 1_000_003, "steps": len(trail)}
 
 
-WORKFLOWS = {"pipeline": pipeline, "many": many}
+@weft_nb.workflow
+def fan(ctx: weft_nb.WorkflowContext, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A ``ctx.all``-style fan-out; notes each step the workflow sees completed, as it sees it."""
+    futures = [
+        ctx.submit(tiny, {"i": i, "acc": 0, "heartbeat": False}) for i in range(cfg["steps"])
+    ]
+    results = []
+    for future in futures:
+        results.append(future.result())
+        append("seen.jsonl", {"pos": future.position})
+    return {"acc": sum(results) % 1_000_003, "steps": len(results)}
+
+
+WORKFLOWS = {"pipeline": pipeline, "many": many, "fan": fan}
 
 
 def main() -> int:
@@ -238,7 +251,7 @@ def main() -> int:
         os.path.join(EVIDENCE, f"opened-{PID}.json"),
         checkpoint_files(engine.checkpoints.root),
     )
-    engine.register(prepare, normalise, train, evaluate, summarise, tiny, pipeline, many)
+    engine.register(prepare, normalise, train, evaluate, summarise, tiny, pipeline, many, fan)
     if CONFIG.get("random_kill"):
         _start_random_killer(CONFIG["random_kill"])
     workflow = WORKFLOWS[CONFIG["workflow"]]

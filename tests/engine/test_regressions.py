@@ -84,8 +84,9 @@ with weft_nb.Engine({str(journal)!r}) as engine:
         print(type(exc).__name__)
 """
     weft_nb.Engine(journal).close()  # the schema exists: no schema transaction in the child
-    # Transactions: #1 creates the run, #2 records the failure (attempt and step together).
-    env = {**os.environ, "WEFT_NB_KILL_AT": "journal.after_commit:2"}
+    # The run's start is a step-log record; transaction #1 records the failure (attempt and step
+    # together, with the run's start moved into DuckDB).
+    env = {**os.environ, "WEFT_NB_KILL_AT": "journal.after_commit:1"}
     first = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, check=False
     )

@@ -59,7 +59,7 @@ def test_a_failed_step_append_is_cut_back_and_the_run_stays_resumable(
 ) -> None:
     ran: collections.Counter[int] = collections.Counter()
     wf = make_workflow(6, ran)
-    io_faults.configure(f"steplog.append:{kind}:4")
+    io_faults.configure(f"steplog.append:{kind}:5")  # append 1 is the run's start
     with TestEngine(journal_path) as engine:
         handle = engine.start(wf, run_id="r")
         with pytest.raises(JournalIOError) as caught:
@@ -67,9 +67,10 @@ def test_a_failed_step_append_is_cut_back_and_the_run_stays_resumable(
         assert caught.value.path == str(journal_path) + ".steplog"
         assert caught.value.cause == ("I/O error" if kind == "eio" else "disk full")
         assert str(journal_path) in str(caught.value) and "resume" in str(caught.value)
-        # The log ends at its last whole record: the three acknowledged steps, no partial one.
+        # The log ends at its last whole record: the run's start and the three acknowledged
+        # steps, no partial one.
         found = scan((Path(str(journal_path) + ".steplog")).read_bytes())
-        assert (len(found.records), found.damaged) == (3, [])
+        assert (len(found.records), found.damaged) == (4, [])
         assert dict(ran) == {0: 1, 1: 1, 2: 1, 3: 1}
     io_faults.configure("")
     assert run_status(journal_path, "r") == "running"  # never marked failed by our I/O error
@@ -101,18 +102,17 @@ def test_a_failed_sync_is_a_journal_io_error(journal_path: Path) -> None:
             engine.run(make_workflow(3, ran), run_id="r", timeout=HANG_GUARD)
 
 
-def test_a_disk_full_commit_of_the_outcome_never_hangs_and_stays_resumable(
+def test_a_disk_full_append_of_the_outcome_never_hangs_and_stays_resumable(
     journal_path: Path,
 ) -> None:
     ran: collections.Counter[int] = collections.Counter()
     wf = make_workflow(3, ran)
     with TestEngine(journal_path) as engine:
-        engine.journal.query("SELECT 1")  # schema created: the next commit is the run's
-        io_faults.configure("journal.commit:enospc:2")  # 1: create_run; 2: the outcome
+        io_faults.configure("steplog.append:enospc:5")  # 1: the run's start; 2-4: steps; 5: outcome
         handle = engine.start(wf, run_id="r")
         with pytest.raises(JournalIOError, match="disk full") as caught:
             handle.result(timeout=HANG_GUARD)
-        assert caught.value.path.endswith(".wal")
+        assert caught.value.path.endswith(".steplog")
         assert handle.done and handle.status == "running"
     io_faults.configure("")
     assert run_status(journal_path, "r") == "running"

@@ -6,8 +6,10 @@ yet renamed), ``checkpoint.renamed`` (file in place, journal row not committed),
 ``journal.before_commit`` and ``journal.after_commit`` (around every multi-statement
 journal transaction), ``step.before_record`` (an activity returned, its result not yet
 journaled), ``steplog.appended`` (a completed step is fsynced in the step log, not yet in
-DuckDB), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
-commit that moves step-log rows into DuckDB). When the variable is
+DuckDB), ``runlog.started`` / ``runlog.finished`` (a run's start or outcome record is fsynced in the
+step log, not yet in DuckDB), ``steplog.runs_staged`` (a batch's run starts are inserted, not
+committed), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
+commit that moves step-log records into DuckDB). When the variable is
 unset, `fault_point()` is one global lookup.
 """
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from weft_nb.errors import JournalDamageWarning
-from weft_nb.journal.step_log import LOG_MAGIC, RECORD_HEADER, scan
+from weft_nb.journal.run_log import RUN_START_FIELDS
+from weft_nb.journal.step_log import LOG_MAGIC, RECORD_HEADER, STEP_TYPES, scan
 
 STORAGE_FAULTS = ("enospc", "damage")
 DAMAGE_KINDS = ("flip", "truncate", "delete")
@@ -70,7 +71,7 @@ def damage_step_log(folder: Path, rng: random.Random) -> Damage:
     changed = False
     for log in sorted(folder.glob(".weft/*.steplog")):
         data = log.read_bytes()
-        before = {(row[0], row[1]) for _lsn, row in scan(data).records}
+        before = _steps(data)
         if kind == "delete":
             log.unlink()
             destroyed |= before
@@ -92,9 +93,28 @@ def damage_step_log(folder: Path, rng: random.Random) -> Damage:
             after = data[:cut]
         log.write_bytes(after)
         os.sync()
-        destroyed |= before - {(row[0], row[1]) for _lsn, row in scan(after).records}
+        destroyed |= _lost(data, after)
         changed = True
     return Damage(kind, destroyed, changed)
+
+
+def _steps(data: bytes) -> set[tuple[str, int]]:
+    """(run_id, position) of the step records a log's bytes hold intact."""
+    return {(row[0], row[1]) for _lsn, row in scan(data).records if len(row) == len(STEP_TYPES)}
+
+
+def _lost(before: bytes, after: bytes) -> set[tuple[str, int]]:
+    """The steps damage destroyed: their records, and every step of a run whose start it destroyed.
+
+    Such a run cannot resume (recovery names it); started again, all its steps run again.
+    """
+
+    def starts(data: bytes) -> set[str]:
+        return {row[0] for _lsn, row in scan(data).records if len(row) == RUN_START_FIELDS}
+
+    runs = starts(before) - starts(after)
+    steps = _steps(before)
+    return (steps - _steps(after)) | {step for step in steps if step[0] in runs}
 
 
 def reported_damage(open_journals: Callable[[], Any]) -> tuple[Any, bool]:

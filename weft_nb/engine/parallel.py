@@ -15,6 +15,7 @@ threads, so a 200-way ``ctx.all`` starts a handful of threads, not 200.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import json
@@ -23,10 +24,12 @@ import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
+from weft_nb.base.clock import RealClock
 from weft_nb.base.payloads import digest
 from weft_nb.base.typed_api import ResultT, ResultT_co
 from weft_nb.engine import async_loop, steps
 from weft_nb.errors import BranchTopologyChangedError
+from weft_nb.journal.group_commit import Deferral, deferring
 from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
 
 if TYPE_CHECKING:
@@ -159,14 +162,27 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
         rt.parallel_slots.acquire()
         rt.clock.reserve_participant()
         rt.clock.bind_participant()
+        deferral = Deferral()
+        value: Any = None
+        error: BaseException | None = None
         try:
-            future.settle(steps.execute(rt, cursor, step))
-        except BaseException as exc:
-            future.settle(error=exc)
+            try:
+                # In real time the record's sync is shared with the other parallel steps: this
+                # thread frees its slot and moves on; the future settles once the record is
+                # durable (weft_nb.journal.group_commit). A virtual clock keeps it synchronous.
+                with deferring(deferral) if defer else contextlib.nullcontext(deferral):
+                    value = steps.execute(rt, cursor, step)
+            except BaseException as exc:
+                error = exc
+            if deferral.commit is None:  # nothing to wait for
+                future.settle(value, error)
         finally:
             rt.clock.release_participant()
             rt.parallel_slots.release()
+        if deferral.commit is not None:
+            deferral.when_durable(lambda failed: future.settle(value, failed or error))
 
+    defer = isinstance(rt.clock, RealClock)
     context = contextvars.copy_context()  # output routing follows the cell; see run_thread.launch
     rt.step_pool.run(lambda: context.run(work))
     return future

@@ -1,10 +1,8 @@
 """Executing one step live: attempts, retries, timeouts, verification and their journal records.
 
 It also parks a step on an out-of-band completion token, and adopts the verifier's verdict on a
-dispatch marker a crash left behind (`adopt_reconciled()`; the verdict itself is
-`weft_nb.engine.reconciliation`'s). It takes the engine's services (``rt``,
-`Runtime`) and the run's replay state (``cursor``,
-`StepCursor`), never the workflow's ``ctx``.
+dispatch marker a crash left behind (`adopt_reconciled()`). It takes the engine's services
+(``rt``, `Runtime`) and the run's replay state (``cursor``, `StepCursor`), never ``ctx``.
 
 Runs on the workflow's thread (``ctx.run``) or a worker thread (``ctx.submit``).
 """
@@ -40,6 +38,7 @@ from weft_nb.errors import (
     WeftError,
 )
 from weft_nb.executors.attempts import AttemptRequest
+from weft_nb.journal.group_commit import after_durable
 from weft_nb.journal.io_errors import is_storage_failure
 from weft_nb.journal.protocol import (
     STEP_COMPLETED,
@@ -366,10 +365,9 @@ def record_success(
         rt.journal.record_step(completed, settlement.heartbeat)
     elif not rt.journal.complete_async_token(settlement.token, completed):
         return await_completion(rt, cursor, step)  # an outside completion came first
-    if evidence.ENABLED:
-        evidence.record(
-            "step_completed", run_id=run_id, position=position, activity=definition.name
-        )
+    if evidence.ENABLED:  # once durable: a parallel step's sync may be deferred (group_commit)
+        note = {"run_id": run_id, "position": position, "activity": definition.name}
+        after_durable(evidence.record, "step_completed", **note)
     cursor.remember(value, codec, data)  # later inputs hash it by its record
     return value
 

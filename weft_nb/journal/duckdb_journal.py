@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
 from weft_nb.errors import JournalError
-from weft_nb.journal import sql_inputs, sql_progress
+from weft_nb.journal import sql_breakers, sql_inputs, sql_progress
 from weft_nb.journal.dispatch_log import CRASHED as CRASHED_ERROR_TYPE
 from weft_nb.journal.file import JournalFile
+from weft_nb.journal.pending_log import PendingLog
 from weft_nb.journal.protocol import (
     AttemptRecord,
     BreakerRecord,
@@ -30,12 +29,16 @@ from weft_nb.journal.protocol import (
     SignalRecord,
     StepRecord,
 )
+from weft_nb.journal.run_log import (
+    UNFINISHED,
+    is_finished,
+    run_finish_row,
+    run_start_row,
+)
 from weft_nb.journal.sql_records import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
     INSERT_HEARTBEAT,
-    RUN_COLUMNS,
-    UNFINISHED,
     attempt_from_row,
     event_from_row,
     heartbeat_row,
@@ -56,38 +59,35 @@ class DuckDBJournal(JournalFile):
     # -- runs ------------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:
-        """Insert a new run; ``JournalError`` (nothing written) if its run id exists already."""
-        with self.writing() as con:
-            if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run.run_id]).fetchone():
+        """Insert a new run; ``JournalError`` (nothing written) if its run id exists already.
+
+        Durable in the step log on return; it reaches ``runs`` in a later batch
+        (`weft_nb.journal.run_log`).
+        """
+
+        def new_run(log: PendingLog) -> bool:
+            if self._status_of(log, run.run_id) is not None:
                 raise JournalError(
                     f"run {run.run_id!r} already exists in journal {self.path}; nothing was "
                     "written. Choose another run id.",
                     path=self.path,
                     run_id=run.run_id,
                 )
-            con.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    run.run_id,
-                    run.workflow,
-                    run.version,
-                    run.status,
-                    run.on_change,
-                    run.input_codec,
-                    run.input,
-                    run.created_at,
-                    run.updated_at,
-                    run.result_codec,
-                    run.result,
-                    run.error,
-                    run.parent_run_id,
-                ],
-            )
+            return True
+
+        self.append_record(run_start_row(run), "recording a new run", "runlog.started", new_run)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
-        with self.connection() as con:
-            runs = runs_from(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        with self._lock:
+            log = self._log
+            in_log = True
+            if log is not None and run_id not in log.runs:
+                in_log = False  # DuckDB alone is current for it: read it without a batch
+                if self._status_of(log, run_id, exists_only=True) is None:
+                    return None
+            with self.connection(apply_pending=in_log) as con:
+                runs = runs_from(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
         return runs[0] if runs else None
 
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
@@ -101,30 +101,57 @@ class DuckDBJournal(JournalFile):
             return runs_from(con.execute(sql + " ORDER BY created_at, run_id", params))
 
     def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
-        """Record an unfinished run's outcome; False (nothing written) if it already finished."""
-        with self.writing() as con:  # commits before the value is returned
-            return updated(
-                con,
-                "UPDATE runs SET status = ?, updated_at = ?, result_codec = ?, result = ?, "
-                f"error = ? WHERE run_id = ? AND {UNFINISHED}",
-                [
-                    outcome.status,
-                    outcome.at,
-                    outcome.result_codec,
-                    outcome.result,
-                    outcome.error,
-                    run_id,
-                ],
-            )
+        """Record an unfinished run's outcome; False (nothing written) if it already finished.
+
+        Durable in the step log on return (`weft_nb.journal.run_log`).
+        """
+
+        def unfinished(log: PendingLog) -> bool:
+            status = self._status_of(log, run_id)
+            return status is not None and not is_finished(status)
+
+        row = run_finish_row(run_id, outcome)
+        return self.append_record(row, "recording a run's outcome", "runlog.finished", unfinished)
 
     def set_run_status(self, run_id: str, status: str, at: float) -> bool:
         """Change an unfinished run's status; False (nothing written) if it already finished."""
-        with self.writing() as con:  # commits before the value is returned
-            return updated(
-                con,
-                f"UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND {UNFINISHED}",
-                [status, at, run_id],
-            )
+        with self._lock:  # no finish_run() between the commit and the note of the new status
+            with self.writing() as con:  # commits before the value is returned
+                changed = updated(
+                    con,
+                    f"UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND {UNFINISHED}",
+                    [status, at, run_id],
+                )
+            if self._log is not None:
+                self._log.status_changed(run_id, status if changed else None)
+        return changed
+
+    def _status_of(self, log: PendingLog, run_id: str, *, exists_only: bool = False) -> str | None:
+        """A run's status as DuckDB and the step log leave it (`PendingLog.run_status`)."""
+
+        def ids() -> list[str]:
+            with self.connection(apply_pending=False) as con:
+                return [found[0] for found in con.execute("SELECT run_id FROM runs").fetchall()]
+
+        def status(wanted: str) -> str | None:
+            with self.connection(apply_pending=False) as con:
+                found = con.execute("SELECT status FROM runs WHERE run_id = ?", [wanted]).fetchone()
+            return None if found is None else str(found[0])
+
+        return log.run_status(run_id, ids, None if exists_only else status)
+
+    def forget_runs(self) -> None:
+        """Internal: ``runs`` was written directly (a salvage); the next lookups read DuckDB."""
+        with self._lock:
+            if self._log is not None:
+                self._log.forget_runs()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Internal: weft_nb's own SQL on the journal (see `JournalFile.query`)."""
+        try:
+            return super().query(sql, params)
+        finally:
+            self.forget_runs()  # it may have written runs
 
     def trace_context(self, run_id: str, keep: str | None = None) -> str | None:
         """The run's journaled trace context; with ``keep``, the first one kept (see `Journal`).
@@ -360,22 +387,9 @@ class DuckDBJournal(JournalFile):
     def save_breaker(self, breaker: BreakerRecord) -> None:
         """Store an activity's circuit breaker, replacing the one stored under its name."""
         with self.writing() as con:
-            con.execute(
-                f"INSERT OR REPLACE INTO breakers ({BREAKER_COLUMNS}) VALUES (?,?,?,?,?,?)",
-                [getattr(breaker, name) for name in BREAKER_COLUMNS.split(", ")],
-            )
+            sql_breakers.save_breaker(con, breaker)
 
     def breakers(self) -> list[BreakerRecord]:
         """Every stored circuit breaker (none in a journal an older weft_nb wrote, read-only)."""
         with self.connection() as con:
-            try:
-                rows = con.execute(
-                    f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY activity"
-                ).fetchall()
-            except duckdb.CatalogException:  # read-only, and older than the breakers table
-                return []
-        names = BREAKER_COLUMNS.split(", ")
-        return [BreakerRecord(**dict(zip(names, row, strict=True))) for row in rows]
-
-
-BREAKER_COLUMNS = "activity, state, failures, opened_at, updated_at, half_open_at"
+            return sql_breakers.all_breakers(con)

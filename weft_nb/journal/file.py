@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
@@ -32,23 +32,17 @@ from weft_nb.errors import (
     JournalError,
     JournalReadOnlyError,
 )
-from weft_nb.journal import step_log_recovery
+from weft_nb.journal import group_commit, step_log_recovery
 from weft_nb.journal.alias_lock import AliasLock, recorded_home, take_alias_lock
 from weft_nb.journal.connection import connect, ctrl_c_stays_keyboard_interrupt, transaction
 from weft_nb.journal.io_errors import from_duckdb_error, from_os_error
 from weft_nb.journal.legacy_sidecars import legacy_name, recover_legacy_log, take_legacy_lock
 from weft_nb.journal.lock import SidecarLock
 from weft_nb.journal.paths import resolve_journal
+from weft_nb.journal.pending_log import PendingLog
 from weft_nb.journal.schema import SCHEMA, check_length, ensure_schema
 from weft_nb.journal.sql_sandbox import query_journal
-from weft_nb.journal.step_log import (
-    APPLY_BYTES,
-    APPLY_ROWS,
-    StepLog,
-    StepRow,
-    apply_rows,
-    stage_rows,
-)
+from weft_nb.journal.step_log import StepRow, apply_rows, stage_rows
 from weft_nb.journal.stub import creation_stub, no_journal_yet, remove_stub, replace_creation_stub
 from weft_nb.journal.version import journal_version_error
 
@@ -85,10 +79,7 @@ class JournalFile:
         self._last_used = time.monotonic()
         self.had_wal = os.path.exists(self.path + ".wal")
         self._empty = False  # read-only view of a file with no schema yet
-        self._step_log: StepLog | None = None
-        self._pending: list[StepRow] = []  # in the step log, not yet in DuckDB
-        self._pending_bytes = 0
-        self._next_lsn = 1
+        self._log: PendingLog | None = None  # the step log while this journal writes
         self._previous_holder: dict[str, Any] = {}
         self._legacy = None if read_only else legacy_name(given, self.path)
         self._legacy_lock_fd: int | None = None
@@ -174,48 +165,70 @@ class JournalFile:
         con = self._con
         assert con is not None
         try:
-            self._next_lsn = step_log_recovery.recover(
+            next_lsn = step_log_recovery.recover(
                 con, self.path, self.step_log_path, self._previous_holder
             )
             if self._legacy is not None:
-                legacy_next = recover_legacy_log(con, self.path, self._legacy)
-                self._next_lsn = max(self._next_lsn, legacy_next)
+                next_lsn = max(next_lsn, recover_legacy_log(con, self.path, self._legacy))
         except duckdb.Error as exc:  # the log is untouched: the next open tries again
             io_error = from_duckdb_error(exc, self.path, "moving the step log into the journal")
             if io_error is None:
                 raise
             raise io_error from exc
         try:
-            self._step_log = StepLog(self.step_log_path)
-            self._step_log.reset()
+            self._log = PendingLog(self.step_log_path, next_lsn)
         except OSError as exc:
             raise from_os_error(exc, self.step_log_path, "creating the step log") from None
         self._write_lock_info(steplog=step_log_recovery.LOG_OPEN)
 
+    @property
+    def _pending(self) -> list[StepRow]:
+        """The step log's records that DuckDB does not hold yet, in order."""
+        return self._log.rows if self._log is not None else []
+
     def append_step(self, row: StepRow) -> None:
         """Make a completed step durable in the step log; it reaches DuckDB in a later batch."""
+        self.append_record(row, "recording a completed step", "steplog.appended")
+
+    def append_record(
+        self,
+        row: StepRow,
+        doing: str,
+        fault: str,
+        check: Callable[[PendingLog], bool] | None = None,
+    ) -> bool:
+        """Append a record to the step log; return once it is on disk (see `group_commit`).
+
+        ``check`` runs under the journal's lock first, given the `PendingLog`; when it returns
+        False nothing is written and False is returned.
+        """
         with self._lock:
             if self._closed:
                 raise JournalClosedError(self.path)
-            if self.read_only or self._step_log is None:
+            if self.read_only or self._log is None:
                 raise JournalReadOnlyError(self.path)
-            lsn = self._next_lsn
+            if check is not None and not check(self._log):
+                return False
+            log = self._log
             try:
-                self._pending_bytes += self._step_log.append(lsn, row)
+                lsn = log.append(row)
             except OSError as exc:  # the log was cut back to its last whole record
-                raise from_os_error(exc, self.step_log_path, "recording a completed step") from None
-            self._next_lsn += 1
-            self._pending.append(row)
-            log = self._step_log
-        try:
-            log.sync(lsn)
-        except OSError as exc:
-            raise from_os_error(exc, self.step_log_path, "syncing a completed step") from None
-        fault_point("steplog.appended")
-        if len(self._pending) >= APPLY_ROWS or self._pending_bytes >= APPLY_BYTES:
+                raise from_os_error(exc, self.step_log_path, doing) from None
+        deferral = group_commit.current()
+        if deferral is not None:  # a parallel step: its pool thread moves on (group_commit)
+            deferral.note(log.commit, lsn)
+            deferral.after.append(lambda: fault_point(fault))
+        else:
+            try:
+                log.log.sync(lsn)
+            except OSError as exc:
+                raise from_os_error(exc, self.step_log_path, doing) from None
+            fault_point(fault)
+        if log.full():
             with self._lock:
                 if self._pending:
                     self._apply_pending(self._ensure_open())
+        return True
 
     def _apply_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Move the step log's rows into DuckDB (caller holds the lock), then empty the log."""
@@ -226,15 +239,8 @@ class JournalFile:
             if io_error is None:
                 raise
             raise io_error from exc
-        self._pending_applied()
-
-    def _pending_applied(self) -> None:
-        """Forget rows that a committed DuckDB transaction now holds; empty the log."""
-        assert self._step_log is not None
-        self._step_log.mark_durable(self._next_lsn - 1)
-        self._step_log.reset()
-        self._pending = []
-        self._pending_bytes = 0
+        assert self._log is not None
+        self._log.applied()
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -316,9 +322,9 @@ class JournalFile:
             clean = not self._pending  # everything the log held is in DuckDB
             self._closed = True
             self._close_connection()
-            if self._step_log is not None:
-                self._step_log.close()
-                self._step_log = None
+            if self._log is not None:
+                self._log.close()
+                self._log = None
             if self._sidecar.held:
                 if self._sidecar.info.get("steplog") == step_log_recovery.LOG_OPEN and clean:
                     with contextlib.suppress(JournalError):  # the next open reads the log anyway
@@ -369,16 +375,14 @@ class JournalFile:
                 raise io_error from exc
             if staged:
                 fault_point("steplog.after_apply_commit")
-                self._pending_applied()
+                assert self._log is not None
+                self._log.applied()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Internal: run weft_nb's own SQL on the journal's connection (read-write in an engine).
 
-        Not part of the `Journal` protocol: the engine uses its
-        named reads. For the CLI, chaos trials and tests only; it runs whatever it is given,
-        writes included. User SQL (``%weft sql``, ``weft-nb sql``) never comes here: it goes through
-        `select_frame()` / `weft_nb.journal.sql_sandbox.query_journal()`, which run it on a
-        sandboxed copy.
+        Not part of the `Journal` protocol; for the CLI, chaos trials and tests. It runs whatever
+        it is given, writes included. User SQL (``%weft sql``) goes through `select_frame()`.
         """
         with self.connection() as con:
             result: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
@@ -387,9 +391,8 @@ class JournalFile:
     def select_frame(self, sql: str) -> Any:
         """Run a user's query over a snapshot of the journal and return a pandas DataFrame.
 
-        The query runs in a sandbox that cannot change the journal or write any file
-        (`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` are
-        accepted.
+        It runs in a sandbox that cannot change the journal or write any file
+        (`weft_nb.journal.sql_sandbox`); only ``SELECT``/``WITH``/``EXPLAIN SELECT`` pass.
 
         Raises:
             JournalError: Another kind of statement, a parse error, or a failed query.

@@ -122,6 +122,7 @@ def _write_run(
                     f"INSERT INTO {table} ({columns}) VALUES ({marks})",
                     [list(r) for r in rows[table]],
                 )
+    journal.forget_runs()  # runs written directly: its writer's run lookups read DuckDB again
 
 
 def _copy_checkpoints(broken: Path, target: Path, paths: list[str]) -> None:

@@ -12,7 +12,8 @@ import dataclasses
 import duckdb
 
 from weft_nb.journal.protocol import STEP_STARTED, AttemptRecord, SignalRecord, StepRecord
-from weft_nb.journal.sql_records import UNFINISHED, insert_outcome, settled, updated
+from weft_nb.journal.run_log import UNFINISHED
+from weft_nb.journal.sql_records import insert_outcome, settled, updated
 
 
 def add_signal(con: duckdb.DuckDBPyConnection, signal: SignalRecord) -> bool:

@@ -22,6 +22,7 @@ from weft_nb.journal.protocol import (
     RunRecord,
     StepRecord,
 )
+from weft_nb.journal.run_log import RUN_COLUMNS
 from weft_nb.journal.step_log import INSERT_STEP, STEP_COLUMNS
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 D = TypeVar("D", bound="DataclassInstance")
 
-RUN_COLUMNS = (
-    "run_id, workflow, version, status, on_change, input_codec, input, created_at, updated_at, "
-    "result_codec, result, error, parent_run_id"
-)
 ATTEMPT_COLUMNS = (
     "run_id, position, attempt, activity, started_at, finished_at, error_type, error_message, "
     "traceback"
@@ -43,7 +40,6 @@ HEARTBEAT_COLUMNS = (
 )
 CHECKPOINT_COLUMNS = "run_id, position, attempt, seq, created_at, path, size, codec"
 EVENT_COLUMNS = "run_id, position, kind, message, created_at"
-UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat, "
     "activity) VALUES (?,?,?,?,?,?,?,?)"

@@ -45,6 +45,13 @@ import duckdb
 from weft_nb.base import io_faults
 from weft_nb.base.faults import fault_point
 from weft_nb.journal.framing import walk
+from weft_nb.journal.run_log import (
+    RUN_FINISH_FIELDS,
+    RUN_START_FIELDS,
+    finish_runs,
+    insert_runs,
+    unapplied_starts,
+)
 
 # The steps table's columns (docs/journal-schema.md), in the order of a step row.
 STEP_COLUMN_TYPES = {
@@ -79,7 +86,8 @@ LOG_MAGIC = b"WEFTSTEPLOG1\n"
 RECORD_HEADER = struct.Struct("<IIq")  # payload length, crc32 of (lsn + payload), lsn
 _LSN = struct.Struct("<q")
 
-StepRow = tuple[Any, ...]
+StepRow = tuple[Any, ...]  # a step's row, or a run's start or outcome (weft_nb.journal.run_log)
+RECORD_FIELDS = (len(STEP_TYPES), RUN_START_FIELDS, RUN_FINISH_FIELDS)
 
 
 def encode_record(lsn: int, row: StepRow) -> bytes:
@@ -120,13 +128,13 @@ def _record_at(data: bytes, offset: int, after: int | None) -> tuple[int, StepRo
         row = marshal.loads(payload)
     except (ValueError, EOFError, TypeError):
         return None
-    if not isinstance(row, tuple | list) or len(row) != len(STEP_TYPES):
+    if not isinstance(row, tuple | list) or len(row) not in RECORD_FIELDS:
         return None
     return lsn, tuple(row), end
 
 
 def _looks_like_row(data: bytes, start: int, end: int) -> bool:
-    """Whether a payload starts as `marshal` writes a step row (a 13-field tuple or list).
+    """Whether a payload starts as `marshal` writes a record (a tuple or list of a known size).
 
     Checked before the CRC: while resynchronising, most offsets inside a damaged record's payload
     (a pickled index array, say) read as a plausible length and lsn, and a CRC over each of them
@@ -136,9 +144,9 @@ def _looks_like_row(data: bytes, start: int, end: int) -> bool:
         return False
     code = data[start] & 0x7F  # without marshal's FLAG_REF bit
     if code == 0x29:  # TYPE_SMALL_TUPLE: a one-byte count
-        return data[start + 1] == len(STEP_TYPES)
+        return data[start + 1] in RECORD_FIELDS
     count = int.from_bytes(data[start + 1 : start + 5], "little")
-    return code in (0x28, 0x5B) and count == len(STEP_TYPES)  # TYPE_TUPLE, TYPE_LIST
+    return code in (0x28, 0x5B) and count in RECORD_FIELDS  # TYPE_TUPLE, TYPE_LIST
 
 
 @dataclasses.dataclass
@@ -206,7 +214,20 @@ def insert_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
 
 
 def unapplied(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> list[StepRow]:
-    """The rows of a crashed writer's log that DuckDB does not hold yet (recovery only)."""
+    """The records of a crashed writer's log that DuckDB does not hold yet (recovery only).
+
+    A run's outcome is always kept: applying it again changes nothing (it only updates an
+    unfinished run).
+    """
+    steps = [row for row in rows if len(row) == len(STEP_TYPES)]
+    starts = [row for row in rows if len(row) == RUN_START_FIELDS]
+    keep = {id(row) for row in unapplied_steps(con, steps)}
+    keep.update(id(row) for row in unapplied_starts(con, starts))
+    return [row for row in rows if id(row) in keep or len(row) == RUN_FINISH_FIELDS]
+
+
+def unapplied_steps(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> list[StepRow]:
+    """The step rows of a crashed writer's log that ``steps`` does not hold yet."""
     if not rows:
         return []
     run_ids = sorted({row[0] for row in rows})
@@ -222,8 +243,13 @@ def unapplied(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> list[StepR
 
 
 def stage_rows(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> None:
-    """Insert the log's rows into ``steps``, inside the caller's transaction."""
-    insert_rows(con, rows)
+    """Apply the log's records to DuckDB, inside the caller's transaction.
+
+    Run starts first, then steps, then run outcomes: each run's own order in the log.
+    """
+    insert_runs(con, [row for row in rows if len(row) == RUN_START_FIELDS])
+    insert_rows(con, [row for row in rows if len(row) == len(STEP_TYPES)])
+    finish_runs(con, [row for row in rows if len(row) == RUN_FINISH_FIELDS])
     fault_point("steplog.before_apply_commit")
 
 
@@ -301,6 +327,16 @@ class StepLog:
                 io_faults.check("steplog.sync", self.path)
             os.fdatasync(self._fd)
             self._synced = max(self._synced, target)
+
+    @property
+    def written(self) -> int:
+        """The highest lsn written to the file."""
+        return self._written
+
+    @property
+    def synced(self) -> int:
+        """The highest lsn known to be durable (on disk in the log, or committed to DuckDB)."""
+        return self._synced
 
     def mark_durable(self, lsn: int) -> None:
         """Note that everything through ``lsn`` is durable elsewhere (committed to DuckDB)."""

@@ -26,7 +26,8 @@ import duckdb
 from weft_nb.base.operational import report
 from weft_nb.errors import JournalDamageWarning, JournalIOError, JournalLockedError
 from weft_nb.journal.framing import describe_ranges, keep_aside
-from weft_nb.journal.step_log import apply_rows, scan, unapplied
+from weft_nb.journal.run_log import RUN_START_FIELDS
+from weft_nb.journal.step_log import StepRow, apply_rows, scan, unapplied
 
 LOG_OPEN = "open"
 LOG_CLOSED = "closed"
@@ -64,17 +65,36 @@ def recover(
         apply_rows(con, rows)
     if found.damaged:
         kept = keep_aside(log_path)  # only after the intact records are committed
+        lost = runless(con, [row for _lsn, row in found.records])
         report(
             f"the step log {log_path} of journal {journal_path} is damaged: skipped "
             f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
             f"(byte offsets {describe_ranges(found.damaged)} of {len(data)}) and applied the "
             f"{len(found.records)} intact record(s) ({len(rows)} new). Steps whose records "
-            f"were damaged will run again when their runs resume. The damaged file is kept at "
-            f"{kept}.",
+            "were damaged will run again when their runs resume; a run whose outcome record "
+            "was damaged resumes, replays its steps and records its outcome again. "
+            + (
+                f"The start records of runs {', '.join(map(repr, lost))} were damaged: their "
+                "steps are kept but they cannot resume; start them again under new run ids. "
+                if lost
+                else ""
+            )
+            + f"The damaged file is kept at {kept}.",
             JournalDamageWarning,
             stacklevel=4,
         )
     return max((lsn for lsn, _row in found.records), default=0) + 1
+
+
+def runless(con: duckdb.DuckDBPyConnection, rows: list[StepRow]) -> list[str]:
+    """The run ids of intact step or outcome records whose run is not in ``runs``."""
+    run_ids = sorted({row[0] for row in rows if len(row) != RUN_START_FIELDS})
+    if not run_ids:
+        return []
+    present = con.execute(
+        "SELECT run_id FROM runs WHERE run_id IN (SELECT UNNEST(?::VARCHAR[]))", [run_ids]
+    ).fetchall()
+    return sorted(set(run_ids) - {found[0] for found in present})
 
 
 def needs_writer(log_path: str, holder: dict[str, object]) -> bool:
