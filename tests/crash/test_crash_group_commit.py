@@ -34,7 +34,7 @@ def test_a_kill_mid_fan_out_loses_no_step_the_workflow_saw(tmp_path: Path, seed:
         "first",
         workflow="fan",
         input=FAN,
-        random_kill={"seed": seed, "first": 60, "last": 240, "max_delay": 0.05},
+        random_kill={"seed": seed, "first": 60, "last": 240, "max_delay": 0.05, "hold": 30},
     )
     first.expect_killed()
     seen = {

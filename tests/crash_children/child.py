@@ -17,7 +17,8 @@ Config keys: ``journal``, ``evidence``, ``run_id``, ``workflow`` (``pipeline``, 
 optionally ``block`` (``{"activity": name, "epoch": e or null}``: signal ``blocked`` there and
 wait to be killed) and ``random_kill`` (``{"seed", "first", "last", "max_delay"}``: once the step
 at a seeded random position in ``[first, last]`` starts, SIGKILL this process after a seeded
-random delay of at most ``max_delay`` seconds, from a background thread).
+random delay of at most ``max_delay`` seconds, from a background thread; with ``"hold": n``, steps
+more than ``n`` past that position wait for the kill, so it lands mid-fan-out however fast).
 """
 
 from __future__ import annotations
@@ -186,12 +187,15 @@ def pipeline(ctx: weft_nb.WorkflowContext, cfg: dict[str, Any]) -> dict[str, Any
 
 _REACHED = threading.Event()
 _KILL_POSITION = -1
+_HOLD_AFTER = -1  # random_kill's "hold": steps past the kill position + this wait for the kill
 
 
 def _start_random_killer(spec: dict[str, Any]) -> None:
-    global _KILL_POSITION
+    global _KILL_POSITION, _HOLD_AFTER
     rng = random.Random(spec["seed"])
     _KILL_POSITION = rng.randint(spec["first"], spec["last"])
+    if "hold" in spec:  # the kill lands mid-fan-out however fast the rest would finish
+        _HOLD_AFTER = _KILL_POSITION + spec["hold"]
     delay = rng.uniform(0.0, spec["max_delay"])
 
     def killer() -> None:
@@ -207,6 +211,8 @@ def tiny(spec: dict[str, Any], ctx: weft_nb.ActivityContext) -> int:
     append("counts.jsonl", {"activity": "tiny", "pos": ctx.position, "event": "start"})
     if ctx.position == _KILL_POSITION:
         _REACHED.set()
+    if 0 <= _HOLD_AFTER < ctx.position:
+        threading.Event().wait()  # until the kill
     if spec["heartbeat"]:
         ctx.heartbeat({"i": spec["i"]})
     return (spec["acc"] * 7 + spec["i"] * 13 + 1) % 1_000_003
