@@ -21,6 +21,7 @@ recorded.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,13 +33,30 @@ from weft_nb.executors.base import Executor
 from weft_nb.executors.shipping import ship
 
 if TYPE_CHECKING:
-    import threading
     from contextlib import AbstractContextManager
 
     from weft_nb.activity.context import ActivityContext
     from weft_nb.base.definitions import ActivityDefinition
 
 TICK = 0.05  # how soon a cancellation of the run is passed on to the worker
+
+_received = [0]  # bytes the kernel received from workers (messages and results), all attempts
+_received_lock = threading.Lock()
+
+
+def count_received(size: int) -> None:
+    """Count ``size`` bytes a channel received from a worker (see `received_bytes()`)."""
+    with _received_lock:
+        _received[0] += size
+
+
+def received_bytes() -> int:
+    """Bytes the kernel received from workers so far, every attempt, every executor.
+
+    What a checkpoint costs the kernel: with a checkpoint storage, a reference (a few hundred
+    bytes); without, the whole pickled state.
+    """
+    return _received[0]
 
 
 class RemoteChannel(Protocol):
@@ -164,6 +182,11 @@ def _answer(ctx: ActivityContext, what: str, payload: Any) -> tuple[bool, Any]:
         if what == "checkpoint":
             ctx.checkpoint(PickledState(payload))
             return True, None
+        if what == "checkpoint_stored":  # a worker wrote it to the storage: journal the reference
+            ctx.checkpoint(payload)
+            return True, None
+        if what == "checkpoint_records":
+            return True, ctx.checkpoint_records()
         if what == "last_checkpoint":
             return True, ctx.last_checkpoint
         if what == "last_heartbeat_details":

@@ -26,6 +26,7 @@ from weft_nb.errors import ActivityNotShippableError
 
 if TYPE_CHECKING:
     from weft_nb.activity.context import ActivityContext
+    from weft_nb.activity.storage import CheckpointStorage
     from weft_nb.base.definitions import ActivityDefinition
 
 _MAX_DEPTH = 4
@@ -40,6 +41,8 @@ class AttemptInfo:
     position: int
     attempt: int
     max_attempts: int | None
+    checkpoint_storage: CheckpointStorage | None = None
+    """Where the worker writes checkpoints itself; None: it sends them to the kernel."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
         position=ctx.position,
         attempt=ctx.attempt,
         max_attempts=ctx.max_attempts,
+        checkpoint_storage=ctx.checkpoint_storage,
     )
     try:
         data: bytes = cloudpickle.dumps((activity, value, info))
