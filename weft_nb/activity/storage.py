@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from weft_nb.base.extras import import_extra
+from weft_nb.base.faults import fault_point
 from weft_nb.base.operational import report
 from weft_nb.errors import CheckpointStorageError, WeftError
 from weft_nb.journal.paths import run_folder
@@ -151,6 +152,11 @@ class CheckpointStorage:
     def __repr__(self) -> str:
         return f"CheckpointStorage({self.url!r})"
 
+    @property
+    def reaches_workers(self) -> bool:
+        """Whether other processes see the same objects (``memory://`` is this process's own)."""
+        return not self.url.startswith("memory://")
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_fs"] = None  # a worker opens its own client
@@ -205,6 +211,7 @@ class CheckpointStorage:
             with self._errors("write", tmp), self.fs.open(self._path(tmp), "wb") as handle:
                 writer = _CountingHasher(handle)
                 dump(writer)
+            fault_point("checkpoint.object_written")
             with self._errors("publish", final):
                 self.fs.mv(self._path(tmp), self._path(final))
             ref = StoredCheckpoint(final, writer.size, writer.digest.hexdigest())

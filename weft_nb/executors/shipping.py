@@ -68,13 +68,14 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
         arity=definition.arity,
         is_async=definition.is_async,
     )
+    storage = ctx.checkpoint_storage
     info = AttemptInfo(
         run_id=ctx.run_id,
         activity_name=ctx.activity_name,
         position=ctx.position,
         attempt=ctx.attempt,
         max_attempts=ctx.max_attempts,
-        checkpoint_storage=ctx.checkpoint_storage,
+        checkpoint_storage=storage if storage is not None and storage.reaches_workers else None,
     )
     try:
         data: bytes = cloudpickle.dumps((activity, value, info))
