@@ -6,11 +6,11 @@ yet renamed), ``checkpoint.renamed`` (file in place, journal row not committed),
 ``checkpoint.object_written`` (a checkpoint's bytes under a temporary key of the checkpoint
 storage, not yet published), ``checkpoint.published`` (its object published and checked, its
 journal row not committed), ``journal.before_commit`` and ``journal.after_commit`` (around
-every multi-statement journal transaction), ``step.before_record`` (an activity returned, its result not yet
-journaled), ``steplog.appended`` (a completed step is fsynced in the step log, not yet in
-DuckDB), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
-commit that moves step-log rows into DuckDB). When the variable is
-unset, `fault_point()` is one global lookup.
+every multi-statement journal transaction), ``step.before_record`` (an activity returned, its
+result not yet journaled), ``steplog.appended`` (a completed step is fsynced in the step log,
+not yet in DuckDB), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around
+the commit that moves step-log rows into DuckDB). When the variable is unset, `fault_point()`
+is one global lookup.
 """
 
 from __future__ import annotations
