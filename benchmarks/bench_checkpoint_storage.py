@@ -93,6 +93,8 @@ def measure(mib: int, rounds: int) -> dict[str, Any]:
         "key": "bench",
         "secret": "bench",
         "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"},
+        # moto assembles a 1 GiB multipart upload slowly: a retried completion fails there
+        "config_kwargs": {"read_timeout": 1800, "retries": {"max_attempts": 1}},
     }
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     s3fs.S3FileSystem(**options).call_s3("create_bucket", Bucket=bucket)
@@ -104,31 +106,34 @@ def measure(mib: int, rounds: int) -> dict[str, Any]:
         n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
     try:
-        with cluster, distributed.Client(cluster, set_as_default=False) as client:
-            with tempfile.TemporaryDirectory() as folder:
-                engine = weft_nb.Engine(
-                    Path(folder) / "bench.duckdb",
-                    executor=weft_nb.DaskExecutor(client),
-                    checkpoint_storage=f"s3://{bucket}/ckpt",
-                    storage_options=options,
-                    checkpoint_keep=1,
-                )
-                with engine:
-                    engine.register(save_big, one_save)
-                    engine.run(one_save, MIB, run_id="warm-up", timeout=600)
-                    for n in range(rounds):
-                        url = f"s3://{bucket}/raw/{n}.bin"
-                        raw.append(client.submit(raw_put, url, options, size, pure=False).result())
-                        before = received_bytes()
-                        ours.append(engine.run(one_save, size, run_id=f"r{n}", timeout=1800))
-                        kernel.append(received_bytes() - before)
-                        engine.checkpoints.drain()
-                        print(
-                            f"  round {n + 1}: raw {raw[-1]:.2f} s, weft_nb {ours[-1]:.2f} s, "
-                            f"kernel received {kernel[-1]} bytes",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+        with (
+            cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+            tempfile.TemporaryDirectory() as folder,
+        ):
+            engine = weft_nb.Engine(
+                Path(folder) / "bench.duckdb",
+                executor=weft_nb.DaskExecutor(client),
+                checkpoint_storage=f"s3://{bucket}/ckpt",
+                storage_options=options,
+                checkpoint_keep=1,
+            )
+            with engine:
+                engine.register(save_big, one_save)
+                engine.run(one_save, MIB, run_id="warm-up", timeout=600)
+                for n in range(rounds):
+                    url = f"s3://{bucket}/raw/{n}.bin"
+                    raw.append(client.submit(raw_put, url, options, size, pure=False).result())
+                    before = received_bytes()
+                    ours.append(engine.run(one_save, size, run_id=f"r{n}", timeout=1800))
+                    kernel.append(received_bytes() - before)
+                    engine.checkpoints.drain()
+                    print(
+                        f"  round {n + 1}: raw {raw[-1]:.2f} s, weft_nb {ours[-1]:.2f} s, "
+                        f"kernel received {kernel[-1]} bytes",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         server.stop()
     return {"mib": mib, "rounds": rounds, "raw": raw, "ours": ours, "kernel": kernel}

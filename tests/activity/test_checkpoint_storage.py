@@ -24,6 +24,7 @@ from s3_storage import S3Server, running_s3
 
 import weft_nb
 from weft_nb import CheckpointStorage, Engine
+from weft_nb.activity.storage import StoredCheckpoint
 from weft_nb.errors import ActivityFailedError, CheckpointStorageError
 
 CHILD = Path(__file__).resolve().parents[1] / "crash_children" / "storage_child.py"
@@ -126,6 +127,20 @@ def test_an_unreachable_storage_is_named_and_never_taken_for_damage(
         s3.start()
         assert engine.checkpoints.load_latest("run", 0)["epoch"] == 2
         assert [r.seq for r in engine.journal.checkpoints_of("run", 0)] == [2, 1]  # none added
+
+
+def test_a_reference_to_an_unpublished_object_is_never_journaled(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    engine, newest = two_checkpoints(tmp_path, s3)
+    size = s3.fs().info(newest)["size"]
+    missing = StoredCheckpoint(newest.replace("/a1-", "/a1-never-"), size, "0" * 64)
+    wrong_size = StoredCheckpoint(newest, size + 1, "0" * 64)
+    with engine:
+        for ref in (missing, wrong_size):  # what a worker would send, had its publish failed
+            with pytest.raises(CheckpointStorageError, match="the published object is"):
+                engine.checkpoints.save("run", 0, 2, ref)
+        assert [r.seq for r in engine.journal.checkpoints_of("run", 0)] == [2, 1]
 
 
 SERVER: list[S3Server] = []  # the running test's server, for `outage` to stop and start

@@ -3,9 +3,9 @@
 A real S3 API server (moto, server mode) on loopback; worker processes of ``ProcessExecutor`` and
 a real ``LocalCluster`` with worker processes. A worker writes the object itself and sends the
 kernel only the reference, which the kernel checks and journals; ``last_checkpoint`` on any
-worker reads from S3. The kernel's received bytes (every message and result from workers,
-counted by ``weft_nb.executors.remote.received_bytes``) show that a checkpoint's bytes never
-pass through it.
+worker reads from S3. The kernel's traffic with its workers (every message and result, counted by
+``weft_nb.executors.remote.received_bytes`` and ``sent_bytes``) shows that a checkpoint's bytes
+never pass through it, either way.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from executor_workflows import REGISTERED, training
 from s3_storage import S3Server, running_s3
 
 import weft_nb
-from weft_nb.executors.remote import received_bytes
+from weft_nb.executors.remote import received_bytes, sent_bytes
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
 
@@ -81,13 +81,14 @@ def check_resume_on_another_worker(engine: weft_nb.Engine, s3: S3Server, folder:
 
 
 def check_kernel_never_gets_the_bytes(engine: weft_nb.Engine, s3: S3Server) -> None:
-    before = received_bytes()
+    before, sent_before = received_bytes(), sent_bytes()
     digest = engine.run(with_big, BIG, run_id="big", timeout=300)
-    received = received_bytes() - before
+    received, sent = received_bytes() - before, sent_bytes() - sent_before
     assert digest == hashlib.sha256(payload(BIG)).hexdigest()  # written and read on workers
     (url, size), *_ = engine.journal.query("SELECT path, size FROM checkpoints WHERE run_id='big'")
     assert url.startswith("s3://") and s3.fs().info(url)["size"] == size > BIG
     assert received < 256 << 10, f"the kernel received {received} bytes from the workers"
+    assert sent < 256 << 10, f"the kernel sent {sent} bytes to the workers"  # read from S3
 
 
 def test_worker_processes_write_to_s3_and_resume_from_it(tmp_path: Path, s3: S3Server) -> None:

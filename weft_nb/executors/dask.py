@@ -25,7 +25,7 @@ import cloudpickle
 
 from weft_nb.base.extras import import_extra
 from weft_nb.errors import SchedulerUnreachableError, WorkerLostError
-from weft_nb.executors.remote import RemoteExecutor, count_received
+from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ class _DaskChannel:
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
+        count_sent(len(data))
         with contextlib.suppress(Exception):  # the worker or the scheduler went away
             self.incoming.put(data)
 

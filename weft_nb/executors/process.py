@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from weft_nb.errors import WorkerLostError
-from weft_nb.executors.remote import RemoteExecutor, count_received
+from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ class _ProcessChannel:
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)
+        count_sent(len(data))
         with contextlib.suppress(OSError):  # a dead worker shows up in poll()
             self.worker.conn.send_bytes(data)
 

@@ -40,23 +40,38 @@ if TYPE_CHECKING:
 
 TICK = 0.05  # how soon a cancellation of the run is passed on to the worker
 
-_received = [0]  # bytes the kernel received from workers (messages and results), all attempts
-_received_lock = threading.Lock()
+_traffic = {"received": 0, "sent": 0}  # bytes between the kernel and workers, all attempts
+_traffic_lock = threading.Lock()
 
 
 def count_received(size: int) -> None:
     """Count ``size`` bytes a channel received from a worker (see `received_bytes()`)."""
-    with _received_lock:
-        _received[0] += size
+    with _traffic_lock:
+        _traffic["received"] += size
+
+
+def count_sent(size: int) -> None:
+    """Count ``size`` bytes a channel sent to a worker (see `sent_bytes()`)."""
+    with _traffic_lock:
+        _traffic["sent"] += size
 
 
 def received_bytes() -> int:
-    """Bytes the kernel received from workers so far, every attempt, every executor.
+    """Bytes the kernel received from workers so far (messages and results), every executor.
 
     What a checkpoint costs the kernel: with a checkpoint storage, a reference (a few hundred
     bytes); without, the whole pickled state.
     """
-    return _received[0]
+    return _traffic["received"]
+
+
+def sent_bytes() -> int:
+    """Bytes the kernel sent to workers so far (replies, cancellations; not the shipped attempt).
+
+    With a checkpoint storage, ``last_checkpoint`` on a worker costs the kernel the rows, not the
+    checkpoint: the worker reads the object itself.
+    """
+    return _traffic["sent"]
 
 
 class RemoteChannel(Protocol):
