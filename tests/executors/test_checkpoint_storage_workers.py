@@ -126,3 +126,19 @@ def test_without_storage_the_bytes_do_pass_through_the_kernel(tmp_path: Path) ->
         before = received_bytes()
         engine.run(with_big, 1 << 20, run_id="small", timeout=120)
         assert received_bytes() - before > 1 << 20
+
+
+def test_a_shared_folder_works_as_the_storage_for_worker_processes(tmp_path: Path) -> None:
+    """A path (a shared file system) is a storage too: workers write there, not the kernel."""
+    shared = tmp_path / "shared-ckpt"
+    with weft_nb.Engine(
+        tmp_path / "j.duckdb", executor=weft_nb.ProcessExecutor(1), checkpoint_storage=str(shared)
+    ) as engine:
+        engine.register(big, with_big)
+        before, sent_before = received_bytes(), sent_bytes()
+        digest = engine.run(with_big, 4 << 20, run_id="shared", timeout=120)
+        assert received_bytes() - before < 64 << 10 and sent_bytes() - sent_before < 64 << 10
+        (url,) = [r.path for r in engine.journal.checkpoints_of("shared", 0)]
+    assert digest == hashlib.sha256(payload(4 << 20)).hexdigest()
+    assert url.startswith(f"file://{shared}/shared/0/a1-") and url.endswith(".pkl")
+    assert [p.name for p in shared.rglob("*.pkl")] == [url.rsplit("/", 1)[1]]  # no temporary

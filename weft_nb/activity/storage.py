@@ -144,6 +144,8 @@ class CheckpointStorage:
     ) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ValueError(f"checkpoint_storage must be a URL or a path; got {url!r}")
+        if "://" not in url:  # a path (a shared file system): a URL, so rows say where it is
+            url = "file://" + os.path.abspath(os.path.expanduser(url))
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.orphan_grace = orphan_grace
@@ -208,6 +210,7 @@ class CheckpointStorage:
         tmp = f"{folder}/{TMP_PREFIX}{uuid.uuid4().hex}"
         final = f"{folder}/a{attempt}-{uuid.uuid4().hex[:16]}.pkl"
         try:
+            self._ensure_folder(folder, "write")
             with self._errors("write", tmp), self.fs.open(self._path(tmp), "wb") as handle:
                 writer = _CountingHasher(handle)
                 dump(writer)
@@ -221,6 +224,11 @@ class CheckpointStorage:
                 self.fs.rm(self._path(tmp))
             raise
         return ref
+
+    def _ensure_folder(self, url: str, operation: str) -> None:
+        if getattr(self.fs, "local_file", False):  # a file system needs its folders
+            with self._errors(operation, url):
+                self.fs.makedirs(self._path(url), exist_ok=True)
 
     def check_published(self, ref: StoredCheckpoint) -> None:
         """Raise unless ``ref``'s object is there with its size (before journaling it).
@@ -288,6 +296,7 @@ class CheckpointStorage:
             except (FileNotFoundError, ValueError):
                 owner = None
             if owner is None:
+                self._ensure_folder(self.url, "claim")
                 self.fs.pipe_file(self._path(owner_url), json.dumps(mine).encode())
                 return True
         return bool(owner == mine)
