@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from s3_storage import S3Server, running_s3
 import weft_nb
 from weft_nb import CheckpointStorage, Engine
 from weft_nb.activity.storage import StoredCheckpoint
-from weft_nb.errors import ActivityFailedError, CheckpointStorageError
+from weft_nb.errors import ActivityFailedError, CheckpointStorageError, PayloadError
 
 CHILD = Path(__file__).resolve().parents[1] / "crash_children" / "storage_child.py"
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +38,11 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-def storage_engine(journal: Path, s3: S3Server, **kwargs: Any) -> Engine:
-    return Engine(journal, checkpoint_storage=s3.url(), storage_options=s3.options(), **kwargs)
+def storage_engine(
+    journal: Path, s3: S3Server, *, temporary_key: bool = True, **kwargs: Any
+) -> Engine:
+    storage = CheckpointStorage(s3.url(), s3.options(), temporary_key=temporary_key)
+    return Engine(journal, checkpoint_storage=storage, **kwargs)
 
 
 def objects(s3: S3Server) -> list[str]:
@@ -66,10 +70,12 @@ def train(ctx: weft_nb.WorkflowContext, n: int) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.parametrize("temporary_key", [True, False])
 def test_thread_attempts_write_to_s3_and_the_journal_keeps_only_references(
-    tmp_path: Path, s3: S3Server
+    tmp_path: Path, s3: S3Server, temporary_key: bool
 ) -> None:
-    with storage_engine(tmp_path / "j.duckdb", s3, checkpoint_keep=2) as engine:
+    journal = tmp_path / "j.duckdb"
+    with storage_engine(journal, s3, checkpoint_keep=2, temporary_key=temporary_key) as engine:
         engine.register(epochs, train)
         result = engine.run(train, 3, run_id="r", timeout=60)
         engine.checkpoints.drain()
@@ -86,6 +92,20 @@ def test_thread_attempts_write_to_s3_and_the_journal_keeps_only_references(
         assert fs.info(url)["size"] == size and codec.startswith("pickle+sha256:")
     local = tmp_path / "j.duckdb.checkpoints"
     assert not local.exists() or not [p for p in local.rglob("*.pkl")]  # nothing beside it
+
+
+@pytest.mark.parametrize("temporary_key", [True, False])
+def test_a_state_that_does_not_pickle_leaves_no_object(
+    tmp_path: Path, s3: S3Server, temporary_key: bool
+) -> None:
+    with storage_engine(tmp_path / "j.duckdb", s3, temporary_key=temporary_key) as engine:
+        engine.checkpoints.save("run", 0, 1, {"epoch": 1})
+        before = objects(s3)
+        big = bytes(6 << 20)  # past s3fs's first part: an upload was under way
+        with pytest.raises(PayloadError, match="cannot be pickled"):
+            engine.checkpoints.save("run", 0, 1, {"big": big, "lock": threading.Lock()})
+        assert objects(s3) == before
+        assert len(engine.journal.checkpoints_of("run", 0)) == 1
 
 
 def two_checkpoints(tmp_path: Path, s3: S3Server) -> tuple[Engine, str]:
@@ -189,11 +209,12 @@ def test_storage_down_for_every_attempt_fails_only_after_the_retries(tmp_path: P
     assert info.value.cause_type == "CheckpointStorageError" and info.value.attempts == 3
 
 
-def crash_child(tmp_path: Path, s3: S3Server, kill_at: str) -> Path:
+def crash_child(tmp_path: Path, s3: S3Server, kill_at: str, temporary_key: bool) -> Path:
     journal = tmp_path / "j.duckdb"
     env = {**os.environ, "WEFT_NB_KILL_AT": kill_at}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     args = [sys.executable, str(CHILD), str(journal), s3.url(), json.dumps(s3.options())]
+    args.append("1" if temporary_key else "0")
     done = subprocess.run(args, check=False, env=env, timeout=120, capture_output=True, text=True)
     assert done.returncode == -9, done.stderr  # SIGKILLed at the fault point
     return journal
@@ -209,11 +230,18 @@ def load_child() -> Any:
     return module
 
 
-@pytest.mark.parametrize("kill_at", ["checkpoint.published:2", "checkpoint.object_written:2"])
+@pytest.mark.parametrize(
+    ("kill_at", "temporary_key"),
+    [
+        ("checkpoint.published:2", True),
+        ("checkpoint.object_written:2", True),
+        ("checkpoint.object_written:2", False),
+    ],
+)
 def test_a_crash_between_object_and_journal_leaves_an_orphan_that_a_later_open_deletes(
-    tmp_path: Path, s3: S3Server, kill_at: str
+    tmp_path: Path, s3: S3Server, kill_at: str, temporary_key: bool
 ) -> None:
-    journal = crash_child(tmp_path, s3, kill_at)
+    journal = crash_child(tmp_path, s3, kill_at, temporary_key)
     left = objects(s3)
     assert len(left) == 2  # epoch 1 (journaled) and epoch 2 (published or temporary, not)
     # A fresh open within the grace leaves it: a live worker may have just published it.

@@ -1,12 +1,13 @@
 """Child process for tests/activity/test_checkpoint_storage.py: checkpoints to S3, then is killed.
 
-Usage: ``python storage_child.py JOURNAL URL OPTIONS_JSON``. Runs ``train`` (run ``RUN_ID``),
-which checkpoints epochs 1..EPOCHS to the checkpoint storage at URL (a moto S3 server on
-loopback). The parent sets ``WEFT_NB_KILL_AT`` (``checkpoint.published:2``: the second
-checkpoint's object is published and checked, its journal row not yet written; or
-``checkpoint.object_written:2``: its bytes are under a temporary key, not yet published), so
-this process is SIGKILLed between writing an object and journaling its reference. The test
-process imports this file for the same definitions and resumes the run.
+Usage: ``python storage_child.py JOURNAL URL OPTIONS_JSON TEMPORARY_KEY`` (``1`` or ``0``).
+Runs ``train`` (run ``RUN_ID``), which checkpoints epochs 1..EPOCHS to the checkpoint storage
+at URL (a moto S3 server on loopback). The parent sets ``WEFT_NB_KILL_AT``:
+``checkpoint.published:2`` (the second checkpoint's object is published and checked, its
+journal row not yet written) or ``checkpoint.object_written:2`` (its bytes are written, under a
+temporary key or, with ``TEMPORARY_KEY`` 0, under the final one, and not yet checked), so this
+process is SIGKILLed between writing an object and journaling its reference. The test process
+imports this file for the same definitions and resumes the run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def training(ctx: weft_nb.WorkflowContext, epochs: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     journal, url, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    engine = weft_nb.Engine(journal, checkpoint_storage=url, storage_options=options)
+    storage = weft_nb.CheckpointStorage(url, options, temporary_key=sys.argv[4] == "1")
+    engine = weft_nb.Engine(journal, checkpoint_storage=storage)
     engine.register(train, training)
     engine.run(training, EPOCHS, run_id=RUN_ID, timeout=120)
     sys.exit(3)  # not reached: the fault point kills this process first
