@@ -13,7 +13,7 @@ Both sides run on the same Dask worker, with the same bytes (generated there bef
 - weft_nb: ``activity.checkpoint(data)`` in an activity on ``DaskExecutor`` with
   ``checkpoint_storage="s3://..."``: pickle to a temporary key (sha256 on the way), publish it
   (a server-side copy and delete on S3), check its size, and the kernel's check and journal row,
-  until ``checkpoint()`` returns.
+  until ``checkpoint()`` returns; and the same with ``temporary_key=False`` (no copy).
 
 Alongside: the bytes the kernel received from the worker for the whole run (the reference, the
 result; never the checkpoint), from ``weft_nb.executors.remote.received_bytes``. The server runs
@@ -100,7 +100,7 @@ def measure(mib: int, rounds: int) -> dict[str, Any]:
     s3fs.S3FileSystem(**options).call_s3("create_bucket", Bucket=bucket)
     size = mib * MIB
     raw: list[float] = []
-    ours: list[float] = []
+    ours: dict[bool, list[float]] = {True: [], False: []}  # by temporary_key
     kernel: list[int] = []
     cluster = distributed.LocalCluster(
         n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0"
@@ -111,29 +111,38 @@ def measure(mib: int, rounds: int) -> dict[str, Any]:
             distributed.Client(cluster, set_as_default=False) as client,
             tempfile.TemporaryDirectory() as folder,
         ):
-            engine = weft_nb.Engine(
-                Path(folder) / "bench.duckdb",
-                executor=weft_nb.DaskExecutor(client),
-                checkpoint_storage=f"s3://{bucket}/ckpt",
-                storage_options=options,
-                checkpoint_keep=1,
-            )
-            with engine:
+            engines = {
+                temporary: weft_nb.Engine(
+                    Path(folder) / f"bench-{temporary}.duckdb",
+                    executor=weft_nb.DaskExecutor(client),
+                    checkpoint_storage=weft_nb.CheckpointStorage(
+                        f"s3://{bucket}/ckpt-{temporary}", options, temporary_key=temporary
+                    ),
+                    checkpoint_keep=1,
+                )
+                for temporary in (True, False)
+            }
+            for engine in engines.values():
                 engine.register(save_big, one_save)
                 engine.run(one_save, MIB, run_id="warm-up", timeout=600)
-                for n in range(rounds):
-                    url = f"s3://{bucket}/raw/{n}.bin"
-                    raw.append(client.submit(raw_put, url, options, size, pure=False).result())
+            for n in range(rounds):
+                url = f"s3://{bucket}/raw/{n}.bin"
+                raw.append(client.submit(raw_put, url, options, size, pure=False).result())
+                for temporary, engine in engines.items():
                     before = received_bytes()
-                    ours.append(engine.run(one_save, size, run_id=f"r{n}", timeout=1800))
+                    seconds = engine.run(one_save, size, run_id=f"r{n}", timeout=1800)
+                    ours[temporary].append(seconds)
                     kernel.append(received_bytes() - before)
                     engine.checkpoints.drain()
-                    print(
-                        f"  round {n + 1}: raw {raw[-1]:.2f} s, weft_nb {ours[-1]:.2f} s, "
-                        f"kernel received {kernel[-1]} bytes",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                print(
+                    f"  round {n + 1}: raw {raw[-1]:.2f} s, weft_nb {ours[True][-1]:.2f} s "
+                    f"(temporary_key=False: {ours[False][-1]:.2f} s), kernel received "
+                    f"{max(kernel[-2:])} bytes at most",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            for engine in engines.values():
+                engine.close()
     finally:
         server.stop()
     return {"mib": mib, "rounds": rounds, "raw": raw, "ours": ours, "kernel": kernel}
@@ -149,16 +158,19 @@ def table(found: dict[str, Any]) -> str:
             f"{min(samples):.2f} s | {max(samples):.2f} s |"
         )
 
-    ratio = statistics.median(found["ours"]) / statistics.median(found["raw"])
+    raw = statistics.median(found["raw"])
+    ratios = [statistics.median(found["ours"][t]) / raw for t in (True, False)]
     when = datetime.date.today().isoformat()
     lines = [
         f"| {mib:,} MiB from a Dask worker to S3 (moto) | time (median) | rate | min | max |",
         "| --- | ---: | ---: | ---: | ---: |",
         row("raw `fsspec` put (`pipe_file`)", found["raw"]),
-        row("weft_nb `checkpoint()` (write, publish, check, journal)", found["ours"]),
+        row("`checkpoint()`: temporary key, copy, checks, journal", found["ours"][True]),
+        row("`checkpoint()`, `temporary_key=False`", found["ours"][False]),
         "",
-        f"weft_nb / raw: {ratio:.2f}x. Bytes the kernel received per run: "
-        f"{max(found['kernel']):,} at most (the checkpoint was {mib * MIB:,}).",
+        f"weft_nb / raw: {ratios[0]:.2f}x (temporary key), {ratios[1]:.2f}x (final key). Bytes "
+        f"the kernel received per run: {max(found['kernel']):,} at most (the checkpoint was "
+        f"{mib * MIB:,}).",
         "",
         f"Measured {when} on Python {platform.python_version()}, {platform.system()}, "
         f"{found['rounds']} rounds (`.venv/bin/python benchmarks/bench_checkpoint_storage.py "
