@@ -103,7 +103,12 @@ def measure(mib: int, rounds: int) -> dict[str, Any]:
     ours: dict[bool, list[float]] = {True: [], False: []}  # by temporary_key
     kernel: list[int] = []
     cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0"
+        n_workers=1,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        memory_limit=0,  # 1 GiB in bytes plus its pickle stream: no nanny restarts mid-round
     )
     try:
         with (
