@@ -54,6 +54,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_executors.py
 	$(BIN)/python benchmarks/bench_observability.py  # per step: off, logging, tracing (ratios)
+	$(BIN)/python benchmarks/bench_checkpoint_storage.py  # 1 GiB from a Dask worker to S3 (--mib)
 
 # The browser test (tests/e2e): JupyterLab on loopback, the notebooks run in headless Chromium.
 # It needs the system Chromium (Debian: apt-get install chromium; .ci/run installs it). Its tests

@@ -22,6 +22,7 @@ require_posix()  # first: on Windows, one clear error instead of "No module name
 # before any of these imports reaches the journal.
 from weft_nb import errors
 from weft_nb.activity.context import ActivityContext, current_activity
+from weft_nb.activity.storage import CheckpointStorage
 from weft_nb.base.circuit_breaker import CircuitBreaker
 from weft_nb.base.definitions import ActivityDefinition, WorkflowDefinition, activity, workflow
 from weft_nb.base.release import __version__
@@ -66,6 +67,7 @@ __all__ = [
     "ActivityDefinition",
     "ActivityRedefinedWarning",
     "AsyncWorkflowContext",
+    "CheckpointStorage",
     "CircuitBreaker",
     "DaskExecutor",
     "DevelopmentWarning",

@@ -790,6 +790,25 @@ class CheckpointEnvironmentError(PayloadError):
         )
 
 
+class CheckpointStorageError(WeftError):
+    """Checkpoint storage (S3, GCS, a shared path) failed: unreachable, denied, object missing.
+
+    Built from the object's ``url``, the
+    ``operation`` and the storage's ``cause`` (attributes). The attempt fails and is retried per
+    its retry policy; nothing is journaled and no older checkpoint is used in its place.
+    """
+
+    def __init__(self, url: str, *, operation: str, cause: str) -> None:
+        super().__init__(
+            f"checkpoint storage failed to {operation} {url}: {cause}. The attempt fails and is "
+            "retried per its retry policy; check the storage (endpoint, credentials, "
+            "storage_options) if it keeps failing.",
+            url=url,
+            operation=operation,
+            cause=cause,
+        )
+
+
 class ActivityNotShippableError(PayloadError):
     """An activity (or its input) cannot be pickled to run on a worker process or a cluster.
 
@@ -965,6 +984,7 @@ __all__ = [
     "CellDefinitionError",
     "CellExecutionError",
     "CheckpointEnvironmentError",
+    "CheckpointStorageError",
     "ChildWorkflowFailedError",
     "CircuitOpenError",
     "CliError",

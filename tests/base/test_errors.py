@@ -112,6 +112,9 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
         missing="device",
         cause="RuntimeError: Attempting to deserialize object on a CUDA device",
     ),
+    "CheckpointStorageError": lambda: errors.CheckpointStorageError(
+        "s3://b/p/r1/3/a1-0123.pkl", operation="write", cause="EndpointConnectionError: down"
+    ),
     "ActivityNotShippableError": lambda: errors.ActivityNotShippableError(
         "cannot pickle", activity="train", name="handle"
     ),

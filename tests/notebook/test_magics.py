@@ -386,3 +386,25 @@ BOOK_THEN_FAIL = """
 ctx.run("book", {"room": room})
 raise ValueError("sold out")
 """
+
+
+def test_weft_checkpoints_moves_checkpoints_to_s3(ip: InteractiveShell, tmp_path: Path) -> None:
+    """``%weft checkpoints s3://...``: a cell activity's checkpoints go to a real S3 server."""
+    from s3_storage import running_s3
+
+    cell(ip, "weft_activity saver(n)", "activity.checkpoint({'n': n})\nactivity.last_checkpoint")
+    cell(ip, "weft_workflow saving(n)", "ctx.run(saver, n)")
+    assert ip.run_line_magic("weft", "checkpoints").endswith(".checkpoints")  # the default
+    with running_s3() as s3:
+        magics = weft_magics(ip)
+        magics.storage_options = s3.options()
+        try:
+            assert ip.run_line_magic("weft", f"checkpoints {s3.url()}") == s3.url()
+            assert ip.run_line_magic("weft", "checkpoints") == s3.url()
+            assert ip.run_line_magic("weft", "run saving n=5") == {"n": 5}  # carried over
+            found = s3.fs().find(f"{s3.bucket}/ckpt")
+            assert [p for p in found if p.endswith(".pkl")], found
+        finally:
+            assert ip.run_line_magic("weft", "checkpoints default") == "default"
+            magics.storage_options = {}
+    assert ip.run_line_magic("weft", "checkpoints").endswith(".checkpoints")

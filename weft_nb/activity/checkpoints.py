@@ -1,4 +1,4 @@
-"""Durable activity checkpoints: files beside the journal, referenced by journal rows.
+"""Durable activity checkpoints: files beside the journal (or storage objects), in journal rows.
 
 A checkpoint can be hundreds of megabytes (model weights, optimiser state), too big for a journal
 row, so its bytes go to a file and the journal keeps its path and size. The write is atomic:
@@ -12,19 +12,16 @@ checkpoint is still the latest one the journal names. Nothing is ever half-visib
 
 The journal row also records the sha256 of the file's bytes, in its codec
 (``pickle+sha256:<hex>``), hashed as they are written. Reading checks size and checksum before
-unpickling, which is what tells damage from environment: bytes that fail the check (or a missing
-file) are damage, skipped with a warning for the previous checkpoint; intact bytes that fail to
-unpickle, for any reason, need something this process lacks (a module, a class, a device, the
-class or package version that wrote them), and the step stops with `CheckpointEnvironmentError`
-rather than silently starting from an older checkpoint. A row written before checksums (codec
-``pickle``) is told apart by the unpickling error alone, as before: `missing_from_environment`.
+unpickling (`weft_nb.activity.restore`): damage falls back to the previous checkpoint, intact bytes
+that do not unpickle stop the step with `CheckpointEnvironmentError`.
 
-``checkpoint(state, background=True)`` pickles ``state`` into memory on the caller's thread (the
-snapshot: later changes to ``state`` do not leak into it) and hands the bytes to a
-`BackgroundWriter`, which runs the same three steps on its own thread. If a newer snapshot
-arrives while one is still waiting, the waiting one is dropped (latest wins), so a fast training
-loop never queues up hundreds of megabytes. The attempt's end waits for the writer, so a retry
-always sees the newest checkpoint.
+With ``Engine(checkpoint_storage=URL)`` the bytes go to a `CheckpointStorage` instead
+(`weft_nb.activity.storage`: S3, GCS, a shared path), written by whoever runs the attempt, and
+the row records the object's URL. The kernel journals a reference only once the object is
+published; stale objects are deleted as stale files are.
+
+Background checkpoints (``checkpoint(state, background=True)``) are written through the same
+store by `weft_nb.activity.background.BackgroundWriter`.
 """
 
 from __future__ import annotations
@@ -33,24 +30,38 @@ import contextlib
 import hashlib
 import os
 import pickle
-import re
 import threading
 import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
+from weft_nb.activity.restore import (
+    CHECKSUMMED,
+    first_readable,
+    local_opener,
+    missing_from_environment,
+    needs_environment,
+    recorded_sha256,
+)
+from weft_nb.activity.storage import CheckpointStorage, StoredCheckpoint, is_url, open_record
 from weft_nb.base import evidence, io_faults
 from weft_nb.base.clock import Clock
 from weft_nb.base.faults import fault_point
 from weft_nb.base.operational import report
-from weft_nb.errors import CheckpointEnvironmentError, PayloadError
+from weft_nb.errors import PayloadError, WeftError
 from weft_nb.journal.io_errors import from_os_error
 from weft_nb.journal.paths import OWNER_FILE, claim_root, prepare_checkpoint_root, run_folder
 from weft_nb.journal.protocol import CheckpointRecord, Journal
 
+__all__ = [  # the reading side is weft_nb.activity.restore; these names stay importable here
+    "CheckpointStore",
+    "PickledState",
+    "missing_from_environment",
+    "needs_environment",
+    "recorded_sha256",
+]
+
 _TMP_PREFIX = ".tmp-"
-_CHECKSUMMED = "pickle+sha256:"  # codec of a checkpoint whose row records its bytes' sha256
-_READ_CHUNK = 1 << 20
 
 
 def _unlink_all(paths: list[str]) -> None:
@@ -65,67 +76,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-_DEVICE = re.compile(r"\bdevice\b", re.IGNORECASE)
-
-
-def missing_from_environment(exc: BaseException) -> str | None:
-    """What an intact checkpoint needs that this process lacks, told from its unpickling error.
-
-    ``"module"`` (``ModuleNotFoundError``, ``ImportError``), ``"class"`` (``AttributeError``:
-    pickle found the module but not the class, as after a kernel restart before the defining cell
-    ran again) or ``"device"`` (a ``RuntimeError`` about a device: PyTorch's "Attempting to
-    deserialize object on a CUDA device but torch.cuda.is_available() is False"). None for
-    anything else. For a checkpoint with a checksum, None means the class or package version
-    differs from the writer's (``"version"``); for an older one without, it is taken for damage.
-    """
-    if isinstance(exc, ImportError):
-        return "module"
-    if isinstance(exc, AttributeError):
-        return "class"
-    if isinstance(exc, RuntimeError) and _DEVICE.search(str(exc)):
-        return "device"
-    return None
-
-
-def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
-    """``exc`` if it is the `CheckpointEnvironmentError` that reading a checkpoint raised.
-
-    Only the exception itself counts, never its cause or context: an activity (or workflow) that
-    catches it and raises an error of its own has handled it, and its error fails (or retries)
-    the step like any other instead of stopping the run as interrupted.
-    """
-    return exc if isinstance(exc, CheckpointEnvironmentError) else None
-
-
-def recorded_sha256(codec: str) -> str | None:
-    """The sha256 a checkpoint row records for its file; None for a row written before them."""
-    return codec[len(_CHECKSUMMED) :] if codec.startswith(_CHECKSUMMED) else None
-
-
-def _check_intact(path: str, size: int, sha256: str | None) -> None:
-    """Raise ValueError (or OSError) unless the file has the recorded size and checksum."""
-    if os.path.getsize(path) != size:
-        raise ValueError(f"size {os.path.getsize(path)} != recorded {size}")
-    if sha256 is None:
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        raise ValueError(f"sha256 {digest.hexdigest()[:12]}... != recorded {sha256[:12]}...")
-
-
-def _warn_unreadable(path: str, run_id: str, position: int, exc: Exception) -> None:
-    report(
-        f"checkpoint {path} of step {position} (run {run_id!r}) is unreadable "
-        f"({type(exc).__name__}: {exc}); falling back to the previous one",
-        RuntimeWarning,
-        stacklevel=4,
-        logger="weft_nb.activity",  # the reader of last_checkpoint
-    )
 
 
 class _HashingWriter:
@@ -156,68 +106,24 @@ def _unpicklable(run_id: str, position: int, exc: Exception) -> PayloadError:
     )
 
 
-class BackgroundWriter:
-    """Writes one step's checkpoint snapshots on a thread of its own, newest first.
-
-    At most one snapshot waits while another is written; a newer one replaces it. A failed
-    write is raised by the next `submit()` or `flush()`, on the activity's thread.
-    """
-
-    def __init__(self, store: CheckpointStore, run_id: str, position: int, attempt: int) -> None:
-        self._store = store
-        self._key = (run_id, position, attempt)
-        self._cond = threading.Condition()
-        self._waiting: bytes | None = None
-        self._busy = False
-        self._error: BaseException | None = None
-        self.dropped = 0  # snapshots replaced by newer ones before they were written
-
-    def submit(self, data: bytes) -> None:
-        """Queue a snapshot for writing; returns at once."""
-        with self._cond:
-            self._raise_error()
-            if self._waiting is not None:
-                self.dropped += 1
-            self._waiting = data
-            if not self._busy:
-                self._busy = True
-                threading.Thread(target=self._drain, name="weft-checkpoint", daemon=True).start()
-
-    def flush(self) -> None:
-        """Wait until every queued snapshot is durable; raise a failed write's error."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._busy)
-            self._raise_error()
-
-    def _raise_error(self) -> None:
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def _drain(self) -> None:
-        while True:
-            with self._cond:
-                data, self._waiting = self._waiting, None
-                if data is None:
-                    self._busy = False
-                    self._cond.notify_all()
-                    return
-            try:
-                self._store.save_snapshot(*self._key, data)
-            except BaseException as exc:  # surfaced on the activity's thread
-                with self._cond:
-                    self._error = exc
-
-
 class CheckpointStore:
-    """Writes and reads checkpoint files for one journal."""
+    """Writes and reads the checkpoints of one journal (files, or objects in ``storage``)."""
 
-    def __init__(self, journal: Journal, clock: Clock, *, keep: int = 2) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        *,
+        keep: int = 2,
+        storage: CheckpointStorage | None = None,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"checkpoint_keep must be >= 1; got {keep}")
         self.journal = journal
         self.clock = clock
         self.keep = keep
+        self.storage = storage
+        """Where new checkpoints go; None: the folder beside the journal."""
         # <journal file name>.checkpoints/, claimed by an owner file (weft_nb.journal.paths)
         self.root, self.owned = prepare_checkpoint_root(journal.sidecar_base)
         self._claimed = False
@@ -230,18 +136,29 @@ class CheckpointStore:
 
     def save(self, run_id: str, position: int, attempt: int, state: Any) -> CheckpointRecord:
         """Write ``state`` durably and record it; see the module docstring for the protocol."""
+        if isinstance(state, StoredCheckpoint):  # written to the storage by a worker already
+            return self.record_stored(run_id, position, attempt, state)
         if isinstance(state, PickledState):  # pickled by a worker already
             return self.save_snapshot(run_id, position, attempt, state.data)
 
-        def dump(handle: _HashingWriter) -> None:
-            try:
-                pickle.dump(state, handle, protocol=5)
-            except OSError:
-                raise  # the disk, not the state: reported as a JournalIOError by _write
-            except Exception as exc:
-                raise _unpicklable(run_id, position, exc) from exc
+        def dump(handle: Any) -> None:
+            self.dump_into(handle, run_id, position, state)
 
+        if self.storage is not None:
+            return self.record_stored(
+                run_id, position, attempt, self.storage.write(run_id, position, attempt, dump)
+            )
         return self._write(run_id, position, attempt, dump)
+
+    @staticmethod
+    def dump_into(handle: Any, run_id: str, position: int, state: Any) -> None:
+        """Pickle ``state`` into a file; a state that does not pickle raises `PayloadError`."""
+        try:
+            pickle.dump(state, handle, protocol=5)
+        except (OSError, WeftError):
+            raise  # the disk or the storage, not the state: retryable, never "unpicklable"
+        except Exception as exc:
+            raise _unpicklable(run_id, position, exc) from exc
 
     @staticmethod
     def snapshot(run_id: str, position: int, state: Any) -> bytes:
@@ -255,7 +172,83 @@ class CheckpointStore:
         self, run_id: str, position: int, attempt: int, data: bytes
     ) -> CheckpointRecord:
         """Write bytes from `snapshot()` durably and record them."""
+        if self.storage is not None:
+            ref = self.storage.write(run_id, position, attempt, lambda handle: handle.write(data))
+            return self.record_stored(run_id, position, attempt, ref)
         return self._write(run_id, position, attempt, lambda handle: handle.write(data))
+
+    def _next_seq(self, run_id: str, position: int) -> int:
+        with self._seq_lock:
+            # Superseded rows count too: a rerun must never overwrite an audited file.
+            recorded = self.journal.last_checkpoint_seq(run_id, position)
+            # Two saves of one step at once (a timed-out attempt still running beside its retry)
+            # must not share a number, or keep-N could drop both.
+            key = (run_id, position)
+            seq = max(recorded, self._issued.get(key, 0)) + 1
+            self._issued[key] = seq
+            return seq
+
+    def _give_back(self, run_id: str, position: int, seq: int) -> None:
+        with self._seq_lock:
+            if self._issued.get((run_id, position)) == seq:  # nothing was recorded under it
+                self._issued[(run_id, position)] = seq - 1
+
+    def record_stored(
+        self, run_id: str, position: int, attempt: int, ref: StoredCheckpoint
+    ) -> CheckpointRecord:
+        """Journal a checkpoint object published in the storage (by a worker or by us).
+
+        The object is checked first (there, with its size): the journal never points at an
+        unpublished object. A crash after the check leaves an orphan, removed by a later open.
+
+        Raises:
+            CheckpointStorageError: The object is not there, or the storage cannot be reached.
+        """
+        storage = self.storage or CheckpointStorage(ref.url.rsplit("/", 1)[0])
+        storage.check_published(ref)
+        fault_point("checkpoint.published")
+        record = CheckpointRecord(
+            run_id=run_id,
+            position=position,
+            attempt=attempt,
+            seq=self._next_seq(run_id, position),
+            created_at=self.clock.now(),
+            path=ref.url,
+            size=ref.size,
+            codec=CHECKSUMMED + ref.sha256,
+        )
+        return self._journal(record)
+
+    def _journal(self, record: CheckpointRecord) -> CheckpointRecord:
+        try:
+            dropped = self.journal.add_checkpoint(record, self.keep)
+        except BaseException:
+            self._give_back(record.run_id, record.position, record.seq)
+            raise
+        if evidence.ENABLED:  # only now is it durable
+            evidence.record(
+                "checkpoint_saved", run_id=record.run_id, position=record.position, seq=record.seq
+            )
+        objects = [r.path for r in dropped if is_url(r.path)]
+        files = [os.path.join(self.root, r.path) for r in dropped if not is_url(r.path)]
+        if objects or files:
+            # Deleting hundreds of MB takes a while; keep it off the training thread. Something
+            # left behind by a crash here is unreferenced and removed on the next open.
+            cleaner = threading.Thread(
+                target=self._delete,
+                args=(files, objects),
+                name="weft-checkpoint-prune",
+                daemon=True,
+            )
+            cleaner.start()
+            with self._seq_lock:
+                self._cleaners = [t for t in self._cleaners if t.is_alive()] + [cleaner]
+        return record
+
+    def _delete(self, files: list[str], objects: list[str]) -> None:
+        _unlink_all(files)
+        if objects:
+            (self.storage or CheckpointStorage(objects[0].rsplit("/", 1)[0])).delete(objects)
 
     def _write(
         self, run_id: str, position: int, attempt: int, dump: Callable[[_HashingWriter], Any]
@@ -265,14 +258,7 @@ class CheckpointStore:
             claim_root(self.root, self.journal.sidecar_base)
             self._claimed = True
         os.makedirs(folder, exist_ok=True)
-        with self._seq_lock:
-            # Superseded rows count too: a rerun must never overwrite an audited file.
-            recorded = self.journal.last_checkpoint_seq(run_id, position)
-            # Two saves of one step at once (a timed-out attempt still running beside its retry)
-            # must not share a number, or keep-N could drop both.
-            key = (run_id, position)
-            seq = max(recorded, self._issued.get(key, 0)) + 1
-            self._issued[key] = seq
+        seq = self._next_seq(run_id, position)
         final = os.path.join(folder, f"{seq:08d}-a{attempt}.pkl")
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:
@@ -291,86 +277,76 @@ class CheckpointStore:
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            with self._seq_lock:
-                if self._issued.get(key) == seq:  # nothing was recorded under it: give it back
-                    self._issued[key] = seq - 1
+            self._give_back(run_id, position, seq)
             if isinstance(exc, OSError):  # retryable, like any I/O error; never "unpicklable"
                 raise from_os_error(exc, tmp, f"writing a checkpoint of step {position}") from exc
             raise
-        record = CheckpointRecord(
-            run_id=run_id,
-            position=position,
-            attempt=attempt,
-            seq=seq,
-            created_at=self.clock.now(),
-            path=os.path.relpath(final, self.root),
-            size=size,
-            codec=_CHECKSUMMED + writer.digest.hexdigest(),
+        return self._journal(
+            CheckpointRecord(
+                run_id=run_id,
+                position=position,
+                attempt=attempt,
+                seq=seq,
+                created_at=self.clock.now(),
+                path=os.path.relpath(final, self.root),
+                size=size,
+                codec=CHECKSUMMED + writer.digest.hexdigest(),
+            )
         )
-        stale = [
-            os.path.join(self.root, r.path) for r in self.journal.add_checkpoint(record, self.keep)
-        ]
-        if evidence.ENABLED:  # only now is it durable
-            evidence.record("checkpoint_saved", run_id=run_id, position=position, seq=seq)
-        if stale:
-            # Unlinking hundreds of MB takes milliseconds; keep it off the training thread. A file
-            # left behind by a crash here is unreferenced and removed on the next open.
-            cleaner = threading.Thread(target=_unlink_all, args=(stale,), daemon=True)
-            cleaner.start()
-            with self._seq_lock:
-                self._cleaners = [t for t in self._cleaners if t.is_alive()] + [cleaner]
-        return record
 
     def drain(self) -> None:
-        """Wait until older checkpoint files dropped by keep-N are deleted."""
+        """Wait until older checkpoints dropped by keep-N are deleted."""
         with self._seq_lock:
             cleaners, self._cleaners = self._cleaners, []
         for cleaner in cleaners:
             cleaner.join()
 
-    def load_latest(self, run_id: str, position: int) -> Any:
-        """The newest readable checkpoint of a step, or None; skips (with a warning) bad files.
+    def records(self, run_id: str, position: int) -> list[CheckpointRecord]:
+        """The current checkpoint rows of a step, newest first."""
+        return self.journal.checkpoints_of(run_id, position)
 
-        Raises:
-            CheckpointEnvironmentError: The newest file is intact (its checksum matches) but
-                does not unpickle here: it needs a module, a class, a device or a class or
-                package version this process lacks. Falling back to an older checkpoint (or to
-                None) would silently restart the work, so the step stops instead.
+    def load_latest(self, run_id: str, position: int) -> Any:
+        """The newest readable checkpoint of a step, or None; skips (with a warning) bad ones.
+
+        See `weft_nb.activity.restore.first_readable` (``CheckpointEnvironmentError``); a
+        storage that cannot be reached raises ``CheckpointStorageError``.
         """
-        for record in self.journal.checkpoints_of(run_id, position):
-            path = os.path.join(self.root, record.path)
-            sha256 = recorded_sha256(record.codec)
-            try:
-                _check_intact(path, record.size, sha256)
-            except (OSError, ValueError) as exc:  # damaged or missing: try the previous one
-                _warn_unreadable(path, run_id, position, exc)
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    state = pickle.load(handle)
-            except Exception as exc:
-                missing = missing_from_environment(exc)
-                if missing is None and sha256 is None:  # no checksum: the error says damage
-                    _warn_unreadable(path, run_id, position, exc)
-                    continue
-                raise CheckpointEnvironmentError(
-                    path,
-                    run_id=run_id,
-                    position=position,
-                    missing=missing or "version",  # intact bytes: the code reading them differs
-                    cause=f"{type(exc).__name__}: {exc}",
-                ) from exc
-            if evidence.ENABLED:
-                evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
-            return state
-        return None
+        return first_readable(
+            self.records(run_id, position), run_id, position, self.open_checked, self.where
+        )
+
+    def where(self, record: CheckpointRecord) -> str:
+        """Where a checkpoint's bytes are: its URL, or its file's path."""
+        return record.path if is_url(record.path) else os.path.join(self.root, record.path)
+
+    def open_checked(
+        self, record: CheckpointRecord
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A checkpoint's bytes, checked: from the storage (a URL row) or the local folder."""
+        if is_url(record.path):
+            return open_record(self.storage, record)
+        return local_opener(self.root)(record)
 
     def remove_orphans(self) -> int:
-        """Delete temporary and unreferenced checkpoint files left by a crash; return the count."""
-        if not self.owned or not os.path.isdir(self.root):
-            return 0  # never clean a folder another journal owns
+        """Delete temporary and unreferenced checkpoints left by a crash; return the count.
+
+        In the storage, only objects older than its ``orphan_grace`` (a worker may have just
+        published one); a storage that cannot be reached is warned about, not raised.
+        """
         referenced = self.journal.all_checkpoint_paths()
         removed = 0
+        if self.storage is not None:
+            try:
+                removed += self.storage.remove_orphans(referenced, self.journal.sidecar_base)
+            except Exception as exc:  # CheckpointStorageError: the engine opens anyway
+                report(
+                    f"could not clean checkpoint storage {self.storage.url}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                    logger="weft_nb.activity",
+                )
+        if not self.owned or not os.path.isdir(self.root):
+            return removed  # never clean a folder another journal owns
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 full = os.path.join(folder, name)

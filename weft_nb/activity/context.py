@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
     from typing import TypeAlias
 
-    from weft_nb.activity.checkpoints import BackgroundWriter, CheckpointStore
+    from weft_nb.activity.background import BackgroundWriter
+    from weft_nb.activity.checkpoints import CheckpointStore
+    from weft_nb.activity.storage import CheckpointStorage
     from weft_nb.base.clock import Clock
     from weft_nb.base.typed_api import InputT, ResultT
+    from weft_nb.journal.protocol import CheckpointRecord
 
 _NOT_LOADED: Any = object()
 
@@ -177,13 +180,24 @@ class ActivityContext:
         else:
             data = self._checkpoints.snapshot(self.run_id, self.position, state)
             if self._background is None:
-                from weft_nb.activity.checkpoints import BackgroundWriter
+                from weft_nb.activity.background import BackgroundWriter
 
                 self._background = BackgroundWriter(
                     self._checkpoints, self.run_id, self.position, self.attempt
                 )
             self._background.submit(data)
         self._last_checkpoint = _NOT_LOADED  # the next read sees the new one
+
+    @property
+    def checkpoint_storage(self) -> CheckpointStorage | None:
+        """Where this step's checkpoints go; None for the folder beside the journal."""
+        storage: CheckpointStorage | None = getattr(self._checkpoints, "storage", None)
+        return storage
+
+    def checkpoint_records(self) -> list[CheckpointRecord]:
+        """The journal rows of this step's checkpoints, newest first (for a worker to read)."""
+        self.flush_checkpoints()
+        return self._checkpoints.records(self.run_id, self.position)
 
     def flush_checkpoints(self) -> None:
         """Wait until background checkpoints are on disk; raise a failed write's error."""

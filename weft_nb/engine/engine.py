@@ -15,6 +15,7 @@ from typing import Any
 
 from weft_nb.activity.context import ActivityContext
 from weft_nb.activity.heartbeats import HeartbeatFlusher
+from weft_nb.activity.storage import CheckpointStorage, storage_from
 from weft_nb.base.clock import Clock, RealClock
 from weft_nb.base.definitions import ON_CHANGE_POLICIES, Registry, definition_of
 from weft_nb.base.payloads import DEFAULT_MAX_PAYLOAD_BYTES
@@ -24,10 +25,11 @@ from weft_nb.engine.development import DevelopmentChecks, enabled
 from weft_nb.engine.events import EventBus, WeftEvent
 from weft_nb.engine.inputs import ExternalInputs
 from weft_nb.engine.interceptors import Interceptor
-from weft_nb.engine.launcher import RunLauncher, RunStarting
+from weft_nb.engine.launcher import RunLauncher
 from weft_nb.engine.live_runs import LiveRuns
 from weft_nb.engine.logs import LoggingInterceptor
 from weft_nb.engine.queue_limits import QueueLimits
+from weft_nb.engine.run_starting import RunStarting
 from weft_nb.engine.runs import RecoveryReport, RunHandle, RunInfo
 from weft_nb.engine.runtime import Runtime, open_sidecars, release_at_exit
 from weft_nb.engine.snapshot import RunSnapshot
@@ -51,6 +53,13 @@ class Engine(RunStarting):
             ``"rerun"`` (supersede and run again, with a warning) or ``"error"``.
         heartbeat_interval: Seconds between journal writes of buffered heartbeat details.
         checkpoint_keep: Checkpoints kept per step (older ones are deleted).
+        checkpoint_storage: Where checkpoint bytes go: None (the default) for the folder beside
+            the journal, or a URL such as ``"s3://bucket/prefix"``, ``"gs://bucket/prefix"`` or
+            a shared path, through fsspec (the ``s3`` extra); or a
+            [`CheckpointStorage`][weft_nb.CheckpointStorage]. Workers write there directly and
+            the journal keeps the reference (docs/guides/scaling.md).
+        storage_options: Options of the fsspec file system of ``checkpoint_storage``
+            (credentials, ``client_kwargs={"endpoint_url": ...}``); they travel to workers.
         max_payload_bytes: Largest input or result stored in the journal.
         idle_release: Seconds without use after which the journal file is released, so other
             processes can read it (the engine keeps its ownership lock).
@@ -81,6 +90,8 @@ class Engine(RunStarting):
         on_change: str = "rerun",
         heartbeat_interval: float = 1.0,
         checkpoint_keep: int = 2,
+        checkpoint_storage: str | os.PathLike[str] | CheckpointStorage | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         idle_release: float = 1.0,
         max_parallel: int = 4,
@@ -99,13 +110,17 @@ class Engine(RunStarting):
         self.attempts: Executor = executor or ThreadExecutor()
         self.attempts.check()  # e.g. an unreachable scheduler: fail before the journal exists
         self.attempts.attach(self.clock)
+        storage = storage_from(checkpoint_storage, storage_options)  # checked before the journal
         self.journal: Journal = (
             DuckDBJournal(journal, program=program)
             if isinstance(journal, (str, os.PathLike))
             else journal
         )
         self.checkpoints, self.dispatches = open_sidecars(
-            self.journal, self.clock, keep=checkpoint_keep
+            self.journal,
+            self.clock,
+            keep=checkpoint_keep,
+            storage=storage,
         )
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         if max_parallel < 1:

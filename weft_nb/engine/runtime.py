@@ -17,6 +17,7 @@ from typing import Any
 from weft_nb.activity.checkpoints import CheckpointStore
 from weft_nb.activity.context import ActivityContext, AttemptIdentity
 from weft_nb.activity.heartbeats import HeartbeatFlusher
+from weft_nb.activity.storage import CheckpointStorage
 from weft_nb.base.clock import Clock
 from weft_nb.base.definitions import Registry
 from weft_nb.base.payloads import decode
@@ -145,16 +146,16 @@ class Runtime:
 
 
 def open_sidecars(
-    journal: Journal, clock: Clock, *, keep: int
+    journal: Journal, clock: Clock, *, keep: int, storage: CheckpointStorage | None = None
 ) -> tuple[CheckpointStore, DispatchLog]:
     """The journal's checkpoint store and dispatch log, once a dead process's leftovers are settled.
 
-    Orphaned checkpoint files are removed, and attempts a dead process left running count as
-    failed before anything resumes. If that fails the journal is closed: a failed engine
-    constructor never keeps the journal locked.
+    Orphaned checkpoint files (and storage objects older than its grace) are removed, and
+    attempts a dead process left running count as failed before anything resumes. If that fails
+    the journal is closed: a failed engine constructor never keeps the journal locked.
     """
     try:
-        checkpoints = CheckpointStore(journal, clock, keep=keep)
+        checkpoints = CheckpointStore(journal, clock, keep=keep, storage=storage)
         checkpoints.remove_orphans()
         dispatches = journal.sidecar_base + ".dispatch"
         dispatch_log.recover(journal, dispatches, clock.now())

@@ -25,7 +25,7 @@ import cloudpickle
 
 from weft_nb.base.extras import import_extra
 from weft_nb.errors import SchedulerUnreachableError, WorkerLostError
-from weft_nb.executors.remote import RemoteExecutor
+from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class _DaskChannel:
         pause = _MIN_POLL / 2
         while not self._buffer:
             if self.out.qsize():
-                self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
+                for raw in self.out.get(batch=True):
+                    count_received(len(raw))
+                    self._buffer.append(pickle.loads(raw))
                 break
             checked = self._check()
             if checked is not None:
@@ -146,6 +148,7 @@ class _DaskChannel:
             raise self._lost(f"Dask gave up on it: {exc}") from None
         except Exception as exc:  # e.g. weft_nb is not installed on the worker
             return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        count_received(len(data))
         message: tuple[Any, ...] = pickle.loads(data)
         return message
 
@@ -165,6 +168,7 @@ class _DaskChannel:
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
+        count_sent(len(data))
         with contextlib.suppress(Exception):  # the worker or the scheduler went away
             self.incoming.put(data)
 

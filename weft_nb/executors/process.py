@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from weft_nb.errors import WorkerLostError
-from weft_nb.executors.remote import RemoteExecutor
+from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
@@ -116,14 +116,17 @@ class _ProcessChannel:
         try:
             if not conn.poll(timeout):
                 return None
-            message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
+            raw = conn.recv_bytes()
         except (EOFError, OSError):
             self.lost = True
             raise self._lost_error() from None
+        count_received(len(raw))
+        message: tuple[Any, ...] = pickle.loads(raw)
         return message
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)
+        count_sent(len(data))
         with contextlib.suppress(OSError):  # a dead worker shows up in poll()
             self.worker.conn.send_bytes(data)
 

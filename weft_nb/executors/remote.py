@@ -21,6 +21,7 @@ recorded.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,13 +33,45 @@ from weft_nb.executors.base import Executor
 from weft_nb.executors.shipping import ship
 
 if TYPE_CHECKING:
-    import threading
     from contextlib import AbstractContextManager
 
     from weft_nb.activity.context import ActivityContext
     from weft_nb.base.definitions import ActivityDefinition
 
 TICK = 0.05  # how soon a cancellation of the run is passed on to the worker
+
+_traffic = {"received": 0, "sent": 0}  # bytes between the kernel and workers, all attempts
+_traffic_lock = threading.Lock()
+
+
+def count_received(size: int) -> None:
+    """Count ``size`` bytes a channel received from a worker (see `received_bytes()`)."""
+    with _traffic_lock:
+        _traffic["received"] += size
+
+
+def count_sent(size: int) -> None:
+    """Count ``size`` bytes a channel sent to a worker (see `sent_bytes()`)."""
+    with _traffic_lock:
+        _traffic["sent"] += size
+
+
+def received_bytes() -> int:
+    """Bytes the kernel received from workers so far (messages and results), every executor.
+
+    What a checkpoint costs the kernel: with a checkpoint storage, a reference (a few hundred
+    bytes); without, the whole pickled state.
+    """
+    return _traffic["received"]
+
+
+def sent_bytes() -> int:
+    """Bytes the kernel sent to workers so far (replies, cancellations; not the shipped attempt).
+
+    With a checkpoint storage, ``last_checkpoint`` on a worker costs the kernel the rows, not the
+    checkpoint: the worker reads the object itself.
+    """
+    return _traffic["sent"]
 
 
 class RemoteChannel(Protocol):
@@ -164,6 +197,11 @@ def _answer(ctx: ActivityContext, what: str, payload: Any) -> tuple[bool, Any]:
         if what == "checkpoint":
             ctx.checkpoint(PickledState(payload))
             return True, None
+        if what == "checkpoint_stored":  # a worker wrote it to the storage: journal the reference
+            ctx.checkpoint(payload)
+            return True, None
+        if what == "checkpoint_records":
+            return True, ctx.checkpoint_records()
         if what == "last_checkpoint":
             return True, ctx.last_checkpoint
         if what == "last_heartbeat_details":

@@ -26,6 +26,7 @@ from weft_nb.errors import ActivityNotShippableError
 
 if TYPE_CHECKING:
     from weft_nb.activity.context import ActivityContext
+    from weft_nb.activity.storage import CheckpointStorage
     from weft_nb.base.definitions import ActivityDefinition
 
 _MAX_DEPTH = 4
@@ -40,6 +41,8 @@ class AttemptInfo:
     position: int
     attempt: int
     max_attempts: int | None
+    checkpoint_storage: CheckpointStorage | None = None
+    """Where the worker writes checkpoints itself; None: it sends them to the kernel."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +68,14 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
         arity=definition.arity,
         is_async=definition.is_async,
     )
+    storage = ctx.checkpoint_storage
     info = AttemptInfo(
         run_id=ctx.run_id,
         activity_name=ctx.activity_name,
         position=ctx.position,
         attempt=ctx.attempt,
         max_attempts=ctx.max_attempts,
+        checkpoint_storage=storage if storage is not None and storage.reaches_workers else None,
     )
     try:
         data: bytes = cloudpickle.dumps((activity, value, info))

@@ -10,7 +10,10 @@ flusher, the checkpoint store, the widgets). Cancellation arrives as a message a
 Messages (tuples, pickled with cloudpickle):
 
 - worker to kernel: ``("heartbeat", details)``, ``("request", id, kind, payload)`` with kind
-  ``checkpoint`` / ``last_checkpoint`` / ``last_heartbeat_details`` / ``task_token``, and
+  ``checkpoint`` / ``last_checkpoint`` / ``last_heartbeat_details`` / ``task_token``, and, with a
+  checkpoint storage (``Engine(checkpoint_storage=URL)``), ``checkpoint_stored`` (the reference
+  to an object this worker wrote to the storage itself: the bytes never reach the kernel) /
+  ``checkpoint_records`` (the rows this worker then reads from the storage), and
   ``("done", kind, ...)`` with kind ``ok`` / ``error`` / ``complete_async``;
 - kernel to worker: ``("reply", id, ok, payload)`` and ``("cancel", reason)``.
 """
@@ -29,6 +32,8 @@ import cloudpickle
 
 from weft_nb.activity.checkpoints import CheckpointStore
 from weft_nb.activity.context import ActivityContext, CompleteAsync
+from weft_nb.activity.restore import first_readable
+from weft_nb.activity.storage import CheckpointStorage, is_url, open_record
 from weft_nb.base.definitions import ActivityDefinition
 from weft_nb.errors import PayloadError
 from weft_nb.executors.attempts import call_activity
@@ -95,6 +100,7 @@ class WorkerActivityContext(ActivityContext):
         self._monotonic = time.monotonic  # what ActivityContext.heartbeat stamps beats with
         self._wall_offset = 0.0  # worker times stay monotonic: only the kernel compares them
         self._warned_unpicklable = False
+        self._storage = info.checkpoint_storage
         self.started_at = self.last_beat_monotonic = time.monotonic()
         self.first_heartbeat_at = None
 
@@ -141,22 +147,54 @@ class WorkerActivityContext(ActivityContext):
         return self._request("last_heartbeat_details")
 
     def checkpoint(self, state: Any, *, background: bool = False) -> None:
-        """Pickle ``state`` here and have the kernel write it durably; returns once it is.
+        """Pickle ``state`` here and have it written durably; returns once it is journaled.
+
+        With a checkpoint storage the worker writes the object itself and sends the kernel only
+        its reference; otherwise it sends the bytes, and the kernel writes them.
 
         ``background`` is accepted for the same code to run anywhere, but a worker's checkpoint
         is always synchronous: sending the snapshot to the kernel is the expensive part, and the
         kernel must have it before the attempt can be said to have checkpointed.
         """
         del background
-        self._request("checkpoint", CheckpointStore.snapshot(self.run_id, self.position, state))
+        storage = self._storage
+        if storage is None:
+            snapshot = CheckpointStore.snapshot(self.run_id, self.position, state)
+            self._request("checkpoint", snapshot)
+            return
+        run_id, position = self.run_id, self.position
+        ref = storage.write(
+            run_id,
+            position,
+            self.attempt,
+            lambda handle: CheckpointStore.dump_into(handle, run_id, position, state),
+        )
+        self._request("checkpoint_stored", ref)  # the kernel checks it is there, then journals it
 
     def flush_checkpoints(self) -> None:
         """Nothing to wait for: `checkpoint()` returns once the kernel wrote the file."""
 
     @property
     def last_checkpoint(self) -> Any:
-        """The newest checkpoint of this step, read by the kernel from its checkpoint folder."""
-        return self._request("last_checkpoint")
+        """The newest checkpoint of this step: read here from the storage, else by the kernel."""
+        if self._storage is None:
+            return self._request("last_checkpoint")
+        records = self._request("checkpoint_records")
+        if not all(is_url(r.path) for r in records):  # older files in the kernel's folder
+            return self._request("last_checkpoint")
+        storage = self._storage
+        return first_readable(
+            records,
+            self.run_id,
+            self.position,
+            lambda record: open_record(storage, record),
+            lambda record: record.path,
+        )
+
+    @property
+    def checkpoint_storage(self) -> CheckpointStorage | None:
+        """Where this worker writes checkpoints itself; None: the kernel writes them."""
+        return self._storage
 
     @property
     def task_token(self) -> str:

@@ -1,10 +1,10 @@
 """The ``%weft`` subcommands: one function each, of the notebook's session and the rest of the line.
 
 ``%weft runs``, ``show``, ``sql``, ``timeline``, ``complete``, ``fail``, ``cancel`` and ``help``
-are here; ``run`` and ``resume`` are in `weft_nb.notebook.launch`; ``journal``, ``executor``
-and ``queue`` in `weft_nb.notebook.setup_commands`. Each has a parser (``<name>_parser``) that
-declares its arguments; `SUBCOMMANDS` holds every `Subcommand`, in the order the help and the
-error for an unknown subcommand list them. Mistakes raise ``UsageError``.
+are here; ``run`` and ``resume`` are in `weft_nb.notebook.launch`; ``journal``, ``executor``,
+``checkpoints`` and ``queue`` in `weft_nb.notebook.setup_commands`. Each has a parser
+(``<name>_parser``) that declares its arguments; `SUBCOMMANDS` holds every `Subcommand`, in the
+order the help and the error for an unknown subcommand list them. Mistakes raise ``UsageError``.
 """
 
 from __future__ import annotations
@@ -251,6 +251,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "journal", setup_commands.journal, setup_commands.journal_parser, free_text=True
         ),
         Subcommand("executor", setup_commands.executor, setup_commands.executor_parser),
+        Subcommand("checkpoints", setup_commands.checkpoints, setup_commands.checkpoints_parser),
         Subcommand("queue", setup_commands.queue, setup_commands.queue_parser),
         Subcommand("help", help_text, help_parser),
     )

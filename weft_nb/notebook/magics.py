@@ -44,6 +44,15 @@ class WeftMagics(Magics):
         {}, help='Attempts of a queue running at once, e.g. {"gpu": 1}; see also %weft queue.'
     ).tag(config=True)
 
+    checkpoint_storage = Unicode(
+        "",
+        help="Where checkpoints go: empty for the folder beside the journal, or a URL such "
+        "as s3://bucket/prefix (the s3 extra); see %weft checkpoints.",
+    ).tag(config=True)
+    storage_options = Dict(
+        {}, help="fsspec options of checkpoint_storage: endpoint, credentials, timeouts."
+    ).tag(config=True)
+
     @observe("queue_limits")
     def _queue_limits_changed(self, change: dict[str, Any]) -> None:
         self.session.apply_queue_limits(change["new"])

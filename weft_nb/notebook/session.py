@@ -48,6 +48,8 @@ class NotebookSettings(Protocol):
     on_change: str
     development: bool
     queue_limits: dict[str, int]
+    checkpoint_storage: str
+    storage_options: dict[str, Any]
 
     def describe_settings(self) -> dict[str, str]:
         """Each setting's name, with its help (for ``%weft help``)."""
@@ -181,6 +183,7 @@ class NotebookSession:
                 program=notebook.path if notebook is not None else "IPython kernel",
                 executor=self._take_executor(),
                 development=True if self.settings.development else None,
+                **self._checkpoint_settings(),
             )
         except JournalLockedError as exc:
             chosen = self._why_this_journal()
@@ -194,6 +197,12 @@ class NotebookSession:
                 f"cannot open the journal {path}: {exc}; choose another with %weft journal PATH "
                 "(or %config WeftMagics.journal)"
             ) from None
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        url = self.settings.checkpoint_storage
+        if not url:
+            return {}
+        return {"checkpoint_storage": url, "storage_options": dict(self.settings.storage_options)}
 
     def _why_this_journal(self) -> str | None:
         """Why weft_nb chose the journal in use, when it guessed; None when it was named."""
@@ -241,6 +250,14 @@ class NotebookSession:
         registry = self._engine.registry if self._engine is not None else None
         self.close()  # the old engine, and an executor chosen before but never used
         self.executor_spec, self._next_executor = spec, executor  # the next engine uses it
+        if registry is not None:  # the next engine knows what this one knew
+            self.engine.register(*registry.activities.values(), *registry.workflows.values())
+
+    def switch_checkpoints(self, url: str) -> None:
+        """Close the engine; the next keeps checkpoints at ``url`` (``""``: beside the journal)."""
+        registry = self._engine.registry if self._engine is not None else None
+        self.close()
+        self.settings.checkpoint_storage = url
         if registry is not None:  # the next engine knows what this one knew
             self.engine.register(*registry.activities.values(), *registry.workflows.values())
 

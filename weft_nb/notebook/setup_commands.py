@@ -1,4 +1,4 @@
-"""``%weft journal``, ``executor`` and ``queue``: where the journal lives, what the engine runs on.
+"""``%weft journal``, ``executor``, ``checkpoints`` and ``queue``: where things live and run.
 
 Each changes a setting of the notebook's session (and so what its next engine opens); each
 has a parser (``<name>_parser``) that declares its arguments for the help. Mistakes raise
@@ -141,6 +141,44 @@ def executor(session: NotebookSession, rest: str) -> str:
         raise UsageError(f"%weft executor: {exc}") from None
     session.switch_executor(spec, chosen)
     return spec
+
+
+def checkpoints_parser() -> UsageParser:
+    """``%weft checkpoints [URL | default]``."""
+    parser = UsageParser(
+        "%weft checkpoints",
+        description="Show or switch where checkpoints go: default (the folder beside the "
+        "journal) or a URL (s3://bucket/prefix, gs://bucket/prefix, a shared path) that workers "
+        "write to directly; options (endpoint, credentials) from %config "
+        "WeftMagics.storage_options. Registrations carry over; no run may be live.",
+    )
+    parser.add_argument("url", metavar="URL", nargs="?", help="a storage URL, or default")
+    return parser
+
+
+def checkpoints(session: NotebookSession, rest: str) -> str:
+    """Where checkpoints go: ``%weft checkpoints [URL | default]``.
+
+    Switching closes this notebook's engine and opens the next one with the new storage (the
+    journal keeps the references of older checkpoints, which stay readable where they are).
+    """
+    options = checkpoints_parser().parse_line(rest)
+    engine = session.open_engine
+    if options.url is None:
+        if engine is not None:
+            storage = engine.checkpoints.storage
+            return storage.url if storage is not None else engine.checkpoints.root
+        return session.settings.checkpoint_storage or "default (the folder beside the journal)"
+    url = "" if options.url == "default" else options.url
+    if engine is not None:
+        live = [r.run_id for r in engine.runs() if r.active]
+        if live:
+            raise UsageError(
+                f"runs are live in this kernel ({', '.join(live)}); wait for them or "
+                "cancel them before switching checkpoint storage"
+            )
+    session.switch_checkpoints(url)
+    return url or "default"
 
 
 def queue_parser() -> UsageParser:

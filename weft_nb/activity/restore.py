@@ -1,0 +1,147 @@
+"""Reading a checkpoint back: check its bytes, skip damage, stop on a lacking environment.
+
+Every checkpoint row records the size and (codec ``pickle+sha256:<hex>``) the sha256 of its
+bytes. `first_readable()` walks a step's checkpoints newest first: bytes that are missing or fail
+the check are damage, skipped with a warning for the previous checkpoint; intact bytes that fail
+to unpickle need something this process lacks (a module, a class, a device, the class or package
+version that wrote them), and the step stops with `CheckpointEnvironmentError` rather than
+silently starting from an older checkpoint. A row written before checksums (codec ``pickle``) is
+told apart by the unpickling error alone: `missing_from_environment`.
+
+The same walk serves the checkpoint folder beside the journal and a checkpoint storage URL (see
+`weft_nb.activity.storage`), in the kernel and on a worker; only how the bytes are opened differs.
+A storage that cannot be reached is not damage: its `CheckpointStorageError` passes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from weft_nb.base import evidence
+from weft_nb.base.operational import report
+from weft_nb.errors import CheckpointEnvironmentError
+from weft_nb.journal.protocol import CheckpointRecord
+
+CHECKSUMMED = "pickle+sha256:"  # codec of a checkpoint whose row records its bytes' sha256
+_READ_CHUNK = 1 << 20
+_DEVICE = re.compile(r"\bdevice\b", re.IGNORECASE)
+
+Opener = Callable[[CheckpointRecord], contextlib.AbstractContextManager[IO[bytes]]]
+"""Opens a checkpoint's bytes once they passed the check (FileNotFoundError, ValueError if not)."""
+
+
+def missing_from_environment(exc: BaseException) -> str | None:
+    """What an intact checkpoint needs that this process lacks, told from its unpickling error.
+
+    ``"module"`` (``ModuleNotFoundError``, ``ImportError``), ``"class"`` (``AttributeError``:
+    pickle found the module but not the class, as after a kernel restart before the defining cell
+    ran again) or ``"device"`` (a ``RuntimeError`` about a device: PyTorch's "Attempting to
+    deserialize object on a CUDA device but torch.cuda.is_available() is False"). None for
+    anything else. For a checkpoint with a checksum, None means the class or package version
+    differs from the writer's (``"version"``); for an older one without, it is taken for damage.
+    """
+    if isinstance(exc, ImportError):
+        return "module"
+    if isinstance(exc, AttributeError):
+        return "class"
+    if isinstance(exc, RuntimeError) and _DEVICE.search(str(exc)):
+        return "device"
+    return None
+
+
+def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
+    """``exc`` if it is the `CheckpointEnvironmentError` that reading a checkpoint raised.
+
+    Only the exception itself counts, never its cause or context: an activity (or workflow) that
+    catches it and raises an error of its own has handled it, and its error fails (or retries)
+    the step like any other instead of stopping the run as interrupted.
+    """
+    return exc if isinstance(exc, CheckpointEnvironmentError) else None
+
+
+def recorded_sha256(codec: str) -> str | None:
+    """The sha256 a checkpoint row records for its file; None for a row written before them."""
+    return codec[len(CHECKSUMMED) :] if codec.startswith(CHECKSUMMED) else None
+
+
+def check_intact(path: str, size: int, sha256: str | None) -> None:
+    """Raise ValueError (or OSError) unless the file has the recorded size and checksum."""
+    if os.path.getsize(path) != size:
+        raise ValueError(f"size {os.path.getsize(path)} != recorded {size}")
+    if sha256 is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise ValueError(f"sha256 {digest.hexdigest()[:12]}... != recorded {sha256[:12]}...")
+
+
+def local_opener(root: str) -> Opener:
+    """Open checkpoint files of the folder ``root`` (rows hold paths relative to it)."""
+
+    @contextlib.contextmanager
+    def open_checked(record: CheckpointRecord) -> Iterator[IO[bytes]]:
+        path = os.path.join(root, record.path)
+        check_intact(path, record.size, recorded_sha256(record.codec))
+        with open(path, "rb") as handle:
+            yield handle
+
+    return open_checked
+
+
+def _warn_unreadable(where: str, run_id: str, position: int, exc: Exception) -> None:
+    report(
+        f"checkpoint {where} of step {position} (run {run_id!r}) is unreadable "
+        f"({type(exc).__name__}: {exc}); falling back to the previous one",
+        RuntimeWarning,
+        stacklevel=5,
+        logger="weft_nb.activity",  # the reader of last_checkpoint
+    )
+
+
+def first_readable(
+    records: Iterable[CheckpointRecord],
+    run_id: str,
+    position: int,
+    opener: Opener,
+    where: Callable[[CheckpointRecord], str],
+) -> Any:
+    """The newest readable checkpoint among ``records`` (newest first), or None.
+
+    Raises:
+        CheckpointEnvironmentError: The newest intact checkpoint does not unpickle here (it
+            needs a module, a class, a device or a class or package version this process
+            lacks). Falling back to an older one (or to None) would silently restart the work.
+    """
+    for record in records:
+        sha256 = recorded_sha256(record.codec)
+        try:
+            with opener(record) as handle:
+                try:
+                    state = pickle.load(handle)
+                except Exception as exc:
+                    missing = missing_from_environment(exc)
+                    if missing is None and sha256 is None:  # no checksum: the error says damage
+                        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+                    raise CheckpointEnvironmentError(
+                        where(record),
+                        run_id=run_id,
+                        position=position,
+                        missing=missing or "version",  # intact bytes: the code reading differs
+                        cause=f"{type(exc).__name__}: {exc}",
+                    ) from exc
+        except (OSError, ValueError) as exc:  # damaged or missing: try the previous one
+            _warn_unreadable(where(record), run_id, position, exc)
+            continue
+        if evidence.ENABLED:
+            evidence.record("restore", run_id=run_id, position=position, seq=record.seq)
+        return state
+    return None
