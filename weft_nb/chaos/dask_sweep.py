@@ -34,6 +34,7 @@ from weft_nb.chaos.dask_trial import check_sweep as check_trials
 from weft_nb.engine.engine import Engine
 from weft_nb.engine.workflow_context import WorkflowContext
 from weft_nb.executors.dask import DaskExecutor
+from weft_nb.journal.duckdb_journal import DuckDBJournal
 
 RUN_ID = "dask-chaos-sweep"
 _POLL = 0.05  # how often the killer re-reads the evidence while it waits for a target
@@ -90,7 +91,9 @@ def wait_for(condition: Any, timeout: float, stop: threading.Event) -> bool:
 class Killer(threading.Thread):
     """SIGKILLs up to ``config.kills`` workers during the sweep; see the module docstring."""
 
-    def __init__(self, client: Any, config: SweepConfig, evidence: Path, done: threading.Event):
+    def __init__(
+        self, client: Any, config: SweepConfig, evidence: Path, done: threading.Event
+    ) -> None:
         super().__init__(name="weft-dask-chaos-killer", daemon=True)
         self.client, self.config, self.evidence, self.done = client, config, evidence, done
         self.rng = random.Random(f"{config.seed}-killer")
@@ -99,6 +102,7 @@ class Killer(threading.Thread):
         self.error: str | None = None
 
     def run(self) -> None:
+        """Kill, wait for the replacement, repeat; until the sweep ends or the kills are spent."""
         try:
             while len(self.kills) < self.config.kills and not self.done.is_set():
                 aim = "any" if self.rng.random() < self.config.any_worker_share else "mid-trial"
@@ -114,6 +118,7 @@ class Killer(threading.Thread):
 
         def found() -> bool:
             pids = worker_pids(self.client)
+            choices: list[tuple[int, str, list[int]]]
             if aim == "any":
                 choices = [(pid, address, []) for address, pid in sorted(pids.items())]
             else:
@@ -167,8 +172,9 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
         dashboard_address=None,
     )
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
+        journal = DuckDBJournal(workdir / "journal.duckdb")
         engine = Engine(
-            workdir / "journal.duckdb",
+            journal,
             executor=DaskExecutor(client),
             max_parallel=config.workers,
             heartbeat_interval=0.2,
@@ -191,10 +197,10 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
             finally:
                 done.set()
                 killer.join()
-            steps = engine.journal.query(
+            steps = journal.query(
                 "SELECT position, status, finished_at FROM steps WHERE run_id = ?", [RUN_ID]
             )
-            failures = engine.journal.query(
+            failures = journal.query(
                 "SELECT error_type, count(*) FROM attempts WHERE run_id = ? GROUP BY error_type",
                 [RUN_ID],
             )
@@ -248,6 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--epoch-seconds", type=float, default=0.25, help="work per epoch (default 0.25)"
     )
+    group.add_argument(
+        "--deadline", type=float, default=900.0, help="seconds before the sweep counts as hung"
+    )
 
 
 def main_dask(args: argparse.Namespace, workdir: Path) -> int:
@@ -259,6 +268,7 @@ def main_dask(args: argparse.Namespace, workdir: Path) -> int:
         epochs=args.epochs,
         seconds=args.epoch_seconds,
         seed=args.seed,
+        deadline=args.deadline,
     )
     print(f"dask sweep: {dataclasses.asdict(config)} in {workdir}", flush=True)
     figures = run_sweep(config, workdir)

@@ -146,21 +146,21 @@ def check_sweep(
     last_pid: dict[int, int] = {}
     twice: set[int] = {t for t, times in finished.items() if len(times) > 1}
     for event in events:
-        trial = event.get("trial")
-        if trial is None:
+        number = event.get("trial")
+        if number is None:
             continue
         if event["event"] == "checkpoint":
-            durable[trial] = max(durable.get(trial, 0), event["epoch"])
+            durable[number] = max(durable.get(number, 0), event["epoch"])
         elif event["event"] == "begin":
             figures.attempts += 1
-            if trial in finished and event["t"] > min(finished[trial]):
-                twice.add(trial)  # an attempt began after the trial was journaled complete
-            if event["from_epoch"] < durable.get(trial, 0):
-                figures.resumed_from_older_checkpoint.append(trial)
+            if number in finished and event["t"] > min(finished[number]):
+                twice.add(number)  # an attempt began after the trial was journaled complete
+            if event["from_epoch"] < durable.get(number, 0):
+                figures.resumed_from_older_checkpoint.append(number)
             if event["from_epoch"] > 0:
                 figures.resumed_from_checkpoint += 1
-                if last_pid.get(trial, event["pid"]) != event["pid"]:
+                if last_pid.get(number, event["pid"]) != event["pid"]:
                     figures.resumed_on_another_worker += 1
-            last_pid[trial] = event["pid"]
+            last_pid[number] = event["pid"]
     figures.run_twice = sorted(twice)
     return figures
