@@ -151,6 +151,25 @@ class Killer(threading.Thread):
         return check
 
 
+_DETECTIONS = {  # what a WorkerLostError's message says -> how the kernel noticed the loss
+    "left the cluster": "left the cluster",
+    "Dask restarted it": "Dask started the task again",
+    "Dask gave up on it": "KilledWorker",
+    "result was lost": "result lost with its worker",
+    "could not be fetched": "result fetch failed",
+    "cancelled by the scheduler": "task cancelled",
+}
+
+
+def detected_by(messages: Any) -> dict[str, int]:
+    """How many worker losses the kernel noticed each way (from their journaled messages)."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        how = next((h for k, h in _DETECTIONS.items() if k in message), "other")
+        counts[how] = counts.get(how, 0) + 1
+    return counts
+
+
 def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
     """Run one campaign in ``workdir`` (journal, evidence); return its figures."""
     distributed = import_extra("distributed", extra="dask", feature="the Dask chaos sweep")
@@ -204,6 +223,11 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
                 "SELECT error_type, count(*) FROM attempts WHERE run_id = ? GROUP BY error_type",
                 [RUN_ID],
             )
+            lost_messages = journal.query(
+                "SELECT error_message FROM attempts WHERE run_id = ? "
+                "AND error_type = 'WorkerLostError'",
+                [RUN_ID],
+            )
     trials = check_trials(read_events(evidence), steps, results, config.trials, config.epochs)
     failed_attempts = dict(failures)
     lost_with_worker = failed_attempts.pop("WorkerLostError", 0)
@@ -239,6 +263,8 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
         "resumed_from_checkpoint": trials.resumed_from_checkpoint,
         "resumed_on_another_worker": trials.resumed_on_another_worker,
         "resumed_from_older_checkpoint": len(trials.resumed_from_older_checkpoint),
+        "resumed_on_same_worker": trials.resumed_on_same_worker,
+        "worker_lost_detected_by": detected_by(m for (m,) in lost_messages),
         "seconds": round(time.monotonic() - began, 1),
         "kills": [dataclasses.asdict(k) for k in killer.kills],
         "problems": problems,

@@ -115,6 +115,7 @@ class TrialFigures:
     wrong_result: list[int] = dataclasses.field(default_factory=list)
     resumed_from_checkpoint: int = 0
     resumed_on_another_worker: int = 0
+    resumed_on_same_worker: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
     resumed_from_older_checkpoint: list[int] = dataclasses.field(default_factory=list)
     attempts: int = 0
 
@@ -159,8 +160,10 @@ def check_sweep(
                 figures.resumed_from_older_checkpoint.append(number)
             if event["from_epoch"] > 0:
                 figures.resumed_from_checkpoint += 1
-                if last_pid.get(number, event["pid"]) != event["pid"]:
+                if last_pid.get(number) != event["pid"]:
                     figures.resumed_on_another_worker += 1
+                else:  # (trial, attempt, pid): its earlier attempt failed on a live worker
+                    figures.resumed_on_same_worker.append((number, event["attempt"], event["pid"]))
             last_pid[number] = event["pid"]
     figures.run_twice = sorted(twice)
     return figures
