@@ -5,7 +5,8 @@ A workflow submits ``--trials`` trials with ``ctx.submit`` (`weft_nb.chaos.dask_
 While the sweep runs, a killer thread SIGKILLs workers at moments drawn from the seed: most kills
 wait for evidence that a trial is mid-run past a checkpoint and kill the worker running it; the
 rest kill any worker, busy or idle. The nanny starts a replacement, and the killer waits for the
-cluster to be whole again before the next kill.
+cluster to be whole again before the next kill (when no replacement joins within a minute, it
+scales the cluster up by one worker instead, and counts it).
 
 Afterwards the journal and the trials' evidence file must show: every trial completed once, with
 the right result (none lost); no trial began again after it was journaled complete (none run
@@ -38,6 +39,7 @@ from weft_nb.journal.duckdb_journal import DuckDBJournal
 
 RUN_ID = "dask-chaos-sweep"
 _POLL = 0.05  # how often the killer re-reads the evidence while it waits for a target
+_NANNY_WAIT = 60.0  # seconds the killer waits for a nanny's replacement before adding a worker
 
 
 @workflow(name="weft-dask-chaos-sweep")
@@ -92,10 +94,16 @@ class Killer(threading.Thread):
     """SIGKILLs up to ``config.kills`` workers during the sweep; see the module docstring."""
 
     def __init__(
-        self, client: Any, config: SweepConfig, evidence: Path, done: threading.Event
+        self,
+        cluster: Any,
+        client: Any,
+        config: SweepConfig,
+        evidence: Path,
+        done: threading.Event,
     ) -> None:
         super().__init__(name="weft-dask-chaos-killer", daemon=True)
-        self.client, self.config, self.evidence, self.done = client, config, evidence, done
+        self.cluster, self.client, self.config = cluster, client, config
+        self.evidence, self.done = evidence, done
         self.rng = random.Random(f"{config.seed}-killer")
         self.kills: list[Kill] = []
         self.replacement_timeouts = 0
@@ -137,8 +145,12 @@ class Killer(threading.Thread):
         pid, address, trials = target[0]
         os.kill(pid, signal.SIGKILL)
         self.kills.append(Kill(time.time(), pid, address, aim, trials))
-        whole = wait_for(self._replaced(pid), 180.0, self.done)
-        self.replacement_timeouts += not whole and not self.done.is_set()
+        if not wait_for(self._replaced(pid), _NANNY_WAIT, self.done) and not self.done.is_set():
+            # The nanny did not bring a worker back in time (seen once on a loaded machine):
+            # start one more worker instead, as an operator (or an autoscaler) would.
+            self.replacement_timeouts += 1
+            self.cluster.scale(len(self.cluster.worker_spec) + 1)
+            wait_for(self._replaced(pid), _NANNY_WAIT, self.done)
         return True
 
     def _replaced(self, pid: int) -> Any:
@@ -200,7 +212,7 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
         )
         engine.register(chaos_trial, sweep)
         done = threading.Event()
-        killer = Killer(client, config, evidence, done)
+        killer = Killer(cluster, client, config, evidence, done)
         error: str | None = None
         results: list[Any] | None = None
         with engine:
@@ -254,7 +266,7 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
         "workers_killed": len(killer.kills),
         "kills_mid_trial": sum(k.aim == "mid-trial" for k in killer.kills),
         "kills_any_worker": sum(k.aim == "any" for k in killer.kills),
-        "replacement_timeouts": killer.replacement_timeouts,
+        "workers_added_by_harness": killer.replacement_timeouts,
         "lost": len(trials.lost),
         "run_twice": len(trials.run_twice),
         "wrong_results": len(trials.wrong_result),
