@@ -149,3 +149,20 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
     finally:
         gate.set()
         channel.close()
+
+
+def test_a_rerun_whose_task_was_released_ends_at_its_start_handshake(
+    client: distributed.Client,
+) -> None:
+    """Dask reran an attempt the kernel had already finished with (the worker holding the result
+    died after the kernel fetched it): no reply and no cancellation come, but the task is
+    released, and the rerun must free its worker thread."""
+    name = f"weft-test-released-{uuid.uuid4().hex[:8]}"
+    out = distributed.Queue(f"{name}-out", client=client)
+    incoming = distributed.Queue(f"{name}-in", client=client)
+    future = client.submit(dask_attempt, b"never unpickled", out.name, incoming.name, pure=False)
+    assert pickle.loads(out.get(timeout=120))[0] == "started"
+    future.cancel()  # what the kernel's release of a finished attempt's future comes to
+    assert pickle.loads(out.get(timeout=120))[0] == "finished"  # before the fix: never
+    for queue in (out, incoming):
+        queue.close()

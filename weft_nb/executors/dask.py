@@ -74,10 +74,14 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
         # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
         # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
         go, answer = inbox.expect(0)
-        send(("started", get_worker().address))
-        # A rerun the kernel already gave up on gets no reply, only a cancellation: stop then.
+        worker = get_worker()
+        send(("started", worker.address))
+        # A rerun the kernel already gave up on gets no reply, only a cancellation; a rerun of an
+        # attempt the kernel already finished with gets neither, but its task is released
+        # (cancelled on this worker). Either way it stops here instead of holding this thread.
         while not go.wait(_READER_POLL) and inbox.cancel_reason is None:
-            pass
+            if _released(worker, worker.get_current_task()):
+                break
         if answer and answer[0][0] and inbox.cancel_reason is None:
             done = encode_done(run_shipped(payload, send, inbox))
         else:
@@ -90,6 +94,12 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
         with contextlib.suppress(Exception):
             queue.close()
     return done
+
+
+def _released(worker: Any, key: Any) -> bool:
+    """Whether the scheduler no longer wants the task ``key`` this worker is running."""
+    task = worker.state.tasks.get(key)
+    return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
 class _DaskChannel:
