@@ -145,18 +145,23 @@ class Killer(threading.Thread):
         pid, address, trials = target[0]
         os.kill(pid, signal.SIGKILL)
         self.kills.append(Kill(time.time(), pid, address, aim, trials))
-        if not wait_for(self._replaced(pid), _NANNY_WAIT, self.done) and not self.done.is_set():
+        if (
+            not wait_for(self._replaced(pid, address), _NANNY_WAIT, self.done)
+            and not self.done.is_set()
+        ):
             # The nanny did not bring a worker back in time (seen once on a loaded machine):
             # start one more worker instead, as an operator (or an autoscaler) would.
             self.replacement_timeouts += 1
             self.cluster.scale(len(self.cluster.worker_spec) + 1)
-            wait_for(self._replaced(pid), _NANNY_WAIT, self.done)
+            wait_for(self._replaced(pid, address), _NANNY_WAIT, self.done)
         return True
 
-    def _replaced(self, pid: int) -> Any:
+    def _replaced(self, pid: int, address: str) -> Any:
         def check() -> bool:
+            # The scheduler must have dropped the killed worker (until then it still counts it)
+            # and counted a replacement; killing a worker still starting up can stop its nanny.
             info = self.client.scheduler_info(n_workers=-1).get("workers", {})
-            if len(info) < self.config.workers:
+            if address in info or len(info) < self.config.workers:
                 return False
             return pid not in worker_pids(self.client).values()
 
