@@ -163,6 +163,10 @@ class Killer(threading.Thread):
             info = self.client.scheduler_info(n_workers=-1).get("workers", {})
             if address in info or len(info) < self.config.workers:
                 return False
+            for nanny in list(self.cluster.workers.values()):  # none still starting its worker
+                process = getattr(nanny, "process", None)
+                if getattr(getattr(process, "status", None), "name", "") in ("init", "starting"):
+                    return False
             return pid not in worker_pids(self.client).values()
 
         return check
@@ -191,6 +195,7 @@ def run_sweep(config: SweepConfig, workdir: Path) -> dict[str, Any]:
     """Run one campaign in ``workdir`` (journal, evidence); return its figures."""
     distributed = import_extra("distributed", extra="dask", feature="the Dask chaos sweep")
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # kills make it loud, by design
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)  # a failed restart is news
     workdir.mkdir(parents=True, exist_ok=True)
     evidence = workdir / "evidence.jsonl"
     spec = {
