@@ -6,16 +6,24 @@ real SIGKILLs of Dask worker processes (their nannies start replacements).
 
 from __future__ import annotations
 
+import pickle
 import socket
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
+import cloudpickle
 import pytest
 from executor_cases import CASES, engine_for
 
 import weft_nb
-from weft_nb.errors import MissingExtraError, SchedulerUnreachableError
+from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
+from weft_nb.executors.dask import _DaskChannel as DaskChannel
+from weft_nb.executors.dask import dask_attempt
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -87,3 +95,74 @@ def test_without_distributed_the_error_names_the_extra(monkeypatch: pytest.Monke
         weft_nb.DaskExecutor("tcp://127.0.0.1:8786")
     assert "weft-nb[dask]" in str(info.value)
     assert isinstance(info.value, ImportError)
+
+
+def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start_handshake(
+    client: distributed.Client,
+) -> None:
+    """Dask started an attempt's task again after its worker died, but the kernel had already
+    failed the attempt (and cancelled it): the rerun must end, not hold a worker thread waiting
+    for a reply to its ``started`` that will never come."""
+    name = f"weft-test-rerun-{uuid.uuid4().hex[:8]}"
+    out = distributed.Queue(f"{name}-out", client=client)
+    incoming = distributed.Queue(f"{name}-in", client=client)
+    incoming.put(cloudpickle.dumps(("cancel", "the kernel gave up on this attempt")))
+    future = client.submit(
+        dask_attempt, b"never unpickled", out.name, incoming.name, pure=False, key=name
+    )
+    done = pickle.loads(future.result(timeout=120))  # before the fix: waited forever
+    assert done[:2] == ("done", "error")
+    assert "rerun" in str(done[2])
+    messages = [pickle.loads(raw)[0] for raw in out.get(batch=True)]
+    assert messages == ["started", "finished"]  # no heartbeat, no request: the activity never ran
+    for queue in (out, incoming):
+        queue.close()
+
+
+def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
+    client: distributed.Client,
+) -> None:
+    """The attempt said ``finished`` but its worker died before the kernel fetched the result:
+    Dask would compute the task again, so waiting for that result would never end."""
+    gate = distributed.Event(f"weft-test-gate-{uuid.uuid4().hex[:8]}", client=client)
+    future = client.submit(gate.wait, pure=False)  # a result that does not come
+    out = distributed.Queue(client=client)
+    incoming = distributed.Queue(client=client)
+    ctx = SimpleNamespace(run_id="r", position=3, activity_name="a", attempt=1, cancel_reason="")
+    channel = DaskChannel(client, future, out, incoming, cast(Any, ctx))
+    channel.worker = "tcp://127.0.0.1:1"  # the worker it started on is no longer in the cluster
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            channel._result()
+        except BaseException as exc:
+            errors.append(exc)
+
+    fetcher = threading.Thread(target=fetch, daemon=True)
+    fetcher.start()
+    fetcher.join(timeout=120)
+    try:
+        assert not fetcher.is_alive(), "the kernel waited for a result lost with its worker"
+        assert [type(e) for e in errors] == [WorkerLostError]
+        assert errors[0].position == 3  # type: ignore[attr-defined]
+    finally:
+        gate.set()
+        channel.close()
+
+
+def test_a_rerun_whose_task_was_released_ends_at_its_start_handshake(
+    client: distributed.Client,
+) -> None:
+    """Dask reran an attempt the kernel had already finished with (the worker holding the result
+    died after the kernel fetched it): no reply and no cancellation come, but the task is
+    released, and the rerun must free its worker thread."""
+    name = f"weft-test-released-{uuid.uuid4().hex[:8]}"
+    out = distributed.Queue(f"{name}-out", client=client)
+    incoming = distributed.Queue(f"{name}-in", client=client)
+    future = client.submit(dask_attempt, b"never unpickled", out.name, incoming.name, pure=False)
+    assert pickle.loads(out.get(timeout=120))[0] == "started"
+    future.cancel()  # what the kernel's release of a finished attempt's future comes to
+    assert pickle.loads(out.get(timeout=120))[0] == "finished"  # before the fix: never
+    for queue in (out, incoming):
+        queue.close()

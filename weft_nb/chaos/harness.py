@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from weft_nb.chaos import storage
+from weft_nb.chaos import dask_sweep, storage
 from weft_nb.chaos.kernel import NotebookKernel, code_cells, require_kernel_packages
 from weft_nb.chaos.trials import (
     DEADLINE,
@@ -191,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m weft_nb.chaos", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("notebook", type=Path)
+    parser.add_argument("notebook", type=Path, nargs="?", help="the notebook (kernel executor)")
+    parser.add_argument(
+        "--executor",
+        choices=("kernel", "dask"),
+        default="kernel",
+        help="kernel: kill the notebook's kernel (default); dask: kill the Dask workers of a "
+        "ctx.submit sweep (weft_nb.chaos.dask_sweep)",
+    )
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only-trial", type=int, help="replay one trial of this seed")
@@ -204,7 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         "enospc (disk full, short writes, I/O errors at our write sites), damage (the step "
         "log flipped, cut or deleted between the crash and the restart); default: kill",
     )
+    dask_sweep.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.executor == "dask":
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="weft-dask-chaos-"))
+        try:
+            status = dask_sweep.main_dask(args, workdir)
+        except MissingExtraError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return status
+    if args.notebook is None:
+        parser.error("a notebook is needed (or --executor dask)")
     try:
         require_kernel_packages()
     except MissingExtraError as exc:

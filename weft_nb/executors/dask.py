@@ -50,7 +50,7 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
     from distributed import Queue, get_worker
 
     out, incoming = Queue(out_name), Queue(in_name)
-    inbox, stop = Inbox(), threading.Event()
+    inbox, stop = Inbox(one_attempt=True), threading.Event()
 
     def send(message: tuple[Any, ...]) -> None:
         out.put(cloudpickle.dumps(message))
@@ -64,6 +64,7 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
                     for raw in incoming.get(batch=True):
                         inbox.deliver(pickle.loads(raw))
             except Exception:  # the kernel released the queue or the client went away
+                inbox.deliver(("cancel", "the kernel's channel to this attempt is gone"))
                 return
             stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
 
@@ -73,9 +74,15 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
         # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
         # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
         go, answer = inbox.expect(0)
-        send(("started", get_worker().address))
-        go.wait()
-        if answer[0][0]:
+        worker = get_worker()
+        send(("started", worker.address))
+        # A rerun the kernel already gave up on gets no reply, only a cancellation; a rerun of an
+        # attempt the kernel already finished with gets neither, but its task is released
+        # (cancelled on this worker). Either way it stops here instead of holding this thread.
+        while not go.wait(_READER_POLL) and inbox.cancel_reason is None:
+            if _released(worker, worker.get_current_task()):
+                break
+        if answer and answer[0][0] and inbox.cancel_reason is None:
             done = encode_done(run_shipped(payload, send, inbox))
         else:
             done = encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
@@ -87,6 +94,12 @@ def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
         with contextlib.suppress(Exception):
             queue.close()
     return done
+
+
+def _released(worker: Any, key: Any) -> bool:
+    """Whether the scheduler no longer wants the task ``key`` this worker is running."""
+    task = worker.state.tasks.get(key)
+    return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
 class _DaskChannel:
@@ -142,15 +155,31 @@ class _DaskChannel:
 
     def _result(self) -> tuple[Any, ...]:
         distributed = _distributed()
-        try:
-            data = self.future.result()
-        except distributed.KilledWorker as exc:
-            raise self._lost(f"Dask gave up on it: {exc}") from None
-        except Exception as exc:  # e.g. weft_nb is not installed on the worker
-            return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        while True:
+            try:
+                data = self.future.result(timeout=_LIVENESS_EVERY)
+                break
+            except distributed.TimeoutError:
+                # The worker holding the result died before the kernel fetched it: Dask runs the
+                # task again ("Couldn't gather ... rescheduling"), a rerun this attempt declines.
+                # Without this check the kernel would wait for that result forever.
+                if self._rerun_started() or not self._worker_present():
+                    raise self._lost("its result was lost with its worker") from None
+            except distributed.KilledWorker as exc:
+                raise self._lost(f"Dask gave up on it: {exc}") from None
+            except (distributed.CancelledError, OSError) as exc:  # cancelled, or a comm closed
+                raise self._lost(f"its result could not be fetched: {exc!r}") from None
+            except Exception as exc:  # e.g. weft_nb is not installed on the worker
+                return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
         count_received(len(data))
         message: tuple[Any, ...] = pickle.loads(data)
         return message
+
+    def _rerun_started(self) -> bool:
+        """Whether Dask started this attempt's task again (its ``started`` message arrived)."""
+        if self.out.qsize():
+            self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
+        return any(message[0] == "started" for message in self._buffer)
 
     def _check(self) -> tuple[Any, ...] | None:
         status = self.future.status
@@ -161,10 +190,13 @@ class _DaskChannel:
         now = time.monotonic()
         if self.worker is not None and now >= self._next_check:
             self._next_check = now + _LIVENESS_EVERY
-            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-            if self.worker not in workers:
+            if not self._worker_present():
                 raise self._lost(f"worker {self.worker} left the cluster")
         return None
+
+    def _worker_present(self) -> bool:
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return self.worker in workers
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so

@@ -47,10 +47,24 @@ HEARTBEAT_SEND_INTERVAL = 0.05  # at most this often a heartbeat message per att
 class Inbox:
     """Replies and cancellation from the kernel, delivered by the worker's reader thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, one_attempt: bool = False) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
         self.ctx: WorkerActivityContext | None = None
+        self.one_attempt = one_attempt
+        self.cancel_reason: str | None = None
+        """With ``one_attempt`` (an inbox for one attempt only, as a Dask task's), set by a
+        cancellation even before the activity's context exists: a Dask rerun the kernel gave up
+        on must neither wait for a reply that never comes nor start the activity. A process
+        worker's inbox serves attempt after attempt, so there a late cancellation is dropped."""
+
+    def attach(self, ctx: WorkerActivityContext | None) -> None:
+        """Route cancellations to ``ctx`` from now on; one that came earlier cancels it now."""
+        with self._lock:
+            self.ctx = ctx
+            reason = self.cancel_reason
+        if ctx is not None and reason is not None:
+            ctx.cancel(reason)
 
     def expect(self, request_id: int) -> tuple[threading.Event, list[Any]]:
         """Register a request before sending it; its reply lands in the returned slot."""
@@ -66,7 +80,10 @@ class Inbox:
     def deliver(self, message: tuple[Any, ...]) -> None:
         """Route one message from the kernel."""
         if message[0] == "cancel":
-            ctx = self.ctx
+            with self._lock:
+                if self.one_attempt:
+                    self.cancel_reason = str(message[1])
+                ctx = self.ctx
             if ctx is not None:
                 ctx.cancel(str(message[1]))
         elif message[0] == "reply":
@@ -219,7 +236,7 @@ def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
         name=activity.name, fn=activity.fn, arity=activity.arity, is_async=activity.is_async
     )
     ctx = WorkerActivityContext(info, send, inbox)
-    inbox.ctx = ctx
+    inbox.attach(ctx)
     stop = threading.Event()
     sender = threading.Thread(target=_heartbeat_sender, args=(ctx, stop), daemon=True)
     sender.start()
@@ -232,7 +249,7 @@ def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
     finally:
         stop.set()
         sender.join()
-        inbox.ctx = None
+        inbox.attach(None)
     ctx.flush_heartbeat()
     return result
 
