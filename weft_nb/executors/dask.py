@@ -3,7 +3,9 @@
 Each attempt is one task, submitted with ``pure=False`` and ``retries=0``: weft_nb's retry policy
 decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` objects named
 after the attempt (worker to kernel: heartbeats, requests, ``started``/``finished``; kernel to
-worker: replies and cancellation). The result travels as the task's result, on Dask's data path.
+worker: replies and cancellation). The result travels as the task's result, on Dask's data path:
+the kernel wakes when the task's future completes (it does not wait for ``finished``), and the
+attempts running at once share one worker-list query a second for their liveness checks.
 
 A lost worker shows up three ways, all mapped to
 [`WorkerLostError`][weft_nb.errors.WorkerLostError]: ``KilledWorker``, the task starting a second
@@ -35,10 +37,11 @@ if TYPE_CHECKING:
     from weft_nb.base.definitions import ActivityDefinition
 
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
-_MIN_POLL = 0.01
+_MIN_POLL = 0.002  # the kernel's first pause between looks at an attempt's queue
 _MAX_PAUSE = 0.02
 _READER_POLL = 0.1  # how soon a worker sees a cancellation
-_READER_POLL_BUSY = 0.005  # while it waits for a reply (a checkpoint written, a token)
+_READER_POLL_BUSY = 0.001  # while it waits for a reply (the go-ahead, a checkpoint, a token)
+_WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
 
 
 def _distributed() -> Any:
@@ -94,13 +97,13 @@ class _DaskChannel:
 
     def __init__(
         self,
-        client: Client,
+        executor: DaskExecutor,
         future: Future[bytes],
         out: Queue,
         incoming: Queue,
         ctx: ActivityContext,
     ) -> None:
-        self.client = client
+        self.executor = executor
         self.future = future
         self.out = out
         self.incoming = incoming
@@ -108,23 +111,29 @@ class _DaskChannel:
         self.worker: str | None = None
         self._buffer: list[tuple[Any, ...]] = []
         self._next_check = time.monotonic() + _LIVENESS_EVERY
+        # Set when the task ends: a wait wakes at once instead of at its next look at the queue.
+        self._ended = threading.Event()
+        future.add_done_callback(lambda _: self._ended.set())
 
     def poll(self, timeout: float) -> tuple[Any, ...] | None:
         # qsize() then get(batch=True), never a get(timeout) that may time out: the scheduler
         # logs every such timeout as an error.
         deadline = time.monotonic() + timeout
-        pause = _MIN_POLL / 2
+        pause = _MIN_POLL
         while not self._buffer:
+            ended = self._ended.is_set()  # before the look: what it sent is in the queue then
             if self.out.qsize():
                 self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
                 break
+            if ended and self.worker is not None:
+                return self._result()  # no need to wait for its "finished" message
             checked = self._check()
             if checked is not None:
                 return checked
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            time.sleep(min(pause, left))
+            self._ended.wait(min(pause, left))
             pause = min(pause * 2, _MAX_PAUSE)
         message = self._buffer.pop(0)
         if message[0] == "started":
@@ -158,8 +167,7 @@ class _DaskChannel:
         now = time.monotonic()
         if self.worker is not None and now >= self._next_check:
             self._next_check = now + _LIVENESS_EVERY
-            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-            if self.worker not in workers:
+            if self.worker not in self.executor.workers(max_age=_LIVENESS_EVERY):
                 raise self._lost(f"worker {self.worker} left the cluster")
         return None
 
@@ -227,6 +235,9 @@ class DaskExecutor(RemoteExecutor):
         self.cancel_grace = cancel_grace
         self.queue_resources = {q: dict(r) for q, r in (queue_resources or {}).items()}
         self._owns_client = isinstance(client, str)
+        self._workers_lock = threading.Lock()
+        self._workers: dict[str, Any] = {}
+        self._workers_at: float | None = None
         if isinstance(client, str):
             self.address = client
             try:
@@ -284,7 +295,7 @@ class DaskExecutor(RemoteExecutor):
             retries=0,
             resources=self._resources(queue),
         )
-        channel = _DaskChannel(self.client, future, out, incoming, ctx)
+        channel = _DaskChannel(self, future, out, incoming, ctx)
         try:
             yield channel
         finally:
@@ -295,9 +306,23 @@ class DaskExecutor(RemoteExecutor):
             return None
         if queue in self.queue_resources:
             return self.queue_resources[queue]
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = self.workers(max_age=_WORKERS_MAX_AGE)
         advertised = any(queue in (w.get("resources") or {}) for w in workers.values())
         return {queue: 1} if advertised else None
+
+    def workers(self, *, max_age: float) -> dict[str, Any]:
+        """The cluster's workers (address to info), at most ``max_age`` seconds old.
+
+        Every running attempt checks that its worker is still there, once a second: they share
+        one scheduler query instead of one each.
+        """
+        with self._workers_lock:
+            now = time.monotonic()
+            if self._workers_at is None or now - self._workers_at >= max_age:
+                info = self.client.scheduler_info(n_workers=-1)
+                self._workers = dict(info.get("workers", {}))
+                self._workers_at = time.monotonic()
+            return self._workers
 
     def close(self) -> None:
         """Close the client if this executor created it from an address."""
