@@ -2,15 +2,17 @@
 
 Each attempt is one task, submitted with ``pure=False`` and ``retries=0``: weft_nb's retry policy
 decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` objects named
-after the attempt (worker to kernel: heartbeats, requests, ``started``/``finished``; kernel to
-worker: replies and cancellation). The result travels as the task's result, on Dask's data path:
-the kernel wakes when the task's future completes (it does not wait for ``finished``), and the
-attempts running at once share one worker-list query a second for their liveness checks.
+after the attempt (worker to kernel: ``started``, heartbeats, requests; kernel to worker: the
+go-ahead, put before the task is submitted, then replies and cancellation). The result travels as
+the task's result, on Dask's data path: the kernel wakes when the task's future completes, and the
+attempts running at once share one worker-list query a second for their liveness checks. A short
+attempt costs Dask's own round trip plus a few queue calls on the scheduler.
 
 A lost worker shows up three ways, all mapped to
 [`WorkerLostError`][weft_nb.errors.WorkerLostError]: ``KilledWorker``, the task starting a second
-time (Dask reschedules the tasks of a dead worker; that rerun is cancelled, and weft_nb retries with
-a new attempt instead), or the worker the task started on leaving the cluster.
+time (Dask reschedules the tasks of a dead worker; the rerun finds no go-ahead and does not run
+the activity, and weft_nb retries with a new attempt instead), or the worker the task started on
+leaving the cluster.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
     from weft_nb.base.definitions import ActivityDefinition
 
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
-_MIN_POLL = 0.002  # the kernel's first pause between looks at an attempt's queue
-_MAX_PAUSE = 0.02
+_MIN_POLL = 0.01  # the kernel's first pause between looks at an attempt's queue
+_MAX_PAUSE = 0.04  # a finished task wakes the kernel at once; these pace heartbeats and requests
 _READER_POLL = 0.1  # how soon a worker sees a cancellation
 _READER_POLL_BUSY = 0.001  # while it waits for a reply (the go-ahead, a checkpoint, a token)
 _WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
@@ -49,47 +51,63 @@ def _distributed() -> Any:
 
 
 def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
-    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message."""
+    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message.
+
+    The kernel puts a go-ahead on the attempt's incoming queue before it submits the task. Dask
+    reruns the tasks of a lost worker; only the first start of an attempt finds the go-ahead and
+    runs it. A rerun says so and returns at once (the kernel fails the attempt with
+    WorkerLostError and retries it by its policy). Reporting the worker's address, reading the
+    kernel's later messages and releasing the queues happen on a reader thread, off the path of
+    a short attempt.
+    """
     from distributed import Queue, get_worker
 
-    out, incoming = Queue(out_name), Queue(in_name)
-    inbox, stop = Inbox(), threading.Event()
+    incoming = Queue(in_name)
+    inbox, stop, ready = Inbox(), threading.Event(), threading.Event()
+    address = get_worker().address
+    outs: list[Queue] = []
 
     def send(message: tuple[Any, ...]) -> None:
-        out.put(cloudpickle.dumps(message))
+        ready.wait()
+        outs[0].put(cloudpickle.dumps(message))
+
+    go, _ = inbox.expect(0)
+    for raw in incoming.get(batch=True):
+        inbox.deliver(pickle.loads(raw))
+    if not go.is_set():  # a rerun: the first start took the go-ahead
+        out = Queue(out_name)
+        out.put(cloudpickle.dumps(("started", address, "rerun")))
+        _release(out, incoming)
+        return encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
 
     def read() -> None:
         # Polls with qsize() instead of a blocking get(timeout): a get still waiting in the
         # scheduler when the kernel releases the queue is logged there as an error.
-        while not stop.is_set():
+        with contextlib.suppress(Exception):  # the kernel released the queue or went away
             try:
+                outs.append(Queue(out_name))
+            finally:
+                ready.set()
+            send(("started", address))
+            while not stop.is_set():
                 if incoming.qsize():
                     for raw in incoming.get(batch=True):
                         inbox.deliver(pickle.loads(raw))
-            except Exception:  # the kernel released the queue or the client went away
-                return
-            stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
+                stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
+        _release(*outs, incoming)
 
     reader = threading.Thread(target=read, name="weft-dask-reader", daemon=True)
     reader.start()
     try:
-        # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
-        # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
-        go, answer = inbox.expect(0)
-        send(("started", get_worker().address))
-        go.wait()
-        if answer[0][0]:
-            done = encode_done(run_shipped(payload, send, inbox))
-        else:
-            done = encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
+        return encode_done(run_shipped(payload, send, inbox))
     finally:
-        stop.set()
-        reader.join()
-    send(("finished",))
-    for queue in (out, incoming):  # each Queue() here took a reference on the scheduler
+        stop.set()  # the reader releases the queues as it leaves; nobody waits for it
+
+
+def _release(*queues: Queue) -> None:
+    for queue in queues:  # each Queue() here took a reference on the scheduler
         with contextlib.suppress(Exception):
             queue.close()
-    return done
 
 
 class _DaskChannel:
@@ -125,8 +143,8 @@ class _DaskChannel:
             if self.out.qsize():
                 self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
                 break
-            if ended and self.worker is not None:
-                return self._result()  # no need to wait for its "finished" message
+            if ended:
+                return self._result()  # its messages are read: put() returns once queued
             checked = self._check()
             if checked is not None:
                 return checked
@@ -137,11 +155,10 @@ class _DaskChannel:
             pause = min(pause * 2, _MAX_PAUSE)
         message = self._buffer.pop(0)
         if message[0] == "started":
-            if self.worker is not None:
-                self.send(("reply", 0, False, None))
-                raise self._lost(f"Dask restarted it on {message[1]} after {self.worker} was lost")
+            if len(message) > 2 or self.worker is not None:  # a rerun (see dask_attempt)
+                first = self.worker or "its first worker"
+                raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
             self.worker = message[1]
-            self.send(("reply", 0, True, None))
             return None
         if message[0] == "finished":
             return self._result()
@@ -285,6 +302,7 @@ class DaskExecutor(RemoteExecutor):
         key = f"weft-{definition.name}-{ctx.run_id}-{ctx.position}-{ctx.attempt}-{nonce}"
         out = distributed.Queue(f"{key}-out", client=self.client)
         incoming = distributed.Queue(f"{key}-in", client=self.client)
+        incoming.put(cloudpickle.dumps(("reply", 0, True, None)))  # the go-ahead: dask_attempt
         future = self.client.submit(
             dask_attempt,
             payload,
