@@ -285,7 +285,7 @@ def targets_table(cfg: Config, floor: Result, have_dbos: bool) -> list[str]:
             find("`import weft_nb` + `%load_ext"),
             lambda ms: ms,
             lambda ms: ms <= TARGET_LOAD_OPEN_MS,
-            "{:.1f} ms",
+            "{:,.1f} ms",
         ),
     ]
     memory = find("process RSS growth after")
