@@ -32,25 +32,27 @@ class Config:
     big_checkpoint_mib: int  # the large checkpoint (1 GiB in full runs)
     fan_out: int  # width of the ctx.all benchmark
     memory_steps: int  # steps of the memory benchmark's workflow
+    executor_steps: int  # sequential activities per round on each executor
 
 
 FULL = Config(
     rounds=5,
-    steps=1000,
+    steps=200,
     single_reps=5,
     fsync_calls=200,
     call_loop=1_000_000,
     hb_loop=1_000_000,
     matmul_loop=10_000,
     checkpoint_mib=100,
-    resume_steps=10_000,
+    resume_steps=100_000,
     big_checkpoint_mib=1024,
-    fan_out=200,
+    fan_out=500,
     memory_steps=100_000,
+    executor_steps=100,
 )
 QUICK = Config(
     rounds=3,
-    steps=1000,
+    steps=200,
     single_reps=3,
     fsync_calls=100,
     call_loop=200_000,
@@ -59,8 +61,9 @@ QUICK = Config(
     checkpoint_mib=100,
     resume_steps=10_000,
     big_checkpoint_mib=256,
-    fan_out=200,
+    fan_out=500,
     memory_steps=20_000,
+    executor_steps=30,
 )
 
 

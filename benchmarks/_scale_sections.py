@@ -4,13 +4,14 @@
   interleaved with weft_nb's so both see the same machine (needs the ``bench`` extra).
 - ``%load_ext weft_nb`` plus opening a journal, and ``%weft show`` of a 10,000-step run, each in a
   fresh Python process (import time is part of what a user waits for).
-- A 200-way ``ctx.all`` of trivial activities.
+- A 500-way ``ctx.all`` of trivial activities (and DBOS async steps under ``asyncio.gather``).
 - Resident memory of a process after one 100,000-step workflow.
 - Checkpoints of a 1 GiB array, and the training thread's cost of a background checkpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -62,16 +63,33 @@ def bench_dbos(cfg: Config, tmp: str, floor: Result) -> bool:
             dbos_noop(i)
         return n
 
+    @DBOS.step()
+    async def dbos_async_noop(x: Any) -> Any:
+        return x
+
+    @DBOS.workflow()
+    async def dbos_fan_out(n: int) -> int:
+        return len(await asyncio.gather(*(dbos_async_noop(i) for i in range(n))))
+
     DBOS.launch()
     engine = weft_nb.Engine(os.path.join(tmp, "versus-dbos", "journal.duckdb"))
-    engine.register(noop, steps_wf)
+    engine.register(noop, steps_wf, fan_out_wf)
+    width = cfg.fan_out
     try:
         dbos_steps(10)
         engine.run(steps_wf, 10)
-        samples: dict[str, list[float]] = {"weft": [], "dbos": [], "weft1": [], "dbos1": []}
+        asyncio.run(dbos_fan_out(10))
+        engine.run(fan_out_wf, 10)
+        samples: dict[str, list[float]] = {
+            k: [] for k in ("weft", "dbos", "weft1", "dbos1", "weftfan", "dbosfan")
+        }
         runners = {
             "weft": lambda n: engine.run(steps_wf, n),
             "dbos": dbos_steps,
+        }
+        fans = {
+            "weft": lambda n: engine.run(fan_out_wf, n),
+            "dbos": lambda n: asyncio.run(dbos_fan_out(n)),
         }
         for r in range(cfg.rounds):
             order = ["weft", "dbos"] if r % 2 == 0 else ["dbos", "weft"]
@@ -84,6 +102,11 @@ def bench_dbos(cfg: Config, tmp: str, floor: Result) -> bool:
                 for _ in range(cfg.single_reps):
                     runners[name](1)
                 samples[name + "1"].append((time.perf_counter() - t) / cfg.single_reps * 1e3)
+                gc.collect()
+                t = time.perf_counter()
+                if fans[name](width) != width:
+                    raise RuntimeError(f"{name} fan-out returned the wrong count")
+                samples[name + "fan"].append((time.perf_counter() - t) / width * 1e3)
     finally:
         engine.close()
         DBOS.destroy(destroy_registry=True)
@@ -109,8 +132,30 @@ def bench_dbos(cfg: Config, tmp: str, floor: Result) -> bool:
         )
     )
     record(Result("versus DBOS", "weft_nb / DBOS per step (paired per round)", "x", pair))
-    record(Result("versus DBOS", "weft_nb 1-step workflow end to end", "ms", samples["weft1"]))
+    one = samples["weft1"]
+    record(
+        Result(
+            "versus DBOS",
+            "weft_nb 1-step workflow end to end",
+            "ms",
+            one,
+            ratio=f"{statistics.median(one) / floor_ms:.1f}x floor",
+        )
+    )
     record(Result("versus DBOS", "DBOS 1-step workflow end to end", "ms", samples["dbos1"]))
+    pair1 = [w / d for w, d in zip(one, samples["dbos1"], strict=True)]
+    record(Result("versus DBOS", "weft_nb / DBOS 1-step workflow (paired per round)", "x", pair1))
+    for name, label in (("weft", "weft_nb `ctx.all`"), ("dbos", "DBOS async steps, `gather`")):
+        per = samples[name + "fan"]
+        record(
+            Result(
+                "versus DBOS",
+                f"{label}: per step of a {width}-way fan-out",
+                "ms",
+                per,
+                ratio=f"{statistics.median(per) / floor_ms:.2f}x floor",
+            )
+        )
     return True
 
 
@@ -123,6 +168,8 @@ _SURFACE_PROBE = textwrap.dedent(
     shell = InteractiveShell.instance()
     journal, run_id = sys.argv[1], sys.argv[2]
     t0 = time.perf_counter()
+    import weft_nb
+    t_import = time.perf_counter()
     shell.run_line_magic("load_ext", "weft_nb")
     shell.run_line_magic("weft", "journal " + journal)
     runs = shell.run_line_magic("weft", "runs")
@@ -130,7 +177,9 @@ _SURFACE_PROBE = textwrap.dedent(
     panel = shell.run_line_magic("weft", "show " + run_id)
     t2 = time.perf_counter()
     assert any(r.run_id == run_id for r in runs), runs
-    print(json.dumps({"load_open": t1 - t0, "show": t2 - t1}))
+    lazy = [m for m in ("weft_nb.executors.dask", "weft_nb.executors.process") if m in sys.modules]
+    print(json.dumps({"import": t_import - t0, "load_open": t1 - t0, "show": t2 - t1,
+                      "eager": lazy}))
     """
 )
 
@@ -138,7 +187,7 @@ _SURFACE_PROBE = textwrap.dedent(
 def bench_notebook_surface(cfg: Config, journal: str, run_id: str, steps: int) -> None:
     """``%load_ext weft_nb`` + first journal use, and ``%weft show`` of a long run."""
     progress(f"notebook surface: %load_ext + open, %weft show of {steps:,} steps, fresh processes")
-    load_open, show = [], []
+    load_open, show, imports = [], [], []
     for _ in range(cfg.rounds):
         done = subprocess.run(
             [sys.executable, "-c", _SURFACE_PROBE, journal, run_id],
@@ -148,12 +197,17 @@ def bench_notebook_surface(cfg: Config, journal: str, run_id: str, steps: int) -
             timeout=300,
         )
         times = json.loads(done.stdout.strip().splitlines()[-1])
+        if times["eager"]:
+            raise RuntimeError(f"imported by %load_ext + open, meant to be lazy: {times['eager']}")
+        imports.append(times["import"] * 1e3)
         load_open.append(times["load_open"] * 1e3)
         show.append(times["show"] * 1e3)
+    record(Result("notebook", "`import weft_nb`, fresh process", "ms", imports, digits=1))
     record(
         Result(
             "notebook",
-            "`%load_ext weft_nb` + `%weft journal` + first `%weft runs` (opens the engine)",
+            "`import weft_nb` + `%load_ext weft_nb` + `%weft journal` + first `%weft runs` "
+            "(opens the engine), fresh process",
             "ms",
             load_open,
             digits=1,

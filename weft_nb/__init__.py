@@ -14,6 +14,9 @@ leading underscore, and their names may change between releases.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from weft_nb.base.posix_only import require_posix
 
 require_posix()  # first: on Windows, one clear error instead of "No module named 'fcntl'"
@@ -44,8 +47,30 @@ from weft_nb.engine.tracing import OpenTelemetryInterceptor
 from weft_nb.engine.workflow_context import WorkflowContext
 from weft_nb.errors import ActivityRedefinedWarning, DevelopmentWarning, StepChangedWarning
 from weft_nb.executors.base import Executor, ThreadExecutor
-from weft_nb.executors.dask import DaskExecutor
-from weft_nb.executors.process import ProcessExecutor
+
+if TYPE_CHECKING:
+    from weft_nb.executors.dask import DaskExecutor
+    from weft_nb.executors.process import ProcessExecutor
+
+# The executors a notebook may never use are imported on first access (`import weft_nb` and
+# `%load_ext weft_nb` stay quick): `weft_nb.DaskExecutor`, `from weft_nb import ProcessExecutor`.
+_LAZY = {
+    "DaskExecutor": "weft_nb.executors.dask",
+    "ProcessExecutor": "weft_nb.executors.process",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'weft_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_ipython_extension(ipython: object) -> None:

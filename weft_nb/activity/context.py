@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from weft_nb.journal.protocol import CheckpointRecord
 
 _NOT_LOADED: Any = object()
+
+_FAST_BEAT = 50e-6
+"""Beats closer than this (seconds, on average) read the clock only every few calls."""
+_MAX_STRIDE = 64
+"""At most this many beats between clock readings: 64 x 50 us = 3.2 ms of lag at worst."""
 
 CURRENT_ACTIVITY: contextvars.ContextVar[ActivityContext | None] = contextvars.ContextVar(
     "weft_current_activity", default=None
@@ -75,6 +81,16 @@ class ActivityContext:
             [`raise_if_cancelled()`][weft_nb.ActivityContext.raise_if_cancelled].
     """
 
+    # heartbeat() reads the clock only when the count reaches `_stamp_at` (see `_stamp`). Class
+    # defaults, so a subclass with its own __init__ (a worker's context) starts right; a virtual
+    # clock is read on every beat (`_adaptive` false), so tests see exact times.
+    _adaptive = True
+    _stamp_at = 1
+    _stride = 1
+    _stamped_count = 0
+    last_beat_monotonic: float
+    _wall_offset: float
+
     def __init__(
         self,
         identity: AttemptIdentity,
@@ -105,6 +121,7 @@ class ActivityContext:
         self.details: Any = None
         self.heartbeat_count = 0
         self.first_heartbeat_at: float | None = None
+        self._adaptive = clock.monotonic is time.monotonic
         self.restart_watch()
         self.scheduled_at = self.started_at  # before any wait for a queue slot (queue wait time)
         self.max_attempts: int | None = None  # set by the engine; shown as "attempt k/max"
@@ -116,14 +133,44 @@ class ActivityContext:
         once per heartbeat interval, and when the attempt ends. The object is serialised then, not
         now: pass a fresh dict (``{"epoch": 3, "loss": 0.12}``) rather than one you keep mutating.
         """
-        # One clock reading, monotonic: the watchdog compares it, so a system clock stepped back
-        # cannot fake silence (or liveness); the wall time is derived when someone asks.
-        self.last_beat_monotonic = self._monotonic()
-        if not self.heartbeat_count:
-            self.first_heartbeat_at = self.last_beat_monotonic + self._wall_offset
+        # Two stores and a compare: the clock is read by `_stamp` only every few beats when they
+        # come microseconds apart (a 10 us training batch), on every beat otherwise.
         if details is not None:
             self.details = details
-        self.heartbeat_count += 1
+        count = self.heartbeat_count + 1
+        self.heartbeat_count = count
+        if count >= self._stamp_at:
+            self._stamp(count)
+
+    def _stamp(self, count: int) -> None:
+        # One clock reading, monotonic: the watchdog compares it, so a system clock stepped back
+        # cannot fake silence (or liveness); the wall time is derived when someone asks.
+        now = self._monotonic()
+        if self._stamped_count == 0:
+            self.first_heartbeat_at = now + self._wall_offset
+        fast = now - self.last_beat_monotonic < _FAST_BEAT * (count - self._stamped_count)
+        self.last_beat_monotonic = now
+        self._stamped_count = count
+        stride = min(self._stride * 2, _MAX_STRIDE) if fast and self._adaptive else 1
+        self._stride = stride
+        self._stamp_at = count + stride
+
+    def settle_beats(self) -> None:
+        """Date the beats that `heartbeat()` left unstamped to now (watchdog, flusher).
+
+        Beats less than `_FAST_BEAT` apart read the clock only every few calls. When the loop then
+        slows down or stops, its last few beats have no time of their own; they happened after
+        the latest stamp and before now, and now is the choice that never fakes silence.
+        """
+        count = self.heartbeat_count
+        if count != self._stamped_count:
+            now = self._monotonic()
+            if self._stamped_count == 0:
+                self.first_heartbeat_at = now + self._wall_offset
+            self.last_beat_monotonic = now
+            self._stamped_count = count
+            self._stride = 1
+            self._stamp_at = count + 1
 
     def restart_watch(self) -> None:
         """Start the attempt's clocks (again, when it waited for a queue slot before it ran)."""

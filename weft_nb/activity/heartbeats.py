@@ -1,10 +1,11 @@
 """The heartbeat flusher: moves the latest heartbeat details of live attempts into the journal.
 
-``ActivityContext.heartbeat()`` only stores a reference and a timestamp, so it never blocks on disk
-or a lock. This thread wakes once per interval, serialises the newest details of every attempt
-that heartbeated since its last visit, and appends them in one transaction. When an attempt ends,
-the engine takes its final details with `HeartbeatFlusher.finish()` and commits them together
-with the step's outcome, so the journal's last heartbeat of a finished attempt is always exact.
+``ActivityContext.heartbeat()`` only stores a reference, a count and (every few beats in a fast
+loop, see `ActivityContext.settle_beats()`) a timestamp, so it never blocks on disk or a lock.
+This thread wakes once per interval, serialises the newest details of every attempt that
+heartbeated since its last visit, and appends them in one transaction. When an attempt ends, the
+engine takes its final details with `HeartbeatFlusher.finish()` and commits them together with
+the step's outcome, so the journal's last heartbeat of a finished attempt is always exact.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class HeartbeatFlusher:
             self._first_seen[ctx] = False
 
     def _record(self, ctx: ActivityContext) -> HeartbeatRecord | None:
+        ctx.settle_beats()  # a time for the latest beats of a fast loop
         beat = ctx.heartbeat_count  # read before the details: never newer than them
         if (
             evidence.ENABLED

@@ -37,9 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
-
-from weft_nb.base.payloads import JSON, digest, is_json_exact
+from weft_nb.base.payloads import JSON, digest, is_json_exact, is_model
 
 _SCHEME = b"weft-input-v2\0"
 _MAX_DEPTH = 64
@@ -190,7 +188,7 @@ def _feed(h: Any, value: Any, refs: ResultDigests, opaque: list[Any], depth: int
         members = sorted(_sub(item, refs, opaque, depth + 1) for item in value)
         h.update(b"%s%d:" % (b"E" if kind is set else b"Z", len(members)))
         h.update(b"".join(members))
-    elif isinstance(value, BaseModel):
+    elif is_model(value):
         h.update(b"M" + _type_name(kind))
         fields = {name: getattr(value, name) for name in type(value).model_fields}
         fields.update(value.model_extra or {})

@@ -16,12 +16,13 @@ import importlib
 import json
 import pickle
 import sys
-from typing import Any
-
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from weft_nb import errors
 from weft_nb.errors import PayloadError, WeftError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 JSON = "json"
 PICKLE = "pickle"
@@ -68,7 +69,7 @@ def encode(
     """
     if is_json_exact(value):
         codec, data = JSON, json.dumps(value, separators=(",", ":")).encode()
-    elif isinstance(value, BaseModel) and (as_json := _model_json(value, hint)) is not None:
+    elif is_model(value) and (as_json := _model_json(value, hint)) is not None:
         codec, data = as_json
     else:
         try:
@@ -122,7 +123,7 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored v
             "it, then retry.",
             what=what,
         ) from exc
-    except ValidationError as exc:
+    except _validation_error() as exc:
         raise PayloadError(
             f"{what} no longer fits its model ({exc.title}: {exc.error_count()} error(s)); the "
             "model changed since it was recorded. Restore the old fields, or start a new run.",
@@ -140,6 +141,8 @@ def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == JSON:
         value = json.loads(data)
         if hint is not None and _wants_model(hint) and value is not None:
+            from pydantic import TypeAdapter
+
             return TypeAdapter(hint).validate_python(value)
         return value
     if codec == PICKLE:
@@ -149,6 +152,8 @@ def _decode(codec: str, data: bytes, hint: Any) -> Any:
         if hint is not None and _wants_model(hint):
             if cls is not None and issubclass(cls, hint):  # a subclass keeps its own fields
                 return cls.model_validate_json(data)
+            from pydantic import TypeAdapter
+
             return TypeAdapter(hint).validate_json(data)
         if cls is not None:
             return cls.model_validate_json(data)
@@ -169,17 +174,51 @@ def _find_class(path: str) -> type[BaseModel] | None:
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
-    return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
+    return obj if is_model_class(obj) else None
 
 
 def _wants_model(hint: Any) -> bool:
-    return isinstance(hint, type) and issubclass(hint, BaseModel)
+    return is_model_class(hint)
+
+
+# pydantic is imported only by code that uses it: a model (or a model class) exists only once
+# something imported pydantic, so `import weft_nb` does not have to (it costs ~50 ms).
+
+
+def _base_model() -> type | None:
+    module = sys.modules.get("pydantic")
+    base = None if module is None else getattr(module, "BaseModel", None)
+    return base if isinstance(base, type) else None
+
+
+def is_model(value: Any) -> bool:
+    """True for an instance of a pydantic model (without importing pydantic)."""
+    base = _base_model()
+    return base is not None and isinstance(value, base)
+
+
+def is_model_class(obj: Any) -> bool:
+    """True for a pydantic model class (without importing pydantic)."""
+    base = _base_model()
+    return base is not None and isinstance(obj, type) and issubclass(obj, base)
+
+
+class _NotRaised(Exception):
+    """Stands for pydantic's ValidationError while pydantic is not loaded (nothing raises it)."""
+
+
+def _validation_error() -> Any:  # pydantic.ValidationError, or _NotRaised
+    module = sys.modules.get("pydantic")
+    error = None if module is None else getattr(module, "ValidationError", None)
+    return error if isinstance(error, type) and issubclass(error, Exception) else _NotRaised
 
 
 def validate(value: Any, hint: Any, *, what: str) -> Any:
     """Validate ``value`` against a pydantic-model ``hint``; other hints are left alone."""
     if hint is None or not _wants_model(hint) or isinstance(value, hint):
         return value
+    from pydantic import TypeAdapter, ValidationError
+
     try:
         return TypeAdapter(hint).validate_python(value)
     except ValidationError as exc:

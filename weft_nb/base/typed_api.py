@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from pydantic import BaseModel
-
 from weft_nb.base.retry import Duration, RetryPolicy
 
 if TYPE_CHECKING:
     from typing import TypeAlias
+
+    from pydantic import BaseModel  # only a bound here: `import weft_nb` leaves pydantic alone
 
 InputT = TypeVar("InputT")
 """The input an activity or workflow function takes (its first data parameter)."""
@@ -31,7 +31,7 @@ ResultT = TypeVar("ResultT")
 ResultT_co = TypeVar("ResultT_co", covariant=True)
 """The result of a step future or a run handle: read-only, so a handle of a subclass fits."""
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound="BaseModel")
 """A pydantic-model input: a mapping of its fields is accepted too, as the engine validates it."""
 
 

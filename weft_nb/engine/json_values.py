@@ -14,9 +14,7 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel
-
-from weft_nb.base.payloads import JSON, PICKLE, is_json_exact
+from weft_nb.base.payloads import JSON, PICKLE, is_json_exact, is_model
 
 REPR_LIMIT = 200
 """The longest ``repr`` a placeholder carries, in characters."""
@@ -47,7 +45,7 @@ def codec_of(value: Any) -> str:
         return value.codec
     if is_json_exact(value):
         return JSON
-    if isinstance(value, BaseModel):
+    if is_model(value):
         cls = type(value)
         return f"pydantic:{cls.__module__}:{cls.__qualname__}"
     return PICKLE
@@ -96,7 +94,7 @@ def details_json(details: Any, recorded_at: float | None) -> dict[str, Any] | No
     value, text = None, None
     if codec == JSON:
         value = finite(details)
-    elif isinstance(details, BaseModel):
+    elif is_model(details):
         try:
             value = finite(json.loads(details.model_dump_json()))
         except Exception:  # a model whose fields have no JSON: described like a pickle

@@ -14,7 +14,8 @@ executors use too):
 
 Why a CPU-bound (GIL-holding) activity cannot be starved into a false heartbeat timeout:
 ``heartbeat()`` records its timestamp synchronously on the activity's own thread, so liveness does
-not depend on another thread getting the GIL in time. The watchdog only compares timestamps. If
+not depend on another thread getting the GIL in time. The watchdog only compares timestamps (and
+counts the beats a fast loop left without one as alive: `ActivityContext.settle_beats()`). If
 the watchdog itself wakes far later than planned (the process was stalled: the GIL held by a long
 C call, a GC pause, a suspended laptop), it cannot tell "silent" from "starved", so it grants one
 more heartbeat window before failing the attempt.
@@ -206,6 +207,8 @@ class AttemptWatch:
             ctx.cancel(f"per-attempt timeout of {self.timeout:g}s passed")
             return timed_out(ctx, ActivityPerAttemptTimeoutError, self.timeout or 0.0)
         limit = self.heartbeat_timeout
+        if limit is not None and now >= ctx.last_beat_monotonic + limit:
+            ctx.settle_beats()  # beats of a fast loop may not have read the clock yet
         if limit is not None and now >= ctx.last_beat_monotonic + limit:
             if not self._grace_used and now - self._planned > max(_STARVATION_SLACK, limit / 2):
                 self._grace_used = True  # the watchdog itself was starved; see module docstring

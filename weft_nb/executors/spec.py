@@ -3,14 +3,13 @@
 ``executor_from_spec("process 4")`` builds the executor a short description names. The executor
 modules know nothing of each other (``base`` defines the interface and the thread executor,
 ``process`` and ``dask`` build on ``remote``); this module alone names them all, so adding an
-executor touches it and nothing else.
+executor touches it and nothing else. The process and Dask modules are imported only when a
+description names them, so ``%load_ext weft_nb`` stays quick.
 """
 
 from __future__ import annotations
 
 from weft_nb.executors.base import Executor, ThreadExecutor
-from weft_nb.executors.dask import DaskExecutor
-from weft_nb.executors.process import ProcessExecutor
 
 EXECUTOR_USAGE = "thread | process [N] | dask ADDRESS"
 
@@ -28,7 +27,11 @@ def executor_from_spec(spec: str) -> Executor:
     if kind == "process" and len(args) <= 1:
         if args and not (args[0].isdigit() and int(args[0]) >= 1):
             raise ValueError(f"process takes a worker count >= 1, not {args[0]!r}")
+        from weft_nb.executors.process import ProcessExecutor
+
         return ProcessExecutor(max_workers=int(args[0]) if args else None)
     if kind == "dask" and len(args) == 1:
+        from weft_nb.executors.dask import DaskExecutor
+
         return DaskExecutor(args[0])
     raise ValueError(f"unknown executor {spec.strip()!r}; use one of: {EXECUTOR_USAGE}")

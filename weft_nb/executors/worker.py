@@ -20,6 +20,7 @@ Messages (tuples, pickled with cloudpickle):
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 import time
@@ -220,9 +221,42 @@ class WorkerActivityContext(ActivityContext):
         return token
 
 
-def _heartbeat_sender(ctx: WorkerActivityContext, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_SEND_INTERVAL):
-        ctx.flush_heartbeat()
+class _HeartbeatSender:
+    """One thread per worker process: sends the newest heartbeat of each running attempt.
+
+    Started with the first attempt and kept: a thread started and joined per attempt cost more
+    than the rest of a trivial attempt's round trip.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held while flushing: an attempt leaves between flushes
+        self._live: set[WorkerActivityContext] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, ctx: WorkerActivityContext) -> None:
+        with self._lock:
+            self._live.add(ctx)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="weft-heartbeat-sender", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, ctx: WorkerActivityContext) -> None:
+        """Stop sending ``ctx``'s beats; returns once no flush of it is under way."""
+        with self._lock:
+            self._live.discard(ctx)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SEND_INTERVAL)
+            with self._lock:
+                for ctx in list(self._live):
+                    with contextlib.suppress(Exception):  # the kernel went away
+                        ctx.flush_heartbeat()
+
+
+_SENDER = _HeartbeatSender()
 
 
 def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
@@ -237,9 +271,7 @@ def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
     )
     ctx = WorkerActivityContext(info, send, inbox)
     inbox.attach(ctx)
-    stop = threading.Event()
-    sender = threading.Thread(target=_heartbeat_sender, args=(ctx, stop), daemon=True)
-    sender.start()
+    _SENDER.add(ctx)
     try:
         result: tuple[Any, ...] = ("done", "ok", call_activity(definition, value, ctx))
     except CompleteAsync:
@@ -247,8 +279,7 @@ def run_shipped(payload: bytes, send: Send, inbox: Inbox) -> tuple[Any, ...]:
     except BaseException as exc:
         result = ("done", "error", _portable(exc), traceback.format_exc())
     finally:
-        stop.set()
-        sender.join()
+        _SENDER.remove(ctx)
         inbox.attach(None)
     ctx.flush_heartbeat()
     return result
