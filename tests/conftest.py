@@ -40,6 +40,7 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveS
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "weft_nb")
     shell.run_line_magic("weft", f"journal {tmp_path / 'notebook.duckdb'}")
+    shell.run_line_magic("weft", "checkpoints default")  # kernel-wide like the journal (fuzz)
     before = set(shell.user_ns)
     yield shell
     shell.run_line_magic("unload_ext", "weft_nb")

@@ -75,6 +75,9 @@ class _Attempt:
         self.first_heartbeat_at: float | None = None
         self.last_heartbeat_at = 0.0
 
+    def settle_beats(self) -> None:
+        """Every beat here reads the clock already: nothing to date."""
+
     def beat(self, details: Any) -> None:
         self.details = details
         self.heartbeat_count += 1
