@@ -190,9 +190,20 @@ class AsyncWorkflowContext:
 
     async def finish(self, workflow: Coroutine[Any, Any, T]) -> T:
         """Run the workflow's coroutine; refuse a durable call it never awaited."""
-        value = await workflow
+        try:
+            value = await workflow
+        except BaseException:
+            self._close_pending()  # the workflow's own error says what went wrong
+            raise
         self._check_awaited(final=True)
         return value
+
+    def _close_pending(self) -> None:
+        """Close the calls never awaited, so Python adds no "never awaited" warning at exit."""
+        for step in self._pending:
+            if inspect.getcoroutinestate(step) == inspect.CORO_CREATED:
+                step.close()
+        self._pending.clear()
 
     def _input(self, input: Any) -> Any:
         """A step's input; refuse an un-awaited call passed as one."""
@@ -229,10 +240,7 @@ class AsyncWorkflowContext:
                 del self._pending[step]
                 self._futures.pop(step, None)
             elif final or turn < turns - 1:
-                for stale in self._pending:
-                    if inspect.getcoroutinestate(stale) == inspect.CORO_CREATED:
-                        stale.close()  # no "never awaited" RuntimeWarning on top of the error
-                self._pending.clear()
+                self._close_pending()  # no "never awaited" RuntimeWarning on top of the error
                 raise StepNotAwaitedError(call, where=where, run_id=self.run_id)
 
     async def _race(
