@@ -13,7 +13,6 @@ A call that is never awaited raises `StepNotAwaitedError` (its line named) at th
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -190,7 +189,11 @@ class AsyncWorkflowContext:
 
     async def finish(self, workflow: Coroutine[Any, Any, T]) -> T:
         """Run the workflow's coroutine; refuse a durable call it never awaited."""
-        value = await workflow
+        try:
+            value = await workflow
+        except (TypeError, AttributeError) as error:  # what using an un-awaited call raises
+            self._check_awaited(final=True, cause=error)
+            raise
         self._check_awaited(final=True)
         return value
 
@@ -221,7 +224,7 @@ class AsyncWorkflowContext:
         step.close()  # its future stands for it
         return future
 
-    def _check_awaited(self, *, final: bool = False) -> None:
+    def _check_awaited(self, *, final: bool = False, cause: BaseException | None = None) -> None:
         """Raise for a call not awaited (nor handed to a task) since the loop last moved on."""
         turns = self._loop.turns
         for step, (call, where, turn) in list(self._pending.items()):
@@ -233,7 +236,7 @@ class AsyncWorkflowContext:
                     if inspect.getcoroutinestate(stale) == inspect.CORO_CREATED:
                         stale.close()  # no "never awaited" RuntimeWarning on top of the error
                 self._pending.clear()
-                raise StepNotAwaitedError(call, where=where, run_id=self.run_id)
+                raise StepNotAwaitedError(call, where=where, run_id=self.run_id) from cause
 
     async def _race(
         self, position: int, winner: int | None, futures: Sequence[StepFuture[T]]
@@ -260,8 +263,11 @@ async def _result_of(future: StepFuture[T]) -> T:
 
 async def _all_of(futures: Sequence[StepFuture[T]]) -> list[T]:
     for future in futures:
-        with contextlib.suppress(BaseException):  # raised below, in order, once all settled
+        try:
             await future
+        except BaseException:  # a step's error is raised below, in order, once all settled
+            if not future.done():  # the wait itself ended: this task was cancelled
+                raise
     return [future.result() for future in futures]  # settled: raises the first error in order
 
 

@@ -174,6 +174,14 @@ def start(
     name = _workflow_name(rt, workflow)
     position = cursor.take_position()
     child_id = check_run_id(run_id if run_id is not None else f"{cursor.run_id}.{position}")
+    taken = cursor.state.child_ids.setdefault(child_id, position)
+    if taken != position:  # a second child under one id would get the first one's outcome
+        raise WeftError(
+            f"child run id {child_id!r} is already the child of step {taken} of run "
+            f"{cursor.run_id!r}; give each ctx.run_workflow/start_workflow its own run_id",
+            run_id=cursor.run_id,
+            position=position,
+        )
     _, data = encode(
         input, what=f"input of child workflow {name!r}", max_bytes=rt.max_payload_bytes
     )
