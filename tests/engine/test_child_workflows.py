@@ -298,3 +298,13 @@ def test_two_children_under_one_explicit_run_id_are_refused(engine: TestEngine) 
     with pytest.raises(WeftError, match="already the child of step 0"):
         engine.run(twice, run_id="p")
     assert calls["score"] == 1
+
+
+def test_an_activity_passed_as_a_child_workflow_is_named(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> Any:
+        return ctx.run_workflow(score, {"lr": 0.01})
+
+    with pytest.raises(TypeError, match=r"'score' is an activity, not a workflow: call it with"):
+        engine.run(wf)
+    assert calls["score"] == 0

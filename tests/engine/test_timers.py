@@ -181,3 +181,18 @@ def test_a_race_stopped_by_a_restart_journals_no_winner(engine: TestEngine) -> N
     wait_until(lambda: handle.done)
     assert restarted.journal.query("SELECT 1 FROM steps WHERE activity = '<race>'") == []
     restarted.close()
+
+
+@pytest.mark.parametrize("call", ["timer", "sleep"])
+def test_a_timer_or_sleep_of_none_is_a_named_error(engine: TestEngine, call: str) -> None:
+    """review15: ``ctx.timer(None)`` / ``ctx.sleep(None)`` failed with a bare AssertionError."""
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        if call == "timer":
+            ctx.timer(None).result()  # type: ignore[arg-type]
+        else:
+            ctx.sleep(None)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match=rf"ctx.{call} duration is required; got None"):
+        engine.run(wf)

@@ -31,7 +31,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from weft_nb.base.definitions import definition_of, make_workflow
+from weft_nb.base.definitions import WorkflowDefinition, definition_of, make_workflow
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.errors import (
@@ -242,6 +242,11 @@ def _workflow_name(rt: Runtime, workflow: Any) -> str:
     )
     if definition is None:
         raise TypeError(f"{workflow!r} is not a workflow")
+    if not isinstance(definition, WorkflowDefinition):  # an activity: ctx.run is its call
+        raise TypeError(
+            f"{definition.name!r} is an activity, not a workflow: call it with ctx.run(...), or "
+            "pass a @weft_nb.workflow to ctx.run_workflow/start_workflow"
+        )
     return definition.name
 
 

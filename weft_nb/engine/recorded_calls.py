@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
-from weft_nb.base.retry import Duration, parse_duration
+from weft_nb.base.retry import Duration, parse_duration, required_duration
 from weft_nb.engine import memo_failures
 from weft_nb.engine.durable_activity import memo_scope
 from weft_nb.engine.replay import NOT_SET
@@ -55,8 +55,7 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
     Returns None when the journal has the sleep done, else the wait itself: it may run on any
     thread (an async workflow's sleep waits off its loop), and journals the sleep's end.
     """
-    seconds = parse_duration(duration, what="ctx.sleep duration")
-    assert seconds is not None
+    seconds = required_duration(duration, what="ctx.sleep duration")
     position = cursor.take_position()
     signature = digest(json.dumps(seconds).encode())
     recorded = cursor.match(position, SLEEP, "", signature)
