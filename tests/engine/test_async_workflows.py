@@ -378,3 +378,24 @@ def test_using_an_unawaited_call_as_a_value_names_the_missing_await(engine: Test
         engine.run(wf)
     assert f"{__file__}:{wf.__code__.co_firstlineno + 2}" in str(caught.value)
     assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_a_sleep_in_a_race_says_to_use_a_timer_not_to_await_it(engine: TestEngine) -> None:
+    """review15: the seed's ``ctx.race([ctx.run(job), ctx.sleep(...)])`` pointed nowhere useful."""
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        return await ctx.race([ctx.run(double, 1), ctx.sleep("1s")])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match=r"got ctx.sleep\('1s'\) \(for a deadline, pass ctx.timer"):
+        engine.run(wf)
+
+
+def test_a_weft_type_error_is_not_blamed_on_a_pending_call(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        later = ctx.run(double, 1)
+        return await ctx.run(double, 2, no_such_option=1), await later
+
+    with pytest.raises(TypeError, match="unknown ctx.run option"):
+        engine.run(wf)

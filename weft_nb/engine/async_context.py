@@ -191,8 +191,10 @@ class AsyncWorkflowContext:
         """Run the workflow's coroutine; refuse a durable call it never awaited."""
         try:
             value = await workflow
-        except (TypeError, AttributeError) as error:  # what using an un-awaited call raises
-            self._check_awaited(final=True, cause=error)
+        except BaseException as error:
+            if isinstance(error, TypeError | AttributeError) and "coroutine" in str(error):
+                self._check_awaited(final=True, cause=error)  # an un-awaited call used as a value
+            self._close_pending()  # no "never awaited" RuntimeWarning on top of the error
             raise
         self._check_awaited(final=True)
         return value
@@ -217,8 +219,15 @@ class AsyncWorkflowContext:
             return step
         future = self._futures.pop(step, None) if inspect.iscoroutine(step) else None
         if future is None:
+            what, hint = repr(step), ""
+            if inspect.iscoroutine(step) and step in self._pending:
+                what = self._pending.pop(step)[0]  # refused here: not "never awaited" as well
+                step.close()
+                if what.startswith("ctx.sleep("):
+                    hint = " (for a deadline, pass ctx.timer(duration))"
             raise TypeError(
-                f"{call} takes ctx.submit(...) futures and ctx.run(...) calls; got {step!r}"
+                f"{call} takes futures (ctx.submit, ctx.timer, ctx.start_workflow) and "
+                f"ctx.run(...) / ctx.run_workflow(...) calls; got {what}{hint}"
             )
         self._pending.pop(step, None)
         step.close()  # its future stands for it
@@ -232,11 +241,14 @@ class AsyncWorkflowContext:
                 del self._pending[step]
                 self._futures.pop(step, None)
             elif final or turn < turns - 1:
-                for stale in self._pending:
-                    if inspect.getcoroutinestate(stale) == inspect.CORO_CREATED:
-                        stale.close()  # no "never awaited" RuntimeWarning on top of the error
-                self._pending.clear()
+                self._close_pending()
                 raise StepNotAwaitedError(call, where=where, run_id=self.run_id) from cause
+
+    def _close_pending(self) -> None:
+        for stale in self._pending:
+            if inspect.getcoroutinestate(stale) == inspect.CORO_CREATED:
+                stale.close()  # no "never awaited" RuntimeWarning on top of the error
+        self._pending.clear()
 
     async def _race(
         self, position: int, winner: int | None, futures: Sequence[StepFuture[T]]
