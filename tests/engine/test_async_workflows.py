@@ -399,3 +399,17 @@ def test_a_weft_type_error_is_not_blamed_on_a_pending_call(engine: TestEngine) -
 
     with pytest.raises(TypeError, match="unknown ctx.run option"):
         engine.run(wf)
+
+
+def test_a_memo_callback_returning_a_coroutine_is_named(engine: TestEngine) -> None:
+    """review15: ``ctx.memo(k, lambda: fetch())`` gave a PayloadError about pickling."""
+
+    async def fetch() -> int:
+        return 1
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        return await ctx.memo("k", lambda: fetch())  # noqa: PLW0108  # the mistake
+
+    with pytest.raises(AsyncStyleError, match=r"ctx.memo\('k'\) callback returned a coroutine"):
+        engine.run(wf)

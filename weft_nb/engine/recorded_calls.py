@@ -8,6 +8,7 @@ the recorded time, and a memoised function runs once per key per run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import threading
 from collections.abc import Callable
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
 from weft_nb.base.retry import Duration, parse_duration, required_duration
-from weft_nb.engine import memo_failures
+from weft_nb.engine import memo_failures, step_scope
 from weft_nb.engine.durable_activity import memo_scope
 from weft_nb.engine.replay import NOT_SET
-from weft_nb.errors import SignalTimeoutError
+from weft_nb.errors import AsyncStyleError, SignalTimeoutError
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
 
 if TYPE_CHECKING:
@@ -147,6 +148,14 @@ def memo(
                 if kind == MEMO:
                     cursor.remember_memo(key, memo_failures.MemoFailure(error))
             raise
+        if inspect.iscoroutine(value):  # `lambda: some_async()`: a coroutine is no value to keep
+            value.close()
+            raise AsyncStyleError(
+                f"the ctx.memo({key!r}) callback returned a coroutine",
+                "a memo's callback is a plain function that returns a value; make the async "
+                "work an activity and run it with ctx.run(...)",
+                where=step_scope.call_site(),
+            )
         codec, data = encode(
             value, what=f"the value of ctx.memo({key!r})", max_bytes=rt.max_payload_bytes
         )
