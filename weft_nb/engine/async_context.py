@@ -13,6 +13,7 @@ A call that is never awaited raises `StepNotAwaitedError` (its line named) at th
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -277,9 +278,9 @@ async def _all_of(futures: Sequence[StepFuture[T]]) -> list[T]:
     for future in futures:
         try:
             await future
-        except BaseException:  # a step's error is raised below, in order, once all settled
-            if not future.done():  # the wait itself ended: this task was cancelled
-                raise
+        except BaseException as error:  # a step's error is raised below, in order, once settled
+            if isinstance(error, asyncio.CancelledError) and not future.done():
+                raise  # the wait itself was cancelled (asyncio.timeout, wait_for, TaskGroup)
     return [future.result() for future in futures]  # settled: raises the first error in order
 
 
