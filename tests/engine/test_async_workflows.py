@@ -341,3 +341,75 @@ def test_a_call_kept_for_later_in_a_task_is_not_refused(engine: TestEngine) -> N
         return await kept, await pair, after
 
     assert engine.run(fixed) == (2, [4, 6], 8)
+
+
+def test_asyncio_timeout_around_ctx_all_cancels_the_wait(engine: TestEngine) -> None:
+    """review15: ``ctx.all`` swallowed the task's cancel, so ``asyncio.timeout`` never fired."""
+    gate = threading.Event()
+
+    @weft_nb.activity
+    def blocked(x: int) -> int:
+        gate.wait(30)
+        return x
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> str:
+        try:
+            async with asyncio.timeout(0.05):  # not durable: real time, in this process
+                await ctx.all([ctx.run(blocked, 1), ctx.run(double, 2)])
+        except TimeoutError:
+            return "timed out"
+        return "waited for the steps"
+
+    try:
+        assert engine.run(wf, run_id="t") == "timed out"
+    finally:
+        gate.set()
+
+
+def test_using_an_unawaited_call_as_a_value_names_the_missing_await(engine: TestEngine) -> None:
+    """review15: ``ctx.run(...) + 1`` failed the run with a bare TypeError about a coroutine."""
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> int:
+        return ctx.run(double, 1) + 1  # type: ignore[operator]  # the mistake
+
+    with pytest.raises(StepNotAwaitedError) as caught:
+        engine.run(wf)
+    assert f"{__file__}:{wf.__code__.co_firstlineno + 2}" in str(caught.value)
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_a_sleep_in_a_race_says_to_use_a_timer_not_to_await_it(engine: TestEngine) -> None:
+    """review15: the seed's ``ctx.race([ctx.run(job), ctx.sleep(...)])`` pointed nowhere useful."""
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        return await ctx.race([ctx.run(double, 1), ctx.sleep("1s")])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match=r"got ctx.sleep\('1s'\) \(for a deadline, pass ctx.timer"):
+        engine.run(wf)
+
+
+def test_a_weft_type_error_is_not_blamed_on_a_pending_call(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        later = ctx.run(double, 1)
+        return await ctx.run(double, 2, no_such_option=1), await later
+
+    with pytest.raises(TypeError, match="unknown ctx.run option"):
+        engine.run(wf)
+
+
+def test_a_memo_callback_returning_a_coroutine_is_named(engine: TestEngine) -> None:
+    """review15: ``ctx.memo(k, lambda: fetch())`` gave a PayloadError about pickling."""
+
+    async def fetch() -> int:
+        return 1
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> object:
+        return await ctx.memo("k", lambda: fetch())  # noqa: PLW0108  # the mistake
+
+    with pytest.raises(AsyncStyleError, match=r"ctx.memo\('k'\) callback returned a coroutine"):
+        engine.run(wf)

@@ -11,6 +11,7 @@ from helpers import wait_until
 import weft_nb
 from weft_nb.errors import (
     ChildWorkflowFailedError,
+    WeftError,
     WorkflowCancelledError,
     WorkflowFailedError,
 )
@@ -256,3 +257,54 @@ def test_a_timer_that_beats_a_child_wins_and_the_child_keeps_running(engine: Tes
     engine.signal("t.0", "go")
     engine.signal("t", "finish")
     assert handle.result(10) == [1, 1.0]
+
+
+def test_an_explicit_child_run_id_naming_an_unrelated_run_is_refused(engine: TestEngine) -> None:
+    """review15: the parent silently took the outcome of a run that was not its child."""
+    engine.run(trial, {"lr": 0.01}, run_id="top")
+
+    @weft_nb.workflow
+    def adopter(ctx: weft_nb.WorkflowContext) -> float:
+        return ctx.run_workflow(trial, {"lr": 0.5}, run_id="top")
+
+    with pytest.raises(WeftError, match="not a child of run 'p'"):
+        engine.run(adopter, run_id="p")
+    assert calls["score"] == 1  # only the top run's
+
+
+def test_a_child_run_id_equal_to_the_parents_own_is_refused_not_a_deadlock(
+    engine: TestEngine,
+) -> None:
+    """review15: the parent re-attached to itself and waited for itself forever."""
+
+    @weft_nb.workflow
+    def itself(ctx: weft_nb.WorkflowContext) -> float:
+        return ctx.run_workflow("itself", run_id=ctx.run_id)
+
+    handle = engine.start(itself, run_id="me")
+    with pytest.raises(WeftError, match="choose another run_id"):
+        handle.result(timeout=60)
+
+
+def test_two_children_under_one_explicit_run_id_are_refused(engine: TestEngine) -> None:
+    """review15: the second child answered with the first one's result; its input never ran."""
+
+    @weft_nb.workflow
+    def twice(ctx: weft_nb.WorkflowContext) -> list[float]:
+        a = ctx.run_workflow(trial, {"lr": 0.01}, run_id="same")
+        b = ctx.run_workflow(trial, {"lr": 0.02}, run_id="same")
+        return [a, b]
+
+    with pytest.raises(WeftError, match="already the child of step 0"):
+        engine.run(twice, run_id="p")
+    assert calls["score"] == 1
+
+
+def test_an_activity_passed_as_a_child_workflow_is_named(engine: TestEngine) -> None:
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> Any:
+        return ctx.run_workflow(score, {"lr": 0.01})
+
+    with pytest.raises(TypeError, match=r"'score' is an activity, not a workflow: call it with"):
+        engine.run(wf)
+    assert calls["score"] == 0

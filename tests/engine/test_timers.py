@@ -181,3 +181,34 @@ def test_a_race_stopped_by_a_restart_journals_no_winner(engine: TestEngine) -> N
     wait_until(lambda: handle.done)
     assert restarted.journal.query("SELECT 1 FROM steps WHERE activity = '<race>'") == []
     restarted.close()
+
+
+@pytest.mark.parametrize("call", ["timer", "sleep"])
+def test_a_timer_or_sleep_of_none_is_a_named_error(engine: TestEngine, call: str) -> None:
+    """review15: ``ctx.timer(None)`` / ``ctx.sleep(None)`` failed with a bare AssertionError."""
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> None:
+        if call == "timer":
+            ctx.timer(None).result()  # type: ignore[arg-type]
+        else:
+            ctx.sleep(None)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match=rf"ctx.{call} duration is required; got None"):
+        engine.run(wf)
+
+
+@pytest.mark.sync_only  # the async twin is in test_async_workflows.py
+def test_a_sleep_in_a_race_says_to_use_a_timer(engine: TestEngine) -> None:
+    """review15: the seed's ``ctx.race([job, ctx.sleep(...)])`` gave a bare AttributeError."""
+
+    @weft_nb.activity
+    def tick() -> str:
+        return "tick"
+
+    @weft_nb.workflow
+    def wf(ctx: weft_nb.WorkflowContext) -> object:
+        return ctx.race([ctx.submit(tick), ctx.sleep("1s")])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match=r"got None \(ctx.sleep waits.*pass ctx.timer\(duration\)"):
+        engine.run(wf)

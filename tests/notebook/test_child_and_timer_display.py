@@ -92,3 +92,17 @@ def test_the_cli_lists_and_shows_the_parent_link(engine: TestEngine) -> None:
     assert (rows["sw"][-1], rows["sw.1"][-1]) == ("-", "sw")
     assert "  parent    sw" in cli("show", "sw.1")
     assert "  parent" not in cli("show", "sw")
+
+
+def test_a_timer_never_waited_on_does_not_read_as_due_in_0s(engine: TestEngine) -> None:
+    """review15: a finished run's unawaited timer showed "(in 0s)" for a deadline long past."""
+
+    @weft_nb.workflow
+    def forgets(ctx: weft_nb.WorkflowContext) -> None:
+        ctx.timer("1s")  # never waited on: it never fires
+        ctx.sleep("5s")
+
+    engine.run(forgets, run_id="f")
+    timer, _ = engine.snapshot("f").steps
+    assert timer.note is not None
+    assert timer.note.endswith(": passed, not fired (fires when the workflow waits on it)")

@@ -65,6 +65,21 @@ def parse_duration(value: Duration | None, *, what: str = "duration") -> float |
     return seconds
 
 
+def required_duration(value: Duration, *, what: str) -> float:
+    """`parse_duration` for a duration that has no "no limit" (a sleep, a timer): None refused.
+
+    >>> required_duration("2s", what="ctx.timer duration")
+    2.0
+    """
+    seconds = parse_duration(value, what=what)
+    if seconds is None:
+        raise ValueError(
+            f"{what} is required; got None. Pass a number of seconds, a datetime.timedelta, or "
+            "a string like '250ms', '5m'"
+        )
+    return seconds
+
+
 ErrorMatcher = type[BaseException] | str
 """A non-retryable error: an exception class, a class name, or an exact message."""
 

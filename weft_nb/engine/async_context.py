@@ -13,7 +13,7 @@ A call that is never awaited raises `StepNotAwaitedError` (its line named) at th
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -192,18 +192,13 @@ class AsyncWorkflowContext:
         """Run the workflow's coroutine; refuse a durable call it never awaited."""
         try:
             value = await workflow
-        except BaseException:
-            self._close_pending()  # the workflow's own error says what went wrong
+        except BaseException as error:
+            if isinstance(error, TypeError | AttributeError) and "coroutine" in str(error):
+                self._check_awaited(final=True, cause=error)  # an un-awaited call used as a value
+            self._close_pending()  # no "never awaited" RuntimeWarning on top of the error
             raise
         self._check_awaited(final=True)
         return value
-
-    def _close_pending(self) -> None:
-        """Close the calls never awaited, so Python adds no "never awaited" warning at exit."""
-        for step in self._pending:
-            if inspect.getcoroutinestate(step) == inspect.CORO_CREATED:
-                step.close()
-        self._pending.clear()
 
     def _input(self, input: Any) -> Any:
         """A step's input; refuse an un-awaited call passed as one."""
@@ -225,14 +220,21 @@ class AsyncWorkflowContext:
             return step
         future = self._futures.pop(step, None) if inspect.iscoroutine(step) else None
         if future is None:
+            what, hint = repr(step), ""
+            if inspect.iscoroutine(step) and step in self._pending:
+                what = self._pending.pop(step)[0]  # refused here: not "never awaited" as well
+                step.close()
+                if what.startswith("ctx.sleep("):
+                    hint = " (for a deadline, pass ctx.timer(duration))"
             raise TypeError(
-                f"{call} takes ctx.submit(...) futures and ctx.run(...) calls; got {step!r}"
+                f"{call} takes futures (ctx.submit, ctx.timer, ctx.start_workflow) and "
+                f"ctx.run(...) / ctx.run_workflow(...) calls; got {what}{hint}"
             )
         self._pending.pop(step, None)
         step.close()  # its future stands for it
         return future
 
-    def _check_awaited(self, *, final: bool = False) -> None:
+    def _check_awaited(self, *, final: bool = False, cause: BaseException | None = None) -> None:
         """Raise for a call not awaited (nor handed to a task) since the loop last moved on."""
         turns = self._loop.turns
         for step, (call, where, turn) in list(self._pending.items()):
@@ -240,8 +242,14 @@ class AsyncWorkflowContext:
                 del self._pending[step]
                 self._futures.pop(step, None)
             elif final or turn < turns - 1:
-                self._close_pending()  # no "never awaited" RuntimeWarning on top of the error
-                raise StepNotAwaitedError(call, where=where, run_id=self.run_id)
+                self._close_pending()
+                raise StepNotAwaitedError(call, where=where, run_id=self.run_id) from cause
+
+    def _close_pending(self) -> None:
+        for stale in self._pending:
+            if inspect.getcoroutinestate(stale) == inspect.CORO_CREATED:
+                stale.close()  # no "never awaited" RuntimeWarning on top of the error
+        self._pending.clear()
 
     async def _race(
         self, position: int, winner: int | None, futures: Sequence[StepFuture[T]]
@@ -268,8 +276,11 @@ async def _result_of(future: StepFuture[T]) -> T:
 
 async def _all_of(futures: Sequence[StepFuture[T]]) -> list[T]:
     for future in futures:
-        with contextlib.suppress(BaseException):  # raised below, in order, once all settled
+        try:
             await future
+        except BaseException as error:  # a step's error is raised below, in order, once settled
+            if isinstance(error, asyncio.CancelledError) and not future.done():
+                raise  # the wait itself was cancelled (asyncio.timeout, wait_for, TaskGroup)
     return [future.result() for future in futures]  # settled: raises the first error in order
 
 

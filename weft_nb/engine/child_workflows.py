@@ -31,7 +31,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from weft_nb.base.definitions import definition_of, make_workflow
+from weft_nb.base.definitions import WorkflowDefinition, definition_of, make_workflow
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.errors import (
@@ -174,6 +174,14 @@ def start(
     name = _workflow_name(rt, workflow)
     position = cursor.take_position()
     child_id = check_run_id(run_id if run_id is not None else f"{cursor.run_id}.{position}")
+    taken = cursor.state.child_ids.setdefault(child_id, position)
+    if taken != position:  # a second child under one id would get the first one's outcome
+        raise WeftError(
+            f"child run id {child_id!r} is already the child of step {taken} of run "
+            f"{cursor.run_id!r}; give each ctx.run_workflow/start_workflow its own run_id",
+            run_id=cursor.run_id,
+            position=position,
+        )
     _, data = encode(
         input, what=f"input of child workflow {name!r}", max_bytes=rt.max_payload_bytes
     )
@@ -234,6 +242,11 @@ def _workflow_name(rt: Runtime, workflow: Any) -> str:
     )
     if definition is None:
         raise TypeError(f"{workflow!r} is not a workflow")
+    if not isinstance(definition, WorkflowDefinition):  # an activity: ctx.run is its call
+        raise TypeError(
+            f"{definition.name!r} is an activity, not a workflow: call it with ctx.run(...), or "
+            "pass a @weft_nb.workflow to ctx.run_workflow/start_workflow"
+        )
     return definition.name
 
 

@@ -132,6 +132,12 @@ class RunLauncher:
                         f"{definition.name!r}; choose another run id",
                         run_id=run_id,
                     )
+                if parent_run_id is not None and existing.parent_run_id != parent_run_id:
+                    raise WeftError(  # adopting it would answer with another run's outcome
+                        f"child run id {run_id!r} names an existing run that is not a child of "
+                        f"run {parent_run_id!r}; choose another run_id (or leave it out)",
+                        run_id=parent_run_id,
+                    )
                 return self._resume(existing.run_id)
             now = self._rt.clock.now()
             record = RunRecord(

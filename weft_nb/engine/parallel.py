@@ -188,8 +188,24 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
     return future
 
 
+def check_futures(futures: Sequence[Any], call: str) -> None:
+    """Refuse what is not a future (``ctx.sleep``'s None, a result) with a TypeError naming it."""
+    for item in futures:
+        if not isinstance(item, StepFuture):
+            hint = (
+                " (ctx.sleep waits, then returns None: for a deadline, pass ctx.timer(duration))"
+                if item is None
+                else ""
+            )
+            raise TypeError(
+                f"{call} takes futures from ctx.submit, ctx.timer or ctx.start_workflow; got "
+                f"{item!r}{hint}"
+            )
+
+
 def wait_all(futures: Sequence[StepFuture[ResultT]]) -> list[ResultT]:
     """Results in order; on a failure, wait for every sibling to settle, then raise the first."""
+    check_futures(futures, "ctx.all")
     for future in futures:
         future.wait()
     return [future.result() for future in futures]  # settled: raises the first error in order
@@ -217,6 +233,7 @@ def race_position(cursor: StepCursor, futures: Sequence[StepFuture[Any]]) -> tup
     """Take a race's position: ``(position, winner)``, the winner when the journal has it."""
     if not futures:
         raise ValueError("ctx.race needs at least one future")
+    check_futures(futures, "ctx.race")
     position = cursor.take_position()
     members = json.dumps([f.position for f in futures]).encode()
     recorded = cursor.match(position, RACE, "", digest(members))

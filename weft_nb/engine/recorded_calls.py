@@ -8,17 +8,18 @@ the recorded time, and a memoised function runs once per key per run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
-from weft_nb.base.retry import Duration, parse_duration
-from weft_nb.engine import memo_failures
+from weft_nb.base.retry import Duration, parse_duration, required_duration
+from weft_nb.engine import memo_failures, step_scope
 from weft_nb.engine.durable_activity import memo_scope
 from weft_nb.engine.replay import NOT_SET
-from weft_nb.errors import SignalTimeoutError
+from weft_nb.errors import AsyncStyleError, SignalTimeoutError
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
 
 if TYPE_CHECKING:
@@ -55,8 +56,7 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
     Returns None when the journal has the sleep done, else the wait itself: it may run on any
     thread (an async workflow's sleep waits off its loop), and journals the sleep's end.
     """
-    seconds = parse_duration(duration, what="ctx.sleep duration")
-    assert seconds is not None
+    seconds = required_duration(duration, what="ctx.sleep duration")
     position = cursor.take_position()
     signature = digest(json.dumps(seconds).encode())
     recorded = cursor.match(position, SLEEP, "", signature)
@@ -148,6 +148,14 @@ def memo(
                 if kind == MEMO:
                     cursor.remember_memo(key, memo_failures.MemoFailure(error))
             raise
+        if inspect.iscoroutine(value):  # `lambda: some_async()`: a coroutine is no value to keep
+            value.close()
+            raise AsyncStyleError(
+                f"the ctx.memo({key!r}) callback returned a coroutine",
+                "a memo's callback is a plain function that returns a value; make the async "
+                "work an activity and run it with ctx.run(...)",
+                where=step_scope.call_site(),
+            )
         codec, data = encode(
             value, what=f"the value of ctx.memo({key!r})", max_bytes=rt.max_payload_bytes
         )

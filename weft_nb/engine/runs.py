@@ -85,6 +85,7 @@ class RunState:
     backoff: tuple[int, float] | None = None  # (position, retry time) while a retry waits
     signal_arrived: threading.Event | None = None  # set by signals, completions, cancel, stop
     signal_waiters: set[threading.Event] = dataclasses.field(default_factory=set)  # and these
+    child_ids: dict[str, int] = dataclasses.field(default_factory=dict)  # child id: position
     pending_tokens: dict[int, str] = dataclasses.field(default_factory=dict)
     thread: threading.Thread | None = None
     replayed: int = 0

@@ -27,7 +27,9 @@ def step_note(step: StepRecord, now: float) -> str | None:
         at = datetime.datetime.fromtimestamp(deadline).strftime("%Y-%m-%d %H:%M:%S")
         if step.status == STEP_COMPLETED:
             return f"deadline {at}: fired"
-        return f"deadline {at} (in {max(0.0, deadline - now):.0f}s)"
+        if deadline <= now:  # a timer fires when the workflow waits on it: maybe never
+            return f"deadline {at}: passed, not fired (fires when the workflow waits on it)"
+        return f"deadline {at} (in {deadline - now:.0f}s)"
     if step.activity == CHILD and step.idempotency_key:
         return f"child workflow run {step.idempotency_key}"
     return None

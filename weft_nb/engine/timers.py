@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from weft_nb.base.payloads import digest
-from weft_nb.base.retry import Duration, parse_duration
+from weft_nb.base.retry import Duration, required_duration
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_STARTED, StepRecord
 
@@ -73,8 +73,7 @@ class TimerFuture(StepFuture[None]):
 
 def timer(rt: Runtime, cursor: StepCursor, duration: Duration) -> TimerFuture:
     """Take the next position for a timer of ``duration``; its deadline is journaled now."""
-    seconds = parse_duration(duration, what="ctx.timer duration")
-    assert seconds is not None
+    seconds = required_duration(duration, what="ctx.timer duration")
     position = cursor.take_position()
     signature = digest(json.dumps(seconds).encode())
     recorded = cursor.match(position, TIMER, "", signature)
