@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from weft_nb.base.definitions import WorkflowDefinition, definition_of, make_workflow
 from weft_nb.base.payloads import decode, digest, encode, error_from_json, error_to_json
 from weft_nb.engine.parallel import StepFuture
+from weft_nb.engine.replay import control_record
 from weft_nb.errors import (
     ChildWorkflowFailedError,
     JournalClosedError,
@@ -47,7 +48,6 @@ from weft_nb.journal.protocol import (
     COMPLETED,
     STEP_COMPLETED,
     STEP_FAILED,
-    STEP_STARTED,
     TERMINAL_STATUSES,
     RunRecord,
     StepRecord,
@@ -187,16 +187,13 @@ def start(
     )
     signature = digest(json.dumps([name, child_id]).encode() + b"\0" + data)
     recorded = cursor.match(position, CHILD, "", signature)
-    marker = StepRecord(
-        run_id=cursor.run_id,
-        position=position,
-        activity=CHILD,
-        status=STEP_STARTED,
-        input_hash=signature,
-        source_hash="",
-        attempts=1,
-        started_at=rt.clock.now() if recorded is None else recorded.started_at,
-        result_codec="json",
+    started_at = rt.clock.now() if recorded is None else recorded.started_at
+    marker = control_record(
+        cursor.run_id,
+        position,
+        CHILD,
+        signature,
+        started_at,
         result=json.dumps(child_id).encode(),
         idempotency_key=child_id,  # kept by the outcome too: the panel links the child run
     )

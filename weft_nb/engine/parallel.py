@@ -28,9 +28,10 @@ from weft_nb.base.clock import RealClock
 from weft_nb.base.payloads import digest
 from weft_nb.base.typed_api import ResultT, ResultT_co
 from weft_nb.engine import async_loop, steps
+from weft_nb.engine.replay import control_record
 from weft_nb.errors import BranchTopologyChangedError
 from weft_nb.journal.group_commit import Deferral, deferring
-from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
+from weft_nb.journal.protocol import STEP_COMPLETED
 
 if TYPE_CHECKING:
     from weft_nb.engine.replay import PreparedStep, StepCursor
@@ -251,20 +252,10 @@ def record_winner(
         (i for i, f in enumerate(futures) if f.done()), key=lambda i: futures[i].settled_order
     )
     members = json.dumps([f.position for f in futures]).encode()
-    now = rt.clock.now()
+    at, result = rt.clock.now(), str(winner).encode()
     rt.journal.record_step(
-        StepRecord(
-            run_id=cursor.run_id,
-            position=position,
-            activity=RACE,
-            status=STEP_COMPLETED,
-            input_hash=digest(members),
-            source_hash="",
-            attempts=1,
-            started_at=now,
-            finished_at=now,
-            result_codec="json",
-            result=str(winner).encode(),
+        control_record(
+            cursor.run_id, position, RACE, digest(members), at, completed=True, result=result
         )
     )
     return winner
@@ -328,19 +319,15 @@ def start_group(
     else:
         if recorded is not None:
             cursor.supersede(position, recorded, GROUP, "", digest(topology))
-        now = rt.clock.now()
+        at = rt.clock.now()
         rt.journal.record_step(
-            StepRecord(
-                run_id=cursor.run_id,
-                position=position,
-                activity=GROUP,
-                status=STEP_COMPLETED,
-                input_hash=digest(topology),
-                source_hash="",
-                attempts=1,
-                started_at=now,
-                finished_at=now,
-                result_codec="json",
+            control_record(
+                cursor.run_id,
+                position,
+                GROUP,
+                digest(topology),
+                at,
+                completed=True,
                 result=topology,
             )
         )

@@ -18,29 +18,15 @@ from weft_nb.base.payloads import decode, digest, encode, error_from_json, error
 from weft_nb.base.retry import Duration, parse_duration, required_duration
 from weft_nb.engine import memo_failures, step_scope
 from weft_nb.engine.durable_activity import memo_scope
-from weft_nb.engine.replay import NOT_SET
+from weft_nb.engine.replay import NOT_SET, control_record
 from weft_nb.errors import AsyncStyleError, SignalTimeoutError
-from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED, STEP_STARTED, StepRecord
+from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
 if TYPE_CHECKING:
     from weft_nb.engine.replay import StepCursor
     from weft_nb.engine.runtime import Runtime
 
 SLEEP, NOW, MEMO, SIGNAL = "<sleep>", "<now>", "<memo>", "<signal>"
-
-
-def _record(run_id: str, position: int, kind: str, signature: str, started_at: float) -> StepRecord:
-    """The ``STEP_STARTED`` record of a recorded call; its outcomes are ``replace``-d from it."""
-    return StepRecord(
-        run_id=run_id,
-        position=position,
-        activity=kind,
-        status=STEP_STARTED,
-        input_hash=signature,
-        source_hash="",
-        attempts=1,
-        started_at=started_at,
-    )
 
 
 def sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> None:
@@ -67,7 +53,7 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
         deadline = float(recorded.result)  # the original deadline, from before the restart
     else:
         deadline = rt.clock.now() + seconds
-        marker = _record(cursor.run_id, position, SLEEP, signature, rt.clock.now())
+        marker = control_record(cursor.run_id, position, SLEEP, signature, rt.clock.now())
         rt.journal.record_marker(
             dataclasses.replace(
                 marker,
@@ -85,7 +71,7 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
         now = rt.clock.now()
         rt.journal.record_step(
             dataclasses.replace(
-                _record(cursor.run_id, position, SLEEP, signature, now),
+                control_record(cursor.run_id, position, SLEEP, signature, now),
                 status=STEP_COMPLETED,
                 finished_at=now,
                 result_codec="json",
@@ -139,7 +125,7 @@ def memo(
             if memo_failures.is_answer(error):
                 at = rt.clock.now()
                 failed = dataclasses.replace(
-                    _record(cursor.run_id, position, kind, signature, at),
+                    control_record(cursor.run_id, position, kind, signature, at),
                     status=STEP_FAILED,
                     finished_at=at,
                 )
@@ -163,7 +149,7 @@ def memo(
         at = rt.clock.now()
         rt.journal.record_step(
             dataclasses.replace(
-                _record(cursor.run_id, position, kind, signature, at),
+                control_record(cursor.run_id, position, kind, signature, at),
                 status=STEP_COMPLETED,
                 finished_at=at,
                 result_codec=codec,
@@ -222,7 +208,7 @@ def begin_signal_wait(
         deadline = started + seconds
         rt.journal.record_marker(
             dataclasses.replace(
-                _record(run_id, position, SIGNAL, signature, started),
+                control_record(run_id, position, SIGNAL, signature, started),
                 result_codec="json",
                 result=json.dumps(deadline).encode(),
                 idempotency_key=SIGNAL,
@@ -237,7 +223,7 @@ def begin_signal_wait(
             cursor.check_alive()
             cursor.clear_signal(arrived)  # before looking: a signal sent from now on sets it
             step = dataclasses.replace(
-                _record(run_id, position, SIGNAL, signature, started),
+                control_record(run_id, position, SIGNAL, signature, started),
                 status=STEP_COMPLETED,
                 finished_at=rt.clock.now(),
                 idempotency_key=SIGNAL,
@@ -256,7 +242,7 @@ def begin_signal_wait(
                 error = SignalTimeoutError(name, seconds or 0, run_id=run_id, position=position)
                 rt.journal.record_step(
                     dataclasses.replace(
-                        _record(run_id, position, SIGNAL, signature, started),
+                        control_record(run_id, position, SIGNAL, signature, started),
                         status=STEP_FAILED,
                         finished_at=rt.clock.now(),
                         error=error_to_json(error),

@@ -28,7 +28,7 @@ from weft_nb.base import evidence
 from weft_nb.base.input_digest import InputDigest, ResultDigests
 from weft_nb.engine.run_definitions import RunDefinitions
 from weft_nb.errors import NonDeterminismError, StepChangedWarning, WorkflowCancelledError
-from weft_nb.journal.protocol import EventRecord, StepRecord
+from weft_nb.journal.protocol import STEP_COMPLETED, STEP_STARTED, EventRecord, StepRecord
 
 if TYPE_CHECKING:
     from weft_nb.activity.context import ActivityContext
@@ -333,4 +333,36 @@ def _warn_untrusted_change(run_id: str, position: int, name: str, signature: Inp
         "dataclasses, pydantic models, numpy arrays, or values returned by earlier steps.",
         StepChangedWarning,
         stacklevel=4,
+    )
+
+
+def control_record(  # noqa: PLR0913
+    run_id: str,
+    position: int,
+    kind: str,
+    signature: str,
+    at: float,
+    *,
+    completed: bool = False,
+    result: bytes | None = None,
+    idempotency_key: str | None = None,
+) -> StepRecord:
+    """The journal row of an engine-made step (``<race>``, ``<timer>``, ``<sleep>``, ...).
+
+    Started at ``at`` (and finished then when ``completed``); ``result`` is JSON. Its outcomes
+    are ``dataclasses.replace``-d from it.
+    """
+    return StepRecord(
+        run_id=run_id,
+        position=position,
+        activity=kind,
+        status=STEP_COMPLETED if completed else STEP_STARTED,
+        input_hash=signature,
+        source_hash="",
+        attempts=1,
+        started_at=at,
+        finished_at=at if completed else None,
+        result_codec="json" if result is not None else None,
+        result=result,
+        idempotency_key=idempotency_key,
     )

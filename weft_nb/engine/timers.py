@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from weft_nb.base.payloads import digest
 from weft_nb.base.retry import Duration, required_duration
 from weft_nb.engine.parallel import StepFuture
-from weft_nb.journal.protocol import STEP_COMPLETED, STEP_STARTED, StepRecord
+from weft_nb.engine.replay import control_record
+from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
 
 if TYPE_CHECKING:
     from weft_nb.engine.replay import StepCursor
@@ -84,17 +85,14 @@ def timer(rt: Runtime, cursor: StepCursor, duration: Duration) -> TimerFuture:
     else:
         deadline = started + seconds
         recorded = None
-    record = StepRecord(
-        run_id=cursor.run_id,
-        position=position,
-        activity=TIMER,
-        status=STEP_STARTED,
-        input_hash=signature,
-        source_hash="",
-        attempts=1,
-        started_at=started,
-        result_codec="json",
-        result=json.dumps(deadline).encode(),
+    deadline_json = json.dumps(deadline).encode()
+    record = control_record(
+        cursor.run_id,
+        position,
+        TIMER,
+        signature,
+        started,
+        result=deadline_json,
         idempotency_key=TIMER,
     )
     future = TimerFuture(rt, cursor, position, deadline, record)
