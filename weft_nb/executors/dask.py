@@ -202,7 +202,7 @@ class _DaskChannel:
         message: tuple[Any, ...] = pickle.loads(data)
         if message[0] == _RERUN:  # the result Dask fetched is a rerun's (see dask_attempt)
             first = self.worker or "its first worker"
-            raise self._lost(f"Dask ran it again on {message[1]} after {first} was lost")
+            raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
         return message
 
     def _rerun_started(self) -> bool:
