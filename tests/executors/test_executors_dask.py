@@ -22,6 +22,7 @@ from executor_cases import CASES, engine_for
 
 import weft_nb
 from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
+from weft_nb.executors import dask as dask_module
 from weft_nb.executors.dask import _DaskChannel as DaskChannel
 from weft_nb.executors.dask import dask_attempt
 
@@ -97,12 +98,12 @@ def test_without_distributed_the_error_names_the_extra(monkeypatch: pytest.Monke
     assert isinstance(info.value, ImportError)
 
 
-def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start_handshake(
+def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start(
     client: distributed.Client,
 ) -> None:
-    """Dask started an attempt's task again after its worker died, but the kernel had already
-    failed the attempt (and cancelled it): the rerun must end, not hold a worker thread waiting
-    for a reply to its ``started`` that will never come."""
+    """Dask started an attempt's task again after its worker died (the first start took the
+    go-ahead), but the kernel had already failed the attempt (and cancelled it): the rerun must
+    end at once without running the activity, not hold a worker thread waiting for the kernel."""
     name = f"weft-test-rerun-{uuid.uuid4().hex[:8]}"
     out = distributed.Queue(f"{name}-out", client=client)
     incoming = distributed.Queue(f"{name}-in", client=client)
@@ -111,10 +112,9 @@ def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start_handshake(
         dask_attempt, b"never unpickled", out.name, incoming.name, pure=False, key=name
     )
     done = pickle.loads(future.result(timeout=120))  # before the fix: waited forever
-    assert done[:2] == ("done", "error")
-    assert "rerun" in str(done[2])
-    messages = [pickle.loads(raw)[0] for raw in out.get(batch=True)]
-    assert messages == ["started", "finished"]  # no heartbeat, no request: the activity never ran
+    assert done[0] == dask_module._RERUN
+    messages = [pickle.loads(raw) for raw in out.get(batch=True)]
+    assert [m[::2] for m in messages] == [("started", "rerun")]  # the activity never ran
     for queue in (out, incoming):
         queue.close()
 
@@ -129,7 +129,7 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
     out = distributed.Queue(client=client)
     incoming = distributed.Queue(client=client)
     ctx = SimpleNamespace(run_id="r", position=3, activity_name="a", attempt=1, cancel_reason="")
-    channel = DaskChannel(client, future, out, incoming, cast(Any, ctx))
+    channel = DaskChannel(weft_nb.DaskExecutor(client), future, out, incoming, cast(Any, ctx))
     channel.worker = "tcp://127.0.0.1:1"  # the worker it started on is no longer in the cluster
     errors: list[BaseException] = []
 
@@ -151,18 +151,18 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
         channel.close()
 
 
-def test_a_rerun_whose_task_was_released_ends_at_its_start_handshake(
+def test_a_rerun_whose_task_was_released_ends_at_its_start(
     client: distributed.Client,
 ) -> None:
     """Dask reran an attempt the kernel had already finished with (the worker holding the result
-    died after the kernel fetched it): no reply and no cancellation come, but the task is
-    released, and the rerun must free its worker thread."""
+    died after the kernel fetched it): no go-ahead, no reply and no cancellation come, and the
+    rerun must free its worker thread at once, without running the activity."""
     name = f"weft-test-released-{uuid.uuid4().hex[:8]}"
     out = distributed.Queue(f"{name}-out", client=client)
     incoming = distributed.Queue(f"{name}-in", client=client)
     future = client.submit(dask_attempt, b"never unpickled", out.name, incoming.name, pure=False)
-    assert pickle.loads(out.get(timeout=120))[0] == "started"
-    future.cancel()  # what the kernel's release of a finished attempt's future comes to
-    assert pickle.loads(out.get(timeout=120))[0] == "finished"  # before the fix: never
+    started = pickle.loads(out.get(timeout=120))  # before the fix: held the thread, no end
+    assert started[0::2] == ("started", "rerun")
+    assert pickle.loads(future.result(timeout=120))[0] == dask_module._RERUN
     for queue in (out, incoming):
         queue.close()

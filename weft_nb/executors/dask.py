@@ -2,13 +2,18 @@
 
 Each attempt is one task, submitted with ``pure=False`` and ``retries=0``: weft_nb's retry policy
 decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` objects named
-after the attempt (worker to kernel: heartbeats, requests, ``started``/``finished``; kernel to
-worker: replies and cancellation). The result travels as the task's result, on Dask's data path.
+after the attempt (worker to kernel: ``started``, heartbeats, requests; kernel to worker: the
+go-ahead, put before the task is submitted, then replies and cancellation). The result travels as
+the task's result, on Dask's data path: the kernel wakes when the task's future completes, and the
+attempts running at once share one worker-list query a second for their liveness checks. A short
+attempt costs Dask's own round trip plus a few queue calls on the scheduler.
 
 A lost worker shows up three ways, all mapped to
 [`WorkerLostError`][weft_nb.errors.WorkerLostError]: ``KilledWorker``, the task starting a second
-time (Dask reschedules the tasks of a dead worker; that rerun is cancelled, and weft_nb retries with
-a new attempt instead), or the worker the task started on leaving the cluster.
+time (Dask reschedules the tasks of a dead worker; the rerun finds no go-ahead and does not run
+the activity, and weft_nb retries with a new attempt instead), or the worker the task started on
+leaving the cluster. A result lost with its worker before the kernel fetched it (Dask then runs
+the task again) is a lost worker too: the kernel waits for it a second at a time, checking.
 """
 
 from __future__ import annotations
@@ -35,71 +40,84 @@ if TYPE_CHECKING:
     from weft_nb.base.definitions import ActivityDefinition
 
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
-_MIN_POLL = 0.01
-_MAX_PAUSE = 0.02
+_MIN_POLL = 0.01  # the kernel's first pause between looks at an attempt's queue
+_MAX_PAUSE = 0.04  # a finished task wakes the kernel at once; these pace heartbeats and requests
 _READER_POLL = 0.1  # how soon a worker sees a cancellation
-_READER_POLL_BUSY = 0.005  # while it waits for a reply (a checkpoint written, a token)
+_READER_POLL_BUSY = 0.001  # while it waits for a reply (the go-ahead, a checkpoint, a token)
+_WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
 
 
 def _distributed() -> Any:
     return import_extra("distributed", extra="dask", feature="weft_nb.DaskExecutor")
 
 
+_RERUN = "weft-dask-rerun"  # a rerun's result: the kernel fails the attempt as a lost worker
+
+
 def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
-    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message."""
+    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message.
+
+    The kernel puts a go-ahead on the attempt's incoming queue before it submits the task. Dask
+    reruns the tasks of a lost worker; only the first start of an attempt finds the go-ahead and
+    runs it. A rerun says so and returns at once, never waiting for the kernel (which may have
+    given up on the attempt, or finished with it), and the kernel fails the attempt with
+    WorkerLostError and retries it by its policy. Reporting the worker's address, reading the
+    kernel's later messages and releasing the queues happen on a reader thread, off the path of
+    a short attempt.
+    """
     from distributed import Queue, get_worker
 
-    out, incoming = Queue(out_name), Queue(in_name)
-    inbox, stop = Inbox(one_attempt=True), threading.Event()
+    incoming = Queue(in_name)
+    inbox, stop, ready = Inbox(one_attempt=True), threading.Event(), threading.Event()
+    address = get_worker().address
+    outs: list[Queue] = []
 
     def send(message: tuple[Any, ...]) -> None:
-        out.put(cloudpickle.dumps(message))
+        ready.wait()
+        if not outs:
+            raise OSError("the kernel's channel to this attempt is gone")
+        outs[0].put(cloudpickle.dumps(message))
+
+    go, _ = inbox.expect(0)
+    for raw in incoming.get(batch=True):
+        inbox.deliver(pickle.loads(raw))
+    if not go.is_set():  # a rerun: the first start took the go-ahead
+        with contextlib.suppress(Exception):  # the kernel may have released it already
+            outs.append(Queue(out_name))
+            outs[0].put(cloudpickle.dumps(("started", address, "rerun")))
+        _release(*outs, incoming)
+        return pickle.dumps((_RERUN, address))
 
     def read() -> None:
         # Polls with qsize() instead of a blocking get(timeout): a get still waiting in the
         # scheduler when the kernel releases the queue is logged there as an error.
-        while not stop.is_set():
+        try:
             try:
+                outs.append(Queue(out_name))
+            finally:
+                ready.set()
+            send(("started", address))
+            while not stop.is_set():
                 if incoming.qsize():
                     for raw in incoming.get(batch=True):
                         inbox.deliver(pickle.loads(raw))
-            except Exception:  # the kernel released the queue or the client went away
-                inbox.deliver(("cancel", "the kernel's channel to this attempt is gone"))
-                return
-            stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
+                stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
+        except Exception:  # the kernel released the queue or went away: nobody to answer
+            inbox.deliver(("cancel", "the kernel's channel to this attempt is gone"))
+        _release(*outs, incoming)
 
     reader = threading.Thread(target=read, name="weft-dask-reader", daemon=True)
     reader.start()
     try:
-        # Dask reruns the tasks of a lost worker; only the first start of an attempt may run it
-        # (the kernel fails a rerun's attempt with WorkerLostError and retries it by its policy).
-        go, answer = inbox.expect(0)
-        worker = get_worker()
-        send(("started", worker.address))
-        # A rerun the kernel already gave up on gets no reply, only a cancellation; a rerun of an
-        # attempt the kernel already finished with gets neither, but its task is released
-        # (cancelled on this worker). Either way it stops here instead of holding this thread.
-        while not go.wait(_READER_POLL) and inbox.cancel_reason is None:
-            if _released(worker, worker.get_current_task()):
-                break
-        if answer and answer[0][0] and inbox.cancel_reason is None:
-            done = encode_done(run_shipped(payload, send, inbox))
-        else:
-            done = encode_done(("done", "error", RuntimeError("a rerun after a lost worker"), ""))
+        return encode_done(run_shipped(payload, send, inbox))
     finally:
-        stop.set()
-        reader.join()
-    send(("finished",))
-    for queue in (out, incoming):  # each Queue() here took a reference on the scheduler
+        stop.set()  # the reader releases the queues as it leaves; nobody waits for it
+
+
+def _release(*queues: Queue) -> None:
+    for queue in queues:  # each Queue() here took a reference on the scheduler
         with contextlib.suppress(Exception):
             queue.close()
-    return done
-
-
-def _released(worker: Any, key: Any) -> bool:
-    """Whether the scheduler no longer wants the task ``key`` this worker is running."""
-    task = worker.state.tasks.get(key)
-    return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
 class _DaskChannel:
@@ -107,13 +125,13 @@ class _DaskChannel:
 
     def __init__(
         self,
-        client: Client,
+        executor: DaskExecutor,
         future: Future[bytes],
         out: Queue,
         incoming: Queue,
         ctx: ActivityContext,
     ) -> None:
-        self.client = client
+        self.executor = executor
         self.future = future
         self.out = out
         self.incoming = incoming
@@ -121,37 +139,46 @@ class _DaskChannel:
         self.worker: str | None = None
         self._buffer: list[tuple[Any, ...]] = []
         self._next_check = time.monotonic() + _LIVENESS_EVERY
+        # Set when the task ends: a wait wakes at once instead of at its next look at the queue.
+        self._ended = threading.Event()
+        future.add_done_callback(lambda _: self._ended.set())
 
     def poll(self, timeout: float) -> tuple[Any, ...] | None:
         # qsize() then get(batch=True), never a get(timeout) that may time out: the scheduler
         # logs every such timeout as an error.
         deadline = time.monotonic() + timeout
-        pause = _MIN_POLL / 2
+        pause = _MIN_POLL
         while not self._buffer:
-            if self.out.qsize():
-                for raw in self.out.get(batch=True):
-                    count_received(len(raw))
-                    self._buffer.append(pickle.loads(raw))
+            ended = self._ended.is_set()  # before the look: what it sent is in the queue then
+            if self._drain():
                 break
+            if ended:
+                return self._result()  # its messages are read: put() returns once queued
             checked = self._check()
             if checked is not None:
                 return checked
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            time.sleep(min(pause, left))
+            self._ended.wait(min(pause, left))
             pause = min(pause * 2, _MAX_PAUSE)
         message = self._buffer.pop(0)
         if message[0] == "started":
-            if self.worker is not None:
-                self.send(("reply", 0, False, None))
-                raise self._lost(f"Dask restarted it on {message[1]} after {self.worker} was lost")
+            if len(message) > 2 or self.worker is not None:  # a rerun (see dask_attempt)
+                first = self.worker or "its first worker"
+                raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
             self.worker = message[1]
-            self.send(("reply", 0, True, None))
             return None
-        if message[0] == "finished":
-            return self._result()
         return message
+
+    def _drain(self) -> bool:
+        """Move what the worker sent into the buffer; True if there was something."""
+        if not self.out.qsize():
+            return False
+        for raw in self.out.get(batch=True):
+            count_received(len(raw))
+            self._buffer.append(pickle.loads(raw))
+        return True
 
     def _result(self) -> tuple[Any, ...]:
         distributed = _distributed()
@@ -173,17 +200,26 @@ class _DaskChannel:
                 return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
         count_received(len(data))
         message: tuple[Any, ...] = pickle.loads(data)
+        if message[0] == _RERUN:  # the result Dask fetched is a rerun's (see dask_attempt)
+            first = self.worker or "its first worker"
+            raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
         return message
 
     def _rerun_started(self) -> bool:
-        """Whether Dask started this attempt's task again (its ``started`` message arrived)."""
-        if self.out.qsize():
-            self._buffer.extend(pickle.loads(raw) for raw in self.out.get(batch=True))
-        return any(message[0] == "started" for message in self._buffer)
+        """Whether Dask started this attempt's task again (a rerun's ``started`` arrived)."""
+        with contextlib.suppress(Exception):
+            self._drain()
+        return any(m[0] == "started" and len(m) > 2 for m in self._buffer)
+
+    def _worker_present(self) -> bool:
+        """Whether the worker the attempt started on is in the (cached) worker list."""
+        if self.worker is None:
+            return True  # its ``started`` has not arrived: the future's state tells
+        return self.worker in self.executor.workers(max_age=_LIVENESS_EVERY)
 
     def _check(self) -> tuple[Any, ...] | None:
         status = self.future.status
-        if status == "error":  # "finished" is handled when its message arrives
+        if status == "error":  # a finished task wakes poll() through its done callback
             return self._result()
         if status == "cancelled":
             raise self._lost("its task was cancelled by the scheduler")
@@ -193,10 +229,6 @@ class _DaskChannel:
             if not self._worker_present():
                 raise self._lost(f"worker {self.worker} left the cluster")
         return None
-
-    def _worker_present(self) -> bool:
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        return self.worker in workers
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
@@ -263,6 +295,9 @@ class DaskExecutor(RemoteExecutor):
         self.cancel_grace = cancel_grace
         self.queue_resources = {q: dict(r) for q, r in (queue_resources or {}).items()}
         self._owns_client = isinstance(client, str)
+        self._workers_lock = threading.Lock()
+        self._workers: dict[str, Any] = {}
+        self._workers_at: float | None = None
         if isinstance(client, str):
             self.address = client
             try:
@@ -310,6 +345,7 @@ class DaskExecutor(RemoteExecutor):
         key = f"weft-{definition.name}-{ctx.run_id}-{ctx.position}-{ctx.attempt}-{nonce}"
         out = distributed.Queue(f"{key}-out", client=self.client)
         incoming = distributed.Queue(f"{key}-in", client=self.client)
+        incoming.put(cloudpickle.dumps(("reply", 0, True, None)))  # the go-ahead: dask_attempt
         future = self.client.submit(
             dask_attempt,
             payload,
@@ -320,7 +356,7 @@ class DaskExecutor(RemoteExecutor):
             retries=0,
             resources=self._resources(queue),
         )
-        channel = _DaskChannel(self.client, future, out, incoming, ctx)
+        channel = _DaskChannel(self, future, out, incoming, ctx)
         try:
             yield channel
         finally:
@@ -331,9 +367,23 @@ class DaskExecutor(RemoteExecutor):
             return None
         if queue in self.queue_resources:
             return self.queue_resources[queue]
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = self.workers(max_age=_WORKERS_MAX_AGE)
         advertised = any(queue in (w.get("resources") or {}) for w in workers.values())
         return {queue: 1} if advertised else None
+
+    def workers(self, *, max_age: float) -> dict[str, Any]:
+        """The cluster's workers (address to info), at most ``max_age`` seconds old.
+
+        Every running attempt checks that its worker is still there, once a second: they share
+        one scheduler query instead of one each.
+        """
+        with self._workers_lock:
+            now = time.monotonic()
+            if self._workers_at is None or now - self._workers_at >= max_age:
+                info = self.client.scheduler_info(n_workers=-1)
+                self._workers = dict(info.get("workers", {}))
+                self._workers_at = time.monotonic()
+            return self._workers
 
     def close(self) -> None:
         """Close the client if this executor created it from an address."""
