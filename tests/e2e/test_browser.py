@@ -230,3 +230,96 @@ def test_cancel_and_approve_buttons_drive_background_runs(page: Any, lab: Lab) -
     assert re.search(r"status\s+cancelled", shown["e2e-cancel"]), shown["e2e-cancel"]
     assert re.search(r"status\s+completed", shown["e2e-approve"]), shown["e2e-approve"]
     assert "model v3 deployed" in shown["e2e-approve"], shown["e2e-approve"]
+
+
+# A cell that *awaits* a run keeps the kernel's event loop running, so the panel's buttons (comm
+# messages) work before the cell ends (issue 15; docs/guides/async.md). Run All runs the cells in
+# order: the approval cell first (it ends well), then the cancel cell, which ends in an error.
+AWAITING = [
+    "%load_ext weft_nb\n%weft journal .weft/awaits.duckdb",
+    "%%weft_activity spin(n)\nbeats = 0\nwhile not activity.sleep(0.2):\n"
+    '    beats += 1\n    activity.heartbeat({"beats": beats})\nbeats',
+    "%%weft_workflow forever(n)\nctx.run(spin, n)",
+    "%%weft_activity sign_off(version)\nactivity.complete_async()",
+    '%%weft_activity deploy(version)\nf"model v{version} deployed"',
+    "%%weft_workflow release(version)\ndecision = ctx.run(sign_off, version)\n"
+    'ctx.run(deploy, version) if decision["approved"] else "rejected"',
+    "release = %weft run release version=4 --id e2e-await-approve --background\nawait release",
+    "spinning = %weft run forever n=1 --id e2e-await-cancel --background\nawait spinning",
+]
+
+
+def _cell_of(page: Any, run_id: str) -> Any:
+    """The notebook cell whose output shows the panel of run ``run_id``."""
+    return page.locator(
+        ".jp-Notebook .jp-Cell", has=page.locator(".weft-run-header", has_text=run_id)
+    )
+
+
+def _journal_status(journal: str, run_id: str) -> str:
+    """``weft-nb show RUN``, asked again until the kernel's engine has let go of the file."""
+    deadline = time.monotonic() + CLICK_MS / 1000
+    while not (shown := _journal("--journal", journal, "show", run_id)):
+        assert time.monotonic() < deadline, f"weft-nb show {run_id} did not answer"
+        time.sleep(0.25)
+    return shown
+
+
+def test_buttons_work_while_a_cell_awaits_the_run(page: Any, lab: Lab) -> None:
+    """Approve and Cancel clicked while the cell is still at ``await handle`` (prompt ``[*]``)."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in AWAITING]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    nbformat.write(notebook, lab.root / "awaits.ipynb")
+    _open_and_run_all(page, lab, "awaits.ipynb")
+    journal = str(lab.root / ".weft" / "awaits.duckdb")
+
+    # Approve: the run is parked on sign_off and its cell still awaits it.
+    parked = _panel(page, "e2e-await-approve")
+    parked.wait_for(state="visible", timeout=OPEN_MS)
+    parked.locator(".weft-step", has_text="sign_off").filter(has_text="waiting").wait_for(
+        timeout=OPEN_MS
+    )
+    approving = _cell_of(page, "e2e-await-approve")
+    expect(approving.locator(".jp-InputPrompt")).to_have_text("[*]:")  # still awaiting
+    _shot(approving, "await-approve-before")
+    parked.locator("button.weft-approve").click()
+    # The awaited run went on and the cell ended with the run's result as its value.
+    approving.locator(".jp-OutputArea-output", has_text="'model v4 deployed'").wait_for(
+        timeout=CLICK_MS
+    )
+    expect(approving.locator(".jp-InputPrompt")).to_have_text(re.compile(r"^\[\d+\]:$"))
+    approving.locator(".weft-run-header", has_text="completed").wait_for(timeout=CLICK_MS)
+    _shot(approving, "await-approve-after")
+
+    # Cancel: the next cell now awaits a run whose activity loops until cancelled.
+    spinning = _panel(page, "e2e-await-cancel")
+    spinning.wait_for(state="visible", timeout=OPEN_MS)
+    spinning.locator(".weft-step", has_text="spin").filter(has_text="running").wait_for(
+        timeout=OPEN_MS
+    )
+    cancelling = _cell_of(page, "e2e-await-cancel")
+    expect(cancelling.locator(".jp-InputPrompt")).to_have_text("[*]:")  # still awaiting
+    _shot(cancelling, "await-cancel-before")
+    spinning.locator("button.weft-cancel").click()
+    # The awaited run was cancelled: the cell ends raising WorkflowCancelledError, its panel
+    # says cancelled and turns into the static table.
+    cancelling.locator(".jp-OutputArea-output", has_text="WorkflowCancelledError").wait_for(
+        timeout=CLICK_MS
+    )
+    expect(cancelling.locator(".jp-InputPrompt")).to_have_text(re.compile(r"^\[\d+\]:$"))
+    cancelling.locator(".weft-run-header", has_text="cancelled").wait_for(timeout=CLICK_MS)
+    cancelling.locator(".weft-run-panel.weft-static").wait_for(timeout=CLICK_MS)
+    expect(cancelling.locator("button.weft-cancel")).to_have_count(0, timeout=CLICK_MS)
+    _shot(cancelling, "await-cancel-after")
+
+    # The journal agrees.
+    approved = _journal_status(journal, "e2e-await-approve")
+    assert re.search(r"status\s+completed", approved), approved
+    assert "model v4 deployed" in approved, approved
+    cancelled = _journal_status(journal, "e2e-await-cancel")
+    assert re.search(r"status\s+cancelled", cancelled), cancelled
