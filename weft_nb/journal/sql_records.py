@@ -7,6 +7,7 @@ match a table's. The statements shared by several journal operations live here t
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -80,9 +81,19 @@ def runs_from(cursor: duckdb.DuckDBPyConnection) -> list[RunRecord]:
     return [RunRecord(**{name: row[i] for i, name in keep}) for row in cursor.fetchall()]
 
 
+# A resume builds one StepRecord per journaled step (100,000 for a long run): the row's values
+# go straight into the record's __dict__, as its generated __init__ would put them (STEP_COLUMNS
+# names every field, checked here), without a keyword call per record.
+if tuple(f.name for f in dataclasses.fields(StepRecord)) != _STEP_FIELDS:
+    raise RuntimeError("STEP_COLUMNS must name every StepRecord field, in field order")
+_new_step = object.__new__
+
+
 def step_from_row(row: Sequence[Any]) -> StepRecord:
     """A step from a row of ``STEP_COLUMNS``."""
-    return _record(StepRecord, _STEP_FIELDS, row)
+    record: StepRecord = _new_step(StepRecord)
+    record.__dict__ = dict(zip(_STEP_FIELDS, row, strict=True))
+    return record
 
 
 def attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
