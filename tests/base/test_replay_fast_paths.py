@@ -9,8 +9,10 @@ long way, byte for byte, or a resume would supersede (re-run) completed steps.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from weft_nb.base.input_digest import ResultDigests, input_digest
 from weft_nb.base.payloads import decode, encode
 from weft_nb.errors import PayloadError
 from weft_nb.journal.protocol import StepRecord
-from weft_nb.journal.sql_records import step_from_row
+from weft_nb.journal.sql_records import step_from_row, steps_by_position
 from weft_nb.journal.step_log import STEP_COLUMNS
 
 JSON_INPUTS: list[Any] = [
@@ -116,3 +118,54 @@ def test_a_step_row_becomes_the_record_its_constructor_builds() -> None:
     assert vars(built) == vars(StepRecord(**dict(zip(fields, row, strict=True))))
     with pytest.raises(ValueError):
         step_from_row(row[:-1])
+
+
+def _row(position: int) -> tuple[Any, ...]:
+    return ("run-1", position, "act", "completed", "h", "s", 1, 1.0, 2.0, "json", b"1", None, None)
+
+
+def test_steps_load_with_the_collector_paused_and_leave_it_as_it_was() -> None:
+    seen: list[bool] = []
+
+    def fetch() -> list[Any]:
+        seen.append(gc.isenabled())
+        return [_row(0), _row(1)]
+
+    assert gc.isenabled()
+    assert sorted(steps_by_position(fetch)) == [0, 1]
+    assert seen == [False]
+    assert gc.isenabled()  # restored
+    gc.disable()
+    try:
+        steps_by_position(fetch)
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_a_failed_load_restores_the_collector() -> None:
+    def fetch() -> list[Any]:
+        raise OSError("disk")
+
+    with pytest.raises(OSError):
+        steps_by_position(fetch)
+    assert gc.isenabled()
+
+
+def test_concurrent_loads_restore_the_collector_once_all_are_done() -> None:
+    inside, release = threading.Barrier(3), threading.Event()
+
+    def fetch() -> list[Any]:
+        inside.wait(60)
+        assert release.wait(60)
+        return [_row(0)]
+
+    threads = [threading.Thread(target=steps_by_position, args=(fetch,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    inside.wait(60)  # both loads are inside
+    assert not gc.isenabled()
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    assert gc.isenabled()
