@@ -27,8 +27,8 @@ is that digest, accepted when comparing, so an old journal replays without super
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-import json
 import pickle
 import struct
 import sys
@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from weft_nb.base.payloads import JSON, digest, is_json_exact, is_model
+from weft_nb.base.payloads import JSON, SORTED_JSON, digest, is_json_exact, is_model
 
 _SCHEME = b"weft-input-v2\0"
 _MAX_DEPTH = 64
@@ -49,20 +49,30 @@ class InputDigest:
 
     Attributes:
         value: The digest stored in new journal rows (scheme v2).
-        legacy: The digest the previous scheme stored (``digest(codec + encoding)``).
         exact: False when part of the input was hashed by re-pickling an object, which another
             process may do differently.
         opaque: The objects hashed by pickling (for development-mode checks).
+        encoded: ``codec + encoding``, what `legacy` digests.
     """
 
     value: str
-    legacy: str
     exact: bool
     opaque: tuple[Any, ...] = ()
+    encoded: bytes = b""
+
+    @functools.cached_property
+    def legacy(self) -> str:
+        """The digest the previous scheme stored (``digest(codec + encoding)``).
+
+        Computed when first asked: a replay compares it only when `value` does not match.
+        """
+        return digest(self.encoded)
 
     def matches(self, recorded: str | None) -> bool:
         """True when a journaled input hash is this input's (under either scheme)."""
-        return recorded in (self.value, self.legacy)
+        if recorded == self.value:
+            return True
+        return recorded == self.legacy  # hashed only now
 
 
 class ResultDigests:
@@ -134,15 +144,16 @@ def _is_plain(value: Any) -> bool:
 
 def input_digest(value: Any, codec: str, data: bytes, refs: ResultDigests) -> InputDigest:
     """Digest ``value`` (already encoded as ``(codec, data)``) canonically; see the module."""
+    encoded = codec.encode() + data
+    if codec == JSON:
+        # ``data`` is the compact JSON; with no object in it ("{"), sorting keys changes nothing.
+        canonical = data if b"{" not in data else SORTED_JSON.encode(value).encode()
+        signed = hashlib.sha256(_SCHEME + b"J" + canonical).hexdigest()[:32]
+        return InputDigest(signed, True, (), encoded)
     opaque: list[Any] = []
     hasher = hashlib.sha256(_SCHEME)
-    if codec == JSON:
-        _feed_json(hasher, value)
-    else:
-        _feed(hasher, value, refs, opaque, 0)
-    return InputDigest(
-        hasher.hexdigest()[:32], digest(codec.encode() + data), not opaque, tuple(opaque)
-    )
+    _feed(hasher, value, refs, opaque, 0)
+    return InputDigest(hasher.hexdigest()[:32], not opaque, tuple(opaque), encoded)
 
 
 def _sub(value: Any, refs: ResultDigests, opaque: list[Any], depth: int) -> bytes:
@@ -206,7 +217,7 @@ def _feed(h: Any, value: Any, refs: ResultDigests, opaque: list[Any], depth: int
 
 def _feed_json(h: Any, value: Any) -> None:
     """Plain data: sorted-key JSON is canonical, and C-fast for big lists."""
-    h.update(b"J" + json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+    h.update(b"J" + SORTED_JSON.encode(value).encode())
 
 
 def _opaque(h: Any, value: Any, opaque: list[Any]) -> None:

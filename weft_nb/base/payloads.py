@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import json.encoder
 import pickle
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weft_nb import errors
@@ -35,6 +37,18 @@ DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 # such an int is pickled instead, so it encodes and decodes whatever the limit is.
 _JSON_INT_BITS = 10_000
 
+# ``json.dumps(v, separators=(",", ":"))`` builds a new encoder on every call; these are reused.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+SORTED_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+What = str | Callable[[], str]
+"""What a payload is, for messages: a text, or a function that builds it (only on an error)."""
+
+
+def what_text(what: What) -> str:
+    """The text of a `What`."""
+    return what if isinstance(what, str) else what()
+
 
 def is_json_exact(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` survives a JSON round trip unchanged (exact types, str keys, sane ints)."""
@@ -53,7 +67,7 @@ def is_json_exact(value: Any, depth: int = 0) -> bool:
 
 
 def encode(
-    value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hint: Any = None
+    value: Any, *, what: What, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hint: Any = None
 ) -> tuple[str, bytes]:
     """Encode ``value``; raise `PayloadError` naming ``what`` if it cannot be stored.
 
@@ -68,13 +82,14 @@ def encode(
     'pickle'
     """
     if is_json_exact(value):
-        codec, data = JSON, json.dumps(value, separators=(",", ":")).encode()
+        codec, data = JSON, _json_text(value).encode()
     elif is_model(value) and (as_json := _model_json(value, hint)) is not None:
         codec, data = as_json
     else:
         try:
             codec, data = PICKLE, pickle.dumps(value, protocol=5)
         except Exception as exc:
+            what = what_text(what)
             raise PayloadError(
                 f"{what} cannot be stored: a {type(value).__module__}.{type(value).__qualname__} "
                 f"is not serialisable ({type(exc).__name__}: {exc}). Return plain data "
@@ -84,6 +99,7 @@ def encode(
                 type_name=type(value).__qualname__,
             ) from exc
     if len(data) > max_bytes:
+        what = what_text(what)
         raise PayloadError(
             f"{what} is {len(data):,} bytes, over the {max_bytes:,}-byte payload limit. Save "
             "large data to a file (or an activity checkpoint) and return its path, or raise "
@@ -109,7 +125,7 @@ def _model_json(value: BaseModel, hint: Any) -> tuple[str, bytes] | None:
     return None
 
 
-def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored value") -> Any:
+def decode(codec: str, data: bytes, *, hint: Any = None, what: What = "a stored value") -> Any:
     """Decode a stored payload; ``hint`` (a type hint) rehydrates pydantic models.
 
     Raises:
@@ -118,18 +134,21 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored v
     try:
         return _decode(codec, data, hint)
     except (AttributeError, ImportError) as exc:
+        what = what_text(what)
         raise PayloadError(
             f"{what} needs code that is not loaded ({exc}). Run the cell or import that defines "
             "it, then retry.",
             what=what,
         ) from exc
     except _validation_error() as exc:
+        what = what_text(what)
         raise PayloadError(
             f"{what} no longer fits its model ({exc.title}: {exc.error_count()} error(s)); the "
             "model changed since it was recorded. Restore the old fields, or start a new run.",
             what=what,
         ) from exc
     except ValueError as exc:
+        what = what_text(what)
         raise PayloadError(
             f"{what} could not be decoded ({exc}); it was recorded by other code or is "
             "damaged. Start a new run, or restore the code that recorded it.",
@@ -139,7 +158,7 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: str = "a stored v
 
 def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == JSON:
-        value = json.loads(data)
+        value = _json_loads(data)
         if hint is not None and _wants_model(hint) and value is not None:
             from pydantic import TypeAdapter
 
@@ -161,6 +180,37 @@ def _decode(codec: str, data: bytes, hint: Any) -> Any:
     raise PayloadError(
         f"unknown payload codec {codec!r}; was the journal written by a newer weft_nb?"
     )
+
+
+def _json_text(value: Any) -> str:
+    """``COMPACT_JSON.encode(value)``; an int or a str without the encoder's call chain."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)  # what the encoder writes for an int
+    if kind is str:
+        return _encode_str(value)
+    return COMPACT_JSON.encode(value)
+
+
+_encode_str = json.encoder.encode_basestring_ascii  # the encoder's own (ensure_ascii)
+_JSON_DECODER = json.JSONDecoder()
+_scan_once = _JSON_DECODER.scan_once  # type: ignore[attr-defined]  # set by __init__
+
+
+def _json_loads(data: bytes) -> Any:
+    """``json.loads(data)``; UTF-8 text (what `encode` writes) skips its encoding detection."""
+    # json.detect_encoding says UTF-8 unless the text starts with a BOM or a NUL byte or its
+    # second byte is NUL (UTF-16/32): a first byte in 1..127 and a non-NUL second rule those out.
+    if type(data) is bytes and b"\x00" < data[:1] < b"\x80" and data[1:2] != b"\x00":
+        text = data.decode("utf-8", "surrogatepass")
+        try:  # one value, no whitespace around it (what `encode` writes): the scanner alone
+            value, end = _scan_once(text, 0)
+            if end == len(text):
+                return value
+        except StopIteration:
+            pass
+        return _JSON_DECODER.decode(text)  # whitespace, or the error json.loads raises
+    return json.loads(data)
 
 
 def _find_class(path: str) -> type[BaseModel] | None:

@@ -63,7 +63,7 @@ class AsyncWorkflowContext:
         The step takes its position and starts now; awaiting it waits for its result.
         """
         self._check_awaited()
-        _step_scope.check_scope(self.cursor, f"ctx.run({_name_of(activity)!r})")
+        _step_scope.check_scope(self.cursor, lambda: f"ctx.run({_name_of(activity)!r})")
         future = self.sync.submit(activity, self._input(input), **options)
         step = _result_of(future)
         self._futures[step] = future

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -33,9 +34,16 @@ if TYPE_CHECKING:
 _PACKAGE = __name__.rpartition(".")[0]
 
 
-def check_scope(cursor: StepCursor, call: str) -> None:
-    """Raise ``StepScopeError`` unless ``call`` runs on the workflow's thread, outside a memo."""
-    memo, run_id = current_memo(), cursor.run_id
+def check_scope(cursor: StepCursor, call: str | Callable[[], str]) -> None:
+    """Raise ``StepScopeError`` unless ``call`` runs on the workflow's thread, outside a memo.
+
+    ``call`` names the call in the message: a text, or a function building it (only on an error).
+    """
+    memo = current_memo()
+    owner = cursor.state.thread
+    if memo is None and (owner is None or threading.current_thread() is owner):
+        return
+    call, run_id = call if isinstance(call, str) else call(), cursor.run_id
     if memo is not None:
         raise StepScopeError(
             f"{call} was called inside the ctx.memo({memo[1]!r}) callback (step {memo[0]} of run "

@@ -86,13 +86,16 @@ def prepare_step(
 ) -> tuple[PreparedStep, StepRecord | None]:
     """Check and sign a call's input: its step, and the journal's record there if it matches."""
     position, definition = call.position, cursor.resolve(call.activity)
-    name, limit = definition.name, rt.max_payload_bytes
-    value = validate(call.input, definition.input_hint, what=f"input of activity {name!r}")
-    what = f"input of activity {name!r} (step {position})"
-    codec, data = encode(value, what=what, max_bytes=limit)
+    name, limit, value = definition.name, rt.max_payload_bytes, call.input
+    if definition.input_hint is not None:
+        value = validate(value, definition.input_hint, what=f"input of activity {name!r}")
+    codec, data = encode(
+        value, what=lambda: f"input of activity {name!r} (step {position})", max_bytes=limit
+    )
     signature = input_digest(value, codec, data, cursor.digests)
-    rt.dev_checks.check_input(cursor.run_id, position, name, signature)
-    key = call.options.get("idempotency_key")
+    if rt.dev_checks.active:
+        rt.dev_checks.check_input(cursor.run_id, position, name, signature)
+    key = call.options.get("idempotency_key") if call.options else None
     if key is None and definition.idempotency_key is not None:
         key = str(definition.idempotency_key(value))
     step = PreparedStep(

@@ -112,7 +112,7 @@ class WorkflowContext:
         Typed: with an activity function, a type checker gives the result its return type and
         checks ``input`` against its first parameter (docs/engine.md, "Type checking").
         """
-        _step_scope.check_scope(self.cursor, f"ctx.run({_name_of(activity)!r})")
+        _step_scope.check_scope(self.cursor, lambda: f"ctx.run({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
         if step.replayed:
             if step.error is not None:
@@ -132,7 +132,7 @@ class WorkflowContext:
         """
         cursor = self.cursor
         cursor.check_alive()
-        unknown = set(call_options) - CALL_OPTION_NAMES
+        unknown = set(call_options) - CALL_OPTION_NAMES if call_options else None
         if unknown:
             raise TypeError(
                 f"unknown ctx.run option(s) {sorted(unknown)}; use {sorted(CALL_OPTION_NAMES)}"
@@ -159,8 +159,10 @@ class WorkflowContext:
                     recorded.result_codec,
                     recorded.result,
                     hint=definition.result_hint,
-                    what=f"the recorded result of step {position} ({definition.name!r}, run "
-                    f"{self.run_id!r})",
+                    what=lambda: (
+                        f"the recorded result of step {position} ({definition.name!r}, "
+                        f"run {self.run_id!r})"
+                    ),
                 ),
             )
             cursor.remember(step.result, recorded.result_codec, recorded.result)
@@ -233,7 +235,7 @@ class WorkflowContext:
         journaled the moment it settles. Combine futures with [`all()`][weft_nb.WorkflowContext.all]
         or [`race()`][weft_nb.WorkflowContext.race].
         """
-        _step_scope.check_scope(self.cursor, f"ctx.submit({_name_of(activity)!r})")
+        _step_scope.check_scope(self.cursor, lambda: f"ctx.submit({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
         future = _parallel.submit(self.runtime, self.cursor, step)
         self.compensations.submitted(step, future)

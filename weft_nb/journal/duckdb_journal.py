@@ -48,6 +48,7 @@ from weft_nb.journal.sql_records import (
     settled,
     step_from_row,
     step_row,
+    steps_by_position,
     updated,
 )
 from weft_nb.journal.step_log import INSERT_STEP, STEP_COLUMNS
@@ -172,12 +173,15 @@ class DuckDBJournal(JournalFile):
 
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         """Current step records by position."""
-        with self.connection() as con:
-            rows = con.execute(
-                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND NOT superseded",
-                [run_id],
-            ).fetchall()
-        return {row[1]: step_from_row(row) for row in rows}
+
+        def fetch() -> list[Any]:
+            with self.connection() as con:
+                return con.execute(
+                    f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND NOT superseded",
+                    [run_id],
+                ).fetchall()
+
+        return steps_by_position(fetch)
 
     def step_outcome(self, run_id: str, position: int) -> StepRecord | None:
         """The current completed or failed record of one step, or None."""

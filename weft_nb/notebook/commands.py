@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
@@ -20,11 +20,13 @@ from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.protocol import CANCELLED, COMPLETED, FAILED, INTERRUPTED, RUNNING
 from weft_nb.notebook import launch, setup_commands
 from weft_nb.notebook.help import Subcommand, weft_help
-from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.run_table import RunTable
 from weft_nb.notebook.session import NotebookSession
 from weft_nb.notebook.timeline import plot_timeline
 from weft_nb.notebook.usage import HELP_WORDS, UsageParser, asks_for_help, unquote
+
+if TYPE_CHECKING:
+    from weft_nb.notebook.panel import RunPanel
 
 RUN_STATUSES = (RUNNING, INTERRUPTED, COMPLETED, FAILED, CANCELLED)
 
@@ -87,6 +89,8 @@ def show(session: NotebookSession, rest: str) -> RunPanel:
     """
     run_id = session.known_run(show_parser().parse_line(rest).run)
     engine = session.engine
+    from weft_nb.notebook.panel import RunPanel  # ipywidgets: on first use
+
     panel = RunPanel(engine, run_id)
     if engine.is_active(run_id) or engine.live_attempts(run_id):
         panel.follow()

@@ -21,7 +21,6 @@ from weft_nb.engine.runs import RunHandle
 from weft_nb.errors import InvalidRunIdError, PayloadError, WeftError
 from weft_nb.journal.paths import check_run_id
 from weft_nb.notebook.cells import CellSignature
-from weft_nb.notebook.panel import RunPanel
 from weft_nb.notebook.session import NotebookSession
 from weft_nb.notebook.usage import (
     UsageParser,
@@ -172,6 +171,8 @@ def _follow(
     """
     try:
         handle = launch()
+        from weft_nb.notebook.panel import RunPanel  # ipywidgets: on first use
+
         panel = RunPanel(session.engine, run_id, cancel_button=background)
         shown = display(panel, display_id=True)  # type: ignore[no-untyped-call]
         # When the run settles, the display becomes the panel's static table and its widgets
