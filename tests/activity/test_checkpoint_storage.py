@@ -256,3 +256,36 @@ def test_a_crash_between_object_and_journal_leaves_an_orphan_that_a_later_open_d
         engine.register(child.train, child.training)
         result = engine.resume(child.RUN_ID).result(timeout=120)
     assert result == {"resumed_from": 1}
+
+
+def test_orphan_cleanup_deletes_only_what_weft_nb_wrote_for_this_journals_runs(
+    tmp_path: Path,
+) -> None:
+    """A user's objects under the prefix, and another journal's checkpoints, are never deleted."""
+    prefix = tmp_path / "shared"
+    users = {
+        prefix / "notes.csv": b"a,b\n",
+        prefix / "data" / "part-0.parquet": b"PAR1",
+        prefix / "mine" / "0" / "model.bin": b"weights",  # shaped like a run folder
+        prefix / "mine" / "0" / "a1-notours.pkl": b"x",  # a name weft_nb never writes
+    }
+
+    def storage() -> CheckpointStorage:
+        return CheckpointStorage(str(prefix), orphan_grace=0)
+
+    with Engine(tmp_path / "a.duckdb", checkpoint_storage=storage()) as first:  # claims it
+        first.register(epochs, train)
+        first.run(train, 1, run_id="mine", timeout=60)
+        first.checkpoints.drain()
+    for path, data in users.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    with pytest.warns(RuntimeWarning, match="belongs to another journal"):
+        with Engine(tmp_path / "b.duckdb", checkpoint_storage=storage()) as other:
+            theirs = other.checkpoints.save("theirs", 0, 1, {"epoch": 1}).path
+    with Engine(tmp_path / "a.duckdb", checkpoint_storage=storage()) as first:
+        kept = first.journal.all_checkpoint_paths()
+    for path, data in users.items():
+        assert path.read_bytes() == data, path
+    assert Path(theirs.removeprefix("file://")).exists()  # another journal's checkpoint
+    assert all(Path(url.removeprefix("file://")).exists() for url in kept)

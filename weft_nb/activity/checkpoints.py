@@ -337,7 +337,8 @@ class CheckpointStore:
         removed = 0
         if self.storage is not None:
             try:
-                removed += self.storage.remove_orphans(referenced, self.journal.sidecar_base)
+                runs = {run.run_id for run in self.journal.list_runs()}
+                removed += self.storage.remove_orphans(referenced, self.journal.sidecar_base, runs)
             except Exception as exc:  # CheckpointStorageError: the engine opens anyway
                 report(
                     f"could not clean checkpoint storage {self.storage.url}: {exc}",
