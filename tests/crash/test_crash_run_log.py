@@ -180,3 +180,23 @@ def state_after(journal: Path) -> list[int]:
         return [n for (n,) in con.execute("SELECT count(*) FROM steps").fetchall()]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(
+    "kill_at", ["runlog.finished:1", "steplog.after_apply_commit:1", "steplog.appended:3"]
+)
+def test_salvage_copies_what_only_the_step_log_holds(tmp_path: Path, kill_at: str) -> None:
+    """A dead writer's acknowledged runs and steps in ``<journal>.steplog`` are salvaged too."""
+    from weft_nb.journal.salvage import salvage
+
+    done = {"runlog.finished:1": 8, "steplog.after_apply_commit:1": 8, "steplog.appended:3": 3}
+    first = killed(tmp_path, kill_at, SMALL, done[kill_at])
+    log = Path(str(first.journal) + ".steplog")
+    before = log.read_bytes()
+    report = salvage(first.journal, tmp_path / "saved.duckdb")
+    assert report.copied == [RUN_ID]
+    assert log.read_bytes() == before  # the broken journal is left untouched
+    state = inspect_journal(tmp_path / "saved.duckdb")
+    assert state["runs"] == {RUN_ID: "completed" if done[kill_at] == 8 else "running"}
+    assert state["completed"] == set(range(done[kill_at]))
+    assert state_after(tmp_path / "saved.duckdb") == [done[kill_at]]
