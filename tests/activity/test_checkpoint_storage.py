@@ -289,3 +289,12 @@ def test_orphan_cleanup_deletes_only_what_weft_nb_wrote_for_this_journals_runs(
         assert path.read_bytes() == data, path
     assert Path(theirs.removeprefix("file://")).exists()  # another journal's checkpoint
     assert all(Path(url.removeprefix("file://")).exists() for url in kept)
+
+
+def test_a_bucket_that_is_gone_is_named_not_taken_for_damage(tmp_path: Path, s3: S3Server) -> None:
+    """Every object missing with its whole prefix (wrong/deleted bucket): never a silent restart."""
+    engine, _newest = two_checkpoints(tmp_path, s3)
+    with engine:
+        s3.fs().rm(s3.bucket, recursive=True)
+        with pytest.raises(CheckpointStorageError, match="nothing is stored under"):
+            engine.checkpoints.load_latest("run", 0)

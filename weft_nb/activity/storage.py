@@ -280,10 +280,14 @@ class CheckpointStorage:
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - yielded
         try:
             digest = hashlib.sha256()
-            with self._errors("read", url), self.fs.open(self._path(url), "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    spool.write(chunk)
+            try:
+                with self._errors("read", url), self.fs.open(self._path(url), "rb") as handle:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        spool.write(chunk)
+            except FileNotFoundError:
+                self._check_prefix(url)  # one object missing is damage; its whole prefix is not
+                raise
             got = spool.tell()
             if got != size:
                 raise ValueError(f"size {got} != recorded {size}")
@@ -295,6 +299,26 @@ class CheckpointStorage:
             yield spool
         finally:
             spool.close()
+
+    def _check_prefix(self, url: str) -> None:
+        """Raise `CheckpointStorageError` if nothing at all is under the prefix of ``url``.
+
+        A wrong bucket or prefix, other credentials or a deleted bucket make every object read as
+        missing: that is the storage, not one damaged checkpoint to fall back from.
+        """
+        prefix = url.rsplit("/", 3)[0]  # <prefix>/<run folder>/<position>/<name>
+        with self._errors("read", prefix):
+            try:
+                there = bool(self.fs.exists(self._path(prefix)))
+            except FileNotFoundError:
+                there = False
+        if not there:
+            raise CheckpointStorageError(
+                url,
+                operation="read",
+                cause=f"nothing is stored under {prefix} (a wrong or deleted bucket or prefix, or "
+                "other credentials?); not taken for one damaged checkpoint",
+            )
 
     # -- orphans ---------------------------------------------------------------------------------
 
