@@ -298,3 +298,29 @@ def test_a_bucket_that_is_gone_is_named_not_taken_for_damage(tmp_path: Path, s3:
         s3.fs().rm(s3.bucket, recursive=True)
         with pytest.raises(CheckpointStorageError, match="nothing is stored under"):
             engine.checkpoints.load_latest("run", 0)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_not_taken_for_damage(tmp_path: Path) -> None:
+    """A reader that read the rows just before a newer checkpoint pruned (keep=1) the one it
+    is about to open gets the newer one: no damage warning, never None."""
+    import warnings
+
+    from weft_nb.activity.restore import first_readable
+
+    storage = CheckpointStorage(str(tmp_path / "store"))
+    with Engine(tmp_path / "j.duckdb", checkpoint_storage=storage, checkpoint_keep=1) as engine:
+        store = engine.checkpoints
+        store.save("r", 0, 1, {"epoch": 1})
+        stale = store.records("r", 0)  # what a reader read...
+        store.save("r", 0, 1, {"epoch": 2})  # ...before a newer checkpoint pruned it
+        store.drain()
+        assert not Path(stale[0].path.removeprefix("file://")).exists()
+        reads = [stale]
+
+        def rows() -> list[Any]:
+            return reads.pop() if reads else store.records("r", 0)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            state = first_readable(rows, "r", 0, store.open_checked, store.where)
+    assert state == {"epoch": 2}

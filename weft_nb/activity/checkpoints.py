@@ -312,7 +312,7 @@ class CheckpointStore:
         storage that cannot be reached raises ``CheckpointStorageError``.
         """
         return first_readable(
-            self.records(run_id, position), run_id, position, self.open_checked, self.where
+            lambda: self.records(run_id, position), run_id, position, self.open_checked, self.where
         )
 
     def where(self, record: CheckpointRecord) -> str:
