@@ -256,3 +256,71 @@ def test_a_crash_between_object_and_journal_leaves_an_orphan_that_a_later_open_d
         engine.register(child.train, child.training)
         result = engine.resume(child.RUN_ID).result(timeout=120)
     assert result == {"resumed_from": 1}
+
+
+def test_orphan_cleanup_deletes_only_what_weft_nb_wrote_for_this_journals_runs(
+    tmp_path: Path,
+) -> None:
+    """A user's objects under the prefix, and another journal's checkpoints, are never deleted."""
+    prefix = tmp_path / "shared"
+    users = {
+        prefix / "notes.csv": b"a,b\n",
+        prefix / "data" / "part-0.parquet": b"PAR1",
+        prefix / "mine" / "0" / "model.bin": b"weights",  # shaped like a run folder
+        prefix / "mine" / "0" / "a1-notours.pkl": b"x",  # a name weft_nb never writes
+    }
+
+    def storage() -> CheckpointStorage:
+        return CheckpointStorage(str(prefix), orphan_grace=0)
+
+    with Engine(tmp_path / "a.duckdb", checkpoint_storage=storage()) as first:  # claims it
+        first.register(epochs, train)
+        first.run(train, 1, run_id="mine", timeout=60)
+        first.checkpoints.drain()
+    for path, data in users.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    with pytest.warns(RuntimeWarning, match="belongs to another journal"):
+        with Engine(tmp_path / "b.duckdb", checkpoint_storage=storage()) as other:
+            theirs = other.checkpoints.save("theirs", 0, 1, {"epoch": 1}).path
+    with Engine(tmp_path / "a.duckdb", checkpoint_storage=storage()) as first:
+        kept = first.journal.all_checkpoint_paths()
+    for path, data in users.items():
+        assert path.read_bytes() == data, path
+    assert Path(theirs.removeprefix("file://")).exists()  # another journal's checkpoint
+    assert all(Path(url.removeprefix("file://")).exists() for url in kept)
+
+
+def test_a_bucket_that_is_gone_is_named_not_taken_for_damage(tmp_path: Path, s3: S3Server) -> None:
+    """Every object missing with its whole prefix (wrong/deleted bucket): never a silent restart."""
+    engine, _newest = two_checkpoints(tmp_path, s3)
+    with engine:
+        s3.fs().rm(s3.bucket, recursive=True)
+        with pytest.raises(CheckpointStorageError, match="nothing is stored under"):
+            engine.checkpoints.load_latest("run", 0)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_not_taken_for_damage(tmp_path: Path) -> None:
+    """A reader that read the rows just before a newer checkpoint pruned (keep=1) the one it
+    is about to open gets the newer one: no damage warning, never None."""
+    import warnings
+
+    from weft_nb.activity.restore import first_readable
+
+    storage = CheckpointStorage(str(tmp_path / "store"))
+    with Engine(tmp_path / "j.duckdb", checkpoint_storage=storage, checkpoint_keep=1) as engine:
+        store = engine.checkpoints
+        store.save("r", 0, 1, {"epoch": 1})
+        stale = store.records("r", 0)  # what a reader read...
+        store.save("r", 0, 1, {"epoch": 2})  # ...before a newer checkpoint pruned it
+        store.drain()
+        assert not Path(stale[0].path.removeprefix("file://")).exists()
+        reads = [stale]
+
+        def rows() -> list[Any]:
+            return reads.pop() if reads else store.records("r", 0)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            state = first_readable(rows, "r", 0, store.open_checked, store.where)
+    assert state == {"epoch": 2}

@@ -155,3 +155,48 @@ def test_a_damaged_run_start_record_is_reported_by_run_id(tmp_path: Path, how: s
         assert f"start records of runs {RUN_ID!r} were damaged" in message
     else:
         assert "at least 1 record(s)" in message
+
+
+def test_a_run_whose_start_record_was_destroyed_replays_its_surviving_steps(
+    tmp_path: Path,
+) -> None:
+    """Starting the lost run's id again replays its intact steps: none runs twice."""
+    first = killed(tmp_path, "steplog.appended:3", SMALL, 3)
+    damage(first.journal, 0, "flipped")
+    with pytest.warns(JournalDamageWarning):
+        state = inspect_journal(first.journal)
+    assert state["completed"] == {0, 1, 2}
+    resume(tmp_path, SMALL, {0, 1, 2})
+    (row,) = state_after(first.journal)
+    assert row == 8  # one step row per position: the replayed ones were not written again
+
+
+def state_after(journal: Path) -> list[int]:
+    """The number of step rows the journal holds for the run."""
+    import duckdb
+
+    con = duckdb.connect(str(journal), read_only=True)
+    try:
+        return [n for (n,) in con.execute("SELECT count(*) FROM steps").fetchall()]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "kill_at", ["runlog.finished:1", "steplog.after_apply_commit:1", "steplog.appended:3"]
+)
+def test_salvage_copies_what_only_the_step_log_holds(tmp_path: Path, kill_at: str) -> None:
+    """A dead writer's acknowledged runs and steps in ``<journal>.steplog`` are salvaged too."""
+    from weft_nb.journal.salvage import salvage
+
+    done = {"runlog.finished:1": 8, "steplog.after_apply_commit:1": 8, "steplog.appended:3": 3}
+    first = killed(tmp_path, kill_at, SMALL, done[kill_at])
+    log = Path(str(first.journal) + ".steplog")
+    before = log.read_bytes()
+    report = salvage(first.journal, tmp_path / "saved.duckdb")
+    assert report.copied == [RUN_ID]
+    assert log.read_bytes() == before  # the broken journal is left untouched
+    state = inspect_journal(tmp_path / "saved.duckdb")
+    assert state["runs"] == {RUN_ID: "completed" if done[kill_at] == 8 else "running"}
+    assert state["completed"] == set(range(done[kill_at]))
+    assert state_after(tmp_path / "saved.duckdb") == [done[kill_at]]

@@ -342,7 +342,7 @@ class CheckpointStore:
         storage that cannot be reached raises ``CheckpointStorageError``.
         """
         return first_readable(
-            self.records(run_id, position), run_id, position, self.open_checked, self.where
+            lambda: self.records(run_id, position), run_id, position, self.open_checked, self.where
         )
 
     def where(self, record: CheckpointRecord) -> str:
@@ -367,7 +367,8 @@ class CheckpointStore:
         removed = 0
         if self.storage is not None:
             try:
-                removed += self.storage.remove_orphans(referenced, self.journal.sidecar_base)
+                runs = {run.run_id for run in self.journal.list_runs()}
+                removed += self.storage.remove_orphans(referenced, self.journal.sidecar_base, runs)
             except Exception as exc:  # CheckpointStorageError: the engine opens anyway
                 report(
                     f"could not clean checkpoint storage {self.storage.url}: {exc}",

@@ -20,7 +20,7 @@ import hashlib
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from weft_nb.base import evidence
@@ -108,20 +108,26 @@ def _warn_unreadable(where: str, run_id: str, position: int, exc: Exception) -> 
 
 
 def first_readable(
-    records: Iterable[CheckpointRecord],
+    current: Callable[[], list[CheckpointRecord]],
     run_id: str,
     position: int,
     opener: Opener,
     where: Callable[[CheckpointRecord], str],
 ) -> Any:
-    """The newest readable checkpoint among ``records`` (newest first), or None.
+    """The newest readable checkpoint among the rows ``current()`` reads (newest first), or None.
+
+    A missing checkpoint whose row is gone too (``current()`` read again) was pruned
+    (``checkpoint_keep``) by a newer one while this read: reading starts again from the current
+    rows, with no damage warning.
 
     Raises:
         CheckpointEnvironmentError: The newest intact checkpoint does not unpickle here (it
             needs a module, a class, a device or a class or package version this process
             lacks). Falling back to an older one (or to None) would silently restart the work.
     """
-    for record in records:
+    pending, restarts = current(), 0
+    while pending:
+        record = pending.pop(0)
         sha256 = recorded_sha256(record.codec)
         try:
             with opener(record) as handle:
@@ -139,6 +145,11 @@ def first_readable(
                         cause=f"{type(exc).__name__}: {exc}",
                     ) from exc
         except (OSError, ValueError) as exc:  # damaged or missing: try the previous one
+            if isinstance(exc, FileNotFoundError) and restarts < 8:
+                fresh = current()
+                if all(row.seq != record.seq for row in fresh):  # pruned while we read it
+                    pending, restarts = fresh, restarts + 1
+                    continue
             _warn_unreadable(where(record), run_id, position, exc)
             continue
         if evidence.ENABLED:

@@ -31,11 +31,12 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from weft_nb.base.extras import import_extra
@@ -47,6 +48,8 @@ from weft_nb.journal.protocol import CheckpointRecord
 
 TMP_PREFIX = ".tmp-"
 OWNER_KEY = ".weft-owner.json"  # at the prefix: which journal cleans it
+# The names `CheckpointStorage.write` gives objects: only these are ever cleaned up.
+_OUR_NAME = re.compile(r"a[0-9]+-[0-9a-f]{16}\.pkl|" + re.escape(TMP_PREFIX) + "[0-9a-f]{32}")
 _SPOOL = 64 << 20  # a checkpoint read is spooled to memory up to this, then to a temporary file
 _CHUNK = 8 << 20
 
@@ -277,10 +280,14 @@ class CheckpointStorage:
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - yielded
         try:
             digest = hashlib.sha256()
-            with self._errors("read", url), self.fs.open(self._path(url), "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    spool.write(chunk)
+            try:
+                with self._errors("read", url), self.fs.open(self._path(url), "rb") as handle:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        spool.write(chunk)
+            except FileNotFoundError:
+                self._check_prefix(url)  # one object missing is damage; its whole prefix is not
+                raise
             got = spool.tell()
             if got != size:
                 raise ValueError(f"size {got} != recorded {size}")
@@ -292,6 +299,26 @@ class CheckpointStorage:
             yield spool
         finally:
             spool.close()
+
+    def _check_prefix(self, url: str) -> None:
+        """Raise `CheckpointStorageError` if nothing at all is under the prefix of ``url``.
+
+        A wrong bucket or prefix, other credentials or a deleted bucket make every object read as
+        missing: that is the storage, not one damaged checkpoint to fall back from.
+        """
+        prefix = url.rsplit("/", 3)[0]  # <prefix>/<run folder>/<position>/<name>
+        with self._errors("read", prefix):
+            try:
+                there = bool(self.fs.exists(self._path(prefix)))
+            except FileNotFoundError:
+                there = False
+        if not there:
+            raise CheckpointStorageError(
+                url,
+                operation="read",
+                cause=f"nothing is stored under {prefix} (a wrong or deleted bucket or prefix, or "
+                "other credentials?); not taken for one damaged checkpoint",
+            )
 
     # -- orphans ---------------------------------------------------------------------------------
 
@@ -311,10 +338,15 @@ class CheckpointStorage:
                 return True
         return bool(owner == mine)
 
-    def remove_orphans(self, referenced: set[str], journal: str) -> int:
+    def remove_orphans(
+        self, referenced: set[str], journal: str, run_ids: Iterable[str] = ()
+    ) -> int:
         """Delete objects under the prefix that no row references, once ``orphan_grace`` old.
 
-        Only under a prefix this journal owns (see `claim()`); returns how many were deleted.
+        Only under a prefix this journal owns (see `claim()`), and only objects named as `write()`
+        names them (``<run folder>/<position>/a<attempt>-<id>.pkl`` or a temporary key) in the
+        folder of one of ``run_ids`` (this journal's runs): a user's objects beside them, and the
+        checkpoints of another journal's runs, are never touched. Returns how many were deleted.
         """
         if not self.claim(journal):
             report(
@@ -331,10 +363,13 @@ class CheckpointStorage:
             except FileNotFoundError:
                 return 0
         cutoff = time.time() - self.orphan_grace
+        folders = {run_folder(run_id) for run_id in run_ids}
         stale = []
         for path, info in listing.items():
             url = self._url(path)
-            if url in referenced or url.endswith("/" + OWNER_KEY):
+            parts = url[len(self.url) + 1 :].split("/")
+            ours = len(parts) == 3 and parts[0] in folders and parts[1].isdigit()
+            if url in referenced or not ours or not _OUR_NAME.fullmatch(parts[-1]):
                 continue
             modified = _modified(info)
             if modified is not None and modified <= cutoff:

@@ -177,9 +177,12 @@ class RunLauncher:
     def _create(
         self, definition: WorkflowDefinition, record: RunRecord, input: Any
     ) -> RunHandle[Any]:
+        # Steps of this id without its run: damage destroyed its start record. Replay them.
+        lost = self._rt.journal.orphaned_steps(record.run_id)
         self._rt.journal.create_run(record)
         self._rt.emit("run_started", record.run_id, None, workflow=definition.name)
-        return self._launch(definition, record, input, JournalHistory())
+        history = self._history(record.run_id) if lost else JournalHistory()
+        return self._launch(definition, record, input, history)
 
     def _resume(self, run_id: str) -> RunHandle[Any]:
         active = self._live.get(run_id)
@@ -209,27 +212,28 @@ class RunLauncher:
                 recorded_version=record.version,
                 registered_version=definition.version,
             )
-        steps = self._rt.journal.load_steps(run_id)
+        history = self._history(run_id)
+        self._rt.emit(
+            "run_resumed", run_id, None, workflow=record.workflow, recorded_steps=len(history.steps)
+        )
+        value = decode(
+            record.input_codec, record.input, what=f"the recorded input of run {run_id!r}"
+        )
+        return self._launch(definition, record, value, history)
+
+    def _history(self, run_id: str) -> JournalHistory:
+        """What the journal holds of a run's steps, for its replay."""
         failed: dict[int, int] = {}
         first: dict[int, float] = {}
         for attempt in self._rt.journal.attempts_of_run(run_id):
             position = attempt.position
             failed[position] = max(failed.get(position, 0), attempt.attempt)
             first[position] = min(first.get(position, attempt.started_at), attempt.started_at)
-        self._rt.emit(
-            "run_resumed", run_id, None, workflow=record.workflow, recorded_steps=len(steps)
-        )
-        value = decode(
-            record.input_codec, record.input, what=f"the recorded input of run {run_id!r}"
-        )
-        pending = self._rt.journal.pending_async_tokens(run_id)
-        return self._launch(
-            definition,
-            record,
-            value,
-            JournalHistory(
-                steps=steps, failed_attempts=failed, first_started=first, pending_tokens=pending
-            ),
+        return JournalHistory(
+            steps=self._rt.journal.load_steps(run_id),
+            failed_attempts=failed,
+            first_started=first,
+            pending_tokens=self._rt.journal.pending_async_tokens(run_id),
         )
 
     def _launch(

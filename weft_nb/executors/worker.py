@@ -201,8 +201,13 @@ class WorkerActivityContext(ActivityContext):
         if not all(is_url(r.path) for r in records):  # older files in the kernel's folder
             return self._request("last_checkpoint")
         storage = self._storage
+        first = [records]  # the rows just read, then the kernel's again
+
+        def rows() -> list[Any]:
+            return list(first.pop() if first else self._request("checkpoint_records"))
+
         return first_readable(
-            records,
+            rows,
             self.run_id,
             self.position,
             lambda record: open_record(storage, record),

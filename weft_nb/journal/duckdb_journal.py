@@ -11,10 +11,11 @@ before anything else reads or writes the journal.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from weft_nb.errors import JournalError
-from weft_nb.journal import sql_breakers, sql_inputs, sql_progress
+from weft_nb.journal import run_log, sql_breakers, sql_inputs, sql_progress
 from weft_nb.journal.dispatch_log import CRASHED as CRASHED_ERROR_TYPE
 from weft_nb.journal.file import JournalFile
 from weft_nb.journal.pending_log import PendingLog
@@ -29,12 +30,7 @@ from weft_nb.journal.protocol import (
     SignalRecord,
     StepRecord,
 )
-from weft_nb.journal.run_log import (
-    UNFINISHED,
-    is_finished,
-    run_finish_row,
-    run_start_row,
-)
+from weft_nb.journal.run_log import UNFINISHED, is_finished, run_finish_row, run_start_row
 from weft_nb.journal.sql_records import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
@@ -130,16 +126,23 @@ class DuckDBJournal(JournalFile):
     def _status_of(self, log: PendingLog, run_id: str, *, exists_only: bool = False) -> str | None:
         """A run's status as DuckDB and the step log leave it (`PendingLog.run_status`)."""
 
-        def ids() -> list[str]:
-            with self.connection(apply_pending=False) as con:
-                return [found[0] for found in con.execute("SELECT run_id FROM runs").fetchall()]
-
         def status(wanted: str) -> str | None:
             with self.connection(apply_pending=False) as con:
                 found = con.execute("SELECT status FROM runs WHERE run_id = ?", [wanted]).fetchone()
             return None if found is None else str(found[0])
 
+        ids = functools.partial(self._column, "SELECT run_id FROM runs")
         return log.run_status(run_id, ids, None if exists_only else status)
+
+    def orphaned_steps(self, run_id: str) -> bool:
+        """Whether steps of ``run_id`` are in DuckDB without the run (its start was destroyed)."""
+        read = functools.partial(self._column, run_log.ORPHANED_RUNS)
+        with self._lock:
+            return run_id in read() if self._log is None else self._log.orphaned(run_id, read)
+
+    def _column(self, sql: str) -> list[Any]:
+        with self.connection(apply_pending=False) as con:
+            return [found[0] for found in con.execute(sql).fetchall()]
 
     def forget_runs(self) -> None:
         """Internal: ``runs`` was written directly (a salvage); the next lookups read DuckDB."""

@@ -3,17 +3,14 @@
 For tests and throwaway runs (``TestEngine(MemoryJournal())``): nothing survives the process.
 The records live in a `MemoryStore`; a [`MemoryJournal`][weft_nb.testing.MemoryJournal] is one
 open handle on it, as a `DuckDBJournal` is on its file. Closing the handle keeps the store, and
-``MemoryJournal(closed.store)`` opens the same records again, as a restarted process opens the
-same file (``TestEngine.simulate_restart`` does that). One open handle at a time holds a store;
-another gets [`JournalLockedError`][weft_nb.errors.JournalLockedError], so the threads of a
-"crashed" engine can no longer write.
+``MemoryJournal(closed.store)`` opens it again, as a restarted process opens the same file
+(``TestEngine.simulate_restart``). One open handle at a time holds a store; another gets
+[`JournalLockedError`][weft_nb.errors.JournalLockedError]: a "crashed" engine's threads can't write.
 
-Each operation runs under the store's lock and checks its whole input before it changes
-anything, so it is atomic and isolated as a DuckDB transaction is: a value no journal column
-could hold (``object()`` as heartbeat details) raises ``TypeError`` and writes nothing. Records
-are copied in and out, so a caller's later change never reaches the store. The files that belong
-with a journal (checkpoints, the dispatch log) go to a temporary folder of the store's own
-(`MemoryJournal.sidecar_base`), removed when the store is garbage-collected.
+Each operation runs under the store's lock and checks its whole input first, so it is atomic
+and isolated as a DuckDB transaction is (``object()`` as heartbeat details raises ``TypeError``,
+writing nothing). Records are copied in and out. Sidecar files (checkpoints, the dispatch log) go
+to the store's own temporary folder (`MemoryJournal.sidecar_base`), removed with the store.
 """
 
 from __future__ import annotations
@@ -174,6 +171,10 @@ class MemoryJournal:
         """The current step records of a run, by position."""
         with self._use() as store:
             return {s.position: dataclasses.replace(s) for s in store.current(store.steps, run_id)}
+
+    def orphaned_steps(self, run_id: str) -> bool:
+        """Never: a memory journal has no step log whose damage could destroy a run's start."""
+        return False
 
     def step_outcome(self, run_id: str, position: int) -> StepRecord | None:
         """The current completed or failed record of one step, or None."""

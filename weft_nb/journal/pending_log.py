@@ -39,6 +39,7 @@ class PendingLog:
         self.runs: dict[str, str] = {}
         self._ids: set[str] | None = None  # every run id in DuckDB, once loaded
         self._unfinished: dict[str, str] = {}  # statuses of unfinished runs in DuckDB, as known
+        self._orphaned: set[str] | None = None  # run ids of DuckDB's steps without their run
         self._bytes = 0
         self._next_lsn = next_lsn
 
@@ -55,6 +56,8 @@ class PendingLog:
         status = run_status_of(row)
         if status is not None:
             self.runs[row[0]] = status
+            if self._orphaned is not None:
+                self._orphaned.discard(row[0])  # started again: its steps have their run now
         return lsn
 
     def full(self) -> bool:
@@ -108,6 +111,12 @@ class PendingLog:
             else:
                 self._unfinished[run_id] = status
 
+    def orphaned(self, run_id: str, read: Callable[[], Iterable[str]]) -> bool:
+        """Whether DuckDB holds steps of ``run_id`` and not the run (``read()`` once per open)."""
+        if self._orphaned is None:
+            self._orphaned = set(read())
+        return run_id in self._orphaned and run_id not in self.runs
+
     def status_changed(self, run_id: str, status: str | None) -> None:
         """A DuckDB write set a run's status (None: unknown now)."""
         if status is None:
@@ -117,7 +126,7 @@ class PendingLog:
 
     def forget_runs(self) -> None:
         """Someone may have written ``runs`` directly (SQL, a salvage): read DuckDB again."""
-        self._ids = None
+        self._ids = self._orphaned = None
         self._unfinished = {}
 
     def close(self) -> None:

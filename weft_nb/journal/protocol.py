@@ -220,6 +220,13 @@ class Journal(Protocol):
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         """The current (not superseded) step records of a run, by position."""
 
+    def orphaned_steps(self, run_id: str) -> bool:
+        """Whether steps of ``run_id`` are journaled while the run itself is not.
+
+        Only damage does that: a run-start record destroyed in the step log while records of its
+        completed steps survive. Starting that run id again replays those steps.
+        """
+
     def step_outcome(self, run_id: str, position: int) -> StepRecord | None:
         """The current completed or failed record of one step; None while it has no outcome.
 

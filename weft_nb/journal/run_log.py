@@ -57,6 +57,11 @@ RUN_START_FIELDS = len(RUN_TYPES) + 1  # the columns, then RUN_START_TAG
 RUN_FINISH_FIELDS = len(FINISH_TYPES)
 UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 
+# Run ids of steps whose run is missing: only a destroyed run-start record leaves these.
+ORPHANED_RUNS = (
+    "SELECT DISTINCT run_id FROM steps s WHERE NOT EXISTS "
+    "(SELECT 1 FROM runs r WHERE r.run_id = s.run_id)"
+)
 _INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_TYPES))})"
 _INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) SELECT " + ", ".join(
     f"UNNEST(?::{kind}[])" for kind in RUN_TYPES

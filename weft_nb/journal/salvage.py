@@ -20,6 +20,8 @@ import duckdb
 from weft_nb.errors import JournalCorruptError, JournalError
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import checkpoint_root, reading_checkpoint_root
+from weft_nb.journal.run_log import RUN_START_FIELDS
+from weft_nb.journal.step_log import apply_rows, scan, unapplied
 from weft_nb.journal.version import journal_version_error
 
 # Per table: the columns copied (journal-assigned ids are left for the new journal to assign).
@@ -91,11 +93,39 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
                 _write_run(journal, run_columns, row, rows)
                 _copy_checkpoints(broken, target, [r[5] for r in rows["checkpoints"]])
                 report.copied.append(run_id)
+            _copy_step_log(broken, journal, report)
         finally:
             journal.close()
     finally:
         source.close()
     return report
+
+
+def _copy_step_log(broken: Path, journal: DuckDBJournal, report: SalvageReport) -> None:
+    """Add what a dead writer acknowledged in ``<broken>.steplog`` and DuckDB never received.
+
+    Its runs' starts, steps and outcomes (`weft_nb.journal.run_log`): read, never changed. Records
+    of runs left out as damaged, or whose run is nowhere, are not copied.
+    """
+    try:
+        data = Path(f"{broken}.steplog").read_bytes()
+    except FileNotFoundError:
+        return
+    found = scan(data)
+    started = [row[0] for _lsn, row in found.records if len(row) == RUN_START_FIELDS]
+    known = (set(report.copied) | set(started)) - set(report.damaged)
+    rows = [row for _lsn, row in found.records if row[0] in known]
+    with journal.connection() as con:
+        rows = unapplied(con, rows)
+        if rows:
+            apply_rows(con, rows)
+    journal.forget_runs()
+    report.copied += [run_id for run_id in dict.fromkeys(started) if run_id not in report.copied]
+    if found.damaged:
+        report.damaged[f"{broken}.steplog"] = (
+            f"{len(found.damaged)} damaged range(s) holding at least {found.missing} record(s) "
+            "skipped; every intact record was copied"
+        )
 
 
 def _read_run(source: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[Any]]:

@@ -75,7 +75,8 @@ def recover(
             "was damaged resumes, replays its steps and records its outcome again. "
             + (
                 f"The start records of runs {', '.join(map(repr, lost))} were damaged: their "
-                "steps are kept but they cannot resume; start them again under new run ids. "
+                "steps are kept, their input is lost; start each again under the same run id and "
+                "input: its kept steps replay, none runs again. "
                 if lost
                 else ""
             )
