@@ -1,12 +1,10 @@
 """The DuckDB journal: the records of runs, steps, attempts, heartbeats and checkpoints.
 
-File ownership, idle release and transactions live in `weft_nb.journal.file`; this module
-maps the `Journal` operations onto SQL. The rows and shared
-statements are in `weft_nb.journal.sql_records`, the SQL of heartbeats and checkpoints in
-`weft_nb.journal.sql_progress`, and that of signals and task tokens in
-`weft_nb.journal.sql_inputs`. The hot path (a completed step without heartbeat or key) is an
-fsync'd append to the step log (`weft_nb.journal.step_log`), which reaches DuckDB in batches
-before anything else reads or writes the journal.
+File ownership, idle release and transactions live in `weft_nb.journal.file`; this module maps
+the `Journal` operations onto SQL (rows and shared statements: `weft_nb.journal.sql_records`;
+heartbeats and checkpoints: `sql_progress`; signals and task tokens: `sql_inputs`). The hot path
+(a completed step without heartbeat or key) is an fsync'd append to the step log
+(`weft_nb.journal.step_log`), which reaches DuckDB in batches before any other read or write.
 """
 
 from __future__ import annotations
