@@ -64,7 +64,7 @@ def everything(ctx: weft_nb.WorkflowContext, source: str) -> list[Any]:
 
     assert_type(ctx.run_workflow(child_sum, rows), float)  # a child workflow's result type
     assert_type(ctx.start_workflow(child_sum, rows), weft_nb.StepFuture[float])
-    assert_type(ctx.run_workflow("child_sum", rows, run_id="c1"), Any)
+    assert_type(ctx.run_workflow("child_sum", rows, run_id=f"{ctx.run_id}.c1"), Any)
     tick = ctx.timer("5s")
     assert_type(tick.result(), None)
     winner, _ = ctx.race([ctx.submit(fetch, "c"), tick])
