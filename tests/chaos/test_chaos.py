@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +86,29 @@ def test_storage_faults_keep_the_invariants(tmp_path: Path) -> None:
     # A fault armed at a visit that never came proves nothing: each one must have been reached.
     assert all(f["fired"] for f in injected), injected
     assert (figures["lost_steps"], figures["duplicated_steps"]) == (0, 0)
+
+
+def test_trials_keep_their_journals_when_the_command_line_names_the_notebook(
+    tmp_path: Path,
+) -> None:
+    """``python -m weft_nb.chaos training.ipynb`` as a user types it, twice.
+
+    The kernels see the harness's command line (their runner) naming the original notebook; each
+    must still journal in its own trial folder, never beside the original: a journal there would
+    be shared by every trial (a killed trial's lock blocking the next) and replayed by the next
+    campaign's reference run, which would then run no activity at all.
+    """
+    shutil.copy(HERE / "training.ipynb", tmp_path / "training.ipynb")
+    command = [sys.executable, "-m", "weft_nb.chaos", "training.ipynb", "--trials", "1"]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
+    for seed in ("7", "8"):
+        done = subprocess.run(
+            [*command, "--seed", seed],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
+    assert not (tmp_path / ".weft").exists()

@@ -66,11 +66,17 @@ class Harness:
                 shutil.copy(extra, folder / extra.name)
         return folder, Evidence(folder / "evidence.jsonl")
 
-    @staticmethod
-    def _kernel(folder: Path, env: dict[str, str]) -> NotebookKernel:
-        """A kernel for ``folder``; its stderr goes to ``folder/kernel-stderr.log``."""
+    def _kernel(self, folder: Path, env: dict[str, str]) -> NotebookKernel:
+        """A kernel for ``folder``; its stderr goes to ``folder/kernel-stderr.log``.
+
+        The kernel is told that it runs the folder's copy of the notebook, as Jupyter Server
+        tells its kernels (``JPY_SESSION_NAME``). Otherwise it would find its notebook by its
+        cells among those named on this harness's command line, take the original, and every
+        trial would share the journal beside it (`weft_nb.notebook.identity`).
+        """
+        own = {"JPY_SESSION_NAME": str(folder / self.notebook.name), **env}
         with open(folder / "kernel-stderr.log", "ab") as log:  # the child keeps its own copy
-            return NotebookKernel(folder, env, stderr=log)
+            return NotebookKernel(folder, own, stderr=log)
 
     def _run_all(self, kernel: NotebookKernel) -> None:
         for source in self.cells:
