@@ -53,13 +53,10 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
         deadline = float(recorded.result)  # the original deadline, from before the restart
     else:
         deadline = rt.clock.now() + seconds
-        marker = control_record(cursor.run_id, position, SLEEP, signature, rt.clock.now())
+        at, until = rt.clock.now(), json.dumps(deadline).encode()
         rt.journal.record_marker(
-            dataclasses.replace(
-                marker,
-                result_codec="json",
-                result=json.dumps(deadline).encode(),
-                idempotency_key=SLEEP,
+            control_record(
+                cursor.run_id, position, SLEEP, signature, at, result=until, idempotency_key=SLEEP
             )
         )
 
@@ -69,13 +66,16 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
             cursor.pause(remaining)
         cursor.check_alive()
         now = rt.clock.now()
+        until = json.dumps(deadline).encode()
         rt.journal.record_step(
-            dataclasses.replace(
-                control_record(cursor.run_id, position, SLEEP, signature, now),
-                status=STEP_COMPLETED,
-                finished_at=now,
-                result_codec="json",
-                result=json.dumps(deadline).encode(),
+            control_record(
+                cursor.run_id,
+                position,
+                SLEEP,
+                signature,
+                now,
+                completed=True,
+                result=until,
                 idempotency_key=SLEEP,
             )
         )
@@ -148,12 +148,15 @@ def memo(
         cursor.check_alive()
         at = rt.clock.now()
         rt.journal.record_step(
-            dataclasses.replace(
-                control_record(cursor.run_id, position, kind, signature, at),
-                status=STEP_COMPLETED,
-                finished_at=at,
-                result_codec=codec,
+            control_record(
+                cursor.run_id,
+                position,
+                kind,
+                signature,
+                at,
+                completed=True,
                 result=data,
+                codec=codec,
             )
         )
         cursor.remember(value, codec, data)

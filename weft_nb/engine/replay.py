@@ -345,12 +345,13 @@ def control_record(  # noqa: PLR0913
     *,
     completed: bool = False,
     result: bytes | None = None,
+    codec: str = "json",
     idempotency_key: str | None = None,
 ) -> StepRecord:
     """The journal row of an engine-made step (``<race>``, ``<timer>``, ``<sleep>``, ...).
 
-    Started at ``at`` (and finished then when ``completed``); ``result`` is JSON. Its outcomes
-    are ``dataclasses.replace``-d from it.
+    Started at ``at`` (and finished then when ``completed``); ``result`` is encoded with
+    ``codec``. Its other outcomes are ``dataclasses.replace``-d from it.
     """
     return StepRecord(
         run_id=run_id,
@@ -362,7 +363,7 @@ def control_record(  # noqa: PLR0913
         attempts=1,
         started_at=at,
         finished_at=at if completed else None,
-        result_codec="json" if result is not None else None,
+        result_codec=codec if result is not None else None,
         result=result,
         idempotency_key=idempotency_key,
     )
