@@ -43,6 +43,12 @@ def source_hash(fn: Callable[..., Any], source: str | None = None) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
+def defined_at(fn: Callable[..., Any], name: str) -> str:
+    """Where ``fn`` was written, ``file:line`` for messages; ``name`` when Python cannot tell."""
+    code = getattr(fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else name
+
+
 def _positional_arity(fn: Callable[..., Any]) -> int:
     params = inspect.signature(fn).parameters.values()
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

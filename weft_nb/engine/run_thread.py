@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from weft_nb.activity.checkpoints import needs_environment
-from weft_nb.base.definitions import WorkflowDefinition, call_arguments
+from weft_nb.base.definitions import WorkflowDefinition, call_arguments, defined_at
 from weft_nb.base.payloads import decode, encode, error_from_json, error_to_json, exception_text
 from weft_nb.engine import compensation, crash_loops, interceptors
 from weft_nb.engine.async_context import AsyncWorkflowContext
@@ -243,13 +243,11 @@ def refuse_coroutine(workflow: WorkflowDefinition, value: Any) -> Any:
         return value
     if inspect.iscoroutine(value):
         value.close()  # no "never awaited" warning on top of the error
-    code = getattr(workflow.fn, "__code__", None)
-    where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else workflow.name
     raise AsyncStyleError(
         f"workflow {workflow.name!r} is a plain `def` but returned {type(value).__name__!r}",
         f"make it `async def {workflow.name}(ctx, ...)` and `await` its ctx calls there "
         "(docs/guides/async.md)",
-        where=where,
+        where=defined_at(workflow.fn, workflow.name),
     )
 
 

@@ -31,7 +31,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import CURRENT_ACTIVITY
-from weft_nb.base.definitions import call_arguments
+from weft_nb.base.definitions import call_arguments, defined_at
 from weft_nb.base.operational import report
 from weft_nb.errors import (
     ActivityHeartbeatTimeoutError,
@@ -114,13 +114,11 @@ def refuse_coroutine(definition: ActivityDefinition, result: Any) -> Any:
     if not inspect.iscoroutine(result):
         return result
     result.close()  # no "never awaited" warning on top of the error
-    code = getattr(definition.fn, "__code__", None)
-    where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else definition.name
     raise AsyncStyleError(
         f"activity {definition.name!r} is a plain `def` but returned a coroutine",
         f"make it `async def {definition.name}(...)` (awaited in the attempt), or run the "
         "coroutine inside it with asyncio.run(...)",
-        where=where,
+        where=defined_at(definition.fn, definition.name),
     )
 
 
