@@ -68,6 +68,7 @@ def workflow_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     kind: str = request.param
     marker = request.node.get_closest_marker("sync_only")
     if kind == "async" and marker is not None:
-        pytest.skip(f"sync only: {marker.args[0] if marker.args else ''}")
+        assert marker.args, "@pytest.mark.sync_only needs its reason"
+        pytest.skip(f"sync only: {marker.args[0]}")
     monkeypatch.setattr(weft_nb, "workflow", workflow_decorator(kind, weft_nb.workflow))
     return kind

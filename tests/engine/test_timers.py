@@ -198,7 +198,10 @@ def test_a_timer_or_sleep_of_none_is_a_named_error(engine: TestEngine, call: str
         engine.run(wf)
 
 
-@pytest.mark.sync_only  # the async twin is in test_async_workflows.py
+@pytest.mark.sync_only(
+    "an async workflow awaits ctx.sleep: its twin is test_async_workflows.py::"
+    "test_a_sleep_in_a_race_says_to_use_a_timer_not_to_await_it"
+)
 def test_a_sleep_in_a_race_says_to_use_a_timer(engine: TestEngine) -> None:
     """review15: the seed's ``ctx.race([job, ctx.sleep(...)])`` gave a bare AttributeError."""
 
