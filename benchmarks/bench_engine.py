@@ -356,6 +356,61 @@ def report(
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = (
+    "steps",
+    "dbos",
+    "fanout",
+    "executors",
+    "heartbeat",
+    "checkpoint",
+    "bigcheckpoint",
+    "resume",
+    "notebook",
+    "memory",
+)
+
+
+def run_only(cfg: Config, sections: list[str]) -> int:
+    """Run the baselines and the named sections, print their figures; for work on one figure."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        print(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="weft-bench-")
+    try:
+        floor, call = bench_baselines(cfg, tmp)
+        if "steps" in sections:
+            bench_steps(cfg, tmp, floor)
+        if "dbos" in sections:
+            bench_dbos(cfg, tmp, floor)
+        if "fanout" in sections:
+            bench_fan_out(cfg, tmp, floor)
+        if "executors" in sections:
+            bench_executors(cfg, tmp, floor)
+        if "heartbeat" in sections:
+            bench_heartbeats(cfg, tmp, call)
+        if "checkpoint" in sections:
+            bench_checkpoint(cfg, tmp)
+        if "bigcheckpoint" in sections:
+            bench_big_checkpoints(cfg, tmp)
+        if {"resume", "notebook"} & set(sections):
+            resume = bench_resume(cfg, tmp, floor)
+            if "notebook" in sections:
+                bench_notebook_surface(cfg, resume["journal"], resume["run_id"], resume["steps"])
+        if "memory" in sections:
+            bench_memory(cfg, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+    print("| Section | Measurement | Median | Min | Max | Unit | Ratio |")
+    for r in RESULTS:
+        print(
+            f"| {r.section} | {r.name} | {r.fmt(r.median)} | {r.fmt(min(r.samples))} | "
+            f"{r.fmt(max(r.samples))} | {r.unit} | {r.ratio} |"
+        )
+    return 0
+
+
 DOC_TEMPLATE = f"""# Performance
 
 Figures from `make bench` (`benchmarks/bench_engine.py`).
@@ -384,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="only profile the per-step workflow with cProfile"
     )
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated sections to run ({', '.join(SECTIONS)}); prints their figures "
+        "and implies --no-doc",
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.rounds:
@@ -396,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
+    if args.only:
+        return run_only(cfg, args.only.split(","))
     LOAD.append(os.getloadavg()[0])
     if LOAD[0] > 0.5:
         progress(f"warning: load average {LOAD[0]:.2f}; other work will skew these figures")
