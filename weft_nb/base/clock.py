@@ -25,7 +25,16 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """What the engine needs from time."""
+    """What the engine needs from time.
+
+    Attributes:
+        defers_syncs: Whether a parallel step's record may be synced after its thread moves on,
+            shared with its siblings' (group commit: `weft_nb.journal.group_commit`). A virtual
+            clock says no: a step settled later, by whichever thread leads the sync, would
+            settle while no participant is running, and time could jump past it.
+    """
+
+    defers_syncs: bool
 
     def now(self) -> float:
         """Seconds since the epoch (virtual for a virtual clock); for what survives a restart."""
@@ -58,6 +67,7 @@ class RealClock:
     # In-process deadlines (per-attempt and heartbeat timeouts, the remaining time of a signal
     # wait or a sleep) follow this one: stepping the system clock back must not disable them.
     monotonic = staticmethod(time.monotonic)
+    defers_syncs = True
 
     def new_event(self) -> threading.Event:
         """A plain event."""
@@ -99,6 +109,8 @@ class VirtualClock:
         start: The initial time, in seconds since the epoch.
         auto_advance: Jump to the earliest deadline whenever all participants are blocked.
     """
+
+    defers_syncs = False  # every step's record is synced before its participant thread ends
 
     def __init__(self, start: float = 1_700_000_000.0, *, auto_advance: bool = True) -> None:
         self._now = float(start)
