@@ -29,7 +29,7 @@ from weft_nb.base.typed_api import ResultT, ResultT_co
 from weft_nb.engine import async_loop, steps
 from weft_nb.engine.replay import control_record
 from weft_nb.errors import BranchTopologyChangedError
-from weft_nb.journal.group_commit import Deferral, deferring
+from weft_nb.journal.group_commit import Deferral
 from weft_nb.journal.protocol import STEP_COMPLETED
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
                 # In real time the record's sync is shared with the other parallel steps: this
                 # thread moves on to the next step; the future settles once the record is
                 # durable (weft_nb.journal.group_commit). A virtual clock keeps it synchronous.
-                with deferring(deferral) if defer else contextlib.nullcontext(deferral):
+                with deferral if defer else contextlib.nullcontext(deferral):
                     value = steps.execute(rt, cursor, step)
             except BaseException as exc:
                 error = exc
