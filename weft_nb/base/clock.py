@@ -58,6 +58,21 @@ class Clock(Protocol):
         """The calling participant thread is finishing."""
 
 
+class _Event(threading.Event):
+    """A ``threading.Event`` three times cheaper to make: `RealClock`'s events.
+
+    ``threading.Event()`` builds a ``Condition`` over a plain ``Lock``, and ``Condition`` probes
+    that lock for three methods it lacks, raising and catching an ``AttributeError`` for each:
+    about 7 us on a slow machine, paid twice per step (an attempt's wake-up and its
+    ``cancelled``). An ``RLock`` has those methods; an event never takes its lock twice, so the
+    condition behaves as over the plain lock.
+    """
+
+    def __init__(self) -> None:  # not super().__init__(): it builds the condition being avoided
+        self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+
 class RealClock:
     """Wall-clock time; waits are plain ``threading.Event`` waits."""
 
@@ -70,8 +85,8 @@ class RealClock:
     defers_syncs = True
 
     def new_event(self) -> threading.Event:
-        """A plain event."""
-        return threading.Event()
+        """A plain event (a cheaper-to-make ``threading.Event``)."""
+        return _Event()
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         """Wait on ``event`` for at most ``timeout`` seconds."""
