@@ -92,8 +92,9 @@ class Runtime:
         that is not `Interceptor.active()` (tracing with no provider): often none is left.
         """
         chain = self.interceptors if logging_on() else self.quiet_interceptors
-        if chain and not all(each.active() for each in chain):
-            chain = tuple(each for each in chain if each.active())
+        for each in chain:  # a loop, not all(generator): asked twice per step
+            if not each.active():
+                return tuple(each for each in chain if each.active())
         return chain
 
     def run_attempt(self, request: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:
