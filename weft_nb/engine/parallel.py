@@ -178,7 +178,8 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
         if deferral.commit is not None:
             deferral.when_durable(lambda failed: future.settle(value, failed or error))
 
-    defer = rt.clock.defers_syncs
+    # A clock written before Clock.defers_syncs existed keeps every sync synchronous.
+    defer = getattr(rt.clock, "defers_syncs", False)
     context = contextvars.copy_context()  # output routing follows the cell; see run_thread.launch
     rt.step_pool.run(lambda: context.run(work))
     return future
