@@ -25,3 +25,10 @@ def test_a_real_clock_event_starts_unset_times_out_and_wakes_a_waiter_on_another
     event.clear()
     assert not event.is_set()
     assert not event.wait(0.01)
+
+
+def test_the_cheaper_event_keeps_exactly_the_state_of_this_pythons_event() -> None:
+    """`_Event` sets ``_cond`` and ``_flag`` itself; a Python whose Event keeps other state gets
+    plain events (`_EVENT_LAYOUT_KNOWN`), never a half-built one."""
+    plain, cheap = vars(threading.Event()), vars(RealClock().new_event())
+    assert set(cheap) == set(plain)

@@ -73,6 +73,11 @@ class _Event(threading.Event):
         self._flag = False
 
 
+_EVENT_LAYOUT_KNOWN = set(vars(threading.Event())) == {"_cond", "_flag"}
+"""Whether this Python's ``threading.Event`` keeps exactly the state `_Event` sets (CPython 3.10
+to 3.13 do); on any other, `RealClock` makes plain events."""
+
+
 class RealClock:
     """Wall-clock time; waits are plain ``threading.Event`` waits."""
 
@@ -86,7 +91,7 @@ class RealClock:
 
     def new_event(self) -> threading.Event:
         """A plain event (a cheaper-to-make ``threading.Event``)."""
-        return _Event()
+        return _Event() if _EVENT_LAYOUT_KNOWN else threading.Event()
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         """Wait on ``event`` for at most ``timeout`` seconds."""
