@@ -74,6 +74,10 @@ class Inbox:
             self._waiting[request_id] = slot
         return slot
 
+    def wait(self, arrived: threading.Event, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``arrived`` (a reply); True when it is set."""
+        return arrived.wait(timeout)
+
     def pending(self) -> bool:
         """True while a request waits for its reply."""
         return bool(self._waiting)
@@ -152,7 +156,9 @@ class WorkerActivityContext(ActivityContext):
         done, reply = self._inbox.expect(request_id)
         self.flush_heartbeat()  # the kernel sees heartbeats before what follows them
         self._post(("request", request_id, kind, payload))
-        while not done.wait(0.1):  # a kernel that gave up on this attempt never replies
+        while not self._inbox.wait(
+            done, 0.1
+        ):  # a kernel that gave up on this attempt never replies
             self.raise_if_cancelled()
         ok, value = reply[0]
         if not ok:
