@@ -4,8 +4,11 @@ A function defined in a notebook cell (``%%weft_activity``) or in ``__main__`` c
 by a worker, so cloudpickle pickles it *by value*: its code, its closure, and the module-level
 names its code refers to, each pickled in turn (functions and classes defined in the notebook by
 value too; imported modules and library functions by reference, so the worker needs the same
-packages installed). It is pickled again for every attempt, so an attempt always runs what the
-notebook defines *now*, as an inline attempt would.
+packages installed). A function that travels by value is pickled again for every attempt, so an
+attempt always runs what the notebook defines *now* (its globals included), as an inline attempt
+would; one that travels by reference (its module and name, which the worker looks up) is pickled
+once. A small input of plain values (numbers, strings, lists, dicts) is pickled by ``pickle``
+itself: it writes the same bytes without cloudpickle's pure-Python hooks.
 
 What cannot travel: open files, locks, sockets, threads, database connections (DuckDB), the
 engine. When pickling fails, `ship()` finds the variable responsible and raises

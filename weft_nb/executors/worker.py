@@ -46,7 +46,7 @@ HEARTBEAT_SEND_INTERVAL = 0.05  # at most this often a heartbeat message per att
 
 
 class Inbox:
-    """Replies and cancellation from the kernel, delivered by the worker's reader thread."""
+    """Replies and cancellation from the kernel, delivered by the thread that reads them."""
 
     def __init__(self, *, one_attempt: bool = False) -> None:
         self._lock = threading.Lock()
