@@ -2,8 +2,7 @@
 
 - thread (inline), process (2 worker processes) and Dask (a 2-worker ``LocalCluster`` of
   processes): a workflow of sequential ``ctx.run`` calls of an activity that returns its input,
-  workers started before timing, rounds interleaved so background load hits all alike (thread
-  and process first, before the Dask cluster starts; then Dask);
+  workers started before timing, rounds interleaved so background load hits all alike;
 - the bare Dask round trip, ``client.submit(f).result()`` on the same cluster, in the same rounds:
   what Dask itself costs, the Dask executor's baseline.
 
@@ -42,14 +41,17 @@ def _dask_client() -> Any:
     return distributed.Client(cluster, set_as_default=False)
 
 
-def _interleaved(
-    cfg: Config, tmp: str, makers: dict[str, Any], after_round: Any = None
-) -> dict[str, list[float]]:
-    """Per sequential activity (ms) on each executor, in rounds interleaved between them.
-
-    ``after_round`` (if given) is called after each round, for a baseline measured alike.
-    """
+def bench_executors(cfg: Config, tmp: str, floor: Result) -> None:
+    """Per sequential activity on the thread, process and Dask executors; the bare Dask trip."""
     steps = cfg.executor_steps
+    client = _dask_client()
+    makers: dict[str, Any] = {
+        "thread": weft_nb.ThreadExecutor,
+        "process": lambda: weft_nb.ProcessExecutor(max_workers=2),
+    }
+    if client is not None:
+        makers["dask"] = lambda: weft_nb.DaskExecutor(client)
+    progress(f"executors: {steps} sequential activities on {', '.join(makers)} x {cfg.rounds}")
     engines = {}
     for name, make in makers.items():
         engine = weft_nb.Engine(
@@ -59,6 +61,7 @@ def _interleaved(
         engine.run(steps_wf, 3)  # start the workers
         engines[name] = engine
     samples: dict[str, list[float]] = {name: [] for name in engines}
+    bare: list[float] = []
     try:
         for r in range(cfg.rounds):
             names = list(engines)
@@ -68,53 +71,15 @@ def _interleaved(
                 t = time.perf_counter()
                 engines[name].run(steps_wf, steps)
                 samples[name].append((time.perf_counter() - t) / steps * 1e3)
-            if after_round is not None:
-                after_round()
+            if client is not None:
+                t = time.perf_counter()
+                for _ in range(steps):
+                    client.submit(_one, pure=False).result()
+                bare.append((time.perf_counter() - t) / steps * 1e3)
     finally:
         for engine in engines.values():
             engine.close()
-    return samples
-
-
-def bench_executors(cfg: Config, tmp: str, floor: Result) -> None:
-    """Per sequential activity on the thread, process and Dask executors; the bare Dask trip.
-
-    The thread and process rounds run before the Dask cluster starts: with its idle scheduler,
-    nannies and workers (five processes) and the client's event-loop thread in this process
-    alive, the thread executor's figure on a 2-core VM was 0.52 ms against 0.24-0.27 ms for the
-    same steps without them.
-    """
-    steps = cfg.executor_steps
-    progress(f"executors: {steps} sequential activities on thread, process x {cfg.rounds}")
-    samples = _interleaved(
-        cfg,
-        tmp,
-        {
-            "thread": weft_nb.ThreadExecutor,
-            "process": lambda: weft_nb.ProcessExecutor(max_workers=2),
-        },
-    )
-    client = _dask_client()
-    bare: list[float] = []
-    if client is not None:
-        progress(f"executors: {steps} sequential activities on dask, and bare Dask x {cfg.rounds}")
-
-        def bare_round() -> None:
-            t = time.perf_counter()
-            for _ in range(steps):
-                client.submit(_one, pure=False).result()
-            bare.append((time.perf_counter() - t) / steps * 1e3)
-
-        try:
-            samples.update(
-                _interleaved(
-                    cfg,
-                    tmp,
-                    {"dask": lambda: weft_nb.DaskExecutor(client)},
-                    bare_round,
-                )
-            )
-        finally:
+        if client is not None:
             cluster = client.cluster
             client.close()
             cluster.close()
