@@ -156,9 +156,8 @@ class WorkerActivityContext(ActivityContext):
         done, reply = self._inbox.expect(request_id)
         self.flush_heartbeat()  # the kernel sees heartbeats before what follows them
         self._post(("request", request_id, kind, payload))
-        while not self._inbox.wait(
-            done, 0.1
-        ):  # a kernel that gave up on this attempt never replies
+        # A kernel that gave up on this attempt never replies.
+        while not self._inbox.wait(done, 0.1):
             self.raise_if_cancelled()
         ok, value = reply[0]
         if not ok:
