@@ -134,3 +134,55 @@ def test_unsendable_worker_payloads_fail_as_they_do_inline(engine: weft_nb.Engin
     with pytest.raises(PayloadError, match="cannot be pickled"):
         engine.run(worker_checkpoint, 1, run_id="ckpt", timeout=120)
     assert engine.journal.query("SELECT count(*) FROM attempts WHERE run_id = 'ckpt'")[0][0] <= 1
+
+
+def test_notebook_activities_see_the_notebook_globals_of_each_attempt(
+    ip: InteractiveShell, engine: weft_nb.Engine
+) -> None:
+    # Functions that travel by value are pickled for every attempt (only importable ones are
+    # pickled once): a global changed in the notebook reaches the next attempt, as inline.
+    ip.run_cell(NOTEBOOK_HELPERS, store_history=False).raise_error()
+    ip.run_cell_magic("weft_activity", "offset_of(x)", "helper(x)")
+    definition = definition_of(ip.user_ns["offset_of"])
+    assert definition is not None
+    engine.register(definition)
+
+    @weft_nb.workflow
+    def uses_offset(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run("offset_of", x)
+
+    assert engine.run(uses_offset, 49, run_id="before", timeout=120) == 17
+    ip.user_ns["OFFSET"] = 20
+    assert engine.run(uses_offset, 49, run_id="after", timeout=120) == 27
+
+
+POINT_CELL = """
+import dataclasses
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+"""
+
+
+@weft_nb.activity
+def described(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def test_inputs_of_every_kind_reach_the_worker_intact(
+    ip: InteractiveShell, engine: weft_nb.Engine
+) -> None:
+    # Small plain inputs are pickled without cloudpickle's hooks; the rest (long, or holding a
+    # class defined in the notebook, which must travel by value) with them. Both arrive intact.
+    ip.run_cell(POINT_CELL, store_history=False).raise_error()
+    point = ip.user_ns["Point"]
+    inputs = [7, "text", {"a": [1, 2.5, None, True], "b": (b"x",)}, list(range(100))]
+    inputs += [point(1, 2), {"p": [point(3, 4)]}]
+
+    @weft_nb.workflow
+    def describes(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+        return [ctx.run(described, value) for value in inputs[:n]]
+
+    assert engine.run(describes, len(inputs), timeout=120) == [described(v) for v in inputs]

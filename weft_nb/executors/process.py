@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import pickle
-import queue
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from weft_nb.errors import WorkerLostError
-from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
+from weft_nb.executors.remote import TICK, RemoteExecutor, count_received, count_sent
 from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
@@ -50,10 +52,14 @@ _WORKER_CODE = (
 
 
 def worker_main(conn: Connection) -> None:
-    """A worker process: run attempts sent on ``conn`` one at a time, until it closes."""
+    """A worker process: run attempts sent on ``conn`` one at a time, until it closes.
+
+    No thread hands tasks over: the main thread reads the socket between attempts and runs what
+    it reads at once (a reader thread's hand-off cost two thread wake-ups per attempt, more than
+    the rest of a trivial attempt's round trip). While an attempt runs, `_SocketInbox` reads.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is for the kernel, not for us
-    tasks: queue.Queue[bytes] = queue.Queue()
-    inbox = Inbox()
+    inbox = _SocketInbox(conn)
     lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -61,22 +67,69 @@ def worker_main(conn: Connection) -> None:
         with lock:
             conn.send_bytes(data)
 
-    def read() -> None:
-        try:
-            while True:
-                message = pickle.loads(conn.recv_bytes())
-                if message[0] == "task":
-                    tasks.put(message[1])
-                else:
-                    inbox.deliver(message)
-        except (EOFError, OSError):
-            os._exit(0)  # the kernel is gone: nobody would read our result
-
-    threading.Thread(target=read, name="weft-worker-reader", daemon=True).start()
+    threading.Thread(target=inbox.watch, name="weft-worker-inbox", daemon=True).start()
+    inbox.reading.acquire()
     while True:
-        done = encode_done(run_shipped(tasks.get(), send, inbox))
+        message = _receive(conn)
+        if message[0] != "task":
+            inbox.deliver(message)  # late: its attempt ended (a cancellation is dropped)
+            continue
+        inbox.reading.release()
+        try:
+            result = run_shipped(message[1], send, inbox)
+        finally:
+            inbox.reading.acquire()  # before the result goes: only this thread reads the next task
+        done = encode_done(result)
         with lock:
             conn.send_bytes(done)
+
+
+def _receive(conn: Connection) -> tuple[Any, ...]:
+    try:
+        message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        os._exit(0)  # the kernel is gone: nobody would read our result
+    return message
+
+
+class _SocketInbox(Inbox):
+    """A worker process's inbox, read from the socket by the threads that need a message.
+
+    Whoever holds ``reading`` may read the socket: the main thread between attempts (the next
+    task); during an attempt, a thread waiting for the reply to its request (`wait()`), and the
+    `watch()` thread, which looks every ``TICK`` seconds for a cancellation.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.reading = threading.Lock()
+
+    def wait(self, arrived: threading.Event, timeout: float) -> bool:
+        """Read the socket until ``arrived`` is set (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while not arrived.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.reading.acquire(timeout=left):
+                try:
+                    if not arrived.is_set() and self.conn.poll(left):
+                        self.deliver(_receive(self.conn))
+                finally:
+                    self.reading.release()
+        return True
+
+    def watch(self) -> None:
+        """Deliver what arrives while an attempt runs, a cancellation above all (a thread)."""
+        while True:
+            time.sleep(TICK)
+            if self.reading.acquire(blocking=False):
+                try:
+                    while self.conn.poll(0):
+                        self.deliver(_receive(self.conn))
+                finally:
+                    self.reading.release()
 
 
 class _Worker:
@@ -91,6 +144,8 @@ class _Worker:
         )
         theirs.close()
         self.conn = Connection(ours.detach())
+        self.poller = select.poll()  # one poll() call per wait (Connection.poll builds a selector)
+        self.poller.register(self.conn.fileno(), select.POLLIN)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -112,11 +167,11 @@ class _ProcessChannel:
         self.lost = False
 
     def poll(self, timeout: float) -> tuple[Any, ...] | None:
-        conn = self.worker.conn
+        worker = self.worker
         try:
-            if not conn.poll(timeout):
+            if not worker.poller.poll(math.ceil(timeout * 1000)):
                 return None
-            raw = conn.recv_bytes()
+            raw = worker.conn.recv_bytes()
         except (EOFError, OSError):
             self.lost = True
             raise self._lost_error() from None
@@ -125,7 +180,10 @@ class _ProcessChannel:
         return message
 
     def send(self, message: tuple[Any, ...]) -> None:
-        data = cloudpickle.dumps(message)
+        self.send_bytes(cloudpickle.dumps(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send a message pickled already."""
         count_sent(len(data))
         with contextlib.suppress(OSError):  # a dead worker shows up in poll()
             self.worker.conn.send_bytes(data)
@@ -207,7 +265,7 @@ class ProcessExecutor(RemoteExecutor):
         try:
             worker = self._take()
             channel = _ProcessChannel(worker, ctx)
-            channel.send(("task", payload))
+            channel.send_bytes(pickle.dumps(("task", payload), pickle.HIGHEST_PROTOCOL))
             try:
                 yield channel
             finally:

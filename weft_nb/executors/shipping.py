@@ -4,8 +4,11 @@ A function defined in a notebook cell (``%%weft_activity``) or in ``__main__`` c
 by a worker, so cloudpickle pickles it *by value*: its code, its closure, and the module-level
 names its code refers to, each pickled in turn (functions and classes defined in the notebook by
 value too; imported modules and library functions by reference, so the worker needs the same
-packages installed). It is pickled again for every attempt, so an attempt always runs what the
-notebook defines *now*, as an inline attempt would.
+packages installed). A function that travels by value is pickled again for every attempt, so an
+attempt always runs what the notebook defines *now* (its globals included), as an inline attempt
+would; one that travels by reference (its module and name, which the worker looks up) is pickled
+once. A small input of plain values (numbers, strings, lists, dicts) is pickled by ``pickle``
+itself: it writes the same bytes without cloudpickle's pure-Python hooks.
 
 What cannot travel: open files, locks, sockets, threads, database connections (DuckDB), the
 engine. When pickling fails, `ship()` finds the variable responsible and raises
@@ -15,8 +18,10 @@ engine. When pickling fails, `ship()` finds the variable responsible and raises
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import sys
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +60,47 @@ class ShippedActivity:
     is_async: bool
 
 
+class _Pickled:
+    """An object pickled ahead of time; it unpickles as that object."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return pickle.loads, (self.data,)
+
+
+_BY_REFERENCE: weakref.WeakKeyDictionary[Any, tuple[ShippedActivity, _Pickled]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Activities whose function pickles by reference, pickled once (keyed by the function)."""
+
+
+def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
+    """The activity to pickle: pickled once if its function travels by reference."""
+    fn = definition.fn
+    activity = ShippedActivity(
+        name=definition.name, fn=fn, arity=definition.arity, is_async=definition.is_async
+    )
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__") or module in cloudpickle.list_registry_pickle_by_value():
+        return activity  # by value: pickled for every attempt, with the globals of now
+    try:
+        cached = _BY_REFERENCE.get(fn)
+    except TypeError:  # not weakly referenceable (a builtin, a partial...)
+        return activity
+    if cached is not None and cached[0] == activity:
+        return cached[1]
+    try:
+        pickled = _Pickled(pickle.dumps(activity, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # not importable by its name: cloudpickle pickles it by value
+        return activity
+    _BY_REFERENCE[fn] = (activity, pickled)
+    return pickled
+
+
 def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> bytes:
     """Pickle one attempt (function, input, identity) for a worker.
 
@@ -62,12 +108,7 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
         ActivityNotShippableError: the function or its input does not pickle; names the variable.
     """
     _by_value_if_not_importable(definition.fn)
-    activity = ShippedActivity(
-        name=definition.name,
-        fn=definition.fn,
-        arity=definition.arity,
-        is_async=definition.is_async,
-    )
+    activity = _shipped(definition)
     storage = ctx.checkpoint_storage
     info = AttemptInfo(
         run_id=ctx.run_id,
@@ -78,6 +119,8 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
         checkpoint_storage=storage if storage is not None and storage.reaches_workers else None,
     )
     try:
+        if isinstance(activity, _Pickled) and info.checkpoint_storage is None and _plain(value):
+            return pickle.dumps((activity, value, info), pickle.HIGHEST_PROTOCOL)  # the same bytes
         data: bytes = cloudpickle.dumps((activity, value, info))
         return data
     except Exception as exc:
@@ -92,6 +135,31 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
             name=path,
             run_id=ctx.run_id,
         ) from exc
+
+
+_PLAIN_ATOMS = (int, float, str, bytes, bool, type(None))
+_PLAIN_MAX_ITEMS = 64
+
+
+def _plain(value: Any) -> bool:
+    """True for a small input of plain values only, which pickle and cloudpickle write alike.
+
+    cloudpickle's pure-Python hooks cost more than the rest of a small attempt's pickling.
+    """
+    budget = [_PLAIN_MAX_ITEMS]
+
+    def plain(item: Any) -> bool:
+        kind = type(item)
+        if kind in _PLAIN_ATOMS:
+            return True
+        budget[0] -= len(item) if kind in (list, tuple, dict) else _PLAIN_MAX_ITEMS + 1
+        if budget[0] < 0:
+            return False
+        if kind is dict:
+            return all(plain(k) and plain(v) for k, v in item.items())
+        return all(plain(v) for v in item)
+
+    return plain(value)
 
 
 def _by_value_if_not_importable(fn: Callable[..., Any]) -> None:

@@ -46,7 +46,7 @@ HEARTBEAT_SEND_INTERVAL = 0.05  # at most this often a heartbeat message per att
 
 
 class Inbox:
-    """Replies and cancellation from the kernel, delivered by the worker's reader thread."""
+    """Replies and cancellation from the kernel, delivered by the thread that reads them."""
 
     def __init__(self, *, one_attempt: bool = False) -> None:
         self._lock = threading.Lock()
@@ -73,6 +73,10 @@ class Inbox:
         with self._lock:
             self._waiting[request_id] = slot
         return slot
+
+    def wait(self, arrived: threading.Event, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``arrived`` (a reply); True when it is set."""
+        return arrived.wait(timeout)
 
     def pending(self) -> bool:
         """True while a request waits for its reply."""
@@ -152,7 +156,8 @@ class WorkerActivityContext(ActivityContext):
         done, reply = self._inbox.expect(request_id)
         self.flush_heartbeat()  # the kernel sees heartbeats before what follows them
         self._post(("request", request_id, kind, payload))
-        while not done.wait(0.1):  # a kernel that gave up on this attempt never replies
+        # A kernel that gave up on this attempt never replies.
+        while not self._inbox.wait(done, 0.1):
             self.raise_if_cancelled()
         ok, value = reply[0]
         if not ok:
