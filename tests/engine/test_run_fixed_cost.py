@@ -151,3 +151,34 @@ def test_a_recalled_run_never_runs_and_its_thread_serves_the_next(tmp_path: Path
     assert done.wait(30)
     assert ran == ["second"]
     pool.close()
+
+
+def test_resume_waits_for_an_interrupted_execution_whose_thread_lives_on(tmp_path: Path) -> None:
+    """The old execution's thread serves other runs later: resume waits for the run, not it."""
+    entered, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    @weft_nb.activity
+    def stubborn(_: int) -> int:
+        entered.set()
+        assert release.wait(30)  # ignores `cancelled`
+        events.append("activity returned")
+        return 1
+
+    @weft_nb.workflow
+    def slow(ctx: weft_nb.WorkflowContext) -> int:
+        events.append("workflow began")
+        return ctx.run(stubborn, 0)
+
+    with Engine(tmp_path / "j.duckdb") as engine:
+        engine.start(slow, run_id="r")
+        assert entered.wait(30)
+        assert engine.interrupt("r")
+        resumed: list[weft_nb.RunHandle[int]] = []
+        resuming = threading.Thread(target=lambda: resumed.append(engine.resume("r")))
+        resuming.start()
+        release.set()
+        resuming.join(30)
+        (handle,) = resumed  # not "still stopping": the old execution left within the wait
+        assert handle.result(30) == 1
+    assert events[:2] == ["workflow began", "activity returned"]
