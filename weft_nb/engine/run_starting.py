@@ -122,6 +122,9 @@ class RunStarting:
         Ctrl-C (``KeyboardInterrupt``) while it waits interrupts the run, as ``%weft run`` does:
         its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
         ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
+
+        Nothing is acknowledged before the result, so the run's start is made durable with its
+        first step's sync instead of one of its own (docs/guarantees.md).
         """
         if run_id is None:  # known here: Ctrl-C may land inside start()
             run_id = uuid.uuid4().hex[:16]
