@@ -134,12 +134,6 @@ def _release(rt: Runtime, live: LiveRuns, state: RunState) -> None:
 
 def _outcome(rt: Runtime, state: RunState) -> Outcome:
     """Run the workflow function and record its outcome: (status, value, error)."""
-    stopped = (
-        RUNNING,
-        None,
-        RunInterruptedError(state.run_id, state.stop_reason),
-    )
-    cancelled = (CANCELLED, None, cancelled_error(state.run_id))
     try:
         ctx = WorkflowContext(rt, state)
         workflow = state.workflow
@@ -172,12 +166,12 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
             max_bytes=rt.max_payload_bytes,
         )
     except EngineStopped:
-        return stopped
+        return _stopped(state)
     except BaseException as exc:
         if state.stopped:
-            return stopped
+            return _stopped(state)
         if state.cancel_requested.is_set():
-            return cancelled
+            return _cancelled(state)
         io_error = is_storage_failure(exc)
         if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
             return RUNNING, None, io_error
@@ -186,24 +180,33 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
         if crash_loops.is_verdict(exc) or needs_environment(exc) is not None:
             if rt.journal.set_run_status(state.run_id, INTERRUPTED, rt.clock.now()):
                 return INTERRUPTED, None, exc
-            return _outcome_on_record(rt, state, stopped)
+            return _outcome_on_record(rt, state)
         if _finish(rt, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
             return FAILED, None, exc
-        return _outcome_on_record(rt, state, stopped)
+        return _outcome_on_record(rt, state)
     if state.stopped:
-        return stopped
+        return _stopped(state)
     if state.cancel_requested.is_set():
-        return cancelled
+        return _cancelled(state)
     if not _finish(rt, state, COMPLETED, result=(codec, data)):
-        return _outcome_on_record(rt, state, stopped)
+        return _outcome_on_record(rt, state)
     return COMPLETED, value, None
 
 
-def _outcome_on_record(rt: Runtime, state: RunState, stopped: Outcome) -> Outcome:
+def _stopped(state: RunState) -> Outcome:
+    """The outcome of a run stopped (interrupted, or its engine closed): it stays resumable."""
+    return RUNNING, None, RunInterruptedError(state.run_id, state.stop_reason)
+
+
+def _cancelled(state: RunState) -> Outcome:
+    return CANCELLED, None, cancelled_error(state.run_id)
+
+
+def _outcome_on_record(rt: Runtime, state: RunState) -> Outcome:
     """The journal refused our outcome: a cancel, or another execution, finished it first."""
     record = None if state.stopped else rt.journal.get_run(state.run_id)
     if record is None or record.status not in TERMINAL_STATUSES:
-        return stopped
+        return _stopped(state)
     return recorded_outcome(record)
 
 
