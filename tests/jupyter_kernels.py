@@ -119,3 +119,24 @@ def start_notebook(cwd: Path, kernels: list[Kernel], cells: list[str]) -> Kernel
         kernel.run(code)
     kernel.send(cells[-1])
     return kernel
+
+
+def kill_then_run_all_again(
+    cwd: Path, kernels: list[Kernel], cells: list[str], evidence: Path
+) -> tuple[Kernel, Kernel]:
+    """Run the notebook until a cell notes ``ready_to_die``, SIGKILL that kernel, then Restart &
+    Run All in a fresh kernel. Returns the killed kernel and the new one.
+
+    The dying cell loops until the ``killed-once`` evidence file exists, which is created just
+    before the kill so the second kernel's run goes through.
+    """
+    first = start_notebook(cwd, kernels, cells)  # the kernel dies in the last cell
+    dying = wait_for(evidence, "ready_to_die")
+    assert dying["pid"] == first.pid
+    (evidence / "killed-once").touch()
+    first.kill()
+
+    second = start_kernel(cwd, kernels)  # Restart & Run All
+    for code in cells:
+        second.run(code)
+    return first, second

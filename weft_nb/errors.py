@@ -401,6 +401,24 @@ class ChildWorkflowFailedError(WeftError):
         )
 
 
+class ChildWorkflowDepthError(WeftError):
+    """A child workflow would nest more than ``limit`` (10) levels below its root run.
+
+    Attributes: ``run_id`` (the parent), ``position``, ``depth`` (the child's) and ``limit``.
+    """
+
+    def __init__(self, run_id: str, position: int, depth: int, limit: int) -> None:
+        super().__init__(
+            f"step {position} of run {run_id!r} would start a child workflow {depth} levels "
+            f"below its root run; at most {limit} are allowed. A workflow that starts itself "
+            "as a child needs a base case that stops the recursion",
+            run_id=run_id,
+            position=position,
+            depth=depth,
+            limit=limit,
+        )
+
+
 class CompensationError(WeftError):
     """Compensations failed after their retries; the others still ran (``ctx.compensate()``).
 
@@ -985,6 +1003,7 @@ __all__ = [
     "CellExecutionError",
     "CheckpointEnvironmentError",
     "CheckpointStorageError",
+    "ChildWorkflowDepthError",
     "ChildWorkflowFailedError",
     "CircuitOpenError",
     "CliError",

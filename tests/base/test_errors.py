@@ -59,6 +59,7 @@ EXAMPLES: dict[str, Callable[[], errors.WeftError]] = {
     "InterceptorCallError": lambda: errors.InterceptorCallError("Retrying", "intercept_attempt"),
     "RunFinishedError": lambda: errors.RunFinishedError("r1", "completed", signal="approve"),
     "RunInterruptedError": lambda: errors.RunInterruptedError("r1", "interrupted by the user"),
+    "ChildWorkflowDepthError": lambda: errors.ChildWorkflowDepthError("r1.0.0", 0, 11, 10),
     "ChildWorkflowFailedError": lambda: errors.ChildWorkflowFailedError(
         "trial", "sweep.3", run_id="sweep", position=3, reason="ValueError: lr too high"
     ),

@@ -14,11 +14,9 @@ import pytest
 from jupyter_kernels import (
     Kernel,
     evidence_folder,
+    kill_then_run_all_again,
     opening_cells,
     read,
-    start_kernel,
-    start_notebook,
-    wait_for,
 )
 
 pytestmark = pytest.mark.crash
@@ -52,15 +50,7 @@ def test_an_async_workflow_survives_a_kernel_sigkill_and_restart_and_run_all(
     evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
 
-    first = start_notebook(tmp_path, kernels, cells)  # the kernel dies awaiting the last cell
-    dying = wait_for(evidence, "ready_to_die")
-    assert dying["pid"] == first.pid
-    (evidence / "killed-once").touch()
-    first.kill()
-
-    second = start_kernel(tmp_path, kernels)  # Restart & Run All
-    for code in cells:
-        second.run(code)
+    first, second = kill_then_run_all_again(tmp_path, kernels, cells, evidence)
 
     fetched = sorted((f["pid"], f["x"]) for f in read(evidence, "fetch"))
     assert fetched == [(first.pid, 0), (first.pid, 1), (first.pid, 2)]  # never again

@@ -12,11 +12,9 @@ from jupyter_kernels import (
     PREPARE_CELL,
     Kernel,
     evidence_folder,
+    kill_then_run_all_again,
     opening_cells,
     read,
-    start_kernel,
-    start_notebook,
-    wait_for,
 )
 
 pytestmark = pytest.mark.crash
@@ -53,15 +51,7 @@ def test_sigkilled_kernel_resumes_on_restart_and_run_all(
     evidence = evidence_folder(tmp_path)
     cells = notebook_cells(tmp_path / "nb.duckdb", evidence)
 
-    first = start_notebook(tmp_path, kernels, cells)  # the kernel dies in the last cell
-    dying = wait_for(evidence, "ready_to_die")
-    assert dying["pid"] == first.pid
-    (evidence / "killed-once").touch()
-    first.kill()
-
-    second = start_kernel(tmp_path, kernels)  # Restart & Run All
-    for code in cells:
-        second.run(code)
+    first, second = kill_then_run_all_again(tmp_path, kernels, cells, evidence)
 
     assert [r["pid"] for r in read(evidence, "prepare")] == [first.pid]  # not run again
     starts = read(evidence, "train_start")

@@ -9,6 +9,7 @@ loop (``engine.run_async``, ``await handle``), and the named errors for mixed st
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections import Counter
 from typing import Any
@@ -219,6 +220,25 @@ def test_a_call_not_awaited_is_refused_at_the_next_call_after_an_await(
     with pytest.raises(StepNotAwaitedError, match=r"ctx.sleep\(1\)"):
         engine.run(wf)
     assert reached == ["after the await"]
+
+
+def test_a_workflow_that_raises_closes_its_unawaited_calls_without_a_second_error(
+    engine: TestEngine,
+) -> None:
+    """The workflow's own error is what the user sees: not StepNotAwaitedError, and the call it
+    left behind is closed, so no "coroutine ... was never awaited" RuntimeWarning follows when
+    the error's traceback is finally collected."""
+    left_behind: list[Any] = []
+
+    @weft_nb.workflow
+    async def wf(ctx: weft_nb.AsyncWorkflowContext) -> None:
+        left_behind.append(ctx.run(double, 1))
+        raise ValueError("the workflow's own error")
+
+    with pytest.raises(ValueError, match="the workflow's own error"):
+        engine.run(wf)
+    (call,) = left_behind
+    assert inspect.getcoroutinestate(call) == inspect.CORO_CLOSED
 
 
 def test_a_call_not_awaited_passed_as_input_is_refused(engine: TestEngine) -> None:

@@ -9,7 +9,9 @@ import pytest
 from helpers import wait_until
 
 import weft_nb
+from weft_nb.base.payloads import error_from_json
 from weft_nb.errors import (
+    ChildWorkflowDepthError,
     ChildWorkflowFailedError,
     WeftError,
     WorkflowCancelledError,
@@ -308,3 +310,27 @@ def test_an_activity_passed_as_a_child_workflow_is_named(engine: TestEngine) -> 
     with pytest.raises(TypeError, match=r"'score' is an activity, not a workflow: call it with"):
         engine.run(wf)
     assert calls["score"] == 0
+
+
+@weft_nb.workflow
+def countdown(ctx: weft_nb.WorkflowContext, n: int) -> int:
+    calls["countdown"] += 1
+    return 0 if n == 0 else 1 + ctx.run_workflow(countdown, n - 1)
+
+
+def test_children_nest_ten_levels_and_the_eleventh_is_refused(engine: TestEngine) -> None:
+    assert engine.run(countdown, 10, run_id="ten") == 10  # ten children below the root
+    calls.clear()
+    with pytest.raises(ChildWorkflowFailedError) as caught:
+        engine.run(countdown, 11, run_id="eleven")
+    assert calls["countdown"] == 11  # the root and ten children ran; no eleventh child started
+    assert engine.journal.get_run("eleven" + ".0" * 11) is None
+    # the root's error says what went wrong at the bottom in one line, not ten nested messages
+    deepest = "eleven" + ".0" * 10
+    assert f"ChildWorkflowDepthError: step 0 of run {deepest!r}" in str(caught.value)
+    assert str(caught.value).count("did not complete") == 1
+    record = engine.journal.get_run(deepest)
+    assert record is not None and record.error is not None
+    error = error_from_json(record.error)
+    assert isinstance(error, ChildWorkflowDepthError)
+    assert error.fields["depth"] == 11 and error.fields["limit"] == 10

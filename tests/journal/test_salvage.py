@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
-from weft_nb.errors import JournalCorruptError
+from weft_nb.errors import ActivityFailedError, JournalCorruptError
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.testing import TestEngine
 
@@ -103,3 +105,57 @@ def test_salvage_refuses_to_overwrite_and_reports_unopenable_files(tmp_path: Pat
         )
         assert done.returncode == 1
         assert message in done.stderr
+
+
+@weft_nb.activity
+def ask(_: object, activity: weft_nb.ActivityContext) -> None:
+    activity.complete_async()  # parks the step on its token
+
+
+@weft_nb.activity(retry={"max_attempts": 1}, circuit_breaker="1/1h")
+def fragile(_: object) -> None:
+    raise RuntimeError("down")
+
+
+@weft_nb.workflow
+def review(ctx: weft_nb.WorkflowContext) -> Any:
+    return ctx.run(ask)
+
+
+@weft_nb.workflow
+def gate(ctx: weft_nb.WorkflowContext) -> Any:
+    return ctx.wait_for_signal("go")
+
+
+@weft_nb.workflow
+def trips(ctx: weft_nb.WorkflowContext) -> Any:
+    return ctx.run(fragile)
+
+
+def test_salvage_keeps_tokens_signals_breakers_and_trace_contexts(tmp_path: Path) -> None:
+    """What a run still waits for (a token, a signal sent before it listened), its trace
+    context and the shared circuit breakers come along: without them a salvaged run could
+    never finish, or an open breaker would let a failing service be called again."""
+    source, target = tmp_path / "source.duckdb", tmp_path / "copy.duckdb"
+    with TestEngine(source) as engine:
+        engine.start(review, run_id="review")
+        wait_until(lambda: engine.journal.pending_async_tokens("review"), timeout=30)
+        with pytest.raises(ActivityFailedError):
+            engine.run(trips, run_id="trips")
+        engine.journal.trace_context("review", keep="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    with TestEngine(source) as engine:
+        engine.start(gate, run_id="gate")
+        wait_until(lambda: engine.is_active("gate"), timeout=30)
+        engine.interrupt("gate")  # stopped, still running: the signal waits in the journal
+        engine.signal("gate", "go", {"approved": True})
+    done = salvage_cli(str(source), str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with TestEngine(target) as engine:
+        engine.register(review, ask, gate, trips, fragile)
+        (token,) = engine.journal.pending_async_tokens("review").values()
+        assert engine.journal.trace_context("review") == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+        assert [b.activity for b in engine.journal.breakers()] == ["fragile"]
+        handle = engine.resume("review")
+        engine.complete_async_activity(token, "approved")
+        assert handle.result(30) == "approved"
+        assert engine.resume("gate").result(30) == {"approved": True}

@@ -28,8 +28,9 @@ import duckdb
 
 from weft_nb.base.release import __version__
 from weft_nb.cli.check import cmd_check
-from weft_nb.cli.read import cmd_export, cmd_runs, cmd_show, cmd_sql
+from weft_nb.cli.read import cmd_export, cmd_runs, cmd_sql
 from weft_nb.cli.reading import DEFAULT_JOURNAL, RUN_STATUSES
+from weft_nb.cli.show import cmd_show
 from weft_nb.cli.text import print_error
 from weft_nb.cli.write import cmd_complete, cmd_fail, cmd_salvage, cmd_signal
 from weft_nb.errors import CliError, WeftError

@@ -36,6 +36,7 @@ from weft_nb.base.payloads import decode, digest, encode, error_from_json, error
 from weft_nb.engine.parallel import StepFuture
 from weft_nb.engine.replay import control_record
 from weft_nb.errors import (
+    ChildWorkflowDepthError,
     ChildWorkflowFailedError,
     JournalClosedError,
     WeftError,
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
 
 CHILD = "<child>"
 START_OPTIONS = frozenset({"on_change"})
+MAX_CHILD_DEPTH = 10
+"""How many levels of child workflows may nest below a root run (Weft's ``maxNestingDepth``):
+a workflow that starts itself as a child without a base case stops here with
+`ChildWorkflowDepthError` instead of starting runs (and threads) until the process gives out."""
 
 
 class ChildFuture(StepFuture[Any]):
@@ -141,11 +146,12 @@ def failure(
     """The parent's error for a failed or cancelled child, its ``__cause__`` rebuilt from JSON."""
     cause = error_from_json(child_error, run_id=child_run_id)
     data = json.loads(child_error)
-    reason = (
-        "it was cancelled"
-        if isinstance(cause, WorkflowCancelledError)
-        else f"{data.get('class')}: {data.get('message')}"
-    )
+    if isinstance(cause, WorkflowCancelledError):
+        reason = "it was cancelled"
+    elif isinstance(cause, ChildWorkflowFailedError):  # a grandchild's: its one line, not nested
+        reason = str(cause.fields["reason"])
+    else:
+        reason = f"{data.get('class')}: {data.get('message')}"
     error = ChildWorkflowFailedError(
         workflow,
         child_run_id,
@@ -211,6 +217,9 @@ def start(
             future.settle(value)
         return future
     if recorded is None:
+        depth = _depth(rt, cursor.run_id) + 1
+        if depth > MAX_CHILD_DEPTH:
+            raise ChildWorkflowDepthError(cursor.run_id, position, depth, MAX_CHILD_DEPTH)
         rt.journal.record_marker(marker)  # the child's id, journaled before the child starts
     policy = options.get("on_change") or cursor.state.on_change
     handle = rt.children.start(workflow, child_id, input, policy, parent_run_id=cursor.run_id)
@@ -218,6 +227,17 @@ def start(
         rt.children.cancel(child_id)  # the parent's cancel may have listed its children before
     handle.add_done_callback(future.child_settled)
     return future
+
+
+def _depth(rt: Runtime, run_id: str) -> int:
+    """How many parents the run has, counted up to one past the limit (a loop ends there too)."""
+    depth = 0
+    while depth <= MAX_CHILD_DEPTH:
+        record = rt.journal.get_run(run_id)
+        if record is None or record.parent_run_id is None:
+            return depth
+        run_id, depth = record.parent_run_id, depth + 1
+    return depth
 
 
 def _replayed_error(recorded: StepRecord, workflow: str, child_id: str) -> BaseException:

@@ -125,6 +125,7 @@ class Engine(RunStarting):
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
+        # Kept for callers that read it; the pool's max_parallel threads are the bound.
         self.parallel_slots = threading.BoundedSemaphore(max_parallel)
         self.step_pool = StepPool(max_parallel)
         self.queue_limits = QueueLimits(self.clock, queue_limits)
@@ -147,7 +148,6 @@ class Engine(RunStarting):
             events=self._events,
             dispatches=self.dispatches,
             step_pool=self.step_pool,
-            parallel_slots=self.parallel_slots,
             queue_limits=self.queue_limits,
             dev_checks=self.dev_checks,
             max_payload_bytes=max_payload_bytes,

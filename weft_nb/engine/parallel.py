@@ -24,16 +24,16 @@ import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
-from weft_nb.base.clock import RealClock
 from weft_nb.base.payloads import digest
 from weft_nb.base.typed_api import ResultT, ResultT_co
 from weft_nb.engine import async_loop, steps
 from weft_nb.engine.replay import control_record
 from weft_nb.errors import BranchTopologyChangedError
-from weft_nb.journal.group_commit import Deferral, deferring
+from weft_nb.journal.group_commit import Deferral
 from weft_nb.journal.protocol import STEP_COMPLETED
 
 if TYPE_CHECKING:
+    from weft_nb.base.clock import Clock
     from weft_nb.engine.replay import PreparedStep, StepCursor
     from weft_nb.engine.runtime import Runtime
 
@@ -52,12 +52,13 @@ class StepFuture(Generic[ResultT_co]):
     def __init__(self, rt: Runtime, cursor: StepCursor, position: int, activity: str) -> None:
         self.position = position
         self.activity = activity
-        self._clock = rt.clock
+        self.clock = rt.clock  # the engine's: waits for this step follow it
         self._cursor = cursor
-        self._settled = rt.clock.new_event()
+        # No event per future: a 500-way ctx.all would build 500 of them (each a Condition and
+        # two locks). Whoever must block makes one and hands its ``set`` to add_done_callback.
+        self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
-        self._watchers: list[threading.Event] = []
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.settled_order = 0  # global settle order: the true first of a race
@@ -67,24 +68,19 @@ class StepFuture(Generic[ResultT_co]):
         with self._lock:
             self._value, self._error = value, error
             self.settled_order = next(_SETTLE_ORDER)
-            self._settled.set()
-            watchers, callbacks = list(self._watchers), list(self._callbacks)
-        for watcher in watchers:
-            watcher.set()
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
 
     def watch(self, event: threading.Event) -> None:
         """Set ``event`` when the step settles (at once if it has)."""
-        with self._lock:
-            self._watchers.append(event)
-            if self._settled.is_set():
-                event.set()
+        self.add_done_callback(event.set)
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when the step settles (at once if it has), on the settling thread."""
         with self._lock:
-            if not self._settled.is_set():
+            if not self._done:
                 self._callbacks.append(callback)
                 return
         callback()
@@ -95,14 +91,14 @@ class StepFuture(Generic[ResultT_co]):
         Waits without blocking the awaiting event loop; raises the step's error.
         """
         if self.poll() is not None:  # it needs tending (a timer fires when its waiter looks)
-            yield from async_loop.off_loop(self._clock, self.wait).__await__()
+            yield from async_loop.off_loop(self.clock, self.wait).__await__()
         elif not self.done():
             yield from async_loop.settled(self.add_done_callback).__await__()
         return self.result()
 
     def done(self) -> bool:
         """True once the step completed or failed."""
-        return self._settled.is_set()
+        return self._done
 
     def poll(self) -> float | None:
         """Settle now if this future settles itself and is due; how long it may still take.
@@ -123,8 +119,8 @@ class StepFuture(Generic[ResultT_co]):
         stopped; `result()` then raises that.
         """
         if self.poll() is None:
-            while not self._clock.wait(self._settled, None):
-                pass
+            if not self._done:
+                wait_settled([self], self.clock)
             return
         cursor = self._cursor
         with cursor.own_wake() as wake:
@@ -159,8 +155,8 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
 
     def work() -> None:
         # Not a clock wait: time may move meanwhile. The step's queue slot, if it names a queue,
-        # is taken around each attempt by _step_execution (see _queue_limits).
-        rt.parallel_slots.acquire()
+        # is taken around each attempt by _step_execution (see _queue_limits). The pool's
+        # max_parallel threads are the bound on parallel steps: no semaphore per step.
         rt.clock.reserve_participant()
         rt.clock.bind_participant()
         deferral = Deferral()
@@ -169,9 +165,9 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
         try:
             try:
                 # In real time the record's sync is shared with the other parallel steps: this
-                # thread frees its slot and moves on; the future settles once the record is
+                # thread moves on to the next step; the future settles once the record is
                 # durable (weft_nb.journal.group_commit). A virtual clock keeps it synchronous.
-                with deferring(deferral) if defer else contextlib.nullcontext(deferral):
+                with deferral if defer else contextlib.nullcontext(deferral):
                     value = steps.execute(rt, cursor, step)
             except BaseException as exc:
                 error = exc
@@ -179,11 +175,11 @@ def submit(rt: Runtime, cursor: StepCursor, step: PreparedStep) -> StepFuture[An
                 future.settle(value, error)
         finally:
             rt.clock.release_participant()
-            rt.parallel_slots.release()
         if deferral.commit is not None:
             deferral.when_durable(lambda failed: future.settle(value, failed or error))
 
-    defer = isinstance(rt.clock, RealClock)
+    # A clock written before Clock.defers_syncs existed keeps every sync synchronous.
+    defer = getattr(rt.clock, "defers_syncs", False)
     context = contextvars.copy_context()  # output routing follows the cell; see run_thread.launch
     rt.step_pool.run(lambda: context.run(work))
     return future
@@ -207,9 +203,38 @@ def check_futures(futures: Sequence[Any], call: str) -> None:
 def wait_all(futures: Sequence[StepFuture[ResultT]]) -> list[ResultT]:
     """Results in order; on a failure, wait for every sibling to settle, then raise the first."""
     check_futures(futures, "ctx.all")
-    for future in futures:
-        future.wait()
+    pending = [future for future in futures if not future.done()]
+    if all(future.poll() is None for future in pending):  # their worker threads settle them
+        if pending:
+            wait_settled(pending, pending[0].clock)
+    else:  # a timer or a child workflow among them: each is tended while it is waited for
+        for future in futures:
+            future.wait()
     return [future.result() for future in futures]  # settled: raises the first error in order
+
+
+def wait_settled(futures: Sequence[StepFuture[Any]], clock: Clock) -> None:
+    """Block until every one of ``futures`` has settled (steps whose `poll()` is None).
+
+    A count-down latch: one event and one wake-up of the waiting thread for the lot, where
+    waiting on each future in turn could wake it once per step of a wide ``ctx.all``.
+    """
+    left = len(futures)
+    lock = threading.Lock()
+    event = clock.new_event()
+
+    def count_down() -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            last = left == 0
+        if last:
+            event.set()
+
+    for future in futures:
+        future.add_done_callback(count_down)
+    while not clock.wait(event, None):
+        pass
 
 
 def race(

@@ -51,8 +51,8 @@ class Runtime:
         checkpoints: Activity checkpoints beside the journal.
         events: The engine's listeners; see `emit()`.
         dispatches: Attempts started and not yet finished, for crash-loop counting.
-        step_pool: Threads for ``ctx.submit``/``all``/``race``/``run_all``.
-        parallel_slots: Bounds the parallel steps in flight, across all runs.
+        step_pool: Threads for ``ctx.submit``/``all``/``race``/``run_all``: ``max_parallel`` of
+            them at most, which bounds the parallel steps in flight across all runs.
         queue_limits: Concurrency limits per activity queue.
         dev_checks: Development-mode warnings (inactive unless development mode is on).
         max_payload_bytes: Largest input or result stored in the journal.
@@ -75,7 +75,6 @@ class Runtime:
     events: EventBus
     dispatches: DispatchLog
     step_pool: StepPool
-    parallel_slots: threading.BoundedSemaphore
     queue_limits: QueueLimits
     dev_checks: DevelopmentChecks
     max_payload_bytes: int
@@ -96,8 +95,9 @@ class Runtime:
         that is not `Interceptor.active()` (tracing with no provider): often none is left.
         """
         chain = self.interceptors if logging_on() else self.quiet_interceptors
-        if chain and not all(each.active() for each in chain):
-            chain = tuple(each for each in chain if each.active())
+        for each in chain:  # a loop, not all(generator): asked twice per step
+            if not each.active():
+                return tuple(each for each in chain if each.active())
         return chain
 
     def run_attempt(self, request: AttemptRequest, wake: threading.Event) -> AttemptOutcome | None:

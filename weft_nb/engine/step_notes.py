@@ -3,7 +3,7 @@
 A ``<timer>`` or ``<sleep>`` step shows its journaled deadline (and, while pending, how long is
 left); a ``<child>`` step names the child's run, whose id the step keeps (in its
 ``idempotency_key``, which a marker needs anyway). The run panel, ``%weft show`` and the REST
-endpoint show these notes under the step.
+endpoint show these notes under the step, and ``weft-nb show`` (from rows: `marker_note`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,28 @@ from weft_nb.journal.protocol import STEP_COMPLETED, StepRecord
 
 def step_note(step: StepRecord, now: float) -> str | None:
     """The note for a journaled step, or None when it has nothing to add."""
-    if step.activity in (TIMER, SLEEP) and step.result is not None:
+    return marker_note(step.activity, step.status, step.result, step.idempotency_key, now)
+
+
+def marker_note(
+    activity: str,
+    status: str,
+    result: str | bytes | None,
+    idempotency_key: str | None,
+    now: float,
+) -> str | None:
+    """`step_note` from a step's columns, for readers holding rows (``weft-nb show``)."""
+    if activity in (TIMER, SLEEP) and result is not None:
         try:
-            deadline = float(json.loads(step.result))
+            deadline = float(json.loads(result))
         except (ValueError, TypeError):
             return None
         at = datetime.datetime.fromtimestamp(deadline).strftime("%Y-%m-%d %H:%M:%S")
-        if step.status == STEP_COMPLETED:
+        if status == STEP_COMPLETED:
             return f"deadline {at}: fired"
         if deadline <= now:  # a timer fires when the workflow waits on it: maybe never
             return f"deadline {at}: passed, not fired (fires when the workflow waits on it)"
         return f"deadline {at} (in {deadline - now:.0f}s)"
-    if step.activity == CHILD and step.idempotency_key:
-        return f"child workflow run {step.idempotency_key}"
+    if activity == CHILD and idempotency_key:
+        return f"child workflow run {idempotency_key}"
     return None

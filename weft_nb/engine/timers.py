@@ -55,12 +55,12 @@ class TimerFuture(StepFuture[None]):
         """Fire (journaled) if the deadline has passed; the seconds left (0 once settled)."""
         if self.done():
             return 0.0
-        left = self._local_deadline - self._clock.monotonic()
+        left = self._local_deadline - self.clock.monotonic()
         if left > 0:
             return left
         with self._firing:
             if not self.done() and self._cursor.is_alive():
-                at = self._clock.now()
+                at = self.clock.now()
                 self._journal.record_step(
                     dataclasses.replace(self._record, status=STEP_COMPLETED, finished_at=at)
                 )

@@ -81,12 +81,27 @@ class GroupCommit:
 
 
 class Deferral:
-    """What a step run inside `deferring()` appended: where to wait for it, and what to do then."""
+    """What a step run inside `deferring()` appended: where to wait for it, and what to do then.
+
+    Also usable as ``with deferral:`` (what `deferring()` does, without a generator: the pool
+    thread of every parallel step enters one).
+    """
 
     def __init__(self) -> None:
         self.commit: GroupCommit | None = None
         self.lsn = 0
         self.after: list[Callable[[], None]] = []  # run once durable, before ``done``
+        self._previous: Deferral | None = None
+
+    def __enter__(self) -> Deferral:
+        """Make step-log appends on this thread note their lsn here instead of syncing."""
+        self._previous = getattr(_local, "deferral", None)
+        _local.deferral = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Restore the thread's previous deferral (usually none)."""
+        _local.deferral, self._previous = self._previous, None
 
     def note(self, commit: GroupCommit, lsn: int) -> None:
         """Record an append whose sync was deferred (the journal calls this)."""
@@ -116,12 +131,8 @@ class Deferral:
 @contextmanager
 def deferring(deferral: Deferral) -> Iterator[Deferral]:
     """Step-log appends on this thread note their lsn in ``deferral`` instead of syncing."""
-    previous = getattr(_local, "deferral", None)
-    _local.deferral = deferral
-    try:
+    with deferral:
         yield deferral
-    finally:
-        _local.deferral = previous
 
 
 def after_durable(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:

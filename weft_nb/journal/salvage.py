@@ -2,9 +2,11 @@
 
 A journal damaged by something outside weft_nb (truncated by hand, a disk fault) raises
 ``JournalCorruptError`` and is never written to. ``python -m weft_nb salvage BROKEN NEW`` reads
-what it still can, run by run: a run whose rows (its steps, attempts, heartbeats, checkpoints and
-events) all read back is copied whole, with its checkpoint files; a run with any unreadable row is
-reported and left out, never copied half.
+what it still can, run by run: a run whose rows (its steps, attempts, heartbeats, checkpoints,
+events, signals not yet received, async-completion tokens and trace context) all read back is
+copied whole, with its checkpoint files; a run with any unreadable row is reported and left out,
+never copied half. The activities' circuit breakers, shared by every run, are copied when their
+table reads back, and reported when it does not.
 """
 
 from __future__ import annotations
@@ -34,8 +36,15 @@ _TABLES = {
     "superseded",
     "checkpoints": "run_id, position, attempt, seq, created_at, path, size, codec, superseded",
     "events": "run_id, position, kind, message, created_at",
+    "signals": "run_id, name, signal_id, codec, payload, created_at, consumed_at, "
+    "consumed_position",
+    "async_tokens": "token, run_id, position, attempt, activity, input_hash, source_hash, "
+    "idempotency_key, created_at, consumed_at",
+    "weft_meta": "key, value",  # the run's trace context (`DuckDBJournal.trace_context`)
 }
-_ORDER = {"heartbeats": "id", "events": "id"}
+_ORDER = {"heartbeats": "id", "events": "id", "signals": "id"}
+_WHERE = {"weft_meta": "key = 'trace_context/' || ?"}
+_BREAKERS = "activity, state, failures, opened_at, updated_at, half_open_at"
 
 
 @dataclasses.dataclass
@@ -78,6 +87,9 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
                 f"has an unreadable runs table ({exc}); nothing can be salvaged",
                 advice="",
             ) from None
+        present = {
+            r[0] for r in source.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
         journal = DuckDBJournal(target)
         try:
             for run_id in run_ids:
@@ -85,7 +97,7 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
                     cursor = source.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
                     row = cursor.fetchone()
                     run_columns = [d[0] for d in cursor.description]
-                    rows = _read_run(source, run_id)
+                    rows = _read_run(source, run_id, present)
                 except duckdb.Error as exc:
                     report.damaged[run_id] = str(exc).splitlines()[0]
                     continue
@@ -93,6 +105,7 @@ def salvage(broken: str | os.PathLike[str], target: str | os.PathLike[str]) -> S
                 _write_run(journal, run_columns, row, rows)
                 _copy_checkpoints(broken, target, [r[5] for r in rows["checkpoints"]])
                 report.copied.append(run_id)
+            _copy_breakers(source, journal, report)
             _copy_step_log(broken, journal, report)
         finally:
             journal.close()
@@ -128,12 +141,36 @@ def _copy_step_log(broken: Path, journal: DuckDBJournal, report: SalvageReport) 
         )
 
 
-def _read_run(source: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[Any]]:
-    rows = {}
+def _copy_breakers(
+    source: duckdb.DuckDBPyConnection, journal: DuckDBJournal, report: SalvageReport
+) -> None:
+    """Copy the circuit breakers (one row per activity, shared by all runs), or report them."""
+    try:
+        rows = source.execute(f"SELECT {_BREAKERS} FROM breakers").fetchall()
+    except duckdb.CatalogException:
+        return  # a journal from before circuit breakers: none to copy
+    except duckdb.Error as exc:
+        report.damaged["circuit breakers"] = (
+            f"{str(exc).splitlines()[0]} (every breaker starts closed in the new journal)"
+        )
+        return
+    if rows:
+        with journal.writing() as con:
+            con.executemany(f"INSERT INTO breakers ({_BREAKERS}) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def _read_run(
+    source: duckdb.DuckDBPyConnection, run_id: str, present: set[str]
+) -> dict[str, list[Any]]:
+    """The run's rows, table by table (none from a table an older journal does not have)."""
+    rows: dict[str, list[Any]] = {}
     for table, columns in _TABLES.items():
+        if table not in present:
+            rows[table] = []
+            continue
         order = f" ORDER BY {_ORDER[table]}" if table in _ORDER else ""
         rows[table] = source.execute(
-            f"SELECT {columns} FROM {table} WHERE run_id = ?{order}",
+            f"SELECT {columns} FROM {table} WHERE {_WHERE.get(table, 'run_id = ?')}{order}",
             [run_id],
         ).fetchall()
     return rows
