@@ -13,7 +13,9 @@ that survive SIGKILL (appended, flushed and fsynced before the activity goes on)
 - ``result.json``: the run's outcome (written only when the run finished).
 
 Config keys: ``journal``, ``evidence``, ``run_id``, ``workflow`` (``pipeline``, ``many``, ``fan``),
-``input``, ``api`` (``start`` or ``resume``), ``heartbeat_interval``, ``checkpoint_keep``, and
+``input``, ``api`` (``start``, ``run`` for ``engine.run()``, ``resume``, or ``recover`` for
+``engine.recover_all()``, which must resume exactly this run), ``heartbeat_interval``,
+``checkpoint_keep``, and
 optionally ``block`` (``{"activity": name, "epoch": e or null}``: signal ``blocked`` there and
 wait to be killed) and ``random_kill`` (``{"seed", "first", "last", "max_delay"}``: once the step
 at a seeded random position in ``[first, last]`` starts, SIGKILL this process after a seeded
@@ -261,8 +263,17 @@ def main() -> int:
     if CONFIG.get("random_kill"):
         _start_random_killer(CONFIG["random_kill"])
     workflow = WORKFLOWS[CONFIG["workflow"]]
-    if CONFIG.get("api") == "resume":
+    api = CONFIG.get("api")
+    if api == "run":  # no handle before the outcome: its start record is not synced by itself
+        value = engine.run(workflow, CONFIG["input"], run_id=CONFIG["run_id"], timeout=WAIT_LIMIT)
+        engine.close()
+        write_json(os.path.join(EVIDENCE, "result.json"), {"value": value, "status": "completed"})
+        return 0
+    if api == "resume":
         handle = engine.resume(CONFIG["run_id"])
+    elif api == "recover":
+        (handle,) = engine.recover_all().resumed
+        assert handle.run_id == CONFIG["run_id"], handle.run_id
     else:
         handle = engine.start(workflow, CONFIG["input"], run_id=CONFIG["run_id"])
     value = handle.result(timeout=WAIT_LIMIT)

@@ -177,6 +177,7 @@ def test_result_of_an_interrupted_run_raises_run_interrupted_error(engine: TestE
     with pytest.raises(RunInterruptedError, match="run 'i' stopped before it finished") as caught:
         handle.result(GUARD)
     assert caught.value.run_id == "i"
+    assert caught.value.reason == "the run was interrupted"  # what stopped it, not a default
 
 
 def test_no_input_lets_the_parameters_default_apply_in_the_engines_process(

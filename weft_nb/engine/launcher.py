@@ -97,7 +97,7 @@ class RunLauncher:
         """`start()` for a child workflow: its run records ``parent_run_id``."""
         return self.start(workflow, run_id, input, policy, parent_run_id=parent_run_id)
 
-    def start(
+    def start(  # noqa: PLR0913 - keyword-only: a child's parent, and run()'s unsynced start
         self,
         workflow: Any,
         run_id: str | None,
@@ -105,8 +105,12 @@ class RunLauncher:
         policy: str,
         *,
         parent_run_id: str | None = None,
+        sync_start: bool = True,
     ) -> RunHandle[Any]:
         """Start a new run, or resume the run ``run_id`` names when it exists.
+
+        ``sync_start=False`` leaves a new run's start record to the journal's next sync
+        (`Journal.create_run`): for ``engine.run``, whose caller gets no handle before the outcome.
 
         Raises:
             InvalidRunIdError: ``run_id`` cannot name a run (empty, too long, control characters).
@@ -152,7 +156,7 @@ class RunLauncher:
                 updated_at=now,
                 parent_run_id=parent_run_id,
             )
-            return self._create(definition, record, input)
+            return self._create(definition, record, input, sync_start)
 
     def recover_all(self) -> RecoveryReport:
         """Resume every unfinished run whose workflow is registered; report the others by name."""
@@ -175,11 +179,11 @@ class RunLauncher:
             return self._resume(run_id)
 
     def _create(
-        self, definition: WorkflowDefinition, record: RunRecord, input: Any
+        self, definition: WorkflowDefinition, record: RunRecord, input: Any, sync: bool
     ) -> RunHandle[Any]:
         # Steps of this id without its run: damage destroyed its start record. Replay them.
         lost = self._rt.journal.orphaned_steps(record.run_id)
-        self._rt.journal.create_run(record)
+        self._rt.journal.create_run(record, sync=sync)
         self._rt.emit("run_started", record.run_id, None, workflow=definition.name)
         history = self._history(record.run_id) if lost else JournalHistory()
         return self._launch(definition, record, input, history)
@@ -188,15 +192,13 @@ class RunLauncher:
         active = self._live.get(run_id)
         if active is not None and not active.stopped:
             return active.handle
-        if active is not None and active.thread is not None:
-            # An interrupted execution must be gone before a new one replays the journal.
-            active.thread.join(timeout=10)
-            if active.thread.is_alive():
-                raise WeftError(
-                    f"run {run_id!r} is still stopping: an activity of it ignores `cancelled` "
-                    "and has not returned yet. Wait for it, then resume again.",
-                    run_id=run_id,
-                )
+        # An interrupted execution must be gone before a new one replays the journal.
+        if active is not None and active.thread is not None and not active.exited.wait(10):
+            raise WeftError(
+                f"run {run_id!r} is still stopping: an activity of it ignores `cancelled` "
+                "and has not returned yet. Wait for it, then resume again.",
+                run_id=run_id,
+            )
         record = self._rt.journal.get_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id, self._rt.journal.path)

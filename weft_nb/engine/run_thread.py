@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
-import threading
 import traceback
 from typing import Any
 
@@ -21,6 +21,7 @@ from weft_nb.engine import compensation, crash_loops, interceptors
 from weft_nb.engine.async_context import AsyncWorkflowContext
 from weft_nb.engine.async_loop import RunLoop
 from weft_nb.engine.live_runs import LiveRuns
+from weft_nb.engine.run_threads import Slot, recall
 from weft_nb.engine.runs import RunState
 from weft_nb.engine.runtime import Runtime
 from weft_nb.engine.workflow_context import EngineStopped, WorkflowContext
@@ -60,26 +61,24 @@ def launch(rt: Runtime, live: LiveRuns, state: RunState) -> RunState:
     if winner is not state:
         return winner
     acquired = reserved = False
+    # The thread runs the run in a copy of the caller's context: a notebook cell's output
+    # routing (ipykernel keeps it in a ContextVar) follows the run, so whatever the
+    # workflow and its activities print lands in the cell that started the run.
+    context = contextvars.copy_context()
+    slot: Slot = [functools.partial(context.run, run_workflow_and_settle, rt, live, state)]
     try:
         rt.journal.acquire()
         acquired = True
         rt.clock.reserve_participant()
         reserved = True
-        # The thread runs in a copy of the caller's context: a notebook cell's output
-        # routing (ipykernel keeps it in a ContextVar) follows the run, so whatever the
-        # workflow and its activities print lands in the cell that started the run.
-        thread = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(run_workflow_and_settle, rt, live, state),
-            name=f"weft-run-{state.run_id}",
-            daemon=True,
-        )
-        state.thread = thread
-        thread.start()
+        name = f"weft-run-{state.run_id}"
+        worker = rt.run_threads.take(name)
+        state.thread = worker.thread
+        worker.give(name, slot)
     except BaseException:  # e.g. Interrupt Kernel right here: leave no half-launched run
-        if state.thread is not None and state.thread.ident is not None:
-            # Interrupted inside thread.start(), once the run's thread was running: the run
-            # is live and its thread cleans up after itself; stop it as an interrupt does.
+        if not recall(slot):
+            # Interrupted once the run's thread had taken the run: the run is live and its
+            # thread cleans up after itself; stop it as an interrupt does.
             interrupt(rt, live, state.run_id)
             raise
         live.pop(state.run_id, state)
@@ -120,7 +119,10 @@ def run_workflow_and_settle(rt: Runtime, live: LiveRuns, state: RunState) -> Non
     try:
         state.completion.settle(status, value=value, error=error)
     finally:
-        _release(rt, live, state)
+        try:
+            _release(rt, live, state)
+        finally:
+            state.exited.set()  # its thread may serve another run now: never join it
 
 
 def _release(rt: Runtime, live: LiveRuns, state: RunState) -> None:
@@ -132,12 +134,6 @@ def _release(rt: Runtime, live: LiveRuns, state: RunState) -> None:
 
 def _outcome(rt: Runtime, state: RunState) -> Outcome:
     """Run the workflow function and record its outcome: (status, value, error)."""
-    stopped = (
-        RUNNING,
-        None,
-        RunInterruptedError(state.run_id, state.stop_reason),
-    )
-    cancelled = (CANCELLED, None, cancelled_error(state.run_id))
     try:
         ctx = WorkflowContext(rt, state)
         workflow = state.workflow
@@ -170,12 +166,12 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
             max_bytes=rt.max_payload_bytes,
         )
     except EngineStopped:
-        return stopped
+        return _stopped(state)
     except BaseException as exc:
         if state.stopped:
-            return stopped
+            return _stopped(state)
         if state.cancel_requested.is_set():
-            return cancelled
+            return _cancelled(state)
         io_error = is_storage_failure(exc)
         if io_error is not None:  # our disk failed, not the workflow: leave the run resumable
             return RUNNING, None, io_error
@@ -184,24 +180,33 @@ def _outcome(rt: Runtime, state: RunState) -> Outcome:
         if crash_loops.is_verdict(exc) or needs_environment(exc) is not None:
             if rt.journal.set_run_status(state.run_id, INTERRUPTED, rt.clock.now()):
                 return INTERRUPTED, None, exc
-            return _outcome_on_record(rt, state, stopped)
+            return _outcome_on_record(rt, state)
         if _finish(rt, state, FAILED, error=error_to_json(exc, traceback.format_exc())):
             return FAILED, None, exc
-        return _outcome_on_record(rt, state, stopped)
+        return _outcome_on_record(rt, state)
     if state.stopped:
-        return stopped
+        return _stopped(state)
     if state.cancel_requested.is_set():
-        return cancelled
+        return _cancelled(state)
     if not _finish(rt, state, COMPLETED, result=(codec, data)):
-        return _outcome_on_record(rt, state, stopped)
+        return _outcome_on_record(rt, state)
     return COMPLETED, value, None
 
 
-def _outcome_on_record(rt: Runtime, state: RunState, stopped: Outcome) -> Outcome:
+def _stopped(state: RunState) -> Outcome:
+    """The outcome of a run stopped (interrupted, or its engine closed): it stays resumable."""
+    return RUNNING, None, RunInterruptedError(state.run_id, state.stop_reason)
+
+
+def _cancelled(state: RunState) -> Outcome:
+    return CANCELLED, None, cancelled_error(state.run_id)
+
+
+def _outcome_on_record(rt: Runtime, state: RunState) -> Outcome:
     """The journal refused our outcome: a cancel, or another execution, finished it first."""
     record = None if state.stopped else rt.journal.get_run(state.run_id)
     if record is None or record.status not in TERMINAL_STATUSES:
-        return stopped
+        return _stopped(state)
     return recorded_outcome(record)
 
 

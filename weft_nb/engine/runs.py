@@ -87,7 +87,8 @@ class RunState:
     signal_waiters: set[threading.Event] = dataclasses.field(default_factory=set)  # and these
     child_ids: dict[str, int] = dataclasses.field(default_factory=dict)  # child id: position
     pending_tokens: dict[int, str] = dataclasses.field(default_factory=dict)
-    thread: threading.Thread | None = None
+    thread: threading.Thread | None = None  # its run thread, reused by later runs
+    exited: threading.Event = dataclasses.field(default_factory=threading.Event)  # thread done
     replayed: int = 0
     executed: int = 0
 

@@ -29,6 +29,7 @@ from weft_nb.engine.events import EventBus
 from weft_nb.engine.interceptors import Interceptor
 from weft_nb.engine.logs import log_event, logging_on
 from weft_nb.engine.queue_limits import QueueLimits
+from weft_nb.engine.run_threads import RunThreads
 from weft_nb.engine.step_pool import StepPool
 from weft_nb.executors.attempts import AttemptOutcome, AttemptRequest
 from weft_nb.executors.base import Executor
@@ -60,6 +61,7 @@ class Runtime:
         quiet_interceptors: The same chain without the logging interceptor, used while the
             ``weft_nb`` loggers reach no handler (`logs.logging_on()`): often empty, so free.
         children: Starts, cancels and interrupts child workflows' runs (bound by the engine).
+        run_threads: The threads that run workflow functions, reused from run to run.
         breakers: The activities' circuit breakers, shared by all runs (built here, from the
             journal and the clock).
     """
@@ -79,6 +81,7 @@ class Runtime:
     interceptors: tuple[Interceptor, ...] = ()
     quiet_interceptors: tuple[Interceptor, ...] = ()
     children: ChildRuns = dataclasses.field(default_factory=ChildRuns)
+    run_threads: RunThreads = dataclasses.field(default_factory=RunThreads)
     breakers: CircuitBreakers = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +140,7 @@ class Runtime:
 
         With ``flush=False`` (a simulated crash) the buffered heartbeat details are dropped.
         """
+        self.run_threads.close()
         with contextlib.suppress(Exception):
             self.executor.close()
         self.checkpoints.drain()

@@ -53,11 +53,10 @@ class DuckDBJournal(JournalFile):
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, run: RunRecord) -> None:
+    def create_run(self, run: RunRecord, *, sync: bool = True) -> None:
         """Insert a new run; ``JournalError`` (nothing written) if its run id exists already.
 
-        Durable in the step log on return; it reaches ``runs`` in a later batch
-        (`weft_nb.journal.run_log`).
+        In the step log on return (`Journal.create_run`), in ``runs`` after a batch (`run_log`).
         """
 
         def new_run(log: PendingLog) -> bool:
@@ -70,7 +69,8 @@ class DuckDBJournal(JournalFile):
                 )
             return True
 
-        self.append_record(run_start_row(run), "recording a new run", "runlog.started", new_run)
+        row = run_start_row(run)
+        self.append_record(row, "recording a new run", "runlog.started", new_run, sync)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""

@@ -196,11 +196,12 @@ class JournalFile:
         doing: str,
         fault: str,
         check: Callable[[PendingLog], bool] | None = None,
+        sync: bool = True,
     ) -> bool:
         """Append a record to the step log; return once it is on disk (see `group_commit`).
 
         ``check`` runs under the journal's lock first, given the `PendingLog`; when it returns
-        False nothing is written and False is returned.
+        False nothing is written and False is returned. ``sync=False``: `Journal.create_run`.
         """
         with self._lock:
             if self._closed:
@@ -214,13 +215,13 @@ class JournalFile:
                 lsn = log.append(row)
             except OSError as exc:  # the log was cut back to its last whole record
                 raise from_os_error(exc, self.step_log_path, doing) from None
-        deferral = group_commit.current()
+        deferral = group_commit.current() if sync else None
         if deferral is not None:  # a parallel step: its pool thread moves on (group_commit)
             deferral.note(log.commit, lsn)
             deferral.after.append(lambda: fault_point(fault))
         else:
             try:
-                log.log.sync(lsn)
+                log.log.sync(lsn if sync else 0)  # 0: returns at once, the next sync covers it
             except OSError as exc:
                 raise from_os_error(exc, self.step_log_path, doing) from None
             fault_point(fault)
@@ -385,8 +386,7 @@ class JournalFile:
         it is given, writes included. User SQL (``%weft sql``) goes through `select_frame()`.
         """
         with self.connection() as con:
-            result: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
-            return result
+            return list(con.execute(sql, params or []).fetchall())
 
     def select_frame(self, sql: str) -> Any:
         """Run a user's query over a snapshot of the journal and return a pandas DataFrame.

@@ -111,7 +111,7 @@ class MemoryJournal:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, run: RunRecord) -> None:
+    def create_run(self, run: RunRecord, *, sync: bool = True) -> None:
         """Insert a new run; ``JournalError`` (nothing written) if its run id exists already."""
         record = storable(run)
         with self._use() as store:

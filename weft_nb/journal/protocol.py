@@ -191,8 +191,15 @@ class Journal(Protocol):
     def close(self) -> None:
         """Close for good; later calls raise ``JournalClosedError``."""
 
-    def create_run(self, run: RunRecord) -> None:
-        """Insert a new run; ``JournalError`` (nothing written) if its run id exists already."""
+    def create_run(self, run: RunRecord, *, sync: bool = True) -> None:
+        """Insert a new run; ``JournalError`` (nothing written) if its run id exists already.
+
+        Durable on return. With ``sync=False`` it is written (it survives the process's death)
+        but reaches the disk only with the journal's next sync: the first step's, the run's
+        outcome's, or any commit, each covering what was written before it. For a caller that
+        acknowledges nothing before the run's outcome (``engine.run``): a run whose start a power
+        loss took had completed no step and returned nothing.
+        """
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
