@@ -164,6 +164,7 @@ def test_only_the_first_start_of_an_attempt_takes_its_go_ahead(
     assert second[0] == dask_module._RERUN
 
 
+@weft_nb.activity
 def big_checkpointer(args: dict[str, Any], activity: weft_nb.ActivityContext) -> int:
     blob = b"x" * args["size"]
     activity.heartbeat({"blob": blob})  # over the event topic's limit too
@@ -171,6 +172,7 @@ def big_checkpointer(args: dict[str, Any], activity: weft_nb.ActivityContext) ->
     return len(activity.last_checkpoint["blob"])
 
 
+@weft_nb.workflow
 def big_checkpoints(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> int:
     return int(ctx.run(big_checkpointer, args))
 
@@ -186,6 +188,10 @@ def test_a_message_over_the_event_limit_travels_on_the_attempts_queue(
     assert count == 1
     beats = engine.journal.query("SELECT count(*) FROM heartbeats WHERE run_id = 'big'")
     assert beats[0][0] >= 1
+    executor = cast(weft_nb.DaskExecutor, engine.attempts)
+    events = [m for _, m in executor.client.get_events(executor.hub.topic)]
+    assert any(data is None for _, data in events)  # announced on the topic, carried beside it
+    assert max(len(data) for _, data in events if data is not None) <= dask_task.BIG
 
 
 def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(

@@ -35,7 +35,7 @@ import cloudpickle
 from weft_nb.base.extras import import_extra
 from weft_nb.errors import SchedulerUnreachableError, WorkerLostError
 from weft_nb.executors.dask_hub import DaskHub
-from weft_nb.executors.dask_task import DELIVER, RERUN, dask_attempt, up_queue
+from weft_nb.executors.dask_task import DELIVER, RERUN, dask_attempt
 from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ __all__ = ["DaskExecutor", "dask_attempt"]
 
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
 _WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
-_UP_TIMEOUT = 30.0  # an -up message is on its queue before its event is sent; this is a bound
 _RERUN = RERUN
 
 
@@ -71,7 +70,9 @@ class _DaskChannel:
         self._next_check = time.monotonic() + _LIVENESS_EVERY
         self._wake = threading.Event()  # a message arrived, or the task ended
         self._ended = threading.Event()
-        self.name = executor.hub.go_ahead(self)  # of its go-ahead queue; its events carry it
+        self._worker_messages: list[bytes] = []  # read from its queue, not yet announced
+        self.queue = executor.hub.go_ahead(self)
+        self.name: str = self.queue.name  # its events carry it
 
     def start(self, future: Future[bytes]) -> None:
         """Watch the attempt's task: its end wakes `poll()` at once."""
@@ -83,7 +84,7 @@ class _DaskChannel:
         self._wake.set()
 
     def arrive(self, data: bytes | None) -> None:
-        """A message from the worker (None: it is on the -up queue); called on the event loop."""
+        """A message from the worker (None: it is on the attempt's queue); on the event loop."""
         self._arrived.append(data)
         self._wake.set()
 
@@ -127,15 +128,15 @@ class _DaskChannel:
         return True
 
     def _read_up(self) -> bytes:
-        client: Any = self.executor.client
-        try:  # put before its event was sent: there already
-            record = client.sync(
-                client.scheduler.queue_get, name=up_queue(self.name), timeout=_UP_TIMEOUT
-            )
-        except Exception as exc:
-            raise self._lost(f"a message from it could not be read: {exc!r}") from None
-        data: bytes = record["value"]
-        return data
+        """The worker's next message on the attempt's queue (put there before its event)."""
+        if not self._worker_messages:
+            with contextlib.suppress(Exception):
+                for data in self.queue.get(batch=True):  # the kernel's own early ones too
+                    if pickle.loads(data)[0] not in ("cancel", "reply"):
+                        self._worker_messages.append(data)
+        if not self._worker_messages:  # taken by a rerun of the task
+            raise self._lost("a message from it was not on its queue")
+        return self._worker_messages.pop(0)
 
     def _result(self) -> tuple[Any, ...]:
         distributed = _distributed()
@@ -194,10 +195,9 @@ class _DaskChannel:
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
         count_sent(len(data))
         if self.worker is None or self._gone:
-            client: Any = self.executor.client
             self._early.append(data)
             with contextlib.suppress(Exception):  # the scheduler went away
-                client.sync(client.scheduler.queue_put, name=self.name, data=data)
+                self.queue.put(data)
         else:
             self._deliver(data)
 
@@ -235,9 +235,10 @@ class _DaskChannel:
         )
 
     def close(self) -> None:
-        """Stop routing to this channel; release its queues and its task's future."""
+        """Stop routing to this channel; release its queue and its task's future."""
         self.executor.hub.forget(self.name)
-        self.executor.hub.release_queue(up_queue(self.name))  # the worker's, if it made one
+        with contextlib.suppress(Exception):
+            self.queue.close()
         with contextlib.suppress(Exception):
             if self.future is not None:
                 self.future.release()

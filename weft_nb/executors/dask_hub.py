@@ -6,8 +6,8 @@ Every attempt of a `DaskExecutor` reports on the executor's event topic (see
 each event by the attempt's name to the channel registered under it. An event for a name that is
 not registered (an attempt that ended, or a rerun of one) is dropped: nothing late is read.
 
-It also keeps a couple of go-ahead queues made and filled ahead of time, on the client's event
-loop: the scheduler calls that make an attempt's queue are then off the attempt's path.
+It also keeps a couple of go-ahead queues made and filled ahead of time, on a thread of its own:
+the scheduler calls that make an attempt's queue are then off the attempt's path.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import cloudpickle
 
+from weft_nb.base.extras import import_extra
+
 if TYPE_CHECKING:
     from distributed import Client
+
+Queue = Any  # a distributed.Queue (untyped there); distributed is imported where used
 
 SPARE = 2  # go-ahead queues made ahead of the attempts that will take them
 GO_AHEAD = cloudpickle.dumps(("reply", 0, True, None))  # request 0 of every Dask attempt
@@ -42,44 +46,51 @@ class DaskHub:
         self.topic = f"weft-nb-{uuid.uuid4().hex}"
         self._recipients: dict[str, Recipient] = {}
         self._subscribed = False
-        self._spare: deque[str] = deque()  # go-ahead queues, made and filled
-        self._filling = False
+        self._spare: deque[Queue] = deque()  # go-ahead queues, made and filled
         self._lock = threading.Lock()
+        self._needed = threading.Condition(self._lock)  # an attempt took a spare queue
+        self._filler: threading.Thread | None = None
+        self._closed = False
 
-    def go_ahead(self, recipient: Recipient) -> str:
+    def go_ahead(self, recipient: Recipient) -> Queue:
         """A go-ahead queue for the next attempt, whose events now go to ``recipient``."""
         with self._lock:
             subscribe, self._subscribed = not self._subscribed, True
-        if subscribe:
+            queue = self._spare.popleft() if self._spare else None
+            if self._filler is None:
+                self._filler = threading.Thread(target=self._fill, name="weft-dask-go", daemon=True)
+                self._filler.start()
+            self._needed.notify()
+        if subscribe:  # before the first submit, on the same stream: no event is missed
             self.client.subscribe_topic(self.topic, self._on_event)
-        try:
-            name = self._spare.popleft()
-        except IndexError:
-            name = self.client.sync(self._make)
+        if queue is None:
+            queue = self._make()
         with self._lock:
-            self._recipients[name] = recipient
-            fill, self._filling = not self._filling, True
-        if fill:
-            loop: Any = self.client.loop
-            loop.add_callback(self._fill)
-        return name
+            self._recipients[queue.name] = recipient
+        return queue
 
-    async def _make(self) -> str:
-        name = f"weft-go-{uuid.uuid4().hex}"
-        scheduler: Any = self.client.scheduler
-        await scheduler.queue_create(name=name)
-        await scheduler.queue_put(name=name, data=GO_AHEAD)
-        return name
+    def _make(self) -> Queue:
+        distributed = import_extra("distributed", extra="dask", feature="weft_nb.DaskExecutor")
+        queue: Queue = distributed.Queue(f"weft-go-{uuid.uuid4().hex}", client=self.client)
+        queue.put(GO_AHEAD)
+        return queue
 
-    async def _fill(self) -> None:
-        try:
-            while len(self._spare) < SPARE:
-                self._spare.append(await self._make())
-        except Exception:  # the scheduler went away; an attempt makes its own queue then
-            pass
-        finally:
+    def _fill(self) -> None:
+        """Keep `SPARE` go-ahead queues made, on a thread of its own: off any attempt's path."""
+        while True:
+            with self._needed:
+                while not self._closed and len(self._spare) >= SPARE:
+                    self._needed.wait()
+                if self._closed:
+                    return
+            try:
+                queue = self._make()
+            except Exception:  # the scheduler went away: attempts make their own, as it did
+                with self._lock:
+                    self._filler = None
+                return
             with self._lock:
-                self._filling = False
+                self._spare.append(queue)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         name, data = event[1]
@@ -88,20 +99,19 @@ class DaskHub:
             recipient.arrive(data)
 
     def forget(self, name: str) -> None:
-        """Route nothing more to the attempt ``name``; release its go-ahead queue."""
+        """Route nothing more to the attempt ``name``."""
         with self._lock:
             self._recipients.pop(name, None)
-        self.release_queue(name)
-
-    def release_queue(self, name: str) -> None:
-        """Drop the kernel's reference to a queue on the scheduler (as ``Queue.close()``)."""
-        with contextlib.suppress(Exception):
-            self.client._send_to_scheduler({"op": "queue_release", "name": name})
 
     def close(self) -> None:
         """Release the spare go-ahead queues and leave the topic."""
-        while self._spare:
-            self.release_queue(self._spare.popleft())
+        with self._lock:
+            self._closed = True
+            self._needed.notify()
+            spare, self._spare = list(self._spare), deque()
+        for queue in spare:
+            with contextlib.suppress(Exception):
+                queue.close()
         if self._subscribed:
             with contextlib.suppress(Exception):
                 self.client.unsubscribe_topic(self.topic)

@@ -6,8 +6,8 @@ The kernel talks to its attempts on one executor-wide channel instead of two que
   to the scheduler, which pushes it to the kernel's subscription), each event ``[attempt, data]``.
   It costs the task no round trip, and arrives before the task's result (both travel on the same
   streams, in order). A message over `BIG` bytes (a checkpoint without a checkpoint storage) goes
-  on the attempt's ``-up`` queue instead, announced by an event with no data: the scheduler keeps
-  a topic's last events, which must stay small;
+  on the attempt's queue instead, announced by an event with no data: the scheduler keeps a
+  topic's last events, which must stay small;
 - kernel to worker (replies, cancellation): a call of the `DELIVER` handler this task installs on
   its worker, through the scheduler's ``proxy``: pushed, no reader thread polling a queue.
 
@@ -45,11 +45,6 @@ def deliver(attempt: str, message: bytes) -> None:
         inbox.deliver(pickle.loads(message))
 
 
-def up_queue(attempt: str) -> str:
-    """The name of the queue carrying an attempt's messages over `BIG` bytes."""
-    return f"{attempt}-up"
-
-
 def dask_attempt(payload: bytes, attempt: str, topic: str) -> bytes:
     """The task run on a Dask worker for one attempt; returns its pickled ``done`` message.
 
@@ -61,18 +56,14 @@ def dask_attempt(payload: bytes, attempt: str, topic: str) -> bytes:
     worker = get_worker()
     worker.handlers.setdefault(DELIVER, deliver)
     address = worker.address
-    up_made: list[bool] = []
 
     def call(handler: str, **kwargs: Any) -> Any:
         return sync(worker.loop, getattr(worker.scheduler, handler), **kwargs)
 
     def send(message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)
-        if len(data) > BIG:
-            if not up_made:
-                call("queue_create", name=up_queue(attempt))
-                up_made.append(True)
-            call("queue_put", name=up_queue(attempt), data=data)
+        if len(data) > BIG:  # on the attempt's queue, which the kernel reads when told
+            call("queue_put", name=attempt, data=data)
             worker.log_event(topic, [attempt, None])
         else:
             worker.log_event(topic, [attempt, data])
