@@ -69,17 +69,26 @@ class _DaskChannel:
         self._gone = False  # the worker was lost: nothing more is sent to it
         self._next_check = time.monotonic() + _LIVENESS_EVERY
         self._wake = threading.Event()  # a message arrived, or the task ended
-        self._ended = threading.Event()
+        self._ended = threading.Event()  # the task's result, or its error, was fetched
+        self._data: bytes | None = None
+        self._error: BaseException | None = None
         self._worker_messages: list[bytes] = []  # read from its queue, not yet announced
         self.queue = executor.hub.go_ahead(self)
         self.name: str = self.queue.name  # its events carry it
 
     def start(self, future: Future[bytes]) -> None:
-        """Watch the attempt's task: its end wakes `poll()` at once."""
+        """Fetch the task's result on the client's event loop as soon as the task ends."""
         self.future = future
-        future.add_done_callback(lambda _: self._end())
+        loop: Any = self.executor.client.loop
+        loop.add_callback(self._fetch)
 
-    def _end(self) -> None:
+    async def _fetch(self) -> None:
+        """On the event loop: what it sent arrived before this ends (same stream, in order)."""
+        client: Any = self.executor.client
+        try:
+            self._data = await client.gather(self.future, asynchronous=True)
+        except BaseException as exc:  # kept: the workflow's thread raises it
+            self._error = exc
         self._ended.set()
         self._wake.set()
 
@@ -97,9 +106,7 @@ class _DaskChannel:
                 break
             if ended:
                 return self._result()
-            checked = self._check()
-            if checked is not None:
-                return checked
+            self._check()
             now = time.monotonic()
             if now >= deadline:
                 return None
@@ -140,23 +147,21 @@ class _DaskChannel:
 
     def _result(self) -> tuple[Any, ...]:
         distributed = _distributed()
-        assert self.future is not None
-        while True:
-            try:
-                data = self.future.result(timeout=_LIVENESS_EVERY)
-                break
-            except distributed.TimeoutError:
-                # The worker holding the result died before the kernel fetched it: Dask runs the
-                # task again ("Couldn't gather ... rescheduling"), a rerun this attempt declines.
-                # Without this check the kernel would wait for that result forever.
-                if self._rerun_started() or not self._worker_present():
-                    raise self._lost("its result was lost with its worker") from None
-            except distributed.KilledWorker as exc:
-                raise self._lost(f"Dask gave up on it: {exc}") from None
-            except (distributed.CancelledError, OSError) as exc:  # cancelled, or a comm closed
-                raise self._lost(f"its result could not be fetched: {exc!r}") from None
-            except Exception as exc:  # e.g. weft_nb is not installed on the worker
-                return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        while not self._ended.wait(_LIVENESS_EVERY):
+            # The worker holding the result died before the kernel fetched it: Dask runs the
+            # task again ("Couldn't gather ... rescheduling"), a rerun this attempt declines.
+            # Without this check the kernel would wait for that result forever.
+            if self._rerun_started() or not self._worker_present():
+                raise self._lost("its result was lost with its worker")
+        exc, data = self._error, self._data
+        if isinstance(exc, distributed.KilledWorker):
+            raise self._lost(f"Dask gave up on it: {exc}")
+        if isinstance(exc, distributed.CancelledError | OSError):  # cancelled, or a comm closed
+            raise self._lost(f"its result could not be fetched: {exc!r}")
+        if isinstance(exc, Exception):  # e.g. weft_nb is not installed on the worker
+            return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        if exc is not None or data is None:  # the event loop stopped
+            raise self._lost(f"its result could not be fetched: {exc!r}")
         count_received(len(data))
         message: tuple[Any, ...] = pickle.loads(data)
         if message[0] == RERUN:  # the result Dask fetched is a rerun's (see dask_attempt)
@@ -176,19 +181,12 @@ class _DaskChannel:
             return True  # its ``started`` has not arrived: the future's state tells
         return self.worker in self.executor.workers(max_age=_LIVENESS_EVERY)
 
-    def _check(self) -> tuple[Any, ...] | None:
-        assert self.future is not None
-        status = self.future.status
-        if status == "error":  # a finished task wakes poll() through its done callback
-            return self._result()
-        if status == "cancelled":
-            raise self._lost("its task was cancelled by the scheduler")
+    def _check(self) -> None:
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + _LIVENESS_EVERY
             if self.worker is not None and not self._worker_present():
                 raise self._lost(f"worker {self.worker} left the cluster")
-        return None
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send to the worker; before it started, on the go-ahead queue it will read."""
@@ -241,6 +239,8 @@ class _DaskChannel:
             self.queue.close()
         with contextlib.suppress(Exception):
             if self.future is not None:
+                if not self._ended.is_set():
+                    self.future.cancel()  # ends the fetch on the event loop
                 self.future.release()
 
 
