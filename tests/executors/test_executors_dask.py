@@ -19,11 +19,12 @@ from typing import Any, cast
 import cloudpickle
 import pytest
 from executor_cases import CASES, engine_for
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
 from weft_nb.executors import dask as dask_module
-from weft_nb.executors import dask_task
+from weft_nb.executors import dask_hub, dask_task
 from weft_nb.executors.dask import _DaskChannel as DaskChannel
 from weft_nb.executors.dask import dask_attempt
 
@@ -225,3 +226,33 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
         gate.set()
         channel.close()
         executor.close()
+
+
+def test_a_closed_executor_leaves_no_queue_and_reads_no_late_event(
+    client: distributed.Client,
+) -> None:
+    """An event for an attempt whose channel closed reaches nobody; the spare go-ahead queues
+    are released with the executor."""
+    executor = weft_nb.DaskExecutor(client)
+    ctx = SimpleNamespace(run_id="r", position=1, activity_name="a", attempt=1, cancel_reason="")
+    channel, other = (DaskChannel(executor, cast(Any, ctx)) for _ in range(2))
+    channel.close()
+    client.submit(int, pure=False).result()  # after the subscription, on the same stream
+    late = cloudpickle.dumps(("heartbeat", 1))
+    client.log_event(executor.hub.topic, [channel.name, late])
+    client.log_event(executor.hub.topic, [other.name, late])  # after it, on the same stream
+    wait_until(lambda: other._arrived, timeout=60)
+    assert not channel._arrived
+    other.close()
+    wait_until(lambda: len(executor.hub._spare) == dask_hub.SPARE, timeout=60)
+    names = [queue.name for queue in executor.hub._spare] + [channel.name, other.name]
+    executor.close()
+
+    def gone(name: str) -> bool:
+        try:
+            client.sync(client.scheduler.queue_qsize, name=name)
+        except KeyError:
+            return True
+        return False
+
+    wait_until(lambda: all(gone(name) for name in names), timeout=60)

@@ -89,8 +89,17 @@ class DaskHub:
                 with self._lock:
                     self._filler = None
                 return
-            with self._lock:
+            if not self._keep(queue):  # made while the executor closed
+                with contextlib.suppress(Exception):
+                    queue.close()
+                return
+
+    def _keep(self, queue: Queue) -> bool:
+        """Add ``queue`` to the spare ones unless the hub closed; whether it did."""
+        with self._lock:
+            if not self._closed:
                 self._spare.append(queue)
+            return not self._closed
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         name, data = event[1]
