@@ -19,10 +19,12 @@ from typing import Any, cast
 import cloudpickle
 import pytest
 from executor_cases import CASES, engine_for
+from helpers import wait_until
 
 import weft_nb
 from weft_nb.errors import MissingExtraError, SchedulerUnreachableError, WorkerLostError
 from weft_nb.executors import dask as dask_module
+from weft_nb.executors import dask_hub, dask_task
 from weft_nb.executors.dask import _DaskChannel as DaskChannel
 from weft_nb.executors.dask import dask_attempt
 
@@ -98,6 +100,17 @@ def test_without_distributed_the_error_names_the_extra(monkeypatch: pytest.Monke
     assert isinstance(info.value, ImportError)
 
 
+def _topic(client: distributed.Client) -> tuple[str, list[Any]]:
+    """A fresh event topic and the list its events' messages land in."""
+    topic, events = f"weft-test-{uuid.uuid4().hex[:8]}", []
+    client.subscribe_topic(topic, lambda event: events.append(event[1]))
+    return topic, events
+
+
+def _decoded(events: list[Any]) -> list[tuple[Any, ...]]:
+    return [pickle.loads(data) for _, data in events]
+
+
 def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start(
     client: distributed.Client,
 ) -> None:
@@ -105,18 +118,81 @@ def test_a_rerun_the_kernel_gave_up_on_ends_at_its_start(
     go-ahead), but the kernel had already failed the attempt (and cancelled it): the rerun must
     end at once without running the activity, not hold a worker thread waiting for the kernel."""
     name = f"weft-test-rerun-{uuid.uuid4().hex[:8]}"
-    out = distributed.Queue(f"{name}-out", client=client)
-    incoming = distributed.Queue(f"{name}-in", client=client)
-    incoming.put(cloudpickle.dumps(("cancel", "the kernel gave up on this attempt")))
-    future = client.submit(
-        dask_attempt, b"never unpickled", out.name, incoming.name, pure=False, key=name
-    )
+    queue = distributed.Queue(name, client=client)
+    queue.put(cloudpickle.dumps(("cancel", "the kernel gave up on this attempt")))
+    topic, events = _topic(client)
+    future = client.submit(dask_attempt, b"never unpickled", name, topic, pure=False, key=name)
     done = pickle.loads(future.result(timeout=120))  # before the fix: waited forever
     assert done[0] == dask_module._RERUN
-    messages = [pickle.loads(raw) for raw in out.get(batch=True)]
-    assert [m[::2] for m in messages] == [("started", "rerun")]  # the activity never ran
-    for queue in (out, incoming):
-        queue.close()
+    assert [m[::2] for m in _decoded(events)] == [("started", "rerun")]  # the activity never ran
+    queue.close()
+
+
+def test_a_rerun_whose_task_was_released_ends_at_its_start(
+    client: distributed.Client,
+) -> None:
+    """Dask reran an attempt the kernel had already finished with (the worker holding the result
+    died after the kernel fetched it): its go-ahead queue is released, no reply and no
+    cancellation come, and the rerun must free its worker thread at once, without running the
+    activity."""
+    name = f"weft-test-released-{uuid.uuid4().hex[:8]}"  # no such queue on the scheduler
+    topic, events = _topic(client)
+    future = client.submit(dask_attempt, b"never unpickled", name, topic, pure=False)
+    assert pickle.loads(future.result(timeout=120))[0] == dask_module._RERUN
+    assert [m[::2] for m in _decoded(events)] == [("started", "rerun")]
+
+
+def test_only_the_first_start_of_an_attempt_takes_its_go_ahead(
+    client: distributed.Client,
+) -> None:
+    """The executor's go-ahead, taken by the first start; a second start of the same attempt
+    (what Dask does after a worker death) finds none and runs nothing."""
+    executor = weft_nb.DaskExecutor(client)
+    ctx = SimpleNamespace(run_id="r", position=1, activity_name="a", attempt=1, cancel_reason="")
+    channel = DaskChannel(executor, cast(Any, ctx))
+    payload = b"not a pickle"  # the attempt fails as soon as it runs
+    try:
+        first = pickle.loads(
+            client.submit(dask_attempt, payload, channel.name, "t", pure=False).result(timeout=120)
+        )
+        second = pickle.loads(
+            client.submit(dask_attempt, payload, channel.name, "t", pure=False).result(timeout=120)
+        )
+    finally:
+        channel.close()
+        executor.close()
+    assert first[:2] == ("done", "error")  # it ran (and failed to unpickle the payload)
+    assert second[0] == dask_module._RERUN
+
+
+@weft_nb.activity
+def big_checkpointer(args: dict[str, Any], activity: weft_nb.ActivityContext) -> int:
+    blob = b"x" * args["size"]
+    activity.heartbeat({"blob": blob})  # over the event topic's limit too
+    activity.checkpoint({"blob": blob})
+    return len(activity.last_checkpoint["blob"])
+
+
+@weft_nb.workflow
+def big_checkpoints(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> int:
+    return int(ctx.run(big_checkpointer, args))
+
+
+def test_a_message_over_the_event_limit_travels_on_the_attempts_queue(
+    engine: weft_nb.Engine,
+) -> None:
+    """A checkpoint (no checkpoint storage) and a heartbeat bigger than an event may be."""
+    size = dask_task.BIG * 16
+    engine.register(big_checkpointer, big_checkpoints)
+    assert engine.run(big_checkpoints, {"size": size}, run_id="big", timeout=120) == size
+    (count,) = engine.journal.query("SELECT count(*) FROM checkpoints WHERE run_id = 'big'")[0]
+    assert count == 1
+    beats = engine.journal.query("SELECT count(*) FROM heartbeats WHERE run_id = 'big'")
+    assert beats[0][0] >= 1
+    executor = cast(weft_nb.DaskExecutor, engine.attempts)
+    events = [m for _, m in executor.client.get_events(executor.hub.topic)]
+    assert any(data is None for _, data in events)  # announced on the topic, carried beside it
+    assert max(len(data) for _, data in events if data is not None) <= dask_task.BIG
 
 
 def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
@@ -126,10 +202,10 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
     Dask would compute the task again, so waiting for that result would never end."""
     gate = distributed.Event(f"weft-test-gate-{uuid.uuid4().hex[:8]}", client=client)
     future = client.submit(gate.wait, pure=False)  # a result that does not come
-    out = distributed.Queue(client=client)
-    incoming = distributed.Queue(client=client)
     ctx = SimpleNamespace(run_id="r", position=3, activity_name="a", attempt=1, cancel_reason="")
-    channel = DaskChannel(weft_nb.DaskExecutor(client), future, out, incoming, cast(Any, ctx))
+    executor = weft_nb.DaskExecutor(client)
+    channel = DaskChannel(executor, cast(Any, ctx))
+    channel.start(future)
     channel.worker = "tcp://127.0.0.1:1"  # the worker it started on is no longer in the cluster
     errors: list[BaseException] = []
 
@@ -149,20 +225,34 @@ def test_a_result_lost_with_its_worker_fails_the_attempt_instead_of_hanging(
     finally:
         gate.set()
         channel.close()
+        executor.close()
 
 
-def test_a_rerun_whose_task_was_released_ends_at_its_start(
+def test_a_closed_executor_leaves_no_queue_and_reads_no_late_event(
     client: distributed.Client,
 ) -> None:
-    """Dask reran an attempt the kernel had already finished with (the worker holding the result
-    died after the kernel fetched it): no go-ahead, no reply and no cancellation come, and the
-    rerun must free its worker thread at once, without running the activity."""
-    name = f"weft-test-released-{uuid.uuid4().hex[:8]}"
-    out = distributed.Queue(f"{name}-out", client=client)
-    incoming = distributed.Queue(f"{name}-in", client=client)
-    future = client.submit(dask_attempt, b"never unpickled", out.name, incoming.name, pure=False)
-    started = pickle.loads(out.get(timeout=120))  # before the fix: held the thread, no end
-    assert started[0::2] == ("started", "rerun")
-    assert pickle.loads(future.result(timeout=120))[0] == dask_module._RERUN
-    for queue in (out, incoming):
-        queue.close()
+    """An event for an attempt whose channel closed reaches nobody; the spare go-ahead queues
+    are released with the executor."""
+    executor = weft_nb.DaskExecutor(client)
+    ctx = SimpleNamespace(run_id="r", position=1, activity_name="a", attempt=1, cancel_reason="")
+    channel, other = (DaskChannel(executor, cast(Any, ctx)) for _ in range(2))
+    channel.close()
+    client.submit(int, pure=False).result()  # after the subscription, on the same stream
+    late = cloudpickle.dumps(("heartbeat", 1))
+    client.log_event(executor.hub.topic, [channel.name, late])
+    client.log_event(executor.hub.topic, [other.name, late])  # after it, on the same stream
+    wait_until(lambda: other._arrived, timeout=60)
+    assert not channel._arrived
+    other.close()
+    wait_until(lambda: len(executor.hub._spare) == dask_hub.SPARE, timeout=60)
+    names = [queue.name for queue in executor.hub._spare] + [channel.name, other.name]
+    executor.close()
+
+    def gone(name: str) -> bool:
+        try:
+            client.sync(client.scheduler.queue_qsize, name=name)
+        except KeyError:
+            return True
+        return False
+
+    wait_until(lambda: all(gone(name) for name in names), timeout=60)

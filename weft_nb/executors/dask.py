@@ -1,19 +1,22 @@
 """DaskExecutor: attempts run as tasks on a Dask cluster (``distributed``, the ``dask`` extra).
 
 Each attempt is one task, submitted with ``pure=False`` and ``retries=0``: weft_nb's retry policy
-decides about retries, not Dask's. Messages travel on two ``distributed.Queue`` objects named
-after the attempt (worker to kernel: ``started``, heartbeats, requests; kernel to worker: the
-go-ahead, put before the task is submitted, then replies and cancellation). The result travels as
-the task's result, on Dask's data path: the kernel wakes when the task's future completes, and the
-attempts running at once share one worker-list query a second for their liveness checks. A short
-attempt costs Dask's own round trip plus a few queue calls on the scheduler.
+decides about retries, not Dask's. Its result (the ``done`` message) travels as the task's result,
+on Dask's data path; the kernel wakes when the task's future completes. Everything else travels on
+one channel per executor (`weft_nb.executors.dask_task` has the worker side): the worker's
+messages (``started``, heartbeats, requests) are events on the executor's topic, pushed to the
+kernel and routed to the attempt's channel by its name; the kernel's replies and cancellations are
+calls of a handler on the attempt's worker. A short attempt costs Dask's own round trip plus one
+scheduler call on the worker (taking the go-ahead) and an event; the go-ahead queues are made and
+filled ahead of time, off the attempt's path.
 
 A lost worker shows up three ways, all mapped to
 [`WorkerLostError`][weft_nb.errors.WorkerLostError]: ``KilledWorker``, the task starting a second
 time (Dask reschedules the tasks of a dead worker; the rerun finds no go-ahead and does not run
 the activity, and weft_nb retries with a new attempt instead), or the worker the task started on
-leaving the cluster. A result lost with its worker before the kernel fetched it (Dask then runs
-the task again) is a lost worker too: the kernel waits for it a second at a time, checking.
+leaving the cluster (the running attempts share one worker-list query a second). A result lost
+with its worker before the kernel fetched it (Dask then runs the task again) is a lost worker too:
+the kernel waits for it a second at a time, checking.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,177 +34,137 @@ import cloudpickle
 
 from weft_nb.base.extras import import_extra
 from weft_nb.errors import SchedulerUnreachableError, WorkerLostError
+from weft_nb.executors.dask_hub import DaskHub
+from weft_nb.executors.dask_task import DELIVER, RERUN, dask_attempt
 from weft_nb.executors.remote import RemoteExecutor, count_received, count_sent
-from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 
 if TYPE_CHECKING:
-    from distributed import Client, Future, Queue
+    from distributed import Client, Future
 
     from weft_nb.activity.context import ActivityContext
     from weft_nb.base.definitions import ActivityDefinition
 
+__all__ = ["DaskExecutor", "dask_attempt"]
+
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
-_MIN_POLL = 0.01  # the kernel's first pause between looks at an attempt's queue
-_MAX_PAUSE = 0.04  # a finished task wakes the kernel at once; these pace heartbeats and requests
-_READER_POLL = 0.1  # how soon a worker sees a cancellation
-_READER_POLL_BUSY = 0.001  # while it waits for a reply (the go-ahead, a checkpoint, a token)
 _WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
+_RERUN = RERUN
 
 
 def _distributed() -> Any:
     return import_extra("distributed", extra="dask", feature="weft_nb.DaskExecutor")
 
 
-_RERUN = "weft-dask-rerun"  # a rerun's result: the kernel fails the attempt as a lost worker
-
-
-def dask_attempt(payload: bytes, out_name: str, in_name: str) -> bytes:
-    """The task run on a Dask worker for one attempt; returns its pickled ``done`` message.
-
-    The kernel puts a go-ahead on the attempt's incoming queue before it submits the task. Dask
-    reruns the tasks of a lost worker; only the first start of an attempt finds the go-ahead and
-    runs it. A rerun says so and returns at once, never waiting for the kernel (which may have
-    given up on the attempt, or finished with it), and the kernel fails the attempt with
-    WorkerLostError and retries it by its policy. Reporting the worker's address, reading the
-    kernel's later messages and releasing the queues happen on a reader thread, off the path of
-    a short attempt.
-    """
-    from distributed import Queue, get_worker
-
-    incoming = Queue(in_name)
-    inbox, stop, ready = Inbox(one_attempt=True), threading.Event(), threading.Event()
-    address = get_worker().address
-    outs: list[Queue] = []
-
-    def send(message: tuple[Any, ...]) -> None:
-        ready.wait()
-        if not outs:
-            raise OSError("the kernel's channel to this attempt is gone")
-        outs[0].put(cloudpickle.dumps(message))
-
-    go, _ = inbox.expect(0)
-    for raw in incoming.get(batch=True):
-        inbox.deliver(pickle.loads(raw))
-    if not go.is_set():  # a rerun: the first start took the go-ahead
-        with contextlib.suppress(Exception):  # the kernel may have released it already
-            outs.append(Queue(out_name))
-            outs[0].put(cloudpickle.dumps(("started", address, "rerun")))
-        _release(*outs, incoming)
-        return pickle.dumps((_RERUN, address))
-
-    def read() -> None:
-        # Polls with qsize() instead of a blocking get(timeout): a get still waiting in the
-        # scheduler when the kernel releases the queue is logged there as an error.
-        try:
-            try:
-                outs.append(Queue(out_name))
-            finally:
-                ready.set()
-            send(("started", address))
-            while not stop.is_set():
-                if incoming.qsize():
-                    for raw in incoming.get(batch=True):
-                        inbox.deliver(pickle.loads(raw))
-                stop.wait(_READER_POLL_BUSY if inbox.pending() else _READER_POLL)
-        except Exception:  # the kernel released the queue or went away: nobody to answer
-            inbox.deliver(("cancel", "the kernel's channel to this attempt is gone"))
-        _release(*outs, incoming)
-
-    reader = threading.Thread(target=read, name="weft-dask-reader", daemon=True)
-    reader.start()
-    try:
-        return encode_done(run_shipped(payload, send, inbox))
-    finally:
-        stop.set()  # the reader releases the queues as it leaves; nobody waits for it
-
-
-def _release(*queues: Queue) -> None:
-    for queue in queues:  # each Queue() here took a reference on the scheduler
-        with contextlib.suppress(Exception):
-            queue.close()
-
-
 class _DaskChannel:
-    """One attempt's channel: its task's future and its two queues."""
+    """One attempt's channel: its task's future, its go-ahead queue, the events routed to it."""
 
-    def __init__(
-        self,
-        executor: DaskExecutor,
-        future: Future[bytes],
-        out: Queue,
-        incoming: Queue,
-        ctx: ActivityContext,
-    ) -> None:
+    def __init__(self, executor: DaskExecutor, ctx: ActivityContext) -> None:
         self.executor = executor
-        self.future = future
-        self.out = out
-        self.incoming = incoming
         self.ctx = ctx
+        self.future: Future[bytes] | None = None
         self.worker: str | None = None
+        self._arrived: deque[bytes | None] = deque()  # appended on the client's event loop
         self._buffer: list[tuple[Any, ...]] = []
+        self._early: list[bytes] = []  # sent before the worker was known: sent again once it is
+        self._gone = False  # the worker was lost: nothing more is sent to it
         self._next_check = time.monotonic() + _LIVENESS_EVERY
-        # Set when the task ends: a wait wakes at once instead of at its next look at the queue.
-        self._ended = threading.Event()
-        future.add_done_callback(lambda _: self._ended.set())
+        self._wake = threading.Event()  # a message arrived, or the task ended
+        self._ended = threading.Event()  # the task's result, or its error, was fetched
+        self._data: bytes | None = None
+        self._error: BaseException | None = None
+        self._worker_messages: list[bytes] = []  # read from its queue, not yet announced
+        self.queue = executor.hub.go_ahead(self)
+        self.name: str = self.queue.name  # its events carry it
+
+    def start(self, future: Future[bytes]) -> None:
+        """Fetch the task's result on the client's event loop as soon as the task ends."""
+        self.future = future
+        loop: Any = self.executor.client.loop
+        loop.add_callback(self._fetch)
+
+    async def _fetch(self) -> None:
+        """On the event loop: what it sent arrived before this ends (same stream, in order)."""
+        client: Any = self.executor.client
+        try:
+            self._data = await client.gather(self.future, asynchronous=True)
+        except BaseException as exc:  # kept: the workflow's thread raises it
+            self._error = exc
+        self._ended.set()
+        self._wake.set()
+
+    def arrive(self, data: bytes | None) -> None:
+        """A message from the worker (None: it is on the attempt's queue); on the event loop."""
+        self._arrived.append(data)
+        self._wake.set()
 
     def poll(self, timeout: float) -> tuple[Any, ...] | None:
-        # qsize() then get(batch=True), never a get(timeout) that may time out: the scheduler
-        # logs every such timeout as an error.
         deadline = time.monotonic() + timeout
-        pause = _MIN_POLL
         while not self._buffer:
-            ended = self._ended.is_set()  # before the look: what it sent is in the queue then
-            if self._drain():
+            self._wake.clear()
+            ended = self._ended.is_set()  # before the look: what it sent has arrived then
+            if self._take():
                 break
             if ended:
-                return self._result()  # its messages are read: put() returns once queued
-            checked = self._check()
-            if checked is not None:
-                return checked
-            left = deadline - time.monotonic()
-            if left <= 0:
+                return self._result()
+            self._check()
+            now = time.monotonic()
+            if now >= deadline:
                 return None
-            self._ended.wait(min(pause, left))
-            pause = min(pause * 2, _MAX_PAUSE)
+            self._wake.wait(min(deadline, self._next_check) - now)
         message = self._buffer.pop(0)
         if message[0] == "started":
             if len(message) > 2 or self.worker is not None:  # a rerun (see dask_attempt)
                 first = self.worker or "its first worker"
                 raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
             self.worker = message[1]
+            for data in self._early:  # a cancellation put on its queue after it took it
+                self._deliver(data)
             return None
         return message
 
-    def _drain(self) -> bool:
-        """Move what the worker sent into the buffer; True if there was something."""
-        if not self.out.qsize():
+    def _take(self) -> bool:
+        """Move what arrived into the buffer; True if there was something."""
+        if not self._arrived:
             return False
-        for raw in self.out.get(batch=True):
-            count_received(len(raw))
-            self._buffer.append(pickle.loads(raw))
+        while self._arrived:
+            data = self._arrived.popleft()
+            if data is None:
+                data = self._read_up()
+            count_received(len(data))
+            self._buffer.append(pickle.loads(data))
         return True
+
+    def _read_up(self) -> bytes:
+        """The worker's next message on the attempt's queue (put there before its event)."""
+        if not self._worker_messages:
+            with contextlib.suppress(Exception):
+                for data in self.queue.get(batch=True):  # the kernel's own early ones too
+                    if pickle.loads(data)[0] not in ("cancel", "reply"):
+                        self._worker_messages.append(data)
+        if not self._worker_messages:  # taken by a rerun of the task
+            raise self._lost("a message from it was not on its queue")
+        return self._worker_messages.pop(0)
 
     def _result(self) -> tuple[Any, ...]:
         distributed = _distributed()
-        while True:
-            try:
-                data = self.future.result(timeout=_LIVENESS_EVERY)
-                break
-            except distributed.TimeoutError:
-                # The worker holding the result died before the kernel fetched it: Dask runs the
-                # task again ("Couldn't gather ... rescheduling"), a rerun this attempt declines.
-                # Without this check the kernel would wait for that result forever.
-                if self._rerun_started() or not self._worker_present():
-                    raise self._lost("its result was lost with its worker") from None
-            except distributed.KilledWorker as exc:
-                raise self._lost(f"Dask gave up on it: {exc}") from None
-            except (distributed.CancelledError, OSError) as exc:  # cancelled, or a comm closed
-                raise self._lost(f"its result could not be fetched: {exc!r}") from None
-            except Exception as exc:  # e.g. weft_nb is not installed on the worker
-                return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        while not self._ended.wait(_LIVENESS_EVERY):
+            # The worker holding the result died before the kernel fetched it: Dask runs the
+            # task again ("Couldn't gather ... rescheduling"), a rerun this attempt declines.
+            # Without this check the kernel would wait for that result forever.
+            if self._rerun_started() or not self._worker_present():
+                raise self._lost("its result was lost with its worker")
+        exc, data = self._error, self._data
+        if isinstance(exc, distributed.KilledWorker):
+            raise self._lost(f"Dask gave up on it: {exc}")
+        if isinstance(exc, distributed.CancelledError | OSError):  # cancelled, or a comm closed
+            raise self._lost(f"its result could not be fetched: {exc!r}")
+        if isinstance(exc, Exception):  # e.g. weft_nb is not installed on the worker
+            return ("done", "error", exc, f"{type(exc).__name__}: {exc}")
+        if exc is not None or data is None:  # the event loop stopped
+            raise self._lost(f"its result could not be fetched: {exc!r}")
         count_received(len(data))
         message: tuple[Any, ...] = pickle.loads(data)
-        if message[0] == _RERUN:  # the result Dask fetched is a rerun's (see dask_attempt)
+        if message[0] == RERUN:  # the result Dask fetched is a rerun's (see dask_attempt)
             first = self.worker or "its first worker"
             raise self._lost(f"Dask restarted it on {message[1]} after {first} was lost")
         return message
@@ -208,7 +172,7 @@ class _DaskChannel:
     def _rerun_started(self) -> bool:
         """Whether Dask started this attempt's task again (a rerun's ``started`` arrived)."""
         with contextlib.suppress(Exception):
-            self._drain()
+            self._take()
         return any(m[0] == "started" and len(m) > 2 for m in self._buffer)
 
     def _worker_present(self) -> bool:
@@ -217,32 +181,46 @@ class _DaskChannel:
             return True  # its ``started`` has not arrived: the future's state tells
         return self.worker in self.executor.workers(max_age=_LIVENESS_EVERY)
 
-    def _check(self) -> tuple[Any, ...] | None:
-        status = self.future.status
-        if status == "error":  # a finished task wakes poll() through its done callback
-            return self._result()
-        if status == "cancelled":
-            raise self._lost("its task was cancelled by the scheduler")
+    def _check(self) -> None:
         now = time.monotonic()
-        if self.worker is not None and now >= self._next_check:
+        if now >= self._next_check:
             self._next_check = now + _LIVENESS_EVERY
-            if not self._worker_present():
+            if self.worker is not None and not self._worker_present():
                 raise self._lost(f"worker {self.worker} left the cluster")
-        return None
 
     def send(self, message: tuple[Any, ...]) -> None:
+        """Send to the worker; before it started, on the go-ahead queue it will read."""
         data = cloudpickle.dumps(message)  # an unpicklable reply raises: the caller answers so
         count_sent(len(data))
-        with contextlib.suppress(Exception):  # the worker or the scheduler went away
-            self.incoming.put(data)
+        if self.worker is None or self._gone:
+            self._early.append(data)
+            with contextlib.suppress(Exception):  # the scheduler went away
+                self.queue.put(data)
+        else:
+            self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """Call the worker's handler with ``data``, through the scheduler; does not wait."""
+        client: Any = self.executor.client
+        worker = self.worker
+        msg = {"op": DELIVER, "attempt": self.name, "message": data}
+
+        async def call() -> None:
+            with contextlib.suppress(Exception):  # the worker went away
+                await client.scheduler.proxy(msg=msg, worker=worker)
+
+        if not self._gone:
+            client.loop.add_callback(call)
 
     def abandon(self) -> None:
         self.send(("cancel", self.ctx.cancel_reason or "abandoned"))
         with contextlib.suppress(Exception):
-            self.future.cancel()
+            if self.future is not None:
+                self.future.cancel()
 
     def _lost(self, how: str) -> WorkerLostError:
         ctx = self.ctx
+        self._gone = True  # a cancellation goes on the queue, for a rerun to read
         self.abandon()
         return WorkerLostError(
             "Dask worker",
@@ -255,11 +233,15 @@ class _DaskChannel:
         )
 
     def close(self) -> None:
-        for queue in (self.out, self.incoming):
-            with contextlib.suppress(Exception):
-                queue.close()
+        """Stop routing to this channel; release its queue and its task's future."""
+        self.executor.hub.forget(self.name)
         with contextlib.suppress(Exception):
-            self.future.release()
+            self.queue.close()
+        with contextlib.suppress(Exception):
+            if self.future is not None:
+                if not self._ended.is_set():
+                    self.future.cancel()  # ends the fetch on the event loop
+                self.future.release()
 
 
 class DaskExecutor(RemoteExecutor):
@@ -309,6 +291,7 @@ class DaskExecutor(RemoteExecutor):
         else:
             self.client = client
             self.address = str(getattr(client.scheduler, "address", None) or "the scheduler")
+        self.hub = DaskHub(self.client)
 
     def _unreachable(self, exc: BaseException) -> SchedulerUnreachableError:
         return SchedulerUnreachableError(
@@ -335,29 +318,28 @@ class DaskExecutor(RemoteExecutor):
         ctx: ActivityContext,
         queue: str | None,
     ) -> Iterator[_DaskChannel]:
-        """Submit the attempt as a task, placed by ``queue``, with its two message queues.
+        """Submit the attempt as a task, placed by ``queue``, with a go-ahead queue of its own.
 
-        See `RemoteExecutor.start_attempt()`. The queues and the task's future are released
-        after the attempt.
+        See `RemoteExecutor.start_attempt()`. The queue and the task's future are released after
+        the attempt.
         """
-        distributed = _distributed()
         nonce = uuid.uuid4().hex[:8]  # a rerun of this attempt id after a restart is another task
         key = f"weft-{definition.name}-{ctx.run_id}-{ctx.position}-{ctx.attempt}-{nonce}"
-        out = distributed.Queue(f"{key}-out", client=self.client)
-        incoming = distributed.Queue(f"{key}-in", client=self.client)
-        incoming.put(cloudpickle.dumps(("reply", 0, True, None)))  # the go-ahead: dask_attempt
-        future = self.client.submit(
-            dask_attempt,
-            payload,
-            out.name,
-            incoming.name,
-            key=key,
-            pure=False,
-            retries=0,
-            resources=self._resources(queue),
-        )
-        channel = _DaskChannel(self, future, out, incoming, ctx)
+        resources = self._resources(queue)
+        channel = _DaskChannel(self, ctx)
         try:
+            channel.start(
+                self.client.submit(
+                    dask_attempt,
+                    payload,
+                    channel.name,
+                    self.hub.topic,
+                    key=key,
+                    pure=False,
+                    retries=0,
+                    resources=resources,
+                )
+            )
             yield channel
         finally:
             channel.close()
@@ -386,7 +368,8 @@ class DaskExecutor(RemoteExecutor):
             return self._workers
 
     def close(self) -> None:
-        """Close the client if this executor created it from an address."""
+        """Release the spare go-ahead queues and the topic; close a client made here."""
+        self.hub.close()
         if self._owns_client:
             with contextlib.suppress(Exception):
                 self.client.close()
