@@ -146,14 +146,18 @@ def input_digest(value: Any, codec: str, data: bytes, refs: ResultDigests) -> In
     """Digest ``value`` (already encoded as ``(codec, data)``) canonically; see the module."""
     encoded = codec.encode() + data
     if codec == JSON:
-        # ``data`` is the compact JSON; with no object in it ("{"), sorting keys changes nothing.
-        canonical = data if b"{" not in data else SORTED_JSON.encode(value).encode()
-        signed = hashlib.sha256(_SCHEME + b"J" + canonical).hexdigest()[:32]
-        return InputDigest(signed, True, (), encoded)
+        return InputDigest(json_input_digest(value, data), True, (), encoded)
     opaque: list[Any] = []
     hasher = hashlib.sha256(_SCHEME)
     _feed(hasher, value, refs, opaque, 0)
     return InputDigest(hasher.hexdigest()[:32], not opaque, tuple(opaque), encoded)
+
+
+def json_input_digest(value: Any, data: bytes) -> str:
+    """`InputDigest.value` of JSON data ``value`` whose compact JSON is ``data`` (exact)."""
+    # With no object in ``data`` ("{"), sorting keys changes nothing.
+    canonical = data if b"{" not in data else SORTED_JSON.encode(value).encode()
+    return hashlib.sha256(_SCHEME + b"J" + canonical).hexdigest()[:32]
 
 
 def _sub(value: Any, refs: ResultDigests, opaque: list[Any], depth: int) -> bytes:

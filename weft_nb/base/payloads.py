@@ -111,6 +111,11 @@ def encode(
     return codec, data
 
 
+def plain_json(value: Any) -> bytes | None:
+    """What `encode` stores for ``value`` when it stores JSON (exact JSON data), else None."""
+    return _json_text(value).encode() if is_json_exact(value) else None
+
+
 def _model_json(value: BaseModel, hint: Any) -> tuple[str, bytes] | None:
     """The model's JSON codec and text, if decoding them gives the model back exactly."""
     cls = type(value)
@@ -158,7 +163,7 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: What = "a stored 
 
 def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == JSON:
-        value = _json_loads(data)
+        value = loads_json(data)
         if hint is not None and _wants_model(hint) and value is not None:
             from pydantic import TypeAdapter
 
@@ -197,11 +202,21 @@ _JSON_DECODER = json.JSONDecoder()
 _scan_once = _JSON_DECODER.scan_once  # type: ignore[attr-defined]  # set by __init__
 
 
-def _json_loads(data: bytes) -> Any:
-    """``json.loads(data)``; UTF-8 text (what `encode` writes) skips its encoding detection."""
+def loads_json(data: bytes | bytearray) -> Any:
+    """``json.loads(data)``: a JSON payload's value (``decode`` of the ``json`` codec, no hint).
+
+    UTF-8 text (what `encode` writes) skips the encoding detection.
+
+    Raises:
+        ValueError: Not JSON (``json.JSONDecodeError``) or not UTF-8 text.
+    """
     # json.detect_encoding says UTF-8 unless the text starts with a BOM or a NUL byte or its
     # second byte is NUL (UTF-16/32): a first byte in 1..127 and a non-NUL second rule those out.
-    if type(data) is bytes and b"\x00" < data[:1] < b"\x80" and data[1:2] != b"\x00":
+    if (
+        (type(data) is bytes or type(data) is bytearray)
+        and b"\x00" < data[:1] < b"\x80"
+        and data[1:2] != b"\x00"
+    ):
         text = data.decode("utf-8", "surrogatepass")
         try:  # one value, no whitespace around it (what `encode` writes): the scanner alone
             value, end = _scan_once(text, 0)

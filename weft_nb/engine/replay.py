@@ -78,6 +78,8 @@ class StepCursor:
         self._position = 0
         self._memo: dict[str, Any] = {}
         self._definitions = RunDefinitions(registry, state.run_id, state.workflow.name)
+        # id(definition) -> (definition, whether weft_nb.engine.plain_replay answers its calls)
+        self.plain_calls: dict[int, tuple[ActivityDefinition, bool]] = {}
         # What this execution received from the engine, by recorded digest: a later input that
         # holds such a value hashes as its record (see weft_nb.base.input_digest).
         self.digests = ResultDigests(state.input_value, self._recorded_input)
