@@ -113,6 +113,11 @@ def encode(
 
 def plain_json(value: Any) -> bytes | None:
     """What `encode` stores for ``value`` when it stores JSON (exact JSON data), else None."""
+    kind = type(value)
+    if kind is str:  # what `_json_text` does, without its calls
+        return _encode_str(value).encode()
+    if kind is int and value.bit_length() <= _JSON_INT_BITS:
+        return int.__repr__(value).encode()
     return _json_text(value).encode() if is_json_exact(value) else None
 
 
@@ -200,6 +205,22 @@ def _json_text(value: Any) -> str:
 _encode_str = json.encoder.encode_basestring_ascii  # the encoder's own (ensure_ascii)
 _JSON_DECODER = json.JSONDecoder()
 _scan_once = _JSON_DECODER.scan_once  # type: ignore[attr-defined]  # set by __init__
+
+
+def loads_compact_json(data: bytes | bytearray) -> Any:
+    """The value of JSON as `encode` writes it (UTF-8, one value, no whitespace), quickly.
+
+    Whatever it returns, `loads_json` returns too; it refuses (``ValueError``) more: text with
+    whitespace, a byte-order mark, or another encoding, which `loads_json` may still read.
+    """
+    text = data.decode("utf-8", "surrogatepass")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration as exc:
+        raise ValueError("not JSON") from exc
+    if end != len(text):
+        raise ValueError("not one compact JSON value")
+    return value
 
 
 def loads_json(data: bytes | bytearray) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from weft_nb.base import evidence
 from weft_nb.base.input_digest import json_input_digest
-from weft_nb.base.payloads import JSON, is_model_class, loads_json, plain_json
+from weft_nb.base.payloads import JSON, is_model_class, loads_compact_json, plain_json
 from weft_nb.engine.replay import NOT_SET
 from weft_nb.journal.protocol import STEP_COMPLETED
 
@@ -46,7 +46,7 @@ def replay_plain(
         WorkflowCancelledError: The run was cancelled.
     """
     steps = cursor.state.steps
-    row = steps.row_of(cursor.positions_taken) if steps and not options else -1
+    row = -1 if options else steps.row_of(cursor.positions_taken)
     if (
         row < 0
         or steps.status[row] != STEP_COMPLETED
@@ -70,12 +70,10 @@ def replay_plain(
     ):
         return NOT_SET
     try:
-        result = loads_json(steps.result[row])
-    except Exception:  # damaged: the general path reports it
+        result = loads_compact_json(steps.result[row])
+    except Exception:  # damaged, or written otherwise: the general path reads or reports it
         return NOT_SET
-    steps.take_row(row)
-    cursor.take_position()
-    cursor.count_replayed()
+    cursor.take_replayed(row)
     return result
 
 

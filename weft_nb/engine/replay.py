@@ -111,6 +111,12 @@ class StepCursor:
         """The journaled record at ``position``, unchecked; each position is visited once."""
         return self._state.steps.pop(position, None)
 
+    def take_replayed(self, row: int) -> None:
+        """Take the next position, answered from its recorded ``row`` (see plain_replay)."""
+        self._state.steps.take_row(row)
+        self._position += 1
+        self._state.replayed += 1
+
     def match(
         self, position: int, name: str, source_hash: str, input_hash: str | InputDigest
     ) -> StepRecord | None:
