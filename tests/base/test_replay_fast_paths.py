@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from weft_nb.base.input_digest import ResultDigests, input_digest
-from weft_nb.base.payloads import decode, encode
+from weft_nb.base.input_digest import ResultDigests, input_digest, json_input_digest
+from weft_nb.base.payloads import decode, encode, loads_compact_json, plain_json
 from weft_nb.errors import PayloadError
 from weft_nb.journal.protocol import StepRecord
 from weft_nb.journal.sql_records import step_from_row, steps_by_position
@@ -169,3 +169,46 @@ def test_concurrent_loads_restore_the_collector_once_all_are_done() -> None:
     for thread in threads:
         thread.join(60)
     assert gc.isenabled()
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("value", [*JSON_INPUTS, (1, 2), 2**40000, {1: 2}, [b"x"], 1.5j], ids=_kind)
+def test_plain_json_is_what_encode_stores_as_json(value: Any) -> None:
+    codec, data = encode(value, what="x")
+    assert plain_json(value) == (data if codec == "json" else None)
+    if codec == "json":
+        assert json_input_digest(value, data) == _scheme_digest(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *(encode(v, what="x")[1] for v in JSON_INPUTS),
+        b" [1, 2] ",
+        b"\xef\xbb\xbf[1]",
+        json.dumps(["\u00e9"]).encode("utf-16"),
+        b"1\x00",
+        b"",
+        b"[1",
+        b"1 2",
+        b"\xff",
+    ],
+    ids=repr,
+)
+def test_compact_json_reads_only_what_json_loads_reads_the_same(data: bytes) -> None:
+    for raw in (data, bytearray(data)):
+        try:
+            fast = loads_compact_json(raw)
+        except ValueError:
+            continue  # the general path reads or refuses it
+        assert json.dumps(fast) == json.dumps(json.loads(data))
+        assert type(fast) is type(json.loads(data))
+
+
+@pytest.mark.parametrize("value", JSON_INPUTS, ids=repr)
+def test_compact_json_reads_all_that_encode_writes(value: Any) -> None:
+    data = encode(value, what="x")[1]
+    assert json.dumps(loads_compact_json(data)) == json.dumps(json.loads(data))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ from weft_nb.journal.protocol import (
     SignalRecord,
     StepRecord,
 )
+from weft_nb.journal.recorded_steps import RecordedSteps
 
 JournalFactory = Callable[[Path], Journal]
 
@@ -309,6 +311,26 @@ class TestRuns:
             journal.create_run(make_run(run_id, created_at=created))
         assert [r.run_id for r in journal.list_runs()] == ["a", "b", "c", "d"]
 
+    def test_children_of_finds_a_runs_own_children_oldest_first(
+        self, journal: Journal, reopen: Any
+    ) -> None:
+        journal.create_run(make_run("parent"))
+        for run_id, parent, created in [
+            ("parent.9", "parent", 300.0),
+            ("parent.2", "parent", 200.0),
+            ("parent.2.0", "parent.2", 250.0),  # a grandchild is its parent's child only
+            ("other.1", "other", 150.0),
+        ]:
+            child = make_run(run_id, created_at=created)
+            child.parent_run_id = parent
+            journal.create_run(child)
+        assert [r.run_id for r in journal.children_of("parent")] == ["parent.2", "parent.9"]
+        assert journal.children_of("parent")[0] == journal.get_run("parent.2")
+        assert [r.run_id for r in journal.children_of("parent.2")] == ["parent.2.0"]
+        assert journal.children_of("parent.9") == []
+        assert journal.children_of("nobody") == []
+        assert [r.run_id for r in reopen().children_of("parent")] == ["parent.2", "parent.9"]
+
     def test_list_runs_filters_by_status(self, journal: Journal) -> None:
         statuses = [RUNNING, COMPLETED, FAILED, RUNNING, CANCELLED, INTERRUPTED]
         for i, status in enumerate(statuses):
@@ -400,6 +422,44 @@ class TestSteps:
         journal.record_step(step)
         journal.record_step(failed)
         assert journal.load_steps("run-1") == {7: step, 8: failed}
+
+    @pytest.mark.parametrize("positions", [(0, 1, 2, 3), (2, 0, 5, 1, 3)])
+    def test_step_columns_hold_what_load_steps_does(
+        self, journal: Journal, positions: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Positions 0..n-1 in order, and with gaps out of order: both ways a replay indexes."""
+        for position in positions:
+            journal.record_step(make_step("run-1", position, result=b"[%d]" % position))
+        last = max(positions)
+        journal.record_marker(make_step("run-1", last + 1, status=STEP_STARTED, key="k"))
+        failed = make_step("run-1", last + 2, status=STEP_FAILED, result=None)
+        failed.error = "gave up"
+        journal.record_step(failed)
+        journal.record_step(make_step("run-2", 4, activity="other"))
+        journal.record_step(make_step("run-1", last + 3))
+        journal.supersede_from("run-1", last + 3, make_event(position=last + 3))
+        expected = journal.load_steps("run-1")
+        assert sorted(expected) == sorted({*positions, last + 1, last + 2})
+        numpy = pytest.importorskip("numpy")  # DuckDB's columnar fetch, and rows without it
+        for with_numpy in (True, False):
+            if not with_numpy:
+                monkeypatch.delitem(sys.modules, "numpy")
+            recorded = RecordedSteps("run-1", journal.step_columns("run-1"))
+            assert len(recorded) == len(expected)
+            assert list(recorded) == sorted(expected)
+            assert last + 1 in recorded and last + 3 not in recorded and -1 not in recorded
+            first = min(positions)
+            assert recorded.result[recorded.row_of(first)] == b"[%d]" % first
+            got = {p: recorded.pop(p) for p in sorted(expected)}
+            assert got == expected
+            assert all(type(r.result) in (bytes, type(None)) for r in got.values() if r)
+            assert len(recorded) == 0 and recorded.pop(first) is None
+            assert recorded.row_of(first) == -1
+        monkeypatch.setitem(sys.modules, "numpy", numpy)
+
+    def test_step_columns_of_a_run_without_steps_are_empty(self, journal: Journal) -> None:
+        recorded = RecordedSteps("nobody", journal.step_columns("nobody"))
+        assert len(recorded) == 0 and list(recorded) == [] and recorded.pop(0) is None
 
     def test_load_steps_is_per_run_and_keyed_by_position(self, journal: Journal) -> None:
         for position in (2, 0, 1):

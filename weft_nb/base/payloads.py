@@ -111,6 +111,16 @@ def encode(
     return codec, data
 
 
+def plain_json(value: Any) -> bytes | None:
+    """What `encode` stores for ``value`` when it stores JSON (exact JSON data), else None."""
+    kind = type(value)
+    if kind is str:  # what `_json_text` does, without its calls
+        return _encode_str(value).encode()
+    if kind is int and value.bit_length() <= _JSON_INT_BITS:
+        return int.__repr__(value).encode()
+    return _json_text(value).encode() if is_json_exact(value) else None
+
+
 def _model_json(value: BaseModel, hint: Any) -> tuple[str, bytes] | None:
     """The model's JSON codec and text, if decoding them gives the model back exactly."""
     cls = type(value)
@@ -158,7 +168,7 @@ def decode(codec: str, data: bytes, *, hint: Any = None, what: What = "a stored 
 
 def _decode(codec: str, data: bytes, hint: Any) -> Any:
     if codec == JSON:
-        value = _json_loads(data)
+        value = loads_json(data)
         if hint is not None and _wants_model(hint) and value is not None:
             from pydantic import TypeAdapter
 
@@ -197,11 +207,37 @@ _JSON_DECODER = json.JSONDecoder()
 _scan_once = _JSON_DECODER.scan_once  # type: ignore[attr-defined]  # set by __init__
 
 
-def _json_loads(data: bytes) -> Any:
-    """``json.loads(data)``; UTF-8 text (what `encode` writes) skips its encoding detection."""
+def loads_compact_json(data: bytes | bytearray) -> Any:
+    """The value of JSON as `encode` writes it (UTF-8, one value, no whitespace), quickly.
+
+    Whatever it returns, `loads_json` returns too; it refuses (``ValueError``) more: text with
+    whitespace, a byte-order mark, or another encoding, which `loads_json` may still read.
+    """
+    text = data.decode("utf-8", "surrogatepass")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration as exc:
+        raise ValueError("not JSON") from exc
+    if end != len(text):
+        raise ValueError("not one compact JSON value")
+    return value
+
+
+def loads_json(data: bytes | bytearray) -> Any:
+    """``json.loads(data)``: a JSON payload's value (``decode`` of the ``json`` codec, no hint).
+
+    UTF-8 text (what `encode` writes) skips the encoding detection.
+
+    Raises:
+        ValueError: Not JSON (``json.JSONDecodeError``) or not UTF-8 text.
+    """
     # json.detect_encoding says UTF-8 unless the text starts with a BOM or a NUL byte or its
     # second byte is NUL (UTF-16/32): a first byte in 1..127 and a non-NUL second rule those out.
-    if type(data) is bytes and b"\x00" < data[:1] < b"\x80" and data[1:2] != b"\x00":
+    if (
+        (type(data) is bytes or type(data) is bytearray)
+        and b"\x00" < data[:1] < b"\x80"
+        and data[1:2] != b"\x00"
+    ):
         text = data.decode("utf-8", "surrogatepass")
         try:  # one value, no whitespace around it (what `encode` writes): the scanner alone
             value, end = _scan_once(text, 0)

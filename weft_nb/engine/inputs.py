@@ -100,8 +100,8 @@ class ExternalInputs:
         self._rt.emit("run_cancelled", run_id, None)
         # Its child workflows, after its own cancel is set: a child the parent creates from
         # now on is cancelled by the parent itself (weft_nb.engine.child_workflows).
-        for child in self._rt.journal.list_runs():
-            if child.parent_run_id == run_id and child.status not in TERMINAL_STATUSES:
+        for child in self._rt.journal.children_of(run_id):
+            if child.status not in TERMINAL_STATUSES:
                 self.cancel(child.run_id)
         return True
 

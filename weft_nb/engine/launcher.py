@@ -34,7 +34,8 @@ from weft_nb.errors import (
     WorkflowVersionMismatchError,
 )
 from weft_nb.journal.paths import check_run_id
-from weft_nb.journal.protocol import RUNNING, TERMINAL_STATUSES, RunRecord, StepRecord
+from weft_nb.journal.protocol import RUNNING, TERMINAL_STATUSES, RunRecord
+from weft_nb.journal.recorded_steps import RecordedSteps
 
 
 def workflow_definition(registry: Registry, workflow: Any) -> WorkflowDefinition:
@@ -61,13 +62,13 @@ class JournalHistory:
     """What a run's journal recorded, for its replay (all empty for a new run).
 
     Attributes:
-        steps: The journaled steps by position.
+        steps: The journaled steps by position, as the replay takes them.
         failed_attempts: The highest failed attempt per position.
         first_started: When each position's first attempt started.
         pending_tokens: The task tokens parked steps wait on, by position.
     """
 
-    steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
+    steps: RecordedSteps = dataclasses.field(default_factory=RecordedSteps.empty)
     failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
     first_started: dict[int, float] = dataclasses.field(default_factory=dict)
     pending_tokens: dict[int, str] = dataclasses.field(default_factory=dict)
@@ -232,7 +233,7 @@ class RunLauncher:
             failed[position] = max(failed.get(position, 0), attempt.attempt)
             first[position] = min(first.get(position, attempt.started_at), attempt.started_at)
         return JournalHistory(
-            steps=self._rt.journal.load_steps(run_id),
+            steps=RecordedSteps(run_id, self._rt.journal.step_columns(run_id)),
             failed_attempts=failed,
             first_started=first,
             pending_tokens=self._rt.journal.pending_async_tokens(run_id),

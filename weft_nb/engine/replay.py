@@ -78,6 +78,8 @@ class StepCursor:
         self._position = 0
         self._memo: dict[str, Any] = {}
         self._definitions = RunDefinitions(registry, state.run_id, state.workflow.name)
+        # id(definition) -> (definition, whether weft_nb.engine.plain_replay answers its calls)
+        self.plain_calls: dict[int, tuple[ActivityDefinition, bool]] = {}
         # What this execution received from the engine, by recorded digest: a later input that
         # holds such a value hashes as its record (see weft_nb.base.input_digest).
         self.digests = ResultDigests(state.input_value, self._recorded_input)
@@ -108,6 +110,12 @@ class StepCursor:
     def take_recorded(self, position: int) -> StepRecord | None:
         """The journaled record at ``position``, unchecked; each position is visited once."""
         return self._state.steps.pop(position, None)
+
+    def take_replayed(self, row: int) -> None:
+        """Take the next position, answered from its recorded ``row`` (see plain_replay)."""
+        self._state.steps.take_row(row)
+        self._position += 1
+        self._state.replayed += 1
 
     def match(
         self, position: int, name: str, source_hash: str, input_hash: str | InputDigest

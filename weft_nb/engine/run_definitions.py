@@ -18,7 +18,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from weft_nb.base.definitions import ActivityDefinition, Registry, definition_of, make_activity
+from weft_nb.base.definitions import (
+    DEFINITION_ATTR,
+    ActivityDefinition,
+    Registry,
+    definition_of,
+    make_activity,
+)
 from weft_nb.errors import ActivityNotRegisteredError, ActivityRedefinedWarning
 
 
@@ -52,6 +58,8 @@ class RunDefinitions:
         self._started_with: dict[str, ActivityDefinition] = dict(registry.activities)
         self._used: dict[str, ActivityDefinition] = {}
         self._warned: set[str] = set()
+        # id(activity) -> (activity, its definition attribute, the registry's entry, resolved)
+        self._resolved: dict[int, tuple[Any, Any, Any, ActivityDefinition]] = {}
 
     def resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
         """The definition ``activity`` (a registered name or a function) means in this run.
@@ -60,6 +68,24 @@ class RunDefinitions:
             ActivityNotRegisteredError: A name that neither the run nor the registry knows.
             TypeError: Neither a name nor a function, or a workflow.
         """
+        registry = self._registry
+        seen = self._resolved.get(id(activity))
+        # Resolving again gives the same definition while the function (and its definition)
+        # and the registry's entry for the name are the ones it was resolved with.
+        if (
+            seen is not None
+            and seen[0] is activity
+            and seen[1] is getattr(activity, DEFINITION_ATTR, None)
+            and seen[2] is registry.activities.get(seen[3].name)
+        ):
+            return seen[3]
+        resolved = self._resolve(activity)
+        entry = registry.activities.get(resolved.name)
+        attribute = getattr(activity, DEFINITION_ATTR, None)
+        self._resolved[id(activity)] = (activity, attribute, entry, resolved)
+        return resolved
+
+    def _resolve(self, activity: str | Callable[..., Any]) -> ActivityDefinition:
         registry = self._registry
         if isinstance(activity, str):
             found = self._started_with.get(activity) or registry.activity(activity)

@@ -101,9 +101,8 @@ def interrupt(rt: Runtime, live: LiveRuns, run_id: str) -> bool:
     rt.journal.set_run_status(run_id, INTERRUPTED, rt.clock.now())
     live.stop(state, "the run was interrupted")
     rt.emit("run_interrupted", run_id, None)
-    for child in rt.journal.list_runs():  # its child workflows live here stop with it
-        if child.parent_run_id == run_id:
-            interrupt(rt, live, child.run_id)
+    for child in rt.journal.children_of(run_id):  # its child workflows live here stop with it
+        interrupt(rt, live, child.run_id)
     return True
 
 

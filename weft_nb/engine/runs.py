@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, Generic
 from weft_nb.base.typed_api import ResultT_co
 from weft_nb.engine.async_loop import settled
 from weft_nb.journal.protocol import RUNNING
+from weft_nb.journal.recorded_steps import RecordedSteps
 
 if TYPE_CHECKING:
     from weft_nb.activity.context import ActivityContext
     from weft_nb.base.definitions import WorkflowDefinition
-    from weft_nb.journal.protocol import Journal, StepRecord
+    from weft_nb.journal.protocol import Journal
 
 
 class RunCompletion:
@@ -76,7 +77,7 @@ class RunState:
     cancel_requested: threading.Event
     handle: RunHandle[Any]
     completion: RunCompletion
-    steps: dict[int, StepRecord] = dataclasses.field(default_factory=dict)
+    steps: RecordedSteps = dataclasses.field(default_factory=RecordedSteps.empty)
     failed_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
     first_started: dict[int, float] = dataclasses.field(default_factory=dict)
     live: set[tuple[ActivityContext, threading.Event]] = dataclasses.field(default_factory=set)

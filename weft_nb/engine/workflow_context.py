@@ -23,7 +23,8 @@ from weft_nb.engine import step_scope as _step_scope
 from weft_nb.engine import steps as _step_execution
 from weft_nb.engine import timers as _timers
 from weft_nb.engine.parallel import StepFuture
-from weft_nb.engine.replay import PreparedStep, StepCursor
+from weft_nb.engine.plain_replay import replay_plain
+from weft_nb.engine.replay import NOT_SET, PreparedStep, StepCursor
 from weft_nb.errors import StepChangedWarning
 from weft_nb.journal.protocol import STEP_COMPLETED, STEP_FAILED
 
@@ -113,6 +114,9 @@ class WorkflowContext:
         checks ``input`` against its first parameter (docs/engine.md, "Type checking").
         """
         _step_scope.check_scope(self.cursor, lambda: f"ctx.run({_name_of(activity)!r})")
+        result = replay_plain(self.cursor, self.runtime, activity, input, call_options)
+        if result is not NOT_SET:
+            return result
         step = self._prepare(activity, input, call_options)
         if step.replayed:
             if step.error is not None:

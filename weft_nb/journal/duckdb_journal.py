@@ -32,14 +32,17 @@ from weft_nb.journal.run_log import UNFINISHED, is_finished, run_finish_row, run
 from weft_nb.journal.sql_records import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
+    INSERT_ATTEMPT,
     INSERT_HEARTBEAT,
     attempt_from_row,
+    attempt_row,
     event_from_row,
     heartbeat_row,
     insert_event,
     insert_outcome,
     runs_from,
     settled,
+    step_columns,
     step_from_row,
     step_row,
     steps_by_position,
@@ -87,13 +90,16 @@ class DuckDBJournal(JournalFile):
 
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
         """Runs, oldest first."""
-        sql = "SELECT * FROM runs"
-        params: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = ?"
-            params.append(status)
+        return self._runs("" if status is None else "WHERE status = ?", status)
+
+    def children_of(self, run_id: str) -> list[RunRecord]:
+        """The runs whose ``parent_run_id`` is ``run_id``, oldest first."""
+        return self._runs("WHERE parent_run_id = ?", run_id)
+
+    def _runs(self, where: str, value: str | None) -> list[RunRecord]:
         with self.connection() as con:
-            return runs_from(con.execute(sql + " ORDER BY created_at, run_id", params))
+            sql = f"SELECT * FROM runs {where} ORDER BY created_at, run_id"
+            return runs_from(con.execute(sql, [] if value is None else [value]))
 
     def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
         """Record an unfinished run's outcome; False (nothing written) if it already finished.
@@ -184,6 +190,11 @@ class DuckDBJournal(JournalFile):
 
         return steps_by_position(fetch)
 
+    def step_columns(self, run_id: str) -> dict[str, list[Any]]:
+        """`load_steps()` as columns (see `Journal.step_columns`): one columnar fetch."""
+        with self.connection() as con:
+            return step_columns(con, run_id)
+
     def step_outcome(self, run_id: str, position: int) -> StepRecord | None:
         """The current completed or failed record of one step, or None."""
         with self.connection() as con:
@@ -229,20 +240,7 @@ class DuckDBJournal(JournalFile):
         with self.writing() as con:
             if final is not None:
                 insert_outcome(con, final)
-            con.execute(
-                f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    attempt.run_id,
-                    attempt.position,
-                    attempt.attempt,
-                    attempt.activity,
-                    attempt.started_at,
-                    attempt.finished_at,
-                    attempt.error_type,
-                    attempt.error_message,
-                    attempt.traceback,
-                ],
-            )
+            con.execute(INSERT_ATTEMPT, attempt_row(attempt))
             if heartbeat is not None:
                 con.execute(INSERT_HEARTBEAT, heartbeat_row(heartbeat))
             sql_inputs.spend_tokens_of(con, attempt)

@@ -38,6 +38,7 @@ from weft_nb.journal.protocol import (
     SignalRecord,
     StepRecord,
 )
+from weft_nb.journal.recorded_steps import columns_of
 
 __all__ = ["MemoryJournal", "MemoryStore"]
 
@@ -133,9 +134,12 @@ class MemoryJournal:
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
         """Runs, oldest first, optionally of one status."""
         with self._use() as store:
-            runs = [r for r in store.runs.values() if status is None or r.status == status]
-        runs.sort(key=lambda r: (r.created_at, r.run_id))
-        return [dataclasses.replace(r) for r in runs]
+            return store.runs_where(lambda r: status is None or r.status == status)
+
+    def children_of(self, run_id: str) -> list[RunRecord]:
+        """The runs whose ``parent_run_id`` is ``run_id``, oldest first."""
+        with self._use() as store:
+            return store.runs_where(lambda r: r.parent_run_id == run_id)
 
     def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
         """Record an unfinished run's outcome; False (nothing written) if it already finished."""
@@ -171,6 +175,10 @@ class MemoryJournal:
         """The current step records of a run, by position."""
         with self._use() as store:
             return {s.position: dataclasses.replace(s) for s in store.current(store.steps, run_id)}
+
+    def step_columns(self, run_id: str) -> dict[str, list[Any]]:
+        """`load_steps()` as columns (see `Journal.step_columns`)."""
+        return columns_of(self.load_steps(run_id).values())
 
     def orphaned_steps(self, run_id: str) -> bool:
         """Never: a memory journal has no step log whose damage could destroy a run's start."""
@@ -287,20 +295,12 @@ class MemoryJournal:
     def checkpoints_of(self, run_id: str, position: int) -> list[CheckpointRecord]:
         """Current checkpoints of a step, newest first."""
         with self._use() as store:
-            found = [dataclasses.replace(cp) for cp in store.current(store.checkpoints, run_id)]
-        return sorted(
-            (cp for cp in found if cp.position == position), key=lambda cp: cp.seq, reverse=True
-        )
+            return store.checkpoints_at(run_id, position)
 
     def last_checkpoint_seq(self, run_id: str, position: int) -> int:
         """The highest checkpoint number of a step, superseded ones included; 0 if none."""
         with self._use() as store:
-            seqs = [
-                row.record.seq
-                for row in store.checkpoints  # superseded rows too
-                if (row.record.run_id, row.record.position) == (run_id, position)
-            ]
-        return max(seqs, default=0)
+            return store.last_checkpoint_seq(run_id, position)
 
     def all_checkpoint_paths(self) -> set[str]:
         """Every referenced checkpoint path (superseded ones too)."""

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from weft_nb.journal.protocol import (
@@ -207,6 +207,23 @@ class MemoryStore:
             dropped = {id(row) for row in same_step if row.record.seq <= newest_stale}
             self.checkpoints = [row for row in self.checkpoints if id(row) not in dropped]
         return stale
+
+    def checkpoints_at(self, run_id: str, position: int) -> list[CheckpointRecord]:
+        """Copies of the current checkpoints of a step, newest first."""
+        found = [dataclasses.replace(cp) for cp in self.current(self.checkpoints, run_id, position)]
+        return sorted(found, key=lambda cp: cp.seq, reverse=True)
+
+    def last_checkpoint_seq(self, run_id: str, position: int) -> int:
+        """The highest checkpoint number of a step, superseded ones included; 0 if none."""
+        rows = (row.record for row in self.checkpoints)  # superseded rows too
+        return max(
+            (cp.seq for cp in rows if (cp.run_id, cp.position) == (run_id, position)), default=0
+        )
+
+    def runs_where(self, keep: Callable[[RunRecord], bool]) -> list[RunRecord]:
+        """Copies of the runs ``keep`` accepts, oldest first."""
+        runs = sorted(filter(keep, self.runs.values()), key=lambda r: (r.created_at, r.run_id))
+        return [dataclasses.replace(r) for r in runs]
 
     def supersede(self, run_id: str, position: int) -> None:
         """Flag the steps, attempts, heartbeats and checkpoints at ``position`` and after."""

@@ -11,7 +11,7 @@ one contract suite, ``tests/journal/test_journal_contract.py``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 RUNNING = "running"
 COMPLETED = "completed"
@@ -207,6 +207,9 @@ class Journal(Protocol):
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
         """Runs, oldest first, optionally of one status."""
 
+    def children_of(self, run_id: str) -> list[RunRecord]:
+        """The runs whose ``parent_run_id`` is ``run_id`` (its child workflows), oldest first."""
+
     def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
         """Record the status, result or error of a run that has not finished yet.
 
@@ -226,6 +229,13 @@ class Journal(Protocol):
 
     def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         """The current (not superseded) step records of a run, by position."""
+
+    def step_columns(self, run_id: str) -> dict[str, list[Any]]:
+        """`load_steps()` as columns, for a replay (`weft_nb.journal.recorded_steps`).
+
+        One list per `StepRecord` field but ``run_id``; row ``i`` of each is one step, in the
+        journal's order (a later row at a position wins). ``result`` may hold ``bytearray``s.
+        """
 
     def orphaned_steps(self, run_id: str) -> bool:
         """Whether steps of ``run_id`` are journaled while the run itself is not.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import operator
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +26,7 @@ from weft_nb.journal.protocol import (
     RunRecord,
     StepRecord,
 )
+from weft_nb.journal.recorded_steps import REPLAY_COLUMNS
 from weft_nb.journal.run_log import RUN_COLUMNS
 from weft_nb.journal.step_log import INSERT_STEP, STEP_COLUMNS
 
@@ -43,6 +45,7 @@ HEARTBEAT_COLUMNS = (
 )
 CHECKPOINT_COLUMNS = "run_id, position, attempt, seq, created_at, path, size, codec"
 EVENT_COLUMNS = "run_id, position, kind, message, created_at"
+INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats (run_id, position, attempt, recorded_at, codec, details, beat, "
     "activity) VALUES (?,?,?,?,?,?,?,?)"
@@ -129,6 +132,27 @@ def steps_by_position(fetch: Callable[[], list[Any]]) -> dict[int, StepRecord]:
 def attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
     """A failed attempt from a row of `ATTEMPT_COLUMNS`."""
     return _record(AttemptRecord, _ATTEMPT_FIELDS, row)
+
+
+def attempt_row(attempt: AttemptRecord) -> list[Any]:
+    """The values of `ATTEMPT_COLUMNS` for ``attempt``."""
+    return [getattr(attempt, name) for name in _ATTEMPT_FIELDS]
+
+
+def step_columns(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[Any]]:
+    """A run's current steps as columns (`Journal.step_columns`): no record or tuple per row.
+
+    Through numpy (DuckDB's ``fetchnumpy``: ~3x faster than rows) when a library already
+    imported it, as a notebook's pandas does; importing it here would cost more than it saves.
+    """
+    # In the table's order, as load_steps() reads it: a later row at a position wins.
+    sql = f"SELECT {REPLAY_COLUMNS} FROM steps WHERE run_id = ? AND NOT superseded"
+    result = con.execute(sql, [run_id])
+    if "numpy" in sys.modules:
+        return {name: array.tolist() for name, array in result.fetchnumpy().items()}
+    names = REPLAY_COLUMNS.split(", ")
+    columns = list(zip(*result.fetchall(), strict=True)) or [()] * len(names)
+    return {name: list(column) for name, column in zip(names, columns, strict=True)}
 
 
 def heartbeat_from_row(row: Sequence[Any]) -> HeartbeatRecord:
