@@ -2,9 +2,9 @@
 
 ``import weft_nb``, ``%load_ext weft_nb`` and opening a journal are what every notebook pays
 for; an executor most notebooks never use, pydantic when no model is used, ipywidgets until
-a run panel is shown, OpenTelemetry until the application imports it, and the ``duckdb``
-package's Python layer (weft_nb uses its compiled ``_duckdb`` alone) stay out of it (issue 17).
-Checked in a fresh process.
+a run panel is shown, OpenTelemetry until the application imports it, the REST endpoint until
+``engine.serve()``, and the ``duckdb`` package's Python layer (weft_nb uses its compiled
+``_duckdb`` alone) stay out of it (issue 17). Checked in a fresh process.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ pydantic_loaded = "pydantic" in sys.modules
 widgets_loaded = "ipywidgets" in sys.modules
 otel_loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry."))
 duckdb_loaded = "duckdb" in sys.modules, "_duckdb" in sys.modules
+endpoint_loaded = "weft_nb.endpoint.server" in sys.modules
 import weft_nb
 names = [weft_nb.ProcessExecutor.__name__, weft_nb.DaskExecutor.__name__]
 from weft_nb import ProcessExecutor
 same = ProcessExecutor is weft_nb.ProcessExecutor
 print(json.dumps({"before": before, "names": names, "same": same, "pydantic": pydantic_loaded,
-                  "widgets": widgets_loaded, "otel": otel_loaded, "duckdb": duckdb_loaded}))
+                  "widgets": widgets_loaded, "otel": otel_loaded, "duckdb": duckdb_loaded,
+                  "endpoint": endpoint_loaded}))
 """
 
 
@@ -54,6 +56,7 @@ def test_load_ext_and_a_journal_leave_the_executors_pydantic_and_widgets_unimpor
     assert not seen["widgets"]  # ipywidgets: only for a run panel (%weft run / show)
     assert seen["otel"] == []  # no provider can be configured without importing it
     assert seen["duckdb"] == [False, True]  # the engine module, not the package around it
+    assert not seen["endpoint"]  # the REST endpoint (http.server): on the first engine.serve()
 
 
 _LATE_OTEL = """
