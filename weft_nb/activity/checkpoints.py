@@ -367,6 +367,9 @@ class CheckpointStore:
         In the storage, only objects older than its ``orphan_grace`` (a worker may have just
         published one); a storage that cannot be reached is warned about, not raised.
         """
+        local = self.owned and os.path.isdir(self.root)  # never clean a folder another owns
+        if self.storage is None and not local:
+            return 0  # nothing to clean: no query (every engine open asks)
         referenced = self.journal.all_checkpoint_paths()
         removed = 0
         if self.storage is not None:
@@ -380,8 +383,8 @@ class CheckpointStore:
                     stacklevel=2,
                     logger="weft_nb.activity",
                 )
-        if not self.owned or not os.path.isdir(self.root):
-            return removed  # never clean a folder another journal owns
+        if not local:
+            return removed
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 full = os.path.join(folder, name)
