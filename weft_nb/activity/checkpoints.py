@@ -213,12 +213,12 @@ class CheckpointStore:
 
     def _next_seq(self, run_id: str, position: int) -> int:
         with self._seq_lock:
-            # Superseded rows count too: a rerun must never overwrite an audited file.
-            recorded = self.journal.last_checkpoint_seq(run_id, position)
-            # Two saves of one step at once (a timed-out attempt still running beside its retry)
-            # must not share a number, or keep-N could drop both.
+            # Two saves of one step at once (a timed-out attempt beside its retry) must not share a
+            # number, or keep-N could drop both; superseded rows count too (never overwrite an
+            # audited file). Asked once per step: after that only this store adds rows.
             key = (run_id, position)
-            seq = max(recorded, self._issued.get(key, 0)) + 1
+            issued = self._issued.get(key)
+            seq = (self.journal.last_checkpoint_seq(*key) if issued is None else issued) + 1
             self._issued[key] = seq
             return seq
 
