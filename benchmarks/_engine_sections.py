@@ -91,8 +91,19 @@ def heartbeat_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> d
             hb()
         return perf() - t
 
+    class NoOp:
+        def beat(self, details: Any = None) -> None:
+            """A heartbeat that does nothing: the call and the dict alone (reference)."""
+
+    noop = NoOp().beat
+
     def matmul_pair(size: int) -> dict[str, Any]:
-        """A training-loop stand-in whose batch is a size x size matmul, without and with beats."""
+        """A training-loop stand-in whose batch is a size x size matmul, without and with beats.
+
+        For the 64x64 batch also the loop building the dict only, and calling a no-op bound
+        method with it: what of the overhead is the user's dict, what Python's call, and what
+        ``heartbeat()``'s own.
+        """
         a = rng.standard_normal((size, size))
         b = rng.standard_normal((size, size))
 
@@ -109,7 +120,24 @@ def heartbeat_bench(cfg: dict[str, Any], activity: weft_nb.ActivityContext) -> d
                 hb({"i": i})
             return perf() - t
 
-        return {f"mm{size}": matmul, f"mm{size}_hb": matmul_heartbeat}
+        def matmul_dict(k: int) -> float:
+            t = perf()
+            for i in range(k):
+                a @ b
+                _d = {"i": i}
+            return perf() - t
+
+        def matmul_noop(k: int) -> float:
+            t = perf()
+            for i in range(k):
+                a @ b
+                noop({"i": i})
+            return perf() - t
+
+        variants = {f"mm{size}": matmul, f"mm{size}_hb": matmul_heartbeat}
+        if size == 64:
+            variants |= {f"mm{size}_dict": matmul_dict, f"mm{size}_noop": matmul_noop}
+        return variants
 
     groups = [
         (
@@ -378,6 +406,20 @@ def bench_heartbeats(cfg: Config, tmp: str, call: Result) -> None:
                 digits=2,
             )
         )
+        refs = (("dict", "building `{'i': i}` only"), ("noop", "`noop({'i': i})`, a no-op method"))
+        for key, what in refs:
+            if f"mm{size}_{key}" in out:
+                ref = [s / m * 1e6 for s in out[f"mm{size}_{key}"]]
+                part = [(r - wo) / wo * 100 for r, wo in zip(ref, mm, strict=True)]
+                record(
+                    Result(
+                        "heartbeat",
+                        f"reference: {what}, on the {shape} loop (paired per round)",
+                        "%",
+                        part,
+                        digits=2,
+                    )
+                )
 
 
 def bench_checkpoint(cfg: Config, tmp: str) -> None:

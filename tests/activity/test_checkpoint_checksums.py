@@ -1,6 +1,7 @@
 """A checksum tells a damaged checkpoint from one this process cannot read (review 18, finding 5).
 
-Each checkpoint row records the sha256 of its file's bytes. Bytes that fail it are damage: the
+Each checkpoint row records a checksum of its file's bytes (the crc32; the sha256 in rows written
+before it, which still load and are still checked). Bytes that fail it are damage: the
 previous checkpoint is used, with a warning. Intact bytes that fail to unpickle, for any reason
 (a module or class missing, a constructor that changed, a package upgrade), stop the step with
 ``CheckpointEnvironmentError``: falling back would silently restart the training. Rows written
@@ -14,6 +15,7 @@ and dies mid-step; this process, with version 2, resumes the run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import subprocess
@@ -28,7 +30,8 @@ from helpers import CHECKPOINT_CHILD, load_checkpoint_child, run_status
 
 import weft_nb
 from weft_nb import Engine
-from weft_nb.activity.checkpoints import CheckpointStore, recorded_sha256
+from weft_nb.activity.checkpoints import CheckpointStore, recorded_checksum, recorded_sha256
+from weft_nb.activity.restore import CHECKSUMMED, CRC32
 from weft_nb.base.clock import RealClock
 from weft_nb.errors import CheckpointEnvironmentError
 from weft_nb.journal.duckdb_journal import DuckDBJournal
@@ -108,12 +111,12 @@ def test_a_byte_flip_in_a_pickled_class_name_is_damage_and_falls_back(
     state = define_state(scratch)
     store.save("run", 0, 1, {"epoch": 1, "state": state(1)})
     newest = store.save("run", 0, 1, {"epoch": 2, "state": state(2)})
-    assert recorded_sha256(newest.codec) is not None
+    assert newest.codec.startswith(CRC32)
     path = Path(store.root) / newest.path
     good = path.read_bytes()
     path.write_bytes(good.replace(b"State", b"Stbte"))  # same size: only the checksum sees it
     assert path.stat().st_size == newest.size
-    with pytest.warns(RuntimeWarning, match="unreadable.*sha256.*falling back"):
+    with pytest.warns(RuntimeWarning, match="unreadable.*crc32.*falling back"):
         loaded = store.load_latest("run", 0)
     assert loaded["epoch"] == 1  # the older, intact one; not a stop, not None
 
@@ -184,12 +187,16 @@ def test_a_constructor_that_changed_stops_the_run_and_resumes_once_fixed(
     assert run_status(journal, child.RUN_ID) == "completed"
 
 
-def write_old_format(store: CheckpointStore, seq: int, state: object) -> str:
-    """A checkpoint as weft_nb wrote it before checksums: a plain pickle, codec ``pickle``."""
+def write_old_format(
+    store: CheckpointStore, seq: int, state: object, *, sha256: bool = False
+) -> str:
+    """A checkpoint as an older weft_nb wrote it: a plain pickle, with the codec ``pickle``
+    (before checksums) or, with ``sha256``, ``pickle+sha256:<hex>`` (before the crc32)."""
     relative = os.path.join("run", "0", f"{seq:08d}-a1.pkl")
     path = Path(store.root) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(state, protocol=5))
+    data = pickle.dumps(state, protocol=5)
+    path.write_bytes(data)
     store.journal.add_checkpoint(
         CheckpointRecord(
             run_id="run",
@@ -199,7 +206,7 @@ def write_old_format(store: CheckpointStore, seq: int, state: object) -> str:
             created_at=float(seq),
             path=relative,
             size=path.stat().st_size,
-            codec="pickle",
+            codec=CHECKSUMMED + hashlib.sha256(data).hexdigest() if sha256 else "pickle",
         ),
         store.keep,
     )
@@ -220,8 +227,40 @@ def test_an_old_checkpoint_without_a_checksum_still_loads_by_the_old_rules(
     with pytest.warns(RuntimeWarning, match=f"{newest}.*TypeError.*falling back"):
         assert store.load_latest("run", 0) == {"epoch": 1}
     new = store.save("run", 0, 1, {"epoch": 3})  # a new checkpoint beside them has a checksum
-    assert recorded_sha256(new.codec) is not None and new.seq == 3
+    assert recorded_checksum(new.codec) is not None and new.seq == 3
     assert store.load_latest("run", 0) == {"epoch": 3}
+
+
+def test_a_sha256_checkpoint_of_an_older_version_loads_and_its_damage_is_still_found(
+    store: CheckpointStore, scratch: types.ModuleType
+) -> None:
+    state = define_state(scratch)
+    write_old_format(store, 1, {"epoch": 1}, sha256=True)
+    newest = write_old_format(store, 2, {"epoch": 2, "state": state(2)}, sha256=True)
+    assert recorded_sha256(store.records("run", 0)[0].codec) is not None
+    assert store.load_latest("run", 0)["epoch"] == 2
+    define_state(scratch, "(self, epoch, optimizer)")  # intact by its sha256: the code differs
+    with pytest.raises(CheckpointEnvironmentError, match="class or package version"):
+        store.load_latest("run", 0)
+    define_state(scratch)
+    good = Path(newest).read_bytes()
+    Path(newest).write_bytes(good.replace(b"State", b"Stbte"))  # same size: only sha256 sees it
+    with pytest.warns(RuntimeWarning, match="unreadable.*sha256.*falling back"):
+        assert store.load_latest("run", 0) == {"epoch": 1}
+
+
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_one_flipped_bit_anywhere_in_a_crc32_checkpoint_is_damage(
+    store: CheckpointStore, where: float
+) -> None:
+    store.save("run", 0, 1, {"epoch": 1})
+    newest = store.save("run", 0, 1, {"epoch": 2, "blob": bytes(range(256)) * 64})
+    path = Path(store.root) / newest.path
+    data = bytearray(path.read_bytes())
+    data[int(where * len(data))] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="unreadable.*crc32.*falling back"):
+        assert store.load_latest("run", 0) == {"epoch": 1}
 
 
 @weft_nb.activity(retry={"max_attempts": 1})

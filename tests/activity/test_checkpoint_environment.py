@@ -29,7 +29,7 @@ from weft_nb import Engine
 from weft_nb.activity.checkpoints import (
     CheckpointStore,
     missing_from_environment,
-    recorded_sha256,
+    recorded_checksum,
 )
 from weft_nb.base.clock import RealClock
 from weft_nb.errors import CheckpointEnvironmentError, PayloadError
@@ -78,7 +78,7 @@ def test_a_checkpoint_whose_module_is_missing_stops_the_run_and_resumes_once_ins
     assert len(written) == 2  # epochs 1 and 2 (keep=2)
     reader = DuckDBJournal(journal, read_only=True)
     try:  # intact by checksum, so the unpickling error below is the environment's
-        assert all(recorded_sha256(c.codec) for c in reader.checkpoints_of(child.RUN_ID, 0))
+        assert all(recorded_checksum(c.codec) for c in reader.checkpoints_of(child.RUN_ID, 0))
     finally:
         reader.close()
 

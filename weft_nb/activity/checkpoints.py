@@ -10,8 +10,9 @@ row, so its bytes go to a file and the journal keeps its path and size. The writ
 A crash before step 3 leaves an unreferenced file that the next open deletes, and the previous
 checkpoint is still the latest one the journal names. Nothing is ever half-visible.
 
-The journal row also records the sha256 of the file's bytes, in its codec
-(``pickle+sha256:<hex>``), hashed as they are written. Reading checks size and checksum before
+The journal row also records the crc32 of the file's bytes, in its codec
+(``pickle+crc32:<hex>``), computed as they are written (files written before it record their sha256,
+``pickle+sha256:<hex>``, and are checked against that). Reading checks size and checksum before
 unpickling (`weft_nb.activity.restore`): damage falls back to the previous checkpoint, intact bytes
 that do not unpickle stop the step with `CheckpointEnvironmentError`.
 
@@ -27,7 +28,6 @@ store by `weft_nb.activity.background.BackgroundWriter`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import threading
@@ -37,10 +37,13 @@ from typing import IO, Any
 
 from weft_nb.activity.restore import (
     CHECKSUMMED,
+    CRC32,
+    Crc32,
     first_readable,
     local_opener,
     missing_from_environment,
     needs_environment,
+    recorded_checksum,
     recorded_sha256,
 )
 from weft_nb.activity.storage import CheckpointStorage, StoredCheckpoint, is_url, open_record
@@ -58,6 +61,7 @@ __all__ = [  # the reading side is weft_nb.activity.restore; these names stay im
     "PickledState",
     "missing_from_environment",
     "needs_environment",
+    "recorded_checksum",
     "recorded_sha256",
 ]
 
@@ -82,19 +86,19 @@ _PARALLEL_HASH_BYTES = 4 * 1024 * 1024
 
 
 class _HashingWriter:
-    """A write-only file that hashes every byte on its way to ``handle``.
+    """A write-only file that checksums (crc32) every byte on its way to ``handle``.
 
-    A large chunk (a numpy array's buffer, pickled in-band) is hashed on a helper thread while
-    this one writes it and fsyncs the file: sha256 releases the GIL, so a checkpoint costs about
-    the longer of the two, not their sum. Updates stay in order (each waits for the previous);
+    A large chunk (a numpy array's buffer, pickled in-band) is checksummed on a helper thread while
+    this one writes it and fsyncs the file: ``zlib.crc32`` releases the GIL, so a checkpoint costs
+    about the longer of the two, not their sum. Updates stay in order (each waits for the previous);
     the chunk is the caller's own object (the pickler's finished frame, the user's array, a
-    snapshot's bytes), unchanged until `hexdigest()` returns, which `CheckpointStore` calls
-    before ``checkpoint()`` returns.
+    snapshot's bytes), unchanged until `hexdigest()` returns, which `CheckpointStore` calls before
+    ``checkpoint()`` returns.
     """
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
-        self._digest = hashlib.sha256()
+        self._digest = Crc32()
         self._hashing: threading.Thread | None = None
 
     def write(self, data: Any) -> int:
@@ -110,7 +114,7 @@ class _HashingWriter:
         return written
 
     def hexdigest(self) -> str:
-        """The sha256 of every byte written (waits for the helper thread)."""
+        """The crc32 of every byte written, in hex (waits for the helper thread)."""
         self._wait()
         return self._digest.hexdigest()
 
@@ -209,12 +213,12 @@ class CheckpointStore:
 
     def _next_seq(self, run_id: str, position: int) -> int:
         with self._seq_lock:
-            # Superseded rows count too: a rerun must never overwrite an audited file.
-            recorded = self.journal.last_checkpoint_seq(run_id, position)
-            # Two saves of one step at once (a timed-out attempt still running beside its retry)
-            # must not share a number, or keep-N could drop both.
+            # Two saves of one step at once (a timed-out attempt beside its retry) must not share a
+            # number, or keep-N could drop both; superseded rows count too (never overwrite an
+            # audited file). Asked once per step: after that only this store adds rows.
             key = (run_id, position)
-            seq = max(recorded, self._issued.get(key, 0)) + 1
+            issued = self._issued.get(key)
+            seq = (self.journal.last_checkpoint_seq(*key) if issued is None else issued) + 1
             self._issued[key] = seq
             return seq
 
@@ -320,7 +324,7 @@ class CheckpointStore:
                 created_at=self.clock.now(),
                 path=os.path.relpath(final, self.root),
                 size=size,
-                codec=CHECKSUMMED + writer.hexdigest(),
+                codec=CRC32 + writer.hexdigest(),
             )
         )
 
@@ -363,6 +367,9 @@ class CheckpointStore:
         In the storage, only objects older than its ``orphan_grace`` (a worker may have just
         published one); a storage that cannot be reached is warned about, not raised.
         """
+        local = self.owned and os.path.isdir(self.root)  # never clean a folder another owns
+        if self.storage is None and not local:
+            return 0  # nothing to clean: no query (every engine open asks)
         referenced = self.journal.all_checkpoint_paths()
         removed = 0
         if self.storage is not None:
@@ -376,8 +383,8 @@ class CheckpointStore:
                     stacklevel=2,
                     logger="weft_nb.activity",
                 )
-        if not self.owned or not os.path.isdir(self.root):
-            return removed  # never clean a folder another journal owns
+        if not local:
+            return removed
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 full = os.path.join(folder, name)

@@ -1,12 +1,14 @@
 """Reading a checkpoint back: check its bytes, skip damage, stop on a lacking environment.
 
-Every checkpoint row records the size and (codec ``pickle+sha256:<hex>``) the sha256 of its
-bytes. `first_readable()` walks a step's checkpoints newest first: bytes that are missing or fail
-the check are damage, skipped with a warning for the previous checkpoint; intact bytes that fail
-to unpickle need something this process lacks (a module, a class, a device, the class or package
-version that wrote them), and the step stops with `CheckpointEnvironmentError` rather than
-silently starting from an older checkpoint. A row written before checksums (codec ``pickle``) is
-told apart by the unpickling error alone: `missing_from_environment`.
+Every checkpoint row records the size and a checksum of its bytes: the crc32 (codec
+``pickle+crc32:<hex>``) for a file written beside the journal, the sha256 (``pickle+sha256:<hex>``)
+for a storage object and for any file written before the crc32 (both are read and checked).
+`first_readable()` walks a step's checkpoints newest first: bytes that are missing or fail the check
+are damage, skipped with a warning for the previous checkpoint; intact bytes that fail to unpickle
+need something this process lacks (a module, a class, a device, the class or package version that
+wrote them), and the step stops with `CheckpointEnvironmentError` rather than silently starting from
+an older checkpoint. A row written before checksums (codec ``pickle``) is told apart by the
+unpickling error alone: `missing_from_environment`.
 
 The same walk serves the checkpoint folder beside the journal and a checkpoint storage URL (see
 `weft_nb.activity.storage`), in the kernel and on a worker; only how the bytes are opened differs.
@@ -20,8 +22,9 @@ import hashlib
 import os
 import pickle
 import re
+import zlib
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from weft_nb.base import evidence
 from weft_nb.base.operational import report
@@ -29,6 +32,7 @@ from weft_nb.errors import CheckpointEnvironmentError
 from weft_nb.journal.protocol import CheckpointRecord
 
 CHECKSUMMED = "pickle+sha256:"  # codec of a checkpoint whose row records its bytes' sha256
+CRC32 = "pickle+crc32:"  # codec of a checkpoint whose row records its bytes' crc32
 _READ_CHUNK = 1 << 20
 _DEVICE = re.compile(r"\bdevice\b", re.IGNORECASE)
 
@@ -66,22 +70,84 @@ def needs_environment(exc: BaseException) -> CheckpointEnvironmentError | None:
 
 
 def recorded_sha256(codec: str) -> str | None:
-    """The sha256 a checkpoint row records for its file; None for a row written before them."""
+    """The sha256 a checkpoint row records; None for a row without one (see `recorded_checksum`).
+
+    Rows of files written before checksums have none, and files written since the crc32 record
+    that instead (``pickle+crc32:``).
+    """
     return codec[len(CHECKSUMMED) :] if codec.startswith(CHECKSUMMED) else None
 
 
+class Checksum(Protocol):
+    """A running checksum, as ``hashlib`` objects are: `Crc32` and ``hashlib.sha256()``."""
+
+    @property
+    def name(self) -> str:
+        """The algorithm's name, for messages (``"crc32"``, ``"sha256"``)."""
+        ...
+
+    def update(self, data: Any, /) -> None:
+        """Add bytes (any buffer) to the checksum."""
+        ...
+
+    def hexdigest(self) -> str:
+        """The checksum of every byte added so far, in hex."""
+        ...
+
+
+class Crc32:
+    """The crc32 of the bytes fed to `update()`, with ``hashlib``'s interface.
+
+    What new checkpoint files record (codec ``pickle+crc32:``): it detects damage (flipped
+    bits, truncation, garbled or swapped blocks; a random change escapes it with odds of 2**-32)
+    at less CPU than sha256 (whose collision resistance guards against no one here), and
+    ``zlib`` releases the GIL for large buffers, so a helper thread checksums an array while this
+    one writes it. See docs/performance.md for the measurements.
+    """
+
+    name = "crc32"
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: Any, /) -> None:
+        """Add bytes (any buffer; ``zlib`` releases the GIL for large ones)."""
+        self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self) -> str:
+        """The crc32 so far: 8 hex digits."""
+        return f"{self._value:08x}"
+
+
+def recorded_checksum(codec: str) -> tuple[Checksum, str] | None:
+    """A fresh checksum of the kind a row's codec records, and the recorded hex; None if none."""
+    if codec.startswith(CRC32):
+        return Crc32(), codec[len(CRC32) :]
+    if codec.startswith(CHECKSUMMED):
+        return hashlib.sha256(), codec[len(CHECKSUMMED) :]
+    return None  # codec "pickle": written before checksums
+
+
 def check_intact(path: str, size: int, sha256: str | None) -> None:
-    """Raise ValueError (or OSError) unless the file has the recorded size and checksum."""
+    """Raise ValueError (or OSError) unless the file has the recorded size and sha256."""
+    check_file(path, size, CHECKSUMMED + sha256 if sha256 is not None else "pickle")
+
+
+def check_file(path: str, size: int, codec: str) -> None:
+    """Raise ValueError (or OSError) unless the file has the size and checksum its row records."""
     if os.path.getsize(path) != size:
         raise ValueError(f"size {os.path.getsize(path)} != recorded {size}")
-    if sha256 is None:
+    recorded = recorded_checksum(codec)
+    if recorded is None:
         return
-    digest = hashlib.sha256()
+    digest, expected = recorded
     with open(path, "rb") as handle:
         while chunk := handle.read(_READ_CHUNK):
             digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        raise ValueError(f"sha256 {digest.hexdigest()[:12]}... != recorded {sha256[:12]}...")
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"{digest.name} {digest.hexdigest()[:12]}... != recorded {expected[:12]}..."
+        )
 
 
 def local_opener(root: str) -> Opener:
@@ -90,7 +156,7 @@ def local_opener(root: str) -> Opener:
     @contextlib.contextmanager
     def open_checked(record: CheckpointRecord) -> Iterator[IO[bytes]]:
         path = os.path.join(root, record.path)
-        check_intact(path, record.size, recorded_sha256(record.codec))
+        check_file(path, record.size, record.codec)
         with open(path, "rb") as handle:
             yield handle
 
@@ -128,14 +194,14 @@ def first_readable(
     pending, restarts = current(), 0
     while pending:
         record = pending.pop(0)
-        sha256 = recorded_sha256(record.codec)
+        checked = recorded_checksum(record.codec) is not None
         try:
             with opener(record) as handle:
                 try:
                     state = pickle.load(handle)
                 except Exception as exc:
                     missing = missing_from_environment(exc)
-                    if missing is None and sha256 is None:  # no checksum: the error says damage
+                    if missing is None and not checked:  # no checksum: the error says damage
                         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
                     raise CheckpointEnvironmentError(
                         where(record),

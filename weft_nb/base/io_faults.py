@@ -26,9 +26,8 @@ from __future__ import annotations
 import errno
 import os
 
-import duckdb
-
 from weft_nb.base import evidence
+from weft_nb.base.duckdb_engine import duckdb
 
 SITES = (
     "steplog.append",

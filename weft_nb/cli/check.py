@@ -6,8 +6,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.cli.holders import busy_message, describe_holder, engine_holding
 from weft_nb.cli.reading import JOURNAL_TABLES, RUN_TABLES, TMP_PREFIX, Reader, missing_journal
 from weft_nb.cli.text import cut

@@ -24,8 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.release import __version__
 from weft_nb.cli.check import cmd_check
 from weft_nb.cli.read import cmd_export, cmd_runs, cmd_sql

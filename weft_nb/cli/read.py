@@ -12,8 +12,7 @@ import tempfile
 import time
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.cli.http import request_endpoint
 from weft_nb.cli.reading import open_reader, run_or_endpoint
 from weft_nb.cli.text import (

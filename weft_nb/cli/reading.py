@@ -14,8 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.cli.holders import busy_message, describe_holder, lock_holder, serving_endpoint
 from weft_nb.errors import CliError, JournalLockedError, JournalNotFoundError, RunNotFoundError
 from weft_nb.journal.lock import names_a_lock

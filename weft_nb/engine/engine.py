@@ -11,7 +11,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weft_nb.activity.context import ActivityContext
 from weft_nb.activity.heartbeats import HeartbeatFlusher
@@ -19,7 +19,6 @@ from weft_nb.activity.storage import CheckpointStorage, storage_from
 from weft_nb.base.clock import Clock, RealClock
 from weft_nb.base.definitions import ON_CHANGE_POLICIES, Registry, definition_of
 from weft_nb.base.payloads import DEFAULT_MAX_PAYLOAD_BYTES
-from weft_nb.endpoint.server import EndpointSettings, Server, serve
 from weft_nb.engine import run_thread, views
 from weft_nb.engine.development import DevelopmentChecks, enabled
 from weft_nb.engine.events import EventBus, WeftEvent
@@ -39,6 +38,9 @@ from weft_nb.executors.base import Executor, ThreadExecutor
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import endpoint_file
 from weft_nb.journal.protocol import Journal
+
+if TYPE_CHECKING:  # the REST endpoint (http.server and friends) loads on the first serve()
+    from weft_nb.endpoint.server import Server
 
 
 class Engine(RunStarting):
@@ -338,6 +340,8 @@ class Engine(RunStarting):
         picks a free port (``server.port``; the ``weft-nb`` command finds it through the journal's
         endpoint file); pass ``port=`` for a fixed one. The server stops with the engine.
         """
+        from weft_nb.endpoint.server import EndpointSettings, serve
+
         self._live.check_open()
         settings = EndpointSettings(
             host=host,

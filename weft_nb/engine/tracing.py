@@ -2,7 +2,8 @@
 
 With ``opentelemetry-api`` installed the engine adds an `OpenTelemetryInterceptor` to its chain by
 itself; it records only while the application has configured a tracer (or meter) provider, as
-other instrumented libraries do. Without the extra this module is never imported.
+other instrumented libraries do, and imports OpenTelemetry only once the application has
+(`OpenTelemetryInterceptor`). Without the extra this module is never imported.
 
 Spans: ``weft.run`` (one per execution: a start, or a resume), ``weft.step`` (a step executed
 live, all its attempts; a `durable_activity` call's too) and ``weft.attempt``, with the
@@ -20,6 +21,8 @@ seconds since each live attempt's latest heartbeat).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -62,6 +65,28 @@ class OpenTelemetryInterceptor(Interceptor):
     """
 
     def __init__(self, *, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self._providers = (tracer_provider, meter_provider)
+        self._explicit = tracer_provider is not None or meter_provider is not None
+        self._active, self._checked_until = self._explicit, 0.0
+        self._ready = False
+        self._lock = threading.Lock()
+        self._run_spans: dict[str, Any] = {}  # run id -> its weft.run span
+        self._step_spans: dict[tuple[str, int], Any] = {}  # (run id, position) -> weft.step
+        self._live: dict[int, tuple[InterceptedAttempt, ActivityContext]] = {}
+        # With the global providers, OpenTelemetry (20-40 ms to import on a slow VM) is imported
+        # only once the application has: no provider can be configured before (`_in_use`).
+        if self._explicit or _in_use():
+            self._setup()
+        elif not available():
+            import_extra("opentelemetry.trace", extra="otel", feature=_FEATURE)  # raises
+
+    def _setup(self) -> None:
+        """Import OpenTelemetry and create the tracer and the instruments (once).
+
+        With the global providers, on the first `active()` check once the application imported
+        OpenTelemetry: a provider set later takes effect within 1 s, as before.
+        """
+        tracer_provider, meter_provider = self._providers
         trace = import_extra("opentelemetry.trace", extra="otel", feature=_FEATURE)
         metrics = import_extra("opentelemetry.metrics", extra="otel", feature=_FEATURE)
         self._trace = trace
@@ -71,8 +96,6 @@ class OpenTelemetryInterceptor(Interceptor):
         self._propagator = propagation.TraceContextTextMapPropagator()
         self._context = import_extra("opentelemetry.context", extra="otel", feature=_FEATURE)
         self._metrics = metrics
-        self._explicit = tracer_provider is not None or meter_provider is not None
-        self._active, self._checked_until = self._explicit, 0.0
         self._tracer = trace.get_tracer("weft_nb", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("weft_nb", __version__, meter_provider=meter_provider)
         self._duration = meter.create_histogram(
@@ -93,10 +116,7 @@ class OpenTelemetryInterceptor(Interceptor):
             unit="s",
             description="Seconds since each live attempt's latest heartbeat",
         )
-        self._lock = threading.Lock()
-        self._run_spans: dict[str, Any] = {}  # run id -> its weft.run span
-        self._step_spans: dict[tuple[str, int], Any] = {}  # (run id, position) -> weft.step
-        self._live: dict[int, tuple[InterceptedAttempt, ActivityContext]] = {}
+        self._ready = True
 
     def active(self) -> bool:
         """Tracing wraps calls only while a tracer or meter provider is configured (or given).
@@ -114,6 +134,12 @@ class OpenTelemetryInterceptor(Interceptor):
     def _configured(self) -> bool:
         if self._explicit:
             return True
+        if not self._ready:
+            if not _in_use():
+                return False
+            with self._lock:
+                if not self._ready:
+                    self._setup()
         trace, metrics = self._trace, self._metrics
         no_traces = isinstance(
             trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
@@ -261,6 +287,19 @@ class OpenTelemetryInterceptor(Interceptor):
                     "weft.position": info.position,
                 },
             )
+
+
+def _in_use() -> bool:
+    """Whether the application may have configured OpenTelemetry.
+
+    It imported the API that sets a provider (`available()` imports the bare ``opentelemetry``
+    package, without it), or it names a provider in the environment, which OpenTelemetry loads on
+    first use.
+    """
+    imported = ("opentelemetry.trace", "opentelemetry.metrics")
+    return any(sys.modules.get(name) is not None for name in imported) or any(
+        name in os.environ for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
+    )
 
 
 def with_tracing(interceptors: Iterable[Interceptor]) -> tuple[Interceptor, ...]:

@@ -13,9 +13,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
-import duckdb
-
 from weft_nb.base import io_faults
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.faults import fault_point
 from weft_nb.errors import JournalCorruptError, JournalLockedError
 from weft_nb.journal.io_errors import from_duckdb_error

@@ -23,8 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.faults import fault_point
 from weft_nb.errors import (
     JournalClosedError,

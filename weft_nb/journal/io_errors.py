@@ -11,8 +11,7 @@ from __future__ import annotations
 import errno
 import re
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.errors import JournalIOError
 
 _CAUSES = {

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import os
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.journal import step_log_recovery
 from weft_nb.journal.framing import keep_aside
 from weft_nb.journal.lock import lock_or_refuse

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.faults import fault_point
 from weft_nb.journal.protocol import TERMINAL_STATUSES, RunOutcome, RunRecord
 

@@ -17,8 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.errors import JournalCorruptError, JournalError
 from weft_nb.journal.duckdb_journal import DuckDBJournal
 from weft_nb.journal.paths import checkpoint_root, reading_checkpoint_root

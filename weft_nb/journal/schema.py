@@ -13,8 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Literal
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.errors import JournalCorruptError, JournalError
 
 SCHEMA_VERSION = 1

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.journal.protocol import BreakerRecord
 
 BREAKER_COLUMNS = "activity, state, failures, opened_at, updated_at, half_open_at"

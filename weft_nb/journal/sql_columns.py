@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import duckdb
+from weft_nb.base.duckdb_engine import duckdb
 
 # Table references whose columns are the base tables' own, under their own names.
 _PLAIN_TABLE_REFS = frozenset({"BASE_TABLE", "SUBQUERY", "JOIN", "EMPTY", "EXPRESSION_LIST"})

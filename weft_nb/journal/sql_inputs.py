@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.journal.protocol import STEP_STARTED, AttemptRecord, SignalRecord, StepRecord
 from weft_nb.journal.run_log import UNFINISHED
 from weft_nb.journal.sql_records import insert_outcome, settled, updated

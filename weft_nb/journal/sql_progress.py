@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.journal.protocol import CheckpointRecord, HeartbeatRecord
 from weft_nb.journal.sql_records import (
     CHECKPOINT_COLUMNS,

@@ -15,8 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.journal.protocol import (
     STEP_STARTED,
     AttemptRecord,

@@ -40,8 +40,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.errors import JournalError, JournalIOError
 from weft_nb.journal.sql_columns import named_columns
 

@@ -40,9 +40,8 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import duckdb
-
 from weft_nb.base import io_faults
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.faults import fault_point
 from weft_nb.journal.framing import walk
 from weft_nb.journal.run_log import (

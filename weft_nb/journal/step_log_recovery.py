@@ -21,8 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.base.operational import report
 from weft_nb.errors import JournalDamageWarning, JournalIOError, JournalLockedError
 from weft_nb.journal.framing import describe_ranges, keep_aside

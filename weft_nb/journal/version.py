@@ -25,8 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import duckdb
-
+from weft_nb.base.duckdb_engine import duckdb
 from weft_nb.errors import JournalVersionError
 
 SUPPORTED_DUCKDB = ">=2.0,<3"  # keep equal to the duckdb pin in pyproject.toml
