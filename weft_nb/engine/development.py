@@ -199,6 +199,12 @@ class DevelopmentChecks:
             return
         sys.setprofile(_profile_hook(self, cursor))
 
+    @staticmethod
+    def unwatch_workflow_thread() -> None:
+        """Remove the watch from the calling thread when its run ends (run threads are reused)."""
+        if getattr(sys.getprofile(), "weft_development", False):
+            sys.setprofile(None)
+
 
 def _profile_hook(checks: DevelopmentChecks, cursor: StepCursor) -> Callable[..., None]:
     inside: FrameType | None = None  # the engine frame the workflow's code called into

@@ -192,6 +192,9 @@ class RunLauncher:
     def _resume(self, run_id: str) -> RunHandle[Any]:
         active = self._live.get(run_id)
         if active is not None and not active.stopped:
+            # A handle acknowledges the run: an `engine.run()` start still waiting for its first
+            # step's sync is made durable first (a read of the run commits the step log's batch).
+            self._rt.journal.get_run(run_id)
             return active.handle
         # An interrupted execution must be gone before a new one replays the journal.
         if active is not None and active.thread is not None and not active.exited.wait(10):

@@ -114,6 +114,8 @@ def run_workflow_and_settle(rt: Runtime, live: LiveRuns, state: RunState) -> Non
         outcome = _outcome(rt, state)
     except BaseException as exc:  # recording the outcome failed: the run stays resumable
         outcome = RUNNING, None, unrecorded_error(state.run_id, exc)
+    finally:  # the thread serves later runs: the watch would go on watching this one
+        rt.dev_checks.unwatch_workflow_thread()
     status, value, error = outcome
     try:
         state.completion.settle(status, value=value, error=error)
