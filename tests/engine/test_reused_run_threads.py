@@ -37,6 +37,12 @@ def _idle_thread_of(engine: Engine) -> None:
         time.sleep(0.001)
 
 
+def _assert_start_durable(journal: Path, syncs: list[list[int]]) -> None:
+    """The run's start record is synced in the step log, or committed to DuckDB (log emptied)."""
+    in_log = [len(row) for _lsn, row in read_records(str(journal) + ".steplog")]
+    assert START not in in_log or any(START in sync for sync in syncs), (in_log, syncs)
+
+
 def _warnings_of(engine: Engine, wf: Any, run_id: str) -> tuple[int, list[str]]:
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -92,10 +98,31 @@ def test_resuming_a_live_engine_run_makes_its_start_durable_before_the_handle(
             assert inside.wait(30)
             assert syncs == []  # engine.run(): the start is written, not synced yet
             handle = engine.resume("r")  # an acknowledgement of the run, as engine.start's is
-            in_log = [len(row) for _lsn, row in read_records(str(journal) + ".steplog")]
-            # Durable: synced in the step log, or moved into DuckDB by a commit (log emptied).
-            assert START not in in_log or any(START in sync for sync in syncs), (in_log, syncs)
+            _assert_start_durable(journal, syncs)
         finally:
             go.set()
             caller.join(30)
         assert handle.result(30) == 1
+
+
+def test_an_engine_run_that_times_out_has_made_its_start_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TimeoutError names the run and says it keeps running: an acknowledgement."""
+    journal = tmp_path / "j.duckdb"
+    go = threading.Event()
+
+    @weft_nb.workflow
+    def gated(ctx: weft_nb.WorkflowContext) -> object:
+        assert go.wait(30)
+        return ctx.run(noop, 1)
+
+    with Engine(journal) as engine:
+        syncs = spy_step_log_syncs(monkeypatch, journal)
+        try:
+            with pytest.raises(TimeoutError, match="'r' did not finish"):
+                engine.run(gated, run_id="r", timeout=0.05)
+            _assert_start_durable(journal, syncs)
+        finally:
+            go.set()
+        assert engine.resume("r").result(30) == 1

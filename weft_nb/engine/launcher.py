@@ -179,6 +179,14 @@ class RunLauncher:
         with self._launching:
             return self._resume(run_id)
 
+    def acknowledge(self, run_id: str) -> None:
+        """Make a run's start durable before anything names it to anyone (a handle, an error).
+
+        An `engine.run()` start may still wait for its first step's sync (``sync_start=False``);
+        a read of the run commits the step log's batch to DuckDB, and with it that record.
+        """
+        self._rt.journal.get_run(run_id)
+
     def _create(
         self, definition: WorkflowDefinition, record: RunRecord, input: Any, sync: bool
     ) -> RunHandle[Any]:
@@ -192,9 +200,7 @@ class RunLauncher:
     def _resume(self, run_id: str) -> RunHandle[Any]:
         active = self._live.get(run_id)
         if active is not None and not active.stopped:
-            # A handle acknowledges the run: an `engine.run()` start still waiting for its first
-            # step's sync is made durable first (a read of the run commits the step log's batch).
-            self._rt.journal.get_run(run_id)
+            self.acknowledge(run_id)
             return active.handle
         # An interrupted execution must be gone before a new one replays the journal.
         if active is not None and active.thread is not None and not active.exited.wait(10):

@@ -123,8 +123,9 @@ class RunStarting:
         its activities' ``cancelled`` is set, it is recorded as ``interrupted``, and the
         ``KeyboardInterrupt`` is raised again. Starting it again (same ``run_id``) resumes it.
 
-        Nothing is acknowledged before the result, so the run's start is made durable with its
-        first step's sync instead of one of its own (docs/guarantees.md).
+        Nothing is acknowledged before the result (or a ``TimeoutError`` naming the run, which
+        makes its start durable first), so the run's start is made durable with its first
+        step's sync instead of one of its own (docs/guarantees.md).
         """
         if run_id is None:  # known here: Ctrl-C may land inside start()
             run_id = uuid.uuid4().hex[:16]
@@ -132,6 +133,9 @@ class RunStarting:
             return self._start_unacknowledged(workflow, input, run_id, on_change).result(timeout)
         except KeyboardInterrupt:
             self.interrupt(run_id)  # False (nothing to do) when the run was not launched
+            raise
+        except TimeoutError:  # it names the run, which keeps running: an acknowledgement
+            self._launcher.acknowledge(run_id)
             raise
 
     async def run_async(
