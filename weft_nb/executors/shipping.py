@@ -84,13 +84,11 @@ def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
     activity = ShippedActivity(
         name=definition.name, fn=fn, arity=definition.arity, is_async=definition.is_async
     )
-    module = getattr(fn, "__module__", None)
-    if module in (None, "__main__") or module in cloudpickle.list_registry_pickle_by_value():
-        return activity  # by value: pickled for every attempt, with the globals of now
-    try:
-        cached = _BY_REFERENCE.get(fn)
-    except TypeError:  # not weakly referenceable (a builtin, a partial...)
+    if not _named_function(fn):
+        # By value (with the globals of now), or an object whose state pickles (a partial, a
+        # callable instance): pickled for every attempt, as cloudpickle sends it.
         return activity
+    cached = _BY_REFERENCE.get(fn)
     if cached is not None and cached[0] == activity:
         return cached[1]
     try:
@@ -135,6 +133,25 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
             name=path,
             run_id=ctx.run_id,
         ) from exc
+
+
+def _named_function(fn: Any) -> bool:
+    """True for a plain function its module still names: it pickles as that name, nothing more.
+
+    A module reloaded since names a new function: cloudpickle then sends the old one by value.
+    """
+    if type(fn) is not types.FunctionType:
+        return False
+    module_name = fn.__module__
+    if (
+        module_name in (None, "__main__")
+        or module_name in cloudpickle.list_registry_pickle_by_value()
+    ):
+        return False
+    found: Any = sys.modules.get(module_name)
+    for part in fn.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is fn
 
 
 _PLAIN_ATOMS = (int, float, str, bytes, bool, type(None))
