@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 from executor_cases import CASES, engine_for
 from executor_workflows import lines, runaway_then_square
@@ -262,3 +263,30 @@ def test_a_function_its_module_no_longer_names_travels_by_value(
     ctx = ActivityContext(identity, clock=RealClock(), checkpoints=None, last_heartbeat_loader=dict)  # type: ignore[arg-type]  # nothing here checkpoints
     shipped = pickle.loads(ship(definition, 1, ctx))  # what a fresh worker would run
     assert shipped[0].fn(1) == "old"
+
+
+def test_a_module_inside_a_package_registered_by_value_travels_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: weft_nb.Engine
+) -> None:
+    # cloudpickle sends a module by value when its package is registered so: its globals of now
+    # reach the worker, as inline. Caching it as a reference would run the worker's own import.
+    package = tmp_path / "byvalue_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "acts.py").write_text(
+        "import weft_nb\nFACTOR = 2\n@weft_nb.activity\ndef scaled(x):\n    return x * FACTOR\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    acts = importlib.import_module("byvalue_pkg.acts")
+    cloudpickle.register_pickle_by_value(importlib.import_module("byvalue_pkg"))
+    try:
+
+        @weft_nb.workflow
+        def scales(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+            return ctx.run(acts.scaled, x)
+
+        assert engine.run(scales, 5, run_id="before", timeout=120) == 10
+        acts.FACTOR = 3
+        assert engine.run(scales, 5, run_id="after", timeout=120) == 15
+    finally:
+        cloudpickle.unregister_pickle_by_value(importlib.import_module("byvalue_pkg"))

@@ -143,11 +143,11 @@ def _named_function(fn: Any) -> bool:
     if type(fn) is not types.FunctionType:
         return False
     module_name = fn.__module__
-    if (
-        module_name in (None, "__main__")
-        or module_name in cloudpickle.list_registry_pickle_by_value()
-    ):
+    if module_name in (None, "__main__"):
         return False
+    for by_value in cloudpickle.list_registry_pickle_by_value():  # a package's modules too
+        if module_name == by_value or module_name.startswith(by_value + "."):
+            return False
     found: Any = sys.modules.get(module_name)
     for part in fn.__qualname__.split("."):
         found = getattr(found, part, None)
