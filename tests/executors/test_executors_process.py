@@ -6,10 +6,13 @@ its own journal and executor (worker processes start on demand and are killed at
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pickle
+import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -290,3 +293,32 @@ def test_a_module_inside_a_package_registered_by_value_travels_by_value(
         assert engine.run(scales, 5, run_id="after", timeout=120) == 15
     finally:
         cloudpickle.unregister_pickle_by_value(importlib.import_module("byvalue_pkg"))
+
+
+def test_a_function_pickled_once_is_not_kept_alive_by_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: weft_nb.Engine
+) -> None:
+    # The cache is keyed weakly by the function: a module reloaded again and again in a long
+    # notebook session must not keep every old function (and its module's globals) alive.
+    (tmp_path / "dropped_acts.py").write_text(
+        "import weft_nb\n@weft_nb.activity\ndef once(x):\n    return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("dropped_acts")
+
+    @weft_nb.workflow
+    def runs_once(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run("once", x)
+
+    engine.register(module.once)
+    assert engine.run(runs_once, 4, run_id="once", timeout=120) == 4
+    gone = weakref.ref(module.once)
+
+    def replacement(x: int) -> int:
+        return x
+
+    engine.register(weft_nb.activity(name="once")(replacement))  # the registry lets go of it
+    del module, runs_once
+    sys.modules.pop("dropped_acts")
+    gc.collect()
+    assert gone() is None

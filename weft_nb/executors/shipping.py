@@ -72,10 +72,11 @@ class _Pickled:
         return pickle.loads, (self.data,)
 
 
-_BY_REFERENCE: weakref.WeakKeyDictionary[Any, tuple[ShippedActivity, _Pickled]] = (
+_BY_REFERENCE: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], _Pickled]] = (
     weakref.WeakKeyDictionary()
 )
-"""Activities whose function pickles by reference, pickled once (keyed by the function)."""
+"""Activities whose function pickles by reference, pickled once (keyed by the function; the
+value holds no reference to it, which would keep it alive)."""
 
 
 def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
@@ -88,14 +89,15 @@ def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
         # By value (with the globals of now), or an object whose state pickles (a partial, a
         # callable instance): pickled for every attempt, as cloudpickle sends it.
         return activity
+    shape = (activity.name, activity.arity, activity.is_async)
     cached = _BY_REFERENCE.get(fn)
-    if cached is not None and cached[0] == activity:
+    if cached is not None and cached[0] == shape:
         return cached[1]
     try:
         pickled = _Pickled(pickle.dumps(activity, pickle.HIGHEST_PROTOCOL))
     except Exception:  # not importable by its name: cloudpickle pickles it by value
         return activity
-    _BY_REFERENCE[fn] = (activity, pickled)
+    _BY_REFERENCE[fn] = (shape, pickled)
     return pickled
 
 
