@@ -120,3 +120,36 @@ def test_without_the_top_level_extension_the_duckdb_package_is_used(tmp_path: Pa
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+
+
+_SAME_CLASSES = """
+import sys
+if sys.argv[1] == "duckdb-first":
+    import duckdb
+from weft_nb.base.duckdb_engine import duckdb as used
+import duckdb
+errors = [n for n in dir(duckdb) if isinstance(getattr(duckdb, n), type)
+          and issubclass(getattr(duckdb, n), BaseException)]
+assert len(errors) > 10, errors
+differ = [n for n in errors + ["connect", "DuckDBPyConnection", "tokenize", "token_type"]
+          if getattr(used, n) is not getattr(duckdb, n)]
+assert not differ, differ
+try:  # a user's own connection: weft_nb's except clauses catch what it raises
+    duckdb.connect().execute("SELECT * FROM no_such_table")
+except used.CatalogException:
+    pass
+"""
+
+
+def test_the_user_s_duckdb_raises_the_classes_weft_nb_catches() -> None:
+    # weft_nb imports the compiled extension, the user the package around it: one set of
+    # classes, whichever comes first.
+    for order in ("weft-first", "duckdb-first"):
+        done = subprocess.run(
+            [sys.executable, "-c", _SAME_CLASSES, order],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, (order, done.stderr)

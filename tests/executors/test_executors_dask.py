@@ -27,6 +27,7 @@ from weft_nb.executors import dask as dask_module
 from weft_nb.executors import dask_hub, dask_task
 from weft_nb.executors.dask import _DaskChannel as DaskChannel
 from weft_nb.executors.dask import dask_attempt
+from weft_nb.executors.dask_hub import DaskHub
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -256,3 +257,46 @@ def test_a_closed_executor_leaves_no_queue_and_reads_no_late_event(
         return False
 
     wait_until(lambda: all(gone(name) for name in names), timeout=60)
+
+
+class _Events:
+    """A hub recipient that keeps what arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: list[bytes | None] = []
+
+    def arrive(self, data: bytes | None) -> None:
+        self.arrived.append(data)
+
+
+def _log_from_worker(topic: str, name: str) -> None:
+    distributed.get_worker().log_event(topic, [name, b"started"])
+
+
+def test_no_attempt_starts_before_the_topic_is_subscribed(
+    client: distributed.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first attempts at once: the second may not submit its task (whose events would find
+    no subscriber, its requests no reply) while the first is still subscribing."""
+    hub = DaskHub(client)
+    subscribing, second_done = threading.Event(), threading.Event()
+    subscribe = client.subscribe_topic
+
+    def slow_subscribe(topic: str, handler: Any) -> None:
+        subscribing.set()
+        second_done.wait(2)  # the first caller is held up here (a preempted thread)
+        subscribe(topic, handler)
+
+    monkeypatch.setattr(client, "subscribe_topic", slow_subscribe)
+    first, second = _Events(), _Events()
+    opener = threading.Thread(target=hub.go_ahead, args=(first,))
+    opener.start()
+    assert subscribing.wait(60)
+    name = hub.go_ahead(second).name
+    client.submit(_log_from_worker, hub.topic, name, pure=False).result()
+    second_done.set()
+    opener.join()
+    try:
+        wait_until(lambda: second.arrived, timeout=10, what="the second attempt's event")
+    finally:
+        hub.close()

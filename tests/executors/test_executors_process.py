@@ -6,12 +6,18 @@ its own journal and executor (worker processes start on demand and are killed at
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
+import pickle
+import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 from executor_cases import CASES, engine_for
 from executor_workflows import lines, runaway_then_square
@@ -19,8 +25,11 @@ from helpers import process_alive, wait_until
 from IPython.core.interactiveshell import InteractiveShell
 
 import weft_nb
+from weft_nb.activity.context import ActivityContext, AttemptIdentity
+from weft_nb.base.clock import RealClock
 from weft_nb.base.definitions import definition_of
 from weft_nb.errors import ActivityNotShippableError, PayloadError
+from weft_nb.executors.shipping import ship
 
 
 @pytest.fixture
@@ -186,3 +195,130 @@ def test_inputs_of_every_kind_reach_the_worker_intact(
         return [ctx.run(described, value) for value in inputs[:n]]
 
     assert engine.run(describes, len(inputs), timeout=120) == [described(v) for v in inputs]
+
+
+class Scaler:
+    """A callable object whose state is part of what an attempt runs."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_a_callable_object_ships_its_state_of_now(engine: weft_nb.Engine) -> None:
+    # Only a plain function pickled by reference (its module and name) may be pickled once: a
+    # callable object pickles its state, which can change between attempts, as inline.
+    scaler = Scaler(2)
+    scale = weft_nb.activity(name="scale")(scaler)
+
+    @weft_nb.workflow
+    def scales(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run(scale, x)
+
+    assert engine.run(scales, 5, run_id="before", timeout=120) == 10
+    scaler.factor = 3
+    assert engine.run(scales, 5, run_id="after", timeout=120) == 15
+
+
+def test_a_partial_of_a_notebook_function_travels_by_value(
+    ip: InteractiveShell, engine: weft_nb.Engine
+) -> None:
+    # A partial's module is functools, but the function it wraps lives in the notebook: it must
+    # travel by value, as cloudpickle sends it, not as a name the worker cannot look up.
+    ip.run_cell(
+        "import functools, weft_nb\n"
+        "def add(x, y):\n    return x + y\n"
+        "plus_one = weft_nb.activity(name='plus_one')(functools.partial(add, 1))\n",
+        store_history=False,
+    ).raise_error()
+    plus_one = ip.user_ns["plus_one"]
+
+    @weft_nb.workflow
+    def adds(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run(plus_one, x)
+
+    assert engine.run(adds, 41, timeout=120) == 42
+
+
+def test_a_function_its_module_no_longer_names_travels_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: weft_nb.Engine
+) -> None:
+    # After a reload the registered definition still holds the old function; a worker importing
+    # the module by name would run the new body. Inline runs the old one, so the worker must too.
+    module = tmp_path / "reloaded_acts.py"
+    module.write_text("import weft_nb\n@weft_nb.activity\ndef version(x):\n    return 'old'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = importlib.import_module("reloaded_acts")
+    old = loaded.version
+
+    @weft_nb.workflow
+    def versions(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run(old, x)
+
+    assert engine.run(versions, 1, run_id="first", timeout=120) == "old"  # now pickled once
+    module.write_text("import weft_nb\n@weft_nb.activity\ndef version(x):\n    return 'new'\n")
+    importlib.reload(loaded)
+    definition = definition_of(old)
+    assert definition is not None
+    identity = AttemptIdentity(run_id="r", activity_name="version", position=0, attempt=1)
+    ctx = ActivityContext(identity, clock=RealClock(), checkpoints=None, last_heartbeat_loader=dict)  # type: ignore[arg-type]  # nothing here checkpoints
+    shipped = pickle.loads(ship(definition, 1, ctx))  # what a fresh worker would run
+    assert shipped[0].fn(1) == "old"
+
+
+def test_a_module_inside_a_package_registered_by_value_travels_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: weft_nb.Engine
+) -> None:
+    # cloudpickle sends a module by value when its package is registered so: its globals of now
+    # reach the worker, as inline. Caching it as a reference would run the worker's own import.
+    package = tmp_path / "byvalue_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "acts.py").write_text(
+        "import weft_nb\nFACTOR = 2\n@weft_nb.activity\ndef scaled(x):\n    return x * FACTOR\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    acts = importlib.import_module("byvalue_pkg.acts")
+    cloudpickle.register_pickle_by_value(importlib.import_module("byvalue_pkg"))
+    try:
+
+        @weft_nb.workflow
+        def scales(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+            return ctx.run(acts.scaled, x)
+
+        assert engine.run(scales, 5, run_id="before", timeout=120) == 10
+        acts.FACTOR = 3
+        assert engine.run(scales, 5, run_id="after", timeout=120) == 15
+    finally:
+        cloudpickle.unregister_pickle_by_value(importlib.import_module("byvalue_pkg"))
+
+
+def test_a_function_pickled_once_is_not_kept_alive_by_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: weft_nb.Engine
+) -> None:
+    # The cache is keyed weakly by the function: a module reloaded again and again in a long
+    # notebook session must not keep every old function (and its module's globals) alive.
+    (tmp_path / "dropped_acts.py").write_text(
+        "import weft_nb\n@weft_nb.activity\ndef once(x):\n    return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("dropped_acts")
+
+    @weft_nb.workflow
+    def runs_once(ctx: weft_nb.WorkflowContext, x: int) -> Any:
+        return ctx.run("once", x)
+
+    engine.register(module.once)
+    assert engine.run(runs_once, 4, run_id="once", timeout=120) == 4
+    gone = weakref.ref(module.once)
+
+    def replacement(x: int) -> int:
+        return x
+
+    engine.register(weft_nb.activity(name="once")(replacement))  # the registry lets go of it
+    del module, runs_once
+    sys.modules.pop("dropped_acts")
+    gc.collect()
+    assert gone() is None

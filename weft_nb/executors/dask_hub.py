@@ -46,6 +46,7 @@ class DaskHub:
         self.topic = f"weft-nb-{uuid.uuid4().hex}"
         self._recipients: dict[str, Recipient] = {}
         self._subscribed = False
+        self._subscribing = threading.Lock()
         self._spare: deque[Queue] = deque()  # go-ahead queues, made and filled
         self._lock = threading.Lock()
         self._needed = threading.Condition(self._lock)  # an attempt took a spare queue
@@ -54,20 +55,30 @@ class DaskHub:
 
     def go_ahead(self, recipient: Recipient) -> Queue:
         """A go-ahead queue for the next attempt, whose events now go to ``recipient``."""
+        if not self._subscribed:
+            self._subscribe()
         with self._lock:
-            subscribe, self._subscribed = not self._subscribed, True
             queue = self._spare.popleft() if self._spare else None
             if self._filler is None:
                 self._filler = threading.Thread(target=self._fill, name="weft-dask-go", daemon=True)
                 self._filler.start()
             self._needed.notify()
-        if subscribe:  # before the first submit, on the same stream: no event is missed
-            self.client.subscribe_topic(self.topic, self._on_event)
         if queue is None:
             queue = self._make()
         with self._lock:
             self._recipients[queue.name] = recipient
         return queue
+
+    def _subscribe(self) -> None:
+        """Subscribe to the topic before the first submit, on the same stream: no event is missed.
+
+        Every attempt waits for it: one that submitted while another was still subscribing would
+        send events that reach nobody (its requests would never be answered).
+        """
+        with self._subscribing:
+            if not self._subscribed:
+                self.client.subscribe_topic(self.topic, self._on_event)
+                self._subscribed = True
 
     def _make(self) -> Queue:
         distributed = import_extra("distributed", extra="dask", feature="weft_nb.DaskExecutor")

@@ -72,10 +72,11 @@ class _Pickled:
         return pickle.loads, (self.data,)
 
 
-_BY_REFERENCE: weakref.WeakKeyDictionary[Any, tuple[ShippedActivity, _Pickled]] = (
+_BY_REFERENCE: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], _Pickled]] = (
     weakref.WeakKeyDictionary()
 )
-"""Activities whose function pickles by reference, pickled once (keyed by the function)."""
+"""Activities whose function pickles by reference, pickled once (keyed by the function; the
+value holds no reference to it, which would keep it alive)."""
 
 
 def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
@@ -84,20 +85,19 @@ def _shipped(definition: ActivityDefinition) -> ShippedActivity | _Pickled:
     activity = ShippedActivity(
         name=definition.name, fn=fn, arity=definition.arity, is_async=definition.is_async
     )
-    module = getattr(fn, "__module__", None)
-    if module in (None, "__main__") or module in cloudpickle.list_registry_pickle_by_value():
-        return activity  # by value: pickled for every attempt, with the globals of now
-    try:
-        cached = _BY_REFERENCE.get(fn)
-    except TypeError:  # not weakly referenceable (a builtin, a partial...)
+    if not _named_function(fn):
+        # By value (with the globals of now), or an object whose state pickles (a partial, a
+        # callable instance): pickled for every attempt, as cloudpickle sends it.
         return activity
-    if cached is not None and cached[0] == activity:
+    shape = (activity.name, activity.arity, activity.is_async)
+    cached = _BY_REFERENCE.get(fn)
+    if cached is not None and cached[0] == shape:
         return cached[1]
     try:
         pickled = _Pickled(pickle.dumps(activity, pickle.HIGHEST_PROTOCOL))
     except Exception:  # not importable by its name: cloudpickle pickles it by value
         return activity
-    _BY_REFERENCE[fn] = (activity, pickled)
+    _BY_REFERENCE[fn] = (shape, pickled)
     return pickled
 
 
@@ -135,6 +135,25 @@ def ship(definition: ActivityDefinition, value: Any, ctx: ActivityContext) -> by
             name=path,
             run_id=ctx.run_id,
         ) from exc
+
+
+def _named_function(fn: Any) -> bool:
+    """True for a plain function its module still names: it pickles as that name, nothing more.
+
+    A module reloaded since names a new function: cloudpickle then sends the old one by value.
+    """
+    if type(fn) is not types.FunctionType:
+        return False
+    module_name = fn.__module__
+    if module_name in (None, "__main__"):
+        return False
+    for by_value in cloudpickle.list_registry_pickle_by_value():  # a package's modules too
+        if module_name == by_value or module_name.startswith(by_value + "."):
+            return False
+    found: Any = sys.modules.get(module_name)
+    for part in fn.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is fn
 
 
 _PLAIN_ATOMS = (int, float, str, bytes, bool, type(None))
