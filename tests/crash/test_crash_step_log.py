@@ -16,6 +16,7 @@ The unit tests at the end cover the log file itself: torn tails, foreign bytes, 
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -188,3 +189,32 @@ def test_concurrent_appends_share_syncs_and_lose_nothing(tmp_path: Path) -> None
     )
     journal.close()
     assert sorted(counts) == [(f"run-{w}", 50, 50) for w in range(8)]
+
+
+def test_closing_the_log_syncs_records_no_sync_covered_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``engine.run()`` start is written without a sync of its own; if the engine closes
+    before any sync covered it (the batch into DuckDB at close failed), close syncs it."""
+    synced_fds: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        synced_fds.append(fd)
+        real_fdatasync(fd)
+
+    row = ("run", 1, "a", "completed", "h", "s", 1, 0.0, 1.0, "json", b"1", None, None)
+    log = StepLog(str(tmp_path / "unsynced.steplog"))
+    log.append(1, row)
+    monkeypatch.setattr(os, "fdatasync", spy)
+    fd = log._fd
+    log.close()
+    assert synced_fds == [fd]
+
+    synced_fds.clear()
+    log = StepLog(str(tmp_path / "synced.steplog"))
+    log.append(1, row)
+    log.sync(1)
+    synced_fds.clear()
+    log.close()
+    assert synced_fds == []  # nothing left to make durable: no extra sync

@@ -8,8 +8,9 @@ storage, not yet published), ``checkpoint.published`` (its object published and 
 journal row not committed), ``journal.before_commit`` and ``journal.after_commit`` (around every
 multi-statement journal transaction), ``step.before_record`` (an activity returned, its result not
 yet journaled), ``steplog.appended`` (a completed step is fsynced in the step log, not yet in
-DuckDB), ``runlog.started`` / ``runlog.finished`` (a run's start or outcome record is fsynced in
-the step log, not yet in DuckDB), ``steplog.runs_staged`` (a batch's run starts are inserted, not
+DuckDB), ``runlog.started`` / ``runlog.finished`` (a run's start or outcome record is in the step
+log, not yet in DuckDB: fsynced, except the start of an ``engine.run()``, which its first step's
+sync covers), ``steplog.runs_staged`` (a batch's run starts are inserted, not
 committed), and ``steplog.before_apply_commit`` / ``steplog.after_apply_commit`` (around the
 commit that moves step-log records into DuckDB). When the variable is unset, `fault_point()` is
 one global lookup.

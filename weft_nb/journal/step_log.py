@@ -348,6 +348,13 @@ class StepLog:
         self._empty = True
 
     def close(self) -> None:
-        """Close the file (its records stay for the next open to apply)."""
+        """Close the file (its records stay for the next open to apply).
+
+        Records written and not yet durable (an ``engine.run()`` start whose first sync never
+        came, when the batch into DuckDB at close failed) are synced first: a close is the last
+        chance to make what the file holds survive a power loss.
+        """
         with contextlib.suppress(OSError):
+            if self._written > self._synced:
+                os.fdatasync(self._fd)
             os.close(self._fd)
