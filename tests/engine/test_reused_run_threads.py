@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 import weft_nb
 from tests.engine.test_run_fixed_cost import START, spy_step_log_syncs
@@ -30,11 +31,7 @@ def noop(x: object) -> object:
 
 def _idle_thread_of(engine: Engine) -> None:
     """Block until a finished run's thread is idle, so the next run is handed to it."""
-    threads = engine.runtime.run_threads
-    deadline = time.monotonic() + 30
-    while not threads._idle:
-        assert time.monotonic() < deadline, "the run thread never became idle"
-        time.sleep(0.001)
+    wait_until(lambda: engine.runtime.run_threads.idle, timeout=30, what="an idle run thread")
 
 
 def _assert_start_durable(journal: Path, syncs: list[list[int]]) -> None:

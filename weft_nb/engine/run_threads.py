@@ -71,6 +71,12 @@ class RunThreads:
         self._idle: list[RunThread] = []
         self._closed = False
 
+    @property
+    def idle(self) -> int:
+        """How many threads wait for a run now."""
+        with self._lock:
+            return len(self._idle)
+
     def take(self, name: str) -> RunThread:
         """An idle thread, or a new one (not started yet) named ``name``, for a run to `give`."""
         with self._lock:
