@@ -7,7 +7,7 @@ one channel per executor (`weft_nb.executors.dask_task` has the worker side): th
 messages (``started``, heartbeats, requests) are events on the executor's topic, pushed to the
 kernel and routed to the attempt's channel by its name; the kernel's replies and cancellations are
 calls of a handler on the attempt's worker. A short attempt costs Dask's own round trip plus one
-scheduler call on the worker (taking the go-ahead) and an event; the go-ahead queues are made and
+scheduler call on the worker (taking the go-ahead); the go-ahead queues are made and
 filled ahead of time, off the attempt's path.
 
 A lost worker shows up three ways, all mapped to
