@@ -6,6 +6,7 @@ real SIGKILLs of Dask worker processes (their nannies start replacements).
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import socket
 import sys
@@ -300,3 +301,60 @@ def test_no_attempt_starts_before_the_topic_is_subscribed(
         wait_until(lambda: second.arrived, timeout=10, what="the second attempt's event")
     finally:
         hub.close()
+
+
+@weft_nb.activity
+def asks_the_kernel(args: dict[str, Any], activity: weft_nb.ActivityContext) -> int:
+    activity.checkpoint({"n": args["n"]})
+    return int(activity.last_checkpoint["n"]) + 1  # waits for the kernel's reply, no timeout
+
+
+@weft_nb.workflow
+def asking(ctx: weft_nb.WorkflowContext, args: dict[str, Any]) -> int:
+    return int(ctx.run(asks_the_kernel, args))
+
+
+def _failing_proxy(
+    client: distributed.Client, monkeypatch: pytest.MonkeyPatch, failures: int
+) -> list[dict[str, Any]]:
+    """Make the real client's ``scheduler.proxy`` raise its first ``failures`` calls."""
+    real = client.scheduler.proxy
+    failed: list[dict[str, Any]] = []
+
+    async def proxy(**kwargs: Any) -> Any:
+        if len(failed) < failures:
+            failed.append(kwargs["msg"])
+            raise OSError("injected: the scheduler's proxy call failed")
+        return await real(**kwargs)
+
+    monkeypatch.setattr(client.scheduler, "proxy", proxy)
+    return failed
+
+
+def test_a_reply_whose_delivery_fails_for_a_moment_is_delivered_again(
+    engine: weft_nb.Engine, client: distributed.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel-to-worker call that fails twice still gets its reply to the waiting activity."""
+    failed = _failing_proxy(client, monkeypatch, failures=2)
+    engine.register(asks_the_kernel, asking)
+    assert engine.run(asking, {"n": 4}, run_id="a", timeout=120) == 5
+    assert len(failed) == 2
+    assert engine.journal.query("SELECT count(*) FROM attempts WHERE run_id = 'a'") == [(0,)]
+
+
+def test_a_reply_that_cannot_be_delivered_fails_the_attempt_instead_of_hanging(
+    engine: weft_nb.Engine, client: distributed.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every try fails while the worker is alive: the activity would wait forever for its reply;
+    the attempt fails as a lost worker instead (and the retry policy decides)."""
+    failed = _failing_proxy(client, monkeypatch, failures=10**9)
+    engine.register(asks_the_kernel, asking)
+    handle = engine.start(asking, {"n": 4}, run_id="u")
+    lost = "SELECT error_type FROM attempts WHERE run_id = 'u'"
+    wait_until(lambda: engine.journal.query(lost), timeout=60, what="the failed attempt")
+    assert engine.journal.query(lost)[0] == ("WorkerLostError",)
+    assert len(failed) >= len(dask_module._DELIVERY_PAUSES) + 1
+    monkeypatch.undo()
+    engine.cancel("u")
+    with contextlib.suppress(Exception):
+        handle.result(timeout=60)

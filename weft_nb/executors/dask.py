@@ -7,7 +7,7 @@ one channel per executor (`weft_nb.executors.dask_task` has the worker side): th
 messages (``started``, heartbeats, requests) are events on the executor's topic, pushed to the
 kernel and routed to the attempt's channel by its name; the kernel's replies and cancellations are
 calls of a handler on the attempt's worker. A short attempt costs Dask's own round trip plus one
-scheduler call on the worker (taking the go-ahead) and an event; the go-ahead queues are made and
+scheduler call on the worker (taking the go-ahead); the go-ahead queues are made and
 filled ahead of time, off the attempt's path.
 
 A lost worker shows up three ways, all mapped to
@@ -21,6 +21,7 @@ the kernel waits for it a second at a time, checking.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pickle
 import threading
@@ -49,6 +50,7 @@ __all__ = ["DaskExecutor", "dask_attempt"]
 _LIVENESS_EVERY = 1.0  # seconds between checks that the task's worker is still there
 _WORKERS_MAX_AGE = 5.0  # how old the worker list may be when placing an attempt by its queue
 _RERUN = RERUN
+_DELIVERY_PAUSES = (0.05, 0.2, 1.0)  # seconds between the tries of a kernel-to-worker message
 
 
 def _distributed() -> Any:
@@ -73,6 +75,7 @@ class _DaskChannel:
         self._data: bytes | None = None
         self._error: BaseException | None = None
         self._worker_messages: list[bytes] = []  # read from its queue, not yet announced
+        self._undelivered: BaseException | None = None  # a message to the worker never got there
         self.queue = executor.hub.go_ahead(self)
         self.name: str = self.queue.name  # its events carry it
 
@@ -182,6 +185,9 @@ class _DaskChannel:
         return self.worker in self.executor.workers(max_age=_LIVENESS_EVERY)
 
     def _check(self) -> None:
+        if self._undelivered is not None and not self._gone:
+            tries = len(_DELIVERY_PAUSES) + 1
+            raise self._lost(f"a message to it failed {tries} times: {self._undelivered!r}")
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + _LIVENESS_EVERY
@@ -200,14 +206,27 @@ class _DaskChannel:
             self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        """Call the worker's handler with ``data``, through the scheduler; does not wait."""
+        """Call the worker's handler with ``data``, through the scheduler; does not wait.
+
+        A failed call is tried again after a short pause (delivering twice is harmless: a reply
+        is taken once, a cancellation is idempotent). When every try failed, the attempt fails
+        as a lost worker: the activity may be waiting for this reply, with no timeout.
+        """
         client: Any = self.executor.client
         worker = self.worker
         msg = {"op": DELIVER, "attempt": self.name, "message": data}
 
         async def call() -> None:
-            with contextlib.suppress(Exception):  # the worker went away
-                await client.scheduler.proxy(msg=msg, worker=worker)
+            for pause in (*_DELIVERY_PAUSES, None):
+                try:
+                    await client.scheduler.proxy(msg=msg, worker=worker)
+                    return
+                except Exception as exc:
+                    if pause is None or self._gone:
+                        self._undelivered = exc
+                        self._wake.set()
+                        return
+                await asyncio.sleep(pause)
 
         if not self._gone:
             client.loop.add_callback(call)

@@ -32,6 +32,7 @@ from weft_nb.executors.worker import Inbox, encode_done, run_shipped
 RERUN = "weft-dask-rerun"  # a rerun's result: the kernel fails the attempt as a lost worker
 DELIVER = "weft_nb_deliver"  # the worker handler the kernel's messages arrive by
 BIG = 4096  # bytes; a longer message travels on a queue, not on the event topic
+ANNOUNCE_AFTER = 0.05  # seconds: an attempt still running by then tells the kernel its worker
 
 _inboxes: dict[str, Inbox] = {}  # the attempts running on this worker process, by channel name
 _inboxes_lock = threading.Lock()
@@ -60,13 +61,30 @@ def dask_attempt(payload: bytes, attempt: str, topic: str) -> bytes:
     def call(handler: str, **kwargs: Any) -> Any:
         return sync(worker.loop, getattr(worker.scheduler, handler), **kwargs)
 
-    def send(message: tuple[Any, ...]) -> None:
+    def log(message: tuple[Any, ...]) -> None:
         data = cloudpickle.dumps(message)
         if len(data) > BIG:  # on the attempt's queue, which the kernel reads when told
             call("queue_put", name=attempt, data=data)
             worker.log_event(topic, [attempt, None])
         else:
             worker.log_event(topic, [attempt, data])
+
+    # ``started`` is sent only by an attempt still running after ANNOUNCE_AFTER, or before its
+    # first message: on the worker's batched stream, an event just before the task's end would
+    # hold that end back for the stream's interval (and the scheduler's stream to the kernel
+    # again). A short attempt's result says all the kernel needs.
+    announcing = threading.Lock()
+    announced: list[bool] = []  # [False]: it ended unannounced; [True]: started was sent
+
+    def announce() -> None:
+        with announcing:  # held while logging: started goes before any message of the attempt
+            if not announced:
+                announced.append(True)
+                log(("started", address))
+
+    def send(message: tuple[Any, ...]) -> None:
+        announce()
+        log(message)
 
     inbox = Inbox(one_attempt=True)
     go, _ = inbox.expect(0)
@@ -80,10 +98,13 @@ def dask_attempt(payload: bytes, attempt: str, topic: str) -> bytes:
         for record in records:
             inbox.deliver(pickle.loads(record["value"]))
         if not go.is_set():  # a rerun: the first start took the go-ahead
-            send(("started", address, "rerun"))
+            log(("started", address, "rerun"))
             return pickle.dumps((RERUN, address))
-        send(("started", address))
+        worker.loop.add_callback(worker.loop.call_later, ANNOUNCE_AFTER, announce)
         return encode_done(run_shipped(payload, send, inbox))
     finally:
+        with announcing:
+            if not announced:
+                announced.append(False)
         with _inboxes_lock:
             _inboxes.pop(attempt, None)
