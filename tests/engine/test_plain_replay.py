@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import weft_nb
-from weft_nb.errors import NonDeterminismError, PayloadError
+from weft_nb.errors import NonDeterminismError, PayloadError, StepScopeError
 from weft_nb.testing import TestEngine
 
 pytestmark = pytest.mark.usefixtures("workflow_kind")
@@ -131,4 +131,78 @@ def test_a_damaged_recorded_result_is_reported_as_before(engine: TestEngine) -> 
     with pytest.raises(PayloadError, match=r"recorded result of step 4 \('echo'.*decoded"):
         engine.resume("r").result(10)
     assert plain.calls["0"] == 1  # the steps before it were answered from the journal
+    engine.close()
+
+
+def test_a_journaled_step_called_from_another_thread_is_refused(engine: TestEngine) -> None:
+    plain = Plain()
+    engine = _crash(engine, plain)
+
+    @weft_nb.workflow(name="plain")
+    def plain_v2(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+        ctx.run(plain.echo, VALUES[0])
+        errors: list[BaseException] = []
+
+        def helper() -> None:  # position 1 is journaled: the fast path would answer it
+            try:
+                ctx.run(plain.echo, VALUES[1])
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=helper, name="my-helper")
+        thread.start()
+        thread.join()
+        raise errors[0]
+
+    engine.register(plain_v2)
+    with pytest.raises(StepScopeError, match="from thread 'my-helper'"):
+        engine.resume("r").result(10)
+    engine.close()
+
+
+def test_a_journaled_step_called_inside_a_memo_callback_is_refused(engine: TestEngine) -> None:
+    plain = Plain()
+    engine = _crash(engine, plain)
+    # No record at position 0 (as for a step still running at the crash): the memo that takes
+    # it on resume runs its callback, whose ctx.run reaches journaled position 1.
+    engine.journal.query("DELETE FROM steps WHERE run_id = 'r' AND position = 0")
+
+    @weft_nb.workflow(name="plain")
+    def plain_v2(ctx: weft_nb.WorkflowContext, n: int) -> Any:
+        return ctx.memo("m", lambda: ctx.run(plain.echo, VALUES[1]))
+
+    engine.register(plain_v2)
+    with pytest.raises(StepScopeError, match=r"inside the ctx.memo\('m'\) callback"):
+        engine.resume("r").result(10)
+    assert sum(plain.calls.values()) == len(VALUES)
+    engine.close()
+
+
+def test_a_run_with_a_gap_replays_each_position_from_its_own_row(engine: TestEngine) -> None:
+    calls: list[int] = []
+    gate, blocked = threading.Event(), threading.Event()
+
+    @weft_nb.activity
+    def count(x: int) -> int:
+        calls.append(x)
+        return len(calls)
+
+    @weft_nb.activity
+    def hold(x: int) -> int:
+        blocked.set()
+        gate.wait(10)
+        return x
+
+    @weft_nb.workflow
+    def same_input(ctx: weft_nb.WorkflowContext) -> list[int]:
+        return [ctx.run(count, 1) for _ in range(3)] + [ctx.run(hold, 0)]
+
+    engine.start(same_input, run_id="g")
+    assert blocked.wait(10)
+    engine = engine.simulate_restart()
+    gate.set()
+    # Rows now hold positions 1, 2, 3: row i is not position i, and rows 0 and 1 would match
+    # positions 0 and 1's signatures.
+    engine.journal.query("DELETE FROM steps WHERE run_id = 'g' AND position = 0")
+    assert engine.resume("g").result(10) == [4, 2, 3, 0]
     engine.close()

@@ -117,7 +117,7 @@ def plain_json(value: Any) -> bytes | None:
     if kind is str:  # what `_json_text` does, without its calls
         return _encode_str(value).encode()
     if kind is int and value.bit_length() <= _JSON_INT_BITS:
-        return int.__repr__(value).encode()
+        return repr(value).encode()  # int's own repr: ``kind`` is exactly int
     return _json_text(value).encode() if is_json_exact(value) else None
 
 

@@ -86,6 +86,12 @@ def current_memo() -> tuple[int, str] | None:
     return scope.position, scope.key
 
 
+def in_memo() -> bool:
+    """Whether a ``ctx.memo`` callback runs in this context (`current_memo()` is not None)."""
+    scope = _scope.get()
+    return scope is not None and not scope.closed
+
+
 # The overloads follow WorkflowContext.run's: an activity function's types give the result's.
 @overload
 def durable_activity(

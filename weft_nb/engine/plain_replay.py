@@ -13,11 +13,13 @@ run's ``on_change`` policy and reports a changed step exactly as it always did.
 from __future__ import annotations
 
 from collections.abc import Callable
+from threading import current_thread
 from typing import TYPE_CHECKING, Any
 
 from weft_nb.base import evidence
 from weft_nb.base.input_digest import json_input_digest
 from weft_nb.base.payloads import JSON, is_model_class, loads_compact_json, plain_json
+from weft_nb.engine.durable_activity import in_memo
 from weft_nb.engine.replay import NOT_SET
 from weft_nb.journal.protocol import STEP_COMPLETED
 
@@ -45,17 +47,25 @@ def replay_plain(
         EngineStopped: The engine closed (as the general path raises it).
         WorkflowCancelledError: The run was cancelled.
     """
-    steps = cursor.state.steps
-    row = -1 if options else steps.row_of(cursor.positions_taken)
+    state = cursor.state
+    steps = state.steps
+    position = cursor.positions_taken
+    row = position if steps.identity else steps.row_of(position)
+    owner = state.thread
     if (
-        row < 0
+        options
+        or row < 0
+        or row >= len(steps.status)
         or steps.status[row] != STEP_COMPLETED
         or steps.result_codec[row] != JSON
+        or in_memo()  # check_scope raises
+        or (owner is not None and current_thread() is not owner)  # check_scope raises
         or evidence.ENABLED  # the general path records the replay
         or rt.dev_checks.active
     ):
         return NOT_SET
-    cursor.check_alive()
+    if state.stopped or state.cancel_requested.is_set():
+        cursor.check_alive()  # raises
     definition = cursor.resolve(activity)
     known = cursor.plain_calls.get(id(definition))
     if known is None or known[0] is not definition:

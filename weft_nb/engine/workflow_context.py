@@ -113,10 +113,10 @@ class WorkflowContext:
         Typed: with an activity function, a type checker gives the result its return type and
         checks ``input`` against its first parameter (docs/engine.md, "Type checking").
         """
-        _step_scope.check_scope(self.cursor, lambda: f"ctx.run({_name_of(activity)!r})")
         result = replay_plain(self.cursor, self.runtime, activity, input, call_options)
         if result is not NOT_SET:
             return result
+        _step_scope.check_scope(self.cursor, lambda: f"ctx.run({_name_of(activity)!r})")
         step = self._prepare(activity, input, call_options)
         if step.replayed:
             if step.error is not None:

@@ -42,8 +42,8 @@ class RecordedSteps:
     __slots__ = (
         "_columns",
         "_index",
-        "_left",
         "activity",
+        "identity",
         "input_hash",
         "result",
         "result_codec",
@@ -64,7 +64,8 @@ class RecordedSteps:
             self._index: dict[int, int] | None = None
         else:
             self._index = {p: i for i, p in enumerate(positions)}  # a later row wins
-        self._left = len(positions) if self._index is None else len(self._index)
+        self.identity = self._index is None
+        """Whether row ``i`` is position ``i`` (else `row_of()` maps them)."""
 
     @classmethod
     def empty(cls) -> RecordedSteps:
@@ -81,9 +82,8 @@ class RecordedSteps:
         return row if row >= 0 and self.status[row] is not None else -1
 
     def take_row(self, row: int) -> None:
-        """Mark ``row`` taken: it is no longer in these steps."""
+        """Mark ``row`` taken: it is no longer in these steps (a taken row's status is None)."""
         self.status[row] = None
-        self._left -= 1
 
     def pop(self, position: int, default: None = None) -> StepRecord | None:
         """The step at ``position`` as a record, taking it; ``default`` when there is none."""
@@ -98,7 +98,10 @@ class RecordedSteps:
         return record
 
     def __len__(self) -> int:
-        return self._left
+        status = self.status
+        if self._index is None:
+            return len(status) - status.count(None)
+        return sum(status[row] is not None for row in self._index.values())
 
     def __contains__(self, position: object) -> bool:
         return isinstance(position, int) and self.row_of(position) >= 0
