@@ -127,8 +127,6 @@ class Engine(RunStarting):
         self.flusher = HeartbeatFlusher(self.journal, self.clock, heartbeat_interval, idle_release)
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1; got {max_parallel}")
-        # Kept for callers that read it; the pool's max_parallel threads are the bound.
-        self.parallel_slots = threading.BoundedSemaphore(max_parallel)
         self.step_pool = StepPool(max_parallel)
         self.queue_limits = QueueLimits(self.clock, queue_limits)
         self._queue_slots: dict[str, threading.BoundedSemaphore] = {}  # see queue_slot()

@@ -3,7 +3,7 @@
 A step submitted with ``ctx.submit``/``ctx.all`` runs on a pool thread that holds one of the
 engine's ``max_parallel`` slots. If that thread also waited for its record's ``fdatasync``, a
 fan-out could never share a sync among more steps than it has slots. Instead the pool thread runs
-the step inside `deferring()`: the step-log append (`JournalFile.append_record`)
+the step inside ``with deferral:`` (a `Deferral`): the step-log append (`JournalFile.append_record`)
 notes its sequence number in the `Deferral` and returns without syncing. The thread releases its
 slot and hands the step's settlement to `GroupCommit.when_durable()`, then takes the next step.
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from weft_nb.journal.io_errors import from_os_error
@@ -81,10 +80,10 @@ class GroupCommit:
 
 
 class Deferral:
-    """What a step run inside `deferring()` appended: where to wait for it, and what to do then.
+    """What a step run inside ``with deferral:`` appended: where to wait for it, and what then.
 
-    Also usable as ``with deferral:`` (what `deferring()` does, without a generator: the pool
-    thread of every parallel step enters one).
+    Entering it makes step-log appends on this thread note their lsn here instead of syncing (the
+    pool thread of every parallel step enters one).
     """
 
     def __init__(self) -> None:
@@ -126,13 +125,6 @@ class Deferral:
             finish(None)
         else:
             commit.when_durable(self.lsn, finish)
-
-
-@contextmanager
-def deferring(deferral: Deferral) -> Iterator[Deferral]:
-    """Step-log appends on this thread note their lsn in ``deferral`` instead of syncing."""
-    with deferral:
-        yield deferral
 
 
 def after_durable(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
