@@ -213,7 +213,11 @@ def loads_compact_json(data: bytes | bytearray) -> Any:
     Whatever it returns, `loads_json` returns too; it refuses (``ValueError``) more: text with
     whitespace, a byte-order mark, or another encoding, which `loads_json` may still read.
     """
-    text = data.decode("utf-8", "surrogatepass")
+    return _scan_whole(data.decode("utf-8", "surrogatepass"))
+
+
+def _scan_whole(text: str) -> Any:
+    """The one JSON value ``text`` is, without whitespace around it; ``ValueError`` otherwise."""
     try:
         value, end = _scan_once(text, 0)
     except StopIteration as exc:
@@ -240,12 +244,9 @@ def loads_json(data: bytes | bytearray) -> Any:
     ):
         text = data.decode("utf-8", "surrogatepass")
         try:  # one value, no whitespace around it (what `encode` writes): the scanner alone
-            value, end = _scan_once(text, 0)
-            if end == len(text):
-                return value
-        except StopIteration:
-            pass
-        return _JSON_DECODER.decode(text)  # whitespace, or the error json.loads raises
+            return _scan_whole(text)
+        except ValueError:
+            return _JSON_DECODER.decode(text)  # whitespace, or the error json.loads raises
     return json.loads(data)
 
 
