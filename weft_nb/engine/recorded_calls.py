@@ -53,10 +53,17 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
         deadline = float(recorded.result)  # the original deadline, from before the restart
     else:
         deadline = rt.clock.now() + seconds
-        at, until = rt.clock.now(), json.dumps(deadline).encode()
+    until = json.dumps(deadline).encode()
+    if recorded is None or recorded.result is None:
         rt.journal.record_marker(
             control_record(
-                cursor.run_id, position, SLEEP, signature, at, result=until, idempotency_key=SLEEP
+                cursor.run_id,
+                position,
+                SLEEP,
+                signature,
+                rt.clock.now(),
+                result=until,
+                idempotency_key=SLEEP,
             )
         )
 
@@ -66,7 +73,6 @@ def begin_sleep(rt: Runtime, cursor: StepCursor, duration: Duration) -> Callable
             cursor.pause(remaining)
         cursor.check_alive()
         now = rt.clock.now()
-        until = json.dumps(deadline).encode()
         rt.journal.record_step(
             control_record(
                 cursor.run_id,
